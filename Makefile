@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+# The torch build this project is tested with (the one this machine's wheel cache holds).
+TORCH   := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+STAMP   := $(VENV)/.fmhub-installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml Makefile $(wildcard plugins/*/pyproject.toml) tests/toy_plugin/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q $(TORCH) -e '.[test,finetune,int8]' $(foreach p,$(PLUGINS),-e '$(p)[test]') -e tests/toy_plugin
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) examples/demo.py
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

@@ -1,0 +1,13 @@
+"""The core's own plugin: it registers the built-in fine-tuning methods the way a third party would."""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+
+
+@hookimpl
+def fmhub_register_finetune_methods(register):
+    from .finetune.methods import BUILTIN_METHODS
+
+    for method in BUILTIN_METHODS:
+        register(method)

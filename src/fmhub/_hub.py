@@ -1,0 +1,444 @@
+"""The Hub: one pluggy plugin manager, the plugins it discovered, and the registry they filled."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata as md
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import (
+    AmbiguousModelError,
+    FmhubError,
+    ManifestError,
+    PluginError,
+    UnknownModelError,
+    UnknownNamespaceError,
+    close_matches,
+    did_you_mean,
+)
+from .spec import ModelSpec, Namespace, validate_model
+
+if TYPE_CHECKING:
+    from .finetune.methods import FineTuneMethod
+    from .model import Model
+
+__all__ = ["Hub", "PluginRecord", "FmhubPluginWarning", "get_hub", "set_hub"]
+
+ENTRY_POINT_GROUP = "fmhub"
+MANIFEST = "fmhub.json"
+#: Namespaces of first-party plugins, so a missing one can be named.
+KNOWN_DISTRIBUTIONS = {
+    "hf": "fmhub-transformers",
+    "timm": "fmhub-timm",
+    "torchaudio": "fmhub-torchaudio",
+}
+
+
+class FmhubPluginWarning(UserWarning):
+    """A plugin failed to import or register and was skipped."""
+
+
+@dataclass
+class PluginRecord:
+    """One plugin as ``fmhub plugins`` lists it."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    status: str = "ok"  # ok | failed | disabled
+    error: str | None = None
+    plugin: Any = field(default=None, repr=False)
+
+
+def _env_list(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+class Hub:
+    """A plugin manager with its plugins and the models, namespaces and methods they registered.
+
+    ``Hub()`` discovers plugins through the ``fmhub`` entry-point group (honouring
+    ``FMHUB_LOAD_PLUGINS`` and ``FMHUB_DISABLE_PLUGINS``); ``Hub(entry_points=False)`` starts with
+    the built-in plugins only, and :meth:`register` adds more (handy in tests).
+    """
+
+    def __init__(self, *, entry_points: bool = True, plugins: dict[str, Any] | None = None):
+        self.pm = pluggy.PluginManager("fmhub")
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+        self._registry: _Registry | None = None
+        self._callers: dict[tuple[str, str | None], Any] = {}
+        from . import _builtin
+
+        self._add("fmhub", _builtin, distribution="fmhub", strict=True)
+        if entry_points:
+            self._discover()
+        for name, plugin in (plugins or {}).items():
+            self.register(plugin, name=name)
+
+    # -- plugins --------------------------------------------------------------------------------
+
+    def register(self, plugin: Any, name: str | None = None) -> None:
+        """Add a plugin object (a module or an instance with hook implementations).
+
+        Unlike entry-point plugins, an explicitly registered one that is broken raises.
+        """
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        self._add(name, plugin, distribution=None, strict=True)
+        self._registry = None
+        self._callers.clear()
+
+    def unregister(self, name: str) -> None:
+        rec = self.records.pop(name, None)
+        if rec is not None and rec.plugin is not None and self.pm.is_registered(rec.plugin):
+            self.pm.unregister(rec.plugin)
+        self._registry = None
+        self._callers.clear()
+
+    def _discover(self) -> None:
+        only, blocked = _env_list("FMHUB_LOAD_PLUGINS"), _env_list("FMHUB_DISABLE_PLUGINS") or set()
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in self.records:
+                continue
+            dist = ep.dist.name if ep.dist else None
+            version = ep.dist.version if ep.dist else None
+            if (only is not None and ep.name not in only) or ep.name in blocked:
+                self.records[ep.name] = PluginRecord(ep.name, dist, version, status="disabled")
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
+                self._fail(ep.name, dist, version, f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            try:
+                self._add(ep.name, plugin, distribution=dist, version=version, strict=False)
+            except PluginError as exc:
+                self._fail(ep.name, dist, version, str(exc))
+
+    def _fail(self, name: str, dist: str | None, version: str | None, error: str) -> None:
+        self.records[name] = PluginRecord(name, dist, version, status="failed", error=error)
+        warnings.warn(
+            f"fmhub plugin {name!r} ({dist or 'unknown distribution'}) was skipped: {error}. "
+            "Run 'fmhub plugins' to see every plugin's status.",
+            FmhubPluginWarning,
+            stacklevel=3,
+        )
+
+    def _add(self, name, plugin, *, distribution, version=None, strict) -> None:
+        _check_hook_names(name, plugin)
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            raise PluginError(f"plugin {name!r} is invalid: {exc}") from None
+        except ValueError as exc:  # already registered
+            raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
+        self.records[name] = PluginRecord(name, distribution, version, plugin=plugin)
+
+    def plugins(self) -> list[PluginRecord]:
+        """Every plugin seen, with its status (``ok``, ``failed``, ``disabled``) and error."""
+        self.registry  # registration failures are recorded on first use
+        return sorted(self.records.values(), key=lambda r: r.name)
+
+    # -- registry -------------------------------------------------------------------------------
+
+    @property
+    def registry(self) -> _Registry:
+        if self._registry is None:
+            self._registry = _Registry.build(self)
+        return self._registry
+
+    def caller(self, hook: str, owner: str | None):
+        """The hook caller for ``hook`` that skips the plugins owning other namespaces.
+
+        ``owner=None`` gives the caller of every plugin (for broadcast hooks).
+        """
+        key = (hook, owner)
+        caller = self._callers.get(key)
+        if caller is None and owner is None:
+            caller = self._callers[key] = getattr(self.pm.hook, hook)
+        elif caller is None:
+            owners = self.registry.owner_plugins
+            others = [self.pm.get_plugin(n) for n in owners if n != owner]
+            caller = self.pm.subset_hook_caller(hook, [p for p in others if p is not None])
+            self._callers[key] = caller
+        return caller
+
+    def call(self, hook: str, owner: str | None, model_id: str | None = None, **kwargs):
+        """Call an owner-dispatched hook, naming plugin and stage in any error it raises."""
+        try:
+            return self.caller(hook, owner)(**kwargs)
+        except Exception as exc:
+            raise plugin_error(exc, owner, hook, model_id) from exc
+
+    # -- names ----------------------------------------------------------------------------------
+
+    def list_models(self, pattern: str | None = None) -> list[ModelSpec]:
+        """Registered models whose id or alias matches ``pattern`` (shell wildcards, any case)."""
+        specs = self.registry.specs.values()
+        if pattern:
+            pat = pattern.lower()
+            if not any(ch in pat for ch in "*?["):
+                pat = f"*{pat}*"
+            specs = [
+                s
+                for s in specs
+                if any(fnmatch.fnmatchcase(n.lower(), pat) for n in (s.id, *s.aliases))
+            ]
+        return sorted(specs, key=lambda s: s.id)
+
+    def resolve(self, name: str) -> ModelSpec:
+        """Turn a name (id, alias or local path) into a spec, without importing torch."""
+        return self.registry.resolve(os.fspath(name))
+
+    def model_info(self, name: str) -> ModelSpec:
+        return self.resolve(name)
+
+    def finetune_methods(self) -> dict[str, FineTuneMethod]:
+        return dict(self.registry.methods)
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def load(self, name: str, **options: Any) -> Model:
+        from .model import load_model
+
+        return load_model(self, self.resolve(name), options)
+
+
+def _check_hook_names(name: str, plugin: Any) -> None:
+    """A function named like a hook that is not one is a misspelling: name it and the fix."""
+    known = {n for n in dir(hookspecs) if n.startswith("fmhub_")}
+    for attr in dir(plugin):
+        if attr.startswith("fmhub_") and attr not in known and callable(getattr(plugin, attr)):
+            raise PluginError(
+                f"plugin {name!r} defines {attr!r}, which is not an fmhub hook."
+                f"{did_you_mean(attr, known)} See docs/hooks.md for the hook list."
+            )
+
+
+def plugin_error(exc: BaseException, plugin: str | None, hook: str, model_id: str | None):
+    """Say which plugin and stage an error came from; fmhub's own errors keep their type."""
+    stage = hook.removeprefix("fmhub_")
+    where = f"plugin {plugin!r}, stage {stage!r}" + (f", model {model_id!r}" if model_id else "")
+    if isinstance(exc, FmhubError):
+        if exc.plugin is None:
+            exc.plugin, exc.stage = plugin, stage
+            exc.add_note(f"(raised in {where})")
+        return exc
+    err = PluginError(f"{where} failed: {type(exc).__name__}: {exc}")
+    err.plugin, err.stage = plugin, stage
+    return err
+
+
+class _Registry:
+    """Namespaces, models, aliases and fine-tune methods, with the conflicts between plugins."""
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self.namespaces: dict[str, Namespace] = {}
+        self.specs: dict[str, ModelSpec] = {}
+        self.aliases: dict[str, str] = {}
+        self.methods: dict[str, FineTuneMethod] = {}
+        self.conflicts: dict[str, list[tuple[str, str]]] = defaultdict(list)  # name -> (plugin, what)
+        self.owner_plugins: set[str] = set()
+        self._registrant: dict[str, str] = {}
+
+    @classmethod
+    def build(cls, hub: Hub) -> _Registry:
+        reg = cls(hub)
+        collected: dict[str, list] = {h: [] for h in hookspecs.REGISTRATION}
+        for hook in hookspecs.REGISTRATION:
+            for impl in reversed(getattr(hub.pm.hook, hook).get_hookimpls()):
+                name = hub.pm.get_name(impl.plugin)
+                items: list = []
+                try:
+                    impl.function(register=items.append)
+                except Exception as exc:  # noqa: BLE001
+                    reg._drop(name, f"{hook} raised {type(exc).__name__}: {exc}")
+                    continue
+                collected[hook].extend((name, item) for item in items)
+        for plugin, ns in collected["fmhub_register_namespaces"]:
+            reg._add_namespace(plugin, ns)
+        for plugin, spec in collected["fmhub_register_models"]:
+            reg._add_spec(plugin, spec)
+        for plugin, method in collected["fmhub_register_finetune_methods"]:
+            reg.methods.setdefault(method.name, method)
+        return reg
+
+    def _drop(self, plugin: str, error: str) -> None:
+        rec = self.hub.records.get(plugin)
+        if plugin == "fmhub":
+            raise PluginError(f"built-in plugin failed: {error}")
+        if rec is not None:
+            self.hub.pm.unregister(rec.plugin)
+            self.hub._fail(plugin, rec.distribution, rec.version, error)
+
+    def _add_namespace(self, plugin: str, ns: Any) -> None:
+        if not isinstance(ns, Namespace):
+            self._drop(plugin, f"registered {ns!r}, not an fmhub.Namespace")
+            return
+        ns = ns.model_copy(update={"plugin": plugin})
+        other = self.namespaces.get(ns.name)
+        if other is not None and other.plugin != plugin:
+            self.conflicts[ns.name + ":"] += [(other.plugin, "namespace"), (plugin, "namespace")]
+            return
+        self.namespaces[ns.name] = ns
+        self.owner_plugins.add(plugin)
+
+    def _add_spec(self, plugin: str, spec: Any) -> None:
+        if not isinstance(spec, ModelSpec):
+            self._drop(plugin, f"registered {spec!r}, not an fmhub.ModelSpec")
+            return
+        other = self.specs.get(spec.id)
+        if other is not None:
+            self.conflicts[spec.id] += [(self._registrant[spec.id], spec.id), (plugin, spec.id)]
+            return
+        self._registrant[spec.id] = plugin
+        self.specs[spec.id] = spec
+        for alias in spec.aliases:
+            prior = self.aliases.get(alias)
+            if prior is not None and prior != spec.id:
+                self.conflicts[alias] += [(self._registrant[prior], prior), (plugin, spec.id)]
+            else:
+                self.aliases[alias] = spec.id
+
+    # -- resolution -----------------------------------------------------------------------------
+
+    def _check_conflict(self, name: str) -> None:
+        claims = self.conflicts.get(name)
+        if claims:
+            seen = list(dict.fromkeys(claims))
+            who = " and ".join(f"plugin {p!r} ({what})" for p, what in seen)
+            ids = [w for _, w in seen if w != "namespace"]
+            how = (
+                f"use the full id, e.g. {ids[0]!r}, or disable a plugin with FMHUB_DISABLE_PLUGINS"
+                if ids
+                else "disable one of them with FMHUB_DISABLE_PLUGINS=<plugin>"
+            )
+            raise AmbiguousModelError(f"{name!r} is claimed by {who}; {how}.")
+
+    def with_owner(self, spec: ModelSpec) -> ModelSpec:
+        self._check_conflict(spec.namespace + ":")
+        ns = self.namespaces.get(spec.namespace)
+        if ns is None:
+            raise self._no_namespace(spec.namespace)
+        if spec.plugin == ns.plugin:
+            return spec
+        return spec.model_copy(update={"plugin": ns.plugin})
+
+    def _no_namespace(self, namespace: str) -> UnknownNamespaceError:
+        dist = KNOWN_DISTRIBUTIONS.get(namespace, f"fmhub-{namespace}")
+        rec = next((r for r in self.hub.records.values() if r.distribution == dist), None)
+        extra = ""
+        if rec is not None and rec.status != "ok":
+            extra = f" ({dist} is installed but {rec.status}: {rec.error or 'see FMHUB_* variables'})"
+        known = ", ".join(sorted(n + ":" for n in self.namespaces)) or "none"
+        return UnknownNamespaceError(
+            f"No installed plugin serves {namespace + ':'!r} models; install {dist}{extra}. "
+            f"Served namespaces: {known}. Run 'fmhub plugins' to see installed plugins."
+        )
+
+    def resolve(self, name: str) -> ModelSpec:
+        if not isinstance(name, str) or not name:
+            raise UnknownModelError(f"A model name must be a non-empty string, got {name!r}.")
+        self._check_conflict(name)
+        if name in self.specs:
+            return self.with_owner(self.specs[name])
+        if name in self.aliases:
+            return self.with_owner(self.specs[self.aliases[name]])
+        ns, sep, rest = name.partition(":")
+        if sep and rest and (ns in self.namespaces or ns + ":" in self.conflicts):
+            return self._resolve_in_namespace(ns, rest)
+        path = Path(name).expanduser()
+        if path.exists():
+            return self.resolve_path(path)
+        if sep and rest and ns and set(ns) <= _NS_CHARS and len(ns) > 1:
+            raise self._no_namespace(ns)
+        candidates = list(self.specs) + list(self.aliases)
+        raise UnknownModelError(
+            f"Unknown model {name!r}.{did_you_mean(name, candidates)} "
+            "Run 'fmhub list' to see models, or use 'namespace:name' (e.g. 'hf:org/repo') "
+            "or the path of a local folder."
+        )
+
+    def _resolve_in_namespace(self, ns: str, rest: str) -> ModelSpec:
+        self._check_conflict(ns + ":")
+        namespace = self.namespaces[ns]
+        path = Path(rest).expanduser()
+        if rest.startswith(("/", ".", "~")) and path.exists():
+            spec = self.hub.call("fmhub_claim_path", None, path=str(path.resolve()))
+            spec = next((s for s in spec if s is not None and s.namespace == ns), None)
+            if spec is None:
+                raise UnknownModelError(f"Plugin {namespace.plugin!r} does not recognise {rest!r}.")
+            return self.with_owner(spec)
+        spec = None
+        if namespace.open:
+            spec = self.hub.call("fmhub_resolve_model", ns, namespace=ns, name=rest)
+        if spec is None:
+            same = [i for i in self.specs if i.startswith(ns + ":")]
+            raise UnknownModelError(
+                f"Unknown model {ns + ':' + rest!r}.{did_you_mean(ns + ':' + rest, same)} "
+                f"Run 'fmhub list {ns}:*' to see the {ns}: models."
+            )
+        return self.with_owner(spec)
+
+    def resolve_path(self, path: Path) -> ModelSpec:
+        path = path.resolve()
+        manifest = path / MANIFEST if path.is_dir() else None
+        if manifest is not None and manifest.is_file():
+            from .manifest import read_manifest
+
+            return self.with_owner(read_manifest(path).spec_for(path))
+        claims = [s for s in self.hub.call("fmhub_claim_path", None, path=str(path)) if s]
+        if not claims:
+            raise UnknownModelError(
+                f"No installed plugin recognises the local path {str(path)!r}: it has no "
+                f"{MANIFEST} (written by model.save) and is not in a format a plugin claims. "
+                "Run 'fmhub plugins' to see installed plugins."
+            )
+        if len(claims) > 1:
+            who = " and ".join(
+                f"plugin {self.namespaces[s.namespace].plugin!r} ({s.namespace}:)"
+                if s.namespace in self.namespaces
+                else f"{s.namespace}:"
+                for s in claims
+            )
+            raise AmbiguousModelError(
+                f"The local path {str(path)!r} is claimed by {who}; prefix it with a namespace, "
+                f"e.g. '{claims[0].namespace}:{path}'."
+            )
+        return self.with_owner(claims[0])
+
+
+_NS_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+_default: Hub | None = None
+
+
+def get_hub() -> Hub:
+    """The default hub, created on first use from the installed entry points."""
+    global _default
+    if _default is None:
+        _default = Hub()
+    return _default
+
+
+def set_hub(hub: Hub | None) -> Hub | None:
+    """Replace the default hub (None: make a fresh one on next use); returns the previous one."""
+    global _default
+    previous, _default = _default, hub
+    return previous
+
+

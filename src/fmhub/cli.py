@@ -1,0 +1,132 @@
+"""The ``fmhub`` command. ``--help``, ``list``, ``info`` and ``plugins`` never import torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .errors import FmhubError
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise FmhubError(f"--option takes KEY=VALUE, got {pair!r}")
+        out[key.replace("-", "_")] = _parse_value(value)
+    return out
+
+
+def cmd_list(args) -> int:
+    from . import list_models
+
+    specs = list_models(args.pattern)
+    if args.json:
+        print(json.dumps([s.model_dump(exclude_none=True) for s in specs], indent=2))
+        return 0
+    if not specs:
+        print(f"No registered model matches {args.pattern!r}." if args.pattern else "No models.")
+        return 0
+    width = max(len(s.id) for s in specs)
+    for s in specs:
+        aliases = f"  (aliases: {', '.join(s.aliases)})" if s.aliases else ""
+        print(f"{s.id:<{width}}  {s.task or '-':<22} {s.modality or '-':<6}{aliases}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import model_info
+
+    print(json.dumps(model_info(args.name).model_dump(mode="json", exclude_none=True), indent=2))
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from . import plugins
+
+    recs = plugins()
+    if args.json:
+        print(json.dumps([
+            {"name": r.name, "distribution": r.distribution, "version": r.version,
+             "status": r.status, "error": r.error} for r in recs], indent=2))
+        return 0
+    for r in recs:
+        line = f"{r.name:<14} {r.status:<9} {r.distribution or '-'} {r.version or ''}".rstrip()
+        print(line + (f"\n{'':14} error: {r.error}" if r.error else ""))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from . import load
+    from .results import to_jsonable
+
+    model = load(args.name, **_options(args.option))
+    results = model.predict(args.inputs, batch_size=args.batch_size)
+    out = [{"input": i, "result": to_jsonable(r)} for i, r in zip(args.inputs, results)]
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from . import load
+    from .finetune.cli import run
+
+    model = load(args.name, **_options(args.option))
+    return run(model, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fmhub", description="Pretrained models of every family behind one contract."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("list", help="list registered models (wildcards: 'hf:*bert*')")
+    p.add_argument("pattern", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("info", help="show what a name resolves to")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("plugins", help="list plugins with their status and errors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+    p = sub.add_parser("predict", help="run a model on inputs, print JSON")
+    p.add_argument("name")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text, or a path to an image/audio file")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="load option")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("finetune", help="fine-tune a model (or --plan: show what would train)")
+    p.add_argument("name")
+    p.add_argument("--plan", action="store_true", help="list matched modules and parameter counts")
+    p.add_argument("--method", default="lora")
+    p.add_argument("--train", help="training data: CSV/JSONL file or class-per-folder directory")
+    p.add_argument("--eval", help="evaluation data, same forms as --train")
+    p.add_argument("--output", help="adapter output folder")
+    p.add_argument("--config", "-c", action="append", metavar="KEY=VALUE", help="FineTuneConfig field")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="load option")
+    p.set_defaults(func=cmd_finetune)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FmhubError as exc:
+        print(f"fmhub: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The fmhub exception hierarchy.
+
+Every error fmhub raises on purpose is an :class:`FmhubError`. Each also derives from the builtin a
+caller would reach for (``KeyError`` for an unknown name, ``ValueError`` for bad input, ...), so code
+that catches builtins keeps working. Messages say what happened, the value received and what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "AmbiguousModelError",
+    "DeviceError",
+    "FineTuneError",
+    "FmhubError",
+    "InputError",
+    "InvalidOptionError",
+    "ManifestError",
+    "NonFiniteLossError",
+    "PluginError",
+    "UnknownModelError",
+    "UnknownNamespaceError",
+    "close_matches",
+]
+
+
+def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` choices that look like ``word`` (case-insensitive), best first."""
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.6)
+    return [lowered[h] for h in hits]
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ``Did you mean 'x'?`` sentence, or an empty string when nothing is close."""
+    hits = close_matches(word, choices)
+    if not hits:
+        return ""
+    return " Did you mean " + " or ".join(repr(h) for h in hits) + "?"
+
+
+class FmhubError(Exception):
+    """Base class of every error fmhub raises on purpose."""
+
+    plugin: str | None = None
+    stage: str | None = None
+
+
+class UnknownModelError(FmhubError, KeyError):
+    """A model name that no registered model, alias, namespace or local folder matches."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousModelError(FmhubError, LookupError):
+    """Two plugins claim the same model id, alias, namespace or local folder."""
+
+
+class UnknownNamespaceError(UnknownModelError):
+    """A ``namespace:name`` id whose namespace no installed plugin serves."""
+
+
+class InvalidOptionError(FmhubError, ValueError):
+    """An option, config field or manifest field that is unknown or has an invalid value."""
+
+
+class InputError(FmhubError, ValueError):
+    """An input a model cannot take (empty, wrong type, too short, unreadable...)."""
+
+
+class DeviceError(FmhubError, RuntimeError):
+    """A device or dtype that is unavailable here or not allowed for this model."""
+
+
+class PluginError(FmhubError, RuntimeError):
+    """A plugin failed: at import, while registering, or inside a stage of a model."""
+
+
+class ManifestError(FmhubError, ValueError):
+    """A saved model or adapter folder that is missing, corrupt, or does not fit its base model."""
+
+
+class FineTuneError(FmhubError, RuntimeError):
+    """Fine-tuning cannot start or cannot go on."""
+
+
+class NonFiniteLossError(FineTuneError):
+    """The training loss became NaN or infinite; no weight was updated with it."""

@@ -1,0 +1,324 @@
+"""The fmhub hook contract.
+
+Hooks come in three tiers:
+
+* **Registration hooks** (``fmhub_register_*``) are called once per plugin when a :class:`~fmhub.Hub`
+  starts. They hand objects to a ``register`` callback and must stay cheap: no torch, no model
+  library import.
+* **Owner-dispatched hooks** (resolution, the stages of a model, fine-tuning) are called only on
+  the plugin that serves the model's namespace, plus every plugin that serves no namespace. A model
+  plugin therefore never checks "is this model mine?", and a cross-cutting plugin (autocast,
+  timing, caching) wraps a stage of *every* model with ``@hookimpl(wrapper=True)``.
+* **Broadcast hooks** (``fmhub_claim_path``) are asked of every plugin.
+
+All hooks are called with keyword arguments; an implementation may accept a subset of them, so a
+hook can gain arguments without breaking plugins. Hooks are only ever added, never changed.
+
+Every docstring follows one template: a summary, what the return value means, whether the first
+non-None result stops the call, then the parameters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .finetune.methods import FineTuneMethod
+    from .model import Loaded, Model
+    from .spec import LoadOptions, ModelSpec, Namespace
+
+__all__ = ["hookimpl", "hookspec", "OWNER_DISPATCHED", "REGISTRATION"]
+
+hookspec = pluggy.HookspecMarker("fmhub")
+hookimpl = pluggy.HookimplMarker("fmhub")
+
+#: Hooks called once per plugin at start-up, each plugin isolated from the others' failures.
+REGISTRATION = (
+    "fmhub_register_namespaces",
+    "fmhub_register_models",
+    "fmhub_register_finetune_methods",
+)
+
+#: Hooks called on the namespace owner plus the plugins that serve no namespace.
+OWNER_DISPATCHED = (
+    "fmhub_resolve_model",
+    "fmhub_load",
+    "fmhub_batch_order",
+    "fmhub_preprocess",
+    "fmhub_forward",
+    "fmhub_postprocess",
+    "fmhub_save",
+    "fmhub_finetune_targets",
+    "fmhub_attach_head",
+    "fmhub_training_loss",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def fmhub_register_namespaces(register: Callable[[Namespace], None]) -> None:
+    """Register the ``namespace:`` prefixes this plugin serves.
+
+    The plugin that registers a namespace owns it: every model whose id starts with it is loaded,
+    run and fine-tuned by that plugin's owner-dispatched hooks. Two plugins registering the same
+    namespace make its models ambiguous until one is disabled.
+
+    Return value: ignored.
+
+    :param register: Call with a :class:`fmhub.Namespace` for each namespace served.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def fmhub_register_models(register: Callable[[ModelSpec], None]) -> None:
+    """Register known models: ids, aliases, task, modality, preprocessing contract, provenance.
+
+    Must not import torch or the plugin's model library: ``fmhub list`` and ``fmhub info`` call it.
+    A plugin may register models in a namespace another plugin serves (to add aliases, say); the
+    namespace owner still runs them.
+
+    Return value: ignored.
+
+    :param register: Call with a :class:`fmhub.ModelSpec` for each model.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def fmhub_register_finetune_methods(register: Callable[[FineTuneMethod], None]) -> None:
+    """Register fine-tuning methods (``lora``, ``ia3``, ... are registered this way by the core).
+
+    Return value: ignored.
+
+    :param register: Call with a :class:`fmhub.finetune.FineTuneMethod` instance for each method.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def fmhub_resolve_model(namespace: str, name: str) -> ModelSpec | None:
+    """Turn a name in an *open* namespace that no registered model matches into a spec.
+
+    Owner-dispatched. Called for ``hf:org/repo`` style ids that were not registered. Must not
+    import torch or the model library; validate what can be validated cheaply.
+
+    Return value: a :class:`fmhub.ModelSpec` with ``id == f"{namespace}:{name}"``, or None when the
+    name cannot be one of this namespace's models (fmhub then reports an unknown model).
+
+    Stops at first non-None result.
+
+    :param namespace: The namespace, without the colon.
+    :param name: The rest of the id.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def fmhub_claim_path(path: str) -> ModelSpec | None:
+    """Recognise a local folder or file in this plugin's family format.
+
+    Broadcast: asked of every plugin, for paths that were not saved by fmhub (those carry an
+    ``fmhub.json`` manifest and need no claim). Two plugins claiming one path is an error that
+    asks the caller to prefix the path with a namespace.
+
+    Return value: a :class:`fmhub.ModelSpec` in one of the plugin's namespaces with ``path`` set,
+    or None when the path is not in this plugin's format.
+
+    :param path: Absolute path of the folder or file.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages of a model
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def fmhub_load(spec: ModelSpec, options: LoadOptions) -> Loaded | None:
+    """Build the model: weights, its torch module and whatever preprocessing needs.
+
+    Owner-dispatched. The core then places the module on ``options.device`` / ``options.dtype``
+    unless the plugin placed it itself (``Loaded.placed``, e.g. an accelerate ``device_map``).
+    When ``spec.path`` is set the model comes from that local folder or file, which may be one
+    written by this plugin's :func:`fmhub_save`.
+
+    Return value: a :class:`fmhub.Loaded` with the module in eval mode.
+
+    Stops at first non-None result.
+
+    :param spec: The resolved spec.
+    :param options: Validated options, an instance of the namespace's ``options`` class.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def fmhub_batch_order(model: Model, inputs: Sequence[Any]) -> list[int] | None:
+    """Choose the order in which ``predict`` batches its inputs (e.g. sorted by length).
+
+    Owner-dispatched. Results are always returned in input order whatever this returns.
+
+    Return value: a permutation of ``range(len(inputs))``, or None for input order.
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param inputs: Every input of the ``predict`` call.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def fmhub_preprocess(model: Model, inputs: Sequence[Any]) -> Any:
+    """Turn raw inputs into one batch the forward stage takes.
+
+    Owner-dispatched. Bad inputs raise :class:`fmhub.InputError` naming the input and the fix.
+    The batch is usually a dict of CPU tensors plus metadata; the core moves every tensor in it
+    (also inside lists, tuples and dicts) to the model's device, and floating ones to its dtype.
+
+    Return value: the batch.
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param inputs: One batch of raw inputs, at least one.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def fmhub_forward(model: Model, batch: Any) -> Any:
+    """Run the torch module on a batch that is already on the model's device.
+
+    Owner-dispatched. The core calls it under ``torch.inference_mode()`` for prediction and with
+    gradients during fine-tuning (``model.module.training`` tells which).
+
+    Return value: the raw outputs (tensors) that postprocess and the training loss take.
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param batch: The output of :func:`fmhub_preprocess`, moved to the device.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def fmhub_postprocess(model: Model, outputs: Any, batch: Any) -> list[Any] | None:
+    """Turn raw outputs into one typed result per input (see :mod:`fmhub.results`).
+
+    Owner-dispatched. The result type depends only on ``model.task``, never on the family.
+
+    Return value: a list with one result per input of the batch, in batch order.
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param outputs: The output of :func:`fmhub_forward`.
+    :param batch: The batch it was computed from.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def fmhub_save(model: Model, path: str) -> bool | None:
+    """Write the model into ``path`` in the family's own format, so ``fmhub_load`` can read it.
+
+    Owner-dispatched. ``path`` is a fresh temporary folder; the core writes ``fmhub.json`` beside
+    the plugin's files and renames the folder into place, so a save is atomic.
+
+    Return value: True once written.
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param path: The folder to write into.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def fmhub_finetune_targets(model: Model, method: str) -> list[str] | None:
+    """Name the modules a parameter-efficient method adapts by default for this architecture.
+
+    Owner-dispatched. Names are module-name suffixes as PEFT's ``target_modules`` takes them
+    (``["query", "value"]``) and must never match the classification head.
+
+    Return value: a list of module-name suffixes, or None to let the method decide (for LoRA:
+    every ``nn.Linear`` outside the head).
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param method: The method name (``"lora"``, ``"ia3"``, a third party's).
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def fmhub_attach_head(model: Model, labels: Sequence[str]) -> list[str] | None:
+    """Give the model a fresh classification head for ``labels`` (or resize the one it has).
+
+    Owner-dispatched. Replaces modules inside ``model.module`` so that forward yields one logit per
+    label. The core sets ``model.task`` to ``"classification"`` and ``model.labels`` afterwards.
+
+    Return value: the dotted names of the head modules; they are trained and saved in full and
+    never wrapped by an adapter.
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param labels: The class names, index i being class id i.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def fmhub_training_loss(model: Model, outputs: Any, targets: Any) -> Any:
+    """Compute the training loss of a batch.
+
+    Owner-dispatched.
+
+    Return value: a scalar tensor with gradients.
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param outputs: The output of :func:`fmhub_forward` in training mode.
+    :param targets: A ``torch.long`` tensor of class ids on the model's device.
+
+    .. versionadded:: 0.1
+    """

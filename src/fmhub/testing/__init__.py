@@ -1,0 +1,23 @@
+"""``fmhub.testing``: the conformance kit for plugin authors (and the core's own tests).
+
+Subclass :class:`ConformanceSuite` in a test module and list your models as
+:class:`ConformanceCase` objects; pytest (through the ``fmhub`` pytest plugin that fmhub installs)
+generates the contract tests for each::
+
+    from fmhub.testing import ConformanceCase, ConformanceSuite
+
+    class TestMyPlugin(ConformanceSuite):
+        cases = [ConformanceCase(model="mine:tiny", inputs=["a", "b", "c"],
+                                 heavy_modules=("torch", "mylib"))]
+
+The suite checks: registration imports nothing heavy; load -> predict end to end; results have the
+task's typed shape; batched equals one-by-one; dtype/device moves; save -> load round trip gives
+the same outputs; bad inputs raise :class:`fmhub.InputError`. Class-level fixtures (for instance an
+``autouse`` one that builds a tiny model into a hub cache) run before every generated test.
+"""
+
+from __future__ import annotations
+
+from .suite import ConformanceCase, ConformanceSuite, assert_results_close, imported_after
+
+__all__ = ["ConformanceCase", "ConformanceSuite", "assert_results_close", "imported_after"]
