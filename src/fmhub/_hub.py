@@ -215,7 +215,24 @@ class Hub:
     def load(self, name: str, **options: Any) -> Model:
         from .model import load_model
 
-        return load_model(self, self.resolve(name), options)
+        spec = self.resolve(name)
+        if spec.path is None and _is_adapter_folder(name):
+            from .finetune.adapter import load_adapter
+
+            return load_adapter(self, Path(name), options)
+        return load_model(self, spec, options)
+
+
+def _is_adapter_folder(name: Any) -> bool:
+    try:
+        path = Path(os.fspath(name)).expanduser()
+    except TypeError:
+        return False
+    if not (path / MANIFEST).is_file():
+        return False
+    from .manifest import read_manifest
+
+    return read_manifest(path).kind == "adapter"
 
 
 def _check_hook_names(name: str, plugin: Any) -> None:
