@@ -215,12 +215,11 @@ class Hub:
     def load(self, name: str, **options: Any) -> Model:
         from .model import load_model
 
-        spec = self.resolve(name)
-        if spec.path is None and _is_adapter_folder(name):
+        if _is_adapter_folder(name):
             from .finetune.adapter import load_adapter
 
-            return load_adapter(self, Path(name), options)
-        return load_model(self, spec, options)
+            return load_adapter(self, Path(os.fspath(name)).expanduser(), options)
+        return load_model(self, self.resolve(name), options)
 
 
 def _is_adapter_folder(name: Any) -> bool:
