@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.metadata as md
+import inspect
 import os
 import warnings
 from collections import defaultdict
@@ -56,6 +57,8 @@ class PluginRecord:
     status: str = "ok"  # ok | failed | disabled
     error: str | None = None
     plugin: Any = field(default=None, repr=False)
+    #: The namespaces it serves (empty for a cross-cutting plugin), filled in by ``Hub.plugins()``.
+    namespaces: tuple[str, ...] = ()
 
 
 def _env_list(var: str) -> set[str] | None:
@@ -113,7 +116,8 @@ class Hub:
                 continue
             dist = ep.dist.name if ep.dist else None
             version = ep.dist.version if ep.dist else None
-            if (only is not None and ep.name not in only) or ep.name in blocked:
+            names = {ep.name, dist} - {None}
+            if (only is not None and not names & only) or names & blocked:
                 self.records[ep.name] = PluginRecord(ep.name, dist, version, status="disabled")
                 continue
             try:
@@ -136,7 +140,7 @@ class Hub:
         )
 
     def _add(self, name, plugin, *, distribution, version=None, strict) -> None:
-        _check_hook_names(name, plugin)
+        _check_hook_names(self.pm, name, plugin)
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
@@ -149,8 +153,11 @@ class Hub:
         self.records[name] = PluginRecord(name, distribution, version, plugin=plugin)
 
     def plugins(self) -> list[PluginRecord]:
-        """Every plugin seen, with its status (``ok``, ``failed``, ``disabled``) and error."""
-        self.registry  # registration failures are recorded on first use
+        """Every plugin seen, with its status (``ok``, ``failed``, ``disabled``), error and the
+        namespaces it serves."""
+        reg = self.registry  # registration failures are recorded on first use
+        for rec in self.records.values():
+            rec.namespaces = tuple(sorted(n for n, ns in reg.namespaces.items() if ns.plugin == rec.name))
         return sorted(self.records.values(), key=lambda r: r.name)
 
     # -- registry -------------------------------------------------------------------------------
@@ -178,11 +185,43 @@ class Hub:
         return caller
 
     def call(self, hook: str, owner: str | None, model_id: str | None = None, **kwargs):
-        """Call an owner-dispatched hook, naming plugin and stage in any error it raises."""
+        """Call an owner-dispatched hook, naming plugin and stage in any error it raises.
+
+        The plugin named is the one whose hook implementation raised (a cross-cutting wrapper, say),
+        found from the traceback; the owner when that cannot be told.
+        """
+        caller = self.caller(hook, owner)
         try:
-            return self.caller(hook, owner)(**kwargs)
+            return caller(**kwargs)
         except Exception as exc:
-            raise plugin_error(exc, owner, hook, model_id) from exc
+            raise plugin_error(exc, self._culprit(exc, caller) or owner, hook, model_id) from exc
+
+    def broadcast(self, hook: str, **kwargs) -> list[tuple[str, Any]]:
+        """Call a broadcast hook on every plugin, one at a time: ``[(plugin, result), ...]`` for the
+        non-None results. An error names the plugin that raised it."""
+        out = []
+        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+            name = self.pm.get_name(impl.plugin) or impl.plugin_name
+            try:
+                result = impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            except Exception as exc:
+                raise plugin_error(exc, name, hook, None) from exc
+            if result is not None:
+                out.append((name, result))
+        return out
+
+    def _culprit(self, exc: BaseException, caller) -> str | None:
+        """The plugin whose hook implementation is the innermost one in ``exc``'s traceback."""
+        codes = {}
+        for impl in caller.get_hookimpls():
+            code = getattr(inspect.unwrap(impl.function), "__code__", None)
+            if code is not None:
+                codes[code] = self.pm.get_name(impl.plugin) or impl.plugin_name
+        tb, found = exc.__traceback__, None
+        while tb is not None:
+            found = codes.get(tb.tb_frame.f_code, found)
+            tb = tb.tb_next
+        return found
 
     # -- names ----------------------------------------------------------------------------------
 
@@ -200,9 +239,9 @@ class Hub:
             ]
         return sorted(specs, key=lambda s: s.id)
 
-    def resolve(self, name: str) -> ModelSpec:
+    def resolve(self, name: str | os.PathLike) -> ModelSpec:
         """Turn a name (id, alias or local path) into a spec, without importing torch."""
-        return self.registry.resolve(os.fspath(name))
+        return self.registry.resolve(os.fspath(name) if isinstance(name, os.PathLike) else name)
 
     def model_info(self, name: str) -> ModelSpec:
         return self.resolve(name)
@@ -234,14 +273,27 @@ def _is_adapter_folder(name: Any) -> bool:
     return read_manifest(path).kind == "adapter"
 
 
-def _check_hook_names(name: str, plugin: Any) -> None:
-    """A function named like a hook that is not one is a misspelling: name it and the fix."""
+def _check_hook_names(pm: pluggy.PluginManager, name: str, plugin: Any) -> None:
+    """A function named like a hook that is not one is a misspelling, and a hook function without
+    ``@fmhub.hookimpl`` would never be called: name it and the fix."""
     known = {n for n in dir(hookspecs) if n.startswith("fmhub_")}
     for attr in dir(plugin):
-        if attr.startswith("fmhub_") and attr not in known and callable(getattr(plugin, attr)):
+        if not attr.startswith("fmhub_"):
+            continue
+        value = inspect.getattr_static(plugin, attr, None)
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if not callable(value):
+            continue
+        if attr not in known:
             raise PluginError(
                 f"plugin {name!r} defines {attr!r}, which is not an fmhub hook."
                 f"{did_you_mean(attr, known)} See docs/hooks.md for the hook list."
+            )
+        if pm.parse_hookimpl_opts(plugin, attr) is None:
+            raise PluginError(
+                f"plugin {name!r} defines {attr!r} without the @fmhub.hookimpl decorator, so it "
+                "would never be called; decorate it with @fmhub.hookimpl."
             )
 
 
@@ -270,6 +322,7 @@ class _Registry:
         self.methods: dict[str, FineTuneMethod] = {}
         self.conflicts: dict[str, list[tuple[str, str]]] = defaultdict(list)  # name -> (plugin, what)
         self.owner_plugins: set[str] = set()
+        self.dropped: set[str] = set()
         self._registrant: dict[str, str] = {}
 
     @classmethod
@@ -279,45 +332,58 @@ class _Registry:
         for hook in hookspecs.REGISTRATION:
             for impl in reversed(getattr(hub.pm.hook, hook).get_hookimpls()):
                 name = hub.pm.get_name(impl.plugin)
+                if name in reg.dropped:
+                    continue
                 items: list = []
                 try:
-                    impl.function(register=items.append)
-                except Exception as exc:  # noqa: BLE001
+                    _call_registration(impl, items.append)
+                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
                     reg._drop(name, f"{hook} raised {type(exc).__name__}: {exc}")
                     continue
                 collected[hook].extend((name, item) for item in items)
-        for plugin, ns in collected["fmhub_register_namespaces"]:
+        valid = {
+            "fmhub_register_namespaces": Namespace,
+            "fmhub_register_models": ModelSpec,
+            "fmhub_register_finetune_methods": _is_method,
+        }
+        for hook, check in valid.items():  # a plugin registering junk is dropped whole
+            for plugin, item in collected[hook]:
+                ok = check(item) if check is _is_method else isinstance(item, check)
+                if not ok and plugin not in reg.dropped:
+                    what = check.__name__ if isinstance(check, type) else "FineTuneMethod"
+                    reg._drop(plugin, f"{hook} registered {item!r}, not an fmhub.{what}")
+        keep = lambda hook: [(p, x) for p, x in collected[hook] if p not in reg.dropped]  # noqa: E731
+        for plugin, ns in keep("fmhub_register_namespaces"):
             reg._add_namespace(plugin, ns)
-        for plugin, spec in collected["fmhub_register_models"]:
+        for plugin, spec in keep("fmhub_register_models"):
             reg._add_spec(plugin, spec)
-        for plugin, method in collected["fmhub_register_finetune_methods"]:
+        for plugin, method in keep("fmhub_register_finetune_methods"):
             reg.methods.setdefault(method.name, method)
         return reg
 
     def _drop(self, plugin: str, error: str) -> None:
         rec = self.hub.records.get(plugin)
-        if plugin == "fmhub":
-            raise PluginError(f"built-in plugin failed: {error}")
+        if plugin == "fmhub" or (rec is not None and rec.distribution is None):
+            # the built-in plugin, or one registered explicitly with Hub.register: fail loudly
+            raise PluginError(f"plugin {plugin!r} failed while registering: {error}")
+        self.dropped.add(plugin)
+        self.hub._callers.clear()
         if rec is not None:
             self.hub.pm.unregister(rec.plugin)
             self.hub._fail(plugin, rec.distribution, rec.version, error)
 
-    def _add_namespace(self, plugin: str, ns: Any) -> None:
-        if not isinstance(ns, Namespace):
-            self._drop(plugin, f"registered {ns!r}, not an fmhub.Namespace")
-            return
+    def _add_namespace(self, plugin: str, ns: Namespace) -> None:
         ns = ns.model_copy(update={"plugin": plugin})
+        # a plugin that claims a namespace is a model plugin even when it loses the namespace to
+        # another: it must not be treated as cross-cutting and called for every model
+        self.owner_plugins.add(plugin)
         other = self.namespaces.get(ns.name)
         if other is not None and other.plugin != plugin:
             self.conflicts[ns.name + ":"] += [(other.plugin, "namespace"), (plugin, "namespace")]
             return
         self.namespaces[ns.name] = ns
-        self.owner_plugins.add(plugin)
 
-    def _add_spec(self, plugin: str, spec: Any) -> None:
-        if not isinstance(spec, ModelSpec):
-            self._drop(plugin, f"registered {spec!r}, not an fmhub.ModelSpec")
-            return
+    def _add_spec(self, plugin: str, spec: ModelSpec) -> None:
         other = self.specs.get(spec.id)
         if other is not None:
             self.conflicts[spec.id] += [(self._registrant[spec.id], spec.id), (plugin, spec.id)]
@@ -395,14 +461,19 @@ class _Registry:
         namespace = self.namespaces[ns]
         path = Path(rest).expanduser()
         if rest.startswith(("/", ".", "~")) and path.exists():
-            spec = self.hub.call("fmhub_claim_path", None, path=str(path.resolve()))
-            spec = next((s for s in spec if s is not None and s.namespace == ns), None)
+            claims = self.hub.broadcast("fmhub_claim_path", path=str(path.resolve()))
+            spec = next((s for _, s in claims if s.namespace == ns), None)
             if spec is None:
-                raise UnknownModelError(f"Plugin {namespace.plugin!r} does not recognise {rest!r}.")
+                raise UnknownModelError(
+                    f"Plugin {namespace.plugin!r} does not recognise {rest!r} as a {ns}: model "
+                    "folder; check the path, or drop the prefix to let any plugin claim it."
+                )
             return self.with_owner(spec)
         spec = None
         if namespace.open:
-            spec = self.hub.call("fmhub_resolve_model", ns, namespace=ns, name=rest)
+            spec = self.hub.call(
+                "fmhub_resolve_model", namespace.plugin, f"{ns}:{rest}", namespace=ns, name=rest
+            )
         if spec is None:
             same = [i for i in self.specs if i.startswith(ns + ":")]
             raise UnknownModelError(
@@ -418,7 +489,7 @@ class _Registry:
             from .manifest import read_manifest
 
             return self.with_owner(read_manifest(path).spec_for(path))
-        claims = [s for s in self.hub.call("fmhub_claim_path", None, path=str(path)) if s]
+        claims = [s for _, s in self.hub.broadcast("fmhub_claim_path", path=str(path))]
         if not claims:
             raise UnknownModelError(
                 f"No installed plugin recognises the local path {str(path)!r}: it has no "
@@ -437,6 +508,20 @@ class _Registry:
                 f"e.g. '{claims[0].namespace}:{path}'."
             )
         return self.with_owner(claims[0])
+
+
+def _call_registration(impl: Any, register: Any) -> None:
+    """Call one plugin's registration hook with the arguments it declares."""
+    kwargs = {"register": register} if "register" in impl.argnames else {}
+    result = impl.function(**kwargs)
+    if inspect.isgenerator(result):  # a wrapper has nothing to wrap at registration
+        result.close()
+
+
+def _is_method(item: Any) -> bool:
+    from .finetune.methods import FineTuneMethod
+
+    return isinstance(item, FineTuneMethod)
 
 
 _NS_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")

@@ -1,8 +1,9 @@
 """A tiny pure-torch model family, the smallest complete fmhub plugin.
 
-Inputs are sequences of 4 numbers. ``toy:embed`` maps them to an 8-dim embedding, ``toy:classify``
-to one of three labels. Weights are "pretrained" deterministically from a seed. Registration
-imports nothing but fmhub; torch is imported when a model is loaded.
+Inputs are sequences of 4 numbers (or a string of 4 comma-separated numbers, as the CLI passes).
+``toy:embed`` maps them to an 8-dim embedding, ``toy:classify`` to one of three labels. Weights are
+"pretrained" deterministically from a seed. Registration imports nothing but fmhub; torch is
+imported when a model is loaded.
 """
 
 from __future__ import annotations

@@ -50,6 +50,14 @@ def load(spec, options):
 def preprocess(inputs):
     rows = []
     for i, x in enumerate(inputs):
+        if isinstance(x, str):  # the CLI passes "0.1,0.2,0.3,0.4"
+            try:
+                x = [float(v) for v in x.split(",")]
+            except ValueError:
+                raise fmhub.InputError(
+                    f"toy models take {IN_DIM} comma-separated numbers per text input; "
+                    f"input {i} is {x!r}."
+                ) from None
         try:
             arr = np.asarray(x, dtype=np.float32)
         except (TypeError, ValueError):
