@@ -26,7 +26,7 @@ from .hookspecs import hookimpl
 from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
 if TYPE_CHECKING:
-    from .finetune import FineTuneConfig, FineTunePlan, FineTuneResult
+    from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
     from .model import Loaded, Model
 
 __version__ = "0.1.0"
@@ -93,14 +93,14 @@ def plugins() -> list[PluginRecord]:
 
 def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineTuneResult:
     """Fine-tune ``model`` on ``train`` (see :class:`fmhub.FineTuneConfig` for the options)."""
-    from .finetune import finetune as _finetune
+    from .finetuning import finetune as _finetune
 
     return _finetune(model, train, eval=eval, **config)
 
 
 def finetune_plan(model: Model, method: str = "lora", **config: Any) -> FineTunePlan:
     """What ``finetune`` would adapt: matched modules and trainable/total parameters."""
-    from .finetune import finetune_plan as _plan
+    from .finetuning import finetune_plan as _plan
 
     return _plan(model, method, **config)
 
@@ -108,9 +108,9 @@ def finetune_plan(model: Model, method: str = "lora", **config: Any) -> FineTune
 _LAZY = {
     "Model": ("model", "Model"),
     "Loaded": ("model", "Loaded"),
-    "FineTuneConfig": ("finetune.config", "FineTuneConfig"),
-    "FineTunePlan": ("finetune.plan", "FineTunePlan"),
-    "FineTuneResult": ("finetune.loop", "FineTuneResult"),
+    "FineTuneConfig": ("finetuning.config", "FineTuneConfig"),
+    "FineTunePlan": ("finetuning.plan", "FineTunePlan"),
+    "FineTuneResult": ("finetuning.loop", "FineTuneResult"),
     "results": ("results", None),
 }
 

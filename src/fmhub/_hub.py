@@ -28,7 +28,7 @@ from .errors import (
 from .spec import ModelSpec, Namespace, validate_model
 
 if TYPE_CHECKING:
-    from .finetune.methods import FineTuneMethod
+    from .finetuning.methods import FineTuneMethod
     from .model import Model
 
 __all__ = ["Hub", "PluginRecord", "FmhubPluginWarning", "get_hub", "set_hub"]
@@ -255,7 +255,7 @@ class Hub:
         from .model import load_model
 
         if _is_adapter_folder(name):
-            from .finetune.adapter import load_adapter
+            from .finetuning.adapter import load_adapter
 
             return load_adapter(self, Path(os.fspath(name)).expanduser(), options)
         return load_model(self, self.resolve(name), options)
@@ -519,7 +519,7 @@ def _call_registration(impl: Any, register: Any) -> None:
 
 
 def _is_method(item: Any) -> bool:
-    from .finetune.methods import FineTuneMethod
+    from .finetuning.methods import FineTuneMethod
 
     return isinstance(item, FineTuneMethod)
 

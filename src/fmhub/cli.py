@@ -79,7 +79,7 @@ def cmd_predict(args) -> int:
 
 def cmd_finetune(args) -> int:
     from . import load
-    from .finetune.cli import run
+    from .finetuning.cli import run
 
     model = load(args.name, **_options(args.option))
     return run(model, args)

@@ -27,7 +27,7 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .finetune.methods import FineTuneMethod
+    from .finetuning.methods import FineTuneMethod
     from .model import Loaded, Model
     from .spec import LoadOptions, ModelSpec, Namespace
 
@@ -101,7 +101,7 @@ def fmhub_register_finetune_methods(register: Callable[[FineTuneMethod], None]) 
 
     Return value: ignored.
 
-    :param register: Call with a :class:`fmhub.finetune.FineTuneMethod` instance for each method.
+    :param register: Call with a :class:`fmhub.finetuning.FineTuneMethod` instance for each method.
 
     .. versionadded:: 0.1
     """

@@ -146,7 +146,7 @@ def model_manifest(model: Model, kind: str = "model", **extra: Any) -> Manifest:
 
 def save_model(model: Model, dest: Path) -> Path:
     if model.adapter is not None:
-        from .finetune.adapter import save_adapter
+        from .finetuning.adapter import save_adapter
 
         return save_adapter(model, dest)
 

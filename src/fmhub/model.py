@@ -196,13 +196,13 @@ class Model:
 
     def finetune(self, train: Any, eval: Any = None, **config: Any):
         """Fine-tune in place; see :func:`fmhub.finetune`."""
-        from .finetune import finetune
+        from .finetuning import finetune
 
         return finetune(self, train, eval=eval, **config)
 
     def merge(self) -> Model:
         """Fold a LoRA adapter into the base weights (faster inference, same outputs)."""
-        from .finetune.adapter import merge
+        from .finetuning.adapter import merge
 
         return merge(self)
 
