@@ -147,7 +147,10 @@ class Hub:
         except pluggy.PluginValidationError as exc:
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            raise PluginError(f"plugin {name!r} is invalid: {exc}") from None
+            detail = " ".join(str(exc).split())
+            raise PluginError(
+                f"plugin {name!r} is invalid: {detail}. See docs/hooks.md for each hook's arguments."
+            ) from None
         except ValueError as exc:  # already registered
             raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
         self.records[name] = PluginRecord(name, distribution, version, plugin=plugin)
