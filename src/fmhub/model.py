@@ -152,7 +152,7 @@ class Model:
             raise InputError("predict takes a list of inputs; for one input call model(x).")
         if not items:
             return []
-        bs = batch_size or self.default_batch_size
+        bs = self.default_batch_size if batch_size is None else batch_size
         if not isinstance(bs, int) or bs < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
         order = self._call("fmhub_batch_order", inputs=items) if len(items) > 1 else None
