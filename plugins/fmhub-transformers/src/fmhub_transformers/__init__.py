@@ -1,0 +1,201 @@
+"""fmhub-transformers: Hugging Face Transformers text models behind the fmhub contract.
+
+Serves the open ``hf:`` namespace (any hub repo id ``hf:org/name``, any local checkpoint folder)
+plus aliases for well-known checkpoints (``bert-base``, ``all-MiniLM-L6-v2``...). Tasks:
+``embedding``, ``classification``, ``fill-mask``, ``token-classification``, detected from the
+checkpoint's ``config.json`` / sentence-transformers files and overridable with ``task=``.
+
+Registration and name resolution import neither torch nor transformers: the hooks below import
+the private implementation modules only when a model is loaded or run. See
+``docs/plugins/transformers.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field
+
+import fmhub
+from fmhub import hookimpl
+
+from ._config import TASKS, CheckpointConfig, detect_task, is_repo_id, read_json
+
+__all__ = ["ALIASES", "TransformersOptions"]
+
+DISTRIBUTION = "fmhub-transformers"
+
+
+class TransformersOptions(fmhub.LoadOptions):
+    """Load options of ``hf:`` models (on top of ``device``, ``dtype``, ``task``, ``quantize``)."""
+
+    revision: str | None = Field(
+        None, description="Hub branch, tag or commit to load (ignored for local folders).")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped in the repo (only for repos you trust).")
+    device_map: str | dict[str, int | str] | None = Field(
+        None, description="Spread the model with accelerate ('auto', 'balanced', {module: device}); "
+                          "the model is then never moved by fmhub.")
+    use_safetensors: bool | None = Field(
+        None, description="None: prefer .safetensors, fall back to .bin; True: safetensors only.")
+    max_length: int | None = Field(
+        None, ge=2, description="Truncate inputs to this many tokens (at most the model's limit).")
+    truncation: Literal["warn", "silent", "error"] = Field(
+        "warn", description="What an input longer than max_length does: truncated with a warning, "
+                            "truncated silently, or refused with fmhub.InputError.")
+    pooling: Literal["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"] | None = (
+        Field(None, description="Embedding pooling; None: the checkpoint's sentence-transformers "
+                                "config, else mean over the attention mask."))
+    normalize: bool | None = Field(
+        None, description="L2-normalise embeddings; None: as the checkpoint's config says.")
+    top_k: int = Field(5, ge=1, description="Labels kept in Classification.top_k / fill-mask candidates.")
+    aggregation: Literal["simple", "none"] = Field(
+        "simple", description="Token classification: 'simple' merges adjacent B-/I- tokens into "
+                              "entities (pipeline 'simple'); 'none' returns one entity per token.")
+
+
+#: alias -> (repo id, default task, max tokens, licence, description)
+ALIASES: dict[str, tuple[str, str, int, str, str]] = {
+    "bert-base": ("google-bert/bert-base-uncased", "fill-mask", 512, "apache-2.0",
+                  "BERT base, uncased English (110M)."),
+    "bert-base-cased": ("google-bert/bert-base-cased", "fill-mask", 512, "apache-2.0",
+                        "BERT base, cased English (110M)."),
+    "bert-large": ("google-bert/bert-large-uncased", "fill-mask", 512, "apache-2.0",
+                   "BERT large, uncased English (340M)."),
+    "distilbert-base": ("distilbert/distilbert-base-uncased", "fill-mask", 512, "apache-2.0",
+                        "DistilBERT base, uncased English (66M)."),
+    "roberta-base": ("FacebookAI/roberta-base", "fill-mask", 512, "mit", "RoBERTa base (125M)."),
+    "roberta-large": ("FacebookAI/roberta-large", "fill-mask", 512, "mit", "RoBERTa large (355M)."),
+    "xlm-roberta-base": ("FacebookAI/xlm-roberta-base", "fill-mask", 512, "mit",
+                         "XLM-RoBERTa base, 100 languages (270M)."),
+    "deberta-v3-base": ("microsoft/deberta-v3-base", "embedding", 512, "mit",
+                        "DeBERTa-v3 base encoder (184M)."),
+    "electra-base": ("google/electra-base-discriminator", "embedding", 512, "apache-2.0",
+                     "ELECTRA base discriminator encoder (110M)."),
+    "all-MiniLM-L6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "embedding", 256, "apache-2.0",
+                         "Sentence embeddings, 384-d, mean pooling, normalised (22M)."),
+    "all-mpnet-base-v2": ("sentence-transformers/all-mpnet-base-v2", "embedding", 384, "apache-2.0",
+                          "Sentence embeddings, 768-d, mean pooling, normalised (110M)."),
+    "distilbert-sst2": ("distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+                        "classification", 512, "apache-2.0", "English sentiment (SST-2)."),
+    "bert-ner": ("dslim/bert-base-NER", "token-classification", 512, "mit",
+                 "English named entities (CoNLL-2003: PER, ORG, LOC, MISC)."),
+}
+
+
+def _spec(repo_id: str, **fields) -> fmhub.ModelSpec:
+    return fmhub.ModelSpec(id=f"hf:{repo_id}", modality="text", tasks=tuple(TASKS),
+                           source=f"https://huggingface.co/{repo_id}", **fields)
+
+
+@hookimpl
+def fmhub_register_namespaces(register):
+    register(fmhub.Namespace(
+        name="hf", distribution=DISTRIBUTION, open=True, options=TransformersOptions,
+        description="Hugging Face Transformers text models: any hub repo id or local folder."))
+
+
+@hookimpl
+def fmhub_register_models(register):
+    for alias, (repo, task, max_tokens, licence, description) in ALIASES.items():
+        register(_spec(repo, aliases=(alias,), task=task, license=licence, description=description,
+                       architecture=alias.split("-")[0] if "MiniLM" not in alias else "bert",
+                       preprocessing=fmhub.Preprocessing(max_tokens=max_tokens)))
+
+
+@hookimpl
+def fmhub_resolve_model(namespace, name):
+    if "@" in name:
+        raise fmhub.UnknownModelError(
+            f"'hf:{name}' is not a hub repo id; pass the revision as an option: "
+            f"fmhub.load('hf:{name.partition('@')[0]}', revision={name.partition('@')[2]!r}).")
+    if not is_repo_id(name):
+        return None
+    return _spec(name, description="Hugging Face hub model (task detected from its config at load).")
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
+                    "spiece.model", "sentencepiece.bpe.model", "spm.model")
+
+
+@hookimpl
+def fmhub_claim_path(path):
+    """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer."""
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config) or not any(
+        os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES
+    ):
+        return None
+    try:
+        cfg = CheckpointConfig.from_dict(read_json(config, "config.json"), path)
+    except fmhub.FmhubError:
+        return None  # not a Transformers config: another family's folder
+    st = os.path.isfile(os.path.join(path, "modules.json"))
+    return fmhub.ModelSpec(
+        id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}", path=path, modality="text",
+        task=detect_task(cfg, st), tasks=tuple(TASKS), architecture=cfg.model_type, source=path,
+        description="Local Transformers checkpoint folder.")
+
+
+@hookimpl
+def fmhub_load(spec, options):
+    from ._load import load
+
+    return load(spec, options)
+
+
+@hookimpl
+def fmhub_batch_order(model, inputs):
+    # Longest first (by characters, a free proxy of tokens): batches of similar length pad little.
+    return sorted(range(len(inputs)), key=lambda i: -len(inputs[i]) if isinstance(inputs[i], str) else 0)
+
+
+@hookimpl
+def fmhub_preprocess(model, inputs):
+    from ._text import preprocess
+
+    return preprocess(model, inputs)
+
+
+@hookimpl
+def fmhub_forward(model, batch):
+    from ._text import forward
+
+    return forward(model, batch)
+
+
+@hookimpl
+def fmhub_postprocess(model, outputs, batch):
+    from ._text import postprocess
+
+    return postprocess(model, outputs, batch)
+
+
+@hookimpl
+def fmhub_save(model, path):
+    from ._load import save
+
+    save(model, path)
+    return True
+
+
+@hookimpl
+def fmhub_finetune_targets(model, method):
+    from ._finetune import finetune_targets
+
+    return finetune_targets(model, method)
+
+
+@hookimpl
+def fmhub_attach_head(model, labels):
+    from ._finetune import attach_head
+
+    return attach_head(model, labels)
+
+
+@hookimpl
+def fmhub_training_loss(model, outputs, targets):
+    from ._finetune import training_loss
+
+    return training_loss(model, outputs, targets)

@@ -1,0 +1,249 @@
+"""Loading and saving Transformers checkpoints (imports torch and transformers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import fmhub
+
+from ._config import TASKS, CheckpointConfig, Pooling, detect_task, read_json, read_pooling
+from ._text import TextProcessor
+
+__all__ = ["load", "save"]
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class _Source:
+    """Where a checkpoint's files come from: a local folder, or a hub repo at a revision."""
+
+    location: str  # folder path or repo id
+    revision: str | None
+    local: bool
+    where: str  # how to name it in messages
+
+    def fetch(self, filename: str, required: bool = False) -> str | None:
+        """Local path of ``filename`` (downloaded or from the cache); None when it does not exist."""
+        if self.local:
+            path = os.path.join(self.location, filename)
+            if os.path.isfile(path):
+                return path
+            if required:
+                raise fmhub.ManifestError(f"{self.where} has no {filename}; it is not a Transformers "
+                                          "checkpoint folder.")
+            return None
+        return _hub_file(self, filename, required)
+
+
+def _hub_file(src: _Source, filename: str, required: bool) -> str | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return hf_hub_download(src.location, filename, revision=src.revision)
+    except GatedRepoError as exc:
+        raise fmhub.PluginError(f"{src.where} is gated: accept its terms on the hub and log in "
+                                f"(huggingface-cli login). {exc}") from None
+    except RepositoryNotFoundError:
+        raise fmhub.UnknownModelError(
+            f"No hub repo {src.location!r} (or it is private: log in with huggingface-cli login)."
+        ) from None
+    except RevisionNotFoundError:
+        raise fmhub.InvalidOptionError(
+            f"revision={src.revision!r} does not exist in {src.location!r}; use a branch, tag or "
+            "commit of the repo."
+        ) from None
+    except LocalEntryNotFoundError:
+        if not required:
+            return None
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        raise fmhub.PluginError(
+            f"{src.where} is not in the local Hugging Face cache"
+            + (" and HF_HUB_OFFLINE is set" if offline else " and the hub cannot be reached")
+            + f" (cache: {_cache_dir()}). Download it once online, set HF_HUB_CACHE to a cache "
+            "that holds it, or load a local folder."
+        ) from None
+    except EntryNotFoundError:
+        if required:
+            raise fmhub.ManifestError(f"{src.where} has no {filename}; it is not a Transformers "
+                                      "model repo.") from None
+        return None
+
+
+def _cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _source(spec: fmhub.ModelSpec, options) -> _Source:
+    if spec.path:
+        return _Source(spec.path, None, True, f"local folder {spec.path!r}")
+    return _Source(spec.name, options.revision, False,
+                   f"hf:{spec.name}" + (f" (revision {options.revision!r})" if options.revision else ""))
+
+
+def _resolved_revision(config_path: str) -> str | None:
+    """The commit a cached file belongs to (``.../snapshots/<sha>/config.json``)."""
+    parts = Path(config_path).parts
+    if len(parts) >= 3 and parts[-3] == "snapshots" and _SHA.match(parts[-2]):
+        return parts[-2]
+    return None
+
+
+def _pooling(src: _Source, options) -> Pooling:
+    modules = src.fetch("modules.json")
+    files: dict[str, str | None] = {"modules.json": modules}
+    if modules:
+        entries = read_json(modules, "modules.json", expect=list)
+        for m in entries:
+            if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling"):
+                folder = str(m.get("path") or "")
+                if ".." in Path(folder).parts or os.path.isabs(folder):
+                    raise fmhub.ManifestError(f"{src.where}: modules.json has a bad path {folder!r}.")
+                files["pooling"] = src.fetch(f"{folder}/config.json" if folder else "config.json")
+        files["sentence_bert_config.json"] = src.fetch("sentence_bert_config.json")
+    pooling = read_pooling(files, src.where)
+    if options.pooling is not None:
+        pooling = replace(pooling, modes=(options.pooling,))
+    if options.normalize is not None:
+        pooling = replace(pooling, normalize=options.normalize)
+    return pooling
+
+
+def _check_code(cfg: CheckpointConfig, options, where: str) -> None:
+    from transformers import CONFIG_MAPPING
+
+    if cfg.model_type in CONFIG_MAPPING or options.trust_remote_code:
+        return
+    if cfg.auto_map:
+        raise fmhub.InvalidOptionError(
+            f"{where} (model_type {cfg.model_type!r}) needs Python code shipped in its repo. "
+            "Pass trust_remote_code=True only if you trust that repo: the code runs on this machine."
+        )
+    import transformers
+
+    raise fmhub.PluginError(
+        f"{where} has model_type {cfg.model_type!r}, unknown to transformers "
+        f"{transformers.__version__}; upgrade transformers."
+    )
+
+
+def _load_dtype(options) -> torch.dtype:
+    """Load straight into the dtype the core will place the model in."""
+    if options.dtype != "auto":
+        return getattr(torch, options.dtype)
+    cuda = torch.cuda.is_available() and (
+        options.device_map is not None or options.device in ("auto",) or options.device.startswith("cuda"))
+    if cuda:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _check_loading(info: dict[str, Any], task: str, where: str) -> None:
+    """Refuse a head that the checkpoint does not have (it would be random)."""
+    missing = [k for k in info.get("missing_keys") or () if "position_ids" not in k]
+    if task == "embedding":
+        missing = [k for k in missing if not k.startswith("pooler.")]
+    if missing:
+        shown = ", ".join(sorted(missing)[:5]) + (" ..." if len(missing) > 5 else "")
+        hint = (" Use task='embedding' for the encoder, or fmhub.finetune to train a head."
+                if task != "embedding" else "")
+        raise fmhub.PluginError(
+            f"{where} has no trained weights for the {task} model: missing {shown}.{hint}"
+        )
+
+
+def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
+    """``fmhub_load``: read the config as data, pick the task and model class, load weights."""
+    import transformers
+
+    src = _source(spec, options)
+    config_path = src.fetch("config.json", required=True)
+    cfg = CheckpointConfig.from_dict(read_json(config_path, "config.json"), src.where)
+    _check_code(cfg, options, src.where)
+    if not src.local:  # pin every further file to the commit the config came from
+        src.revision = _resolved_revision(config_path) or src.revision
+    pooling = _pooling(src, options)
+    task = options.task or spec.task or detect_task(cfg, pooling.from_sentence_transformers)
+    if task not in TASKS:
+        raise fmhub.InvalidOptionError(
+            f"task={task!r} is not served by fmhub-transformers; use one of {', '.join(TASKS)}."
+        )
+    kwargs: dict[str, Any] = dict(revision=src.revision, trust_remote_code=options.trust_remote_code,
+                                  dtype=_load_dtype(options), use_safetensors=options.use_safetensors)
+    if options.device_map is not None:
+        kwargs["device_map"] = options.device_map
+    model_class = getattr(transformers, TASKS[task])
+    module, info = _quiet(lambda: model_class.from_pretrained(src.location, output_loading_info=True,
+                                                              **kwargs))
+    _check_loading(info, task, src.where)
+    tokenizer = _quiet(lambda: transformers.AutoTokenizer.from_pretrained(
+        src.location, revision=src.revision, trust_remote_code=options.trust_remote_code))
+    processor = TextProcessor.build(module, tokenizer, pooling, options, src.where)
+    labels = cfg.labels if task in ("classification", "token-classification") else None
+    if labels is not None:  # what the loaded config says (it may differ from the file's)
+        labels = tuple(module.config.id2label[i] for i in range(module.config.num_labels))
+    return fmhub.Loaded(
+        module=module.eval(), task=task, labels=labels, processor=processor,
+        placed=options.device_map is not None,
+        info={"transformers": transformers.__version__, "model_type": cfg.model_type,
+              "model_class": type(module).__name__, "revision": src.revision,
+              "max_length": processor.max_length, "pooling": list(pooling.modes),
+              "normalize": pooling.normalize},
+    )
+
+
+def _quiet(fn: Callable[[], Any]) -> Any:
+    """Run a transformers loader without its progress bars and info logs."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return fn()
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def save(model, path: str) -> None:
+    """``fmhub_save``: ``save_pretrained`` of module and tokenizer, plus sentence-transformers
+    files for embedding models, so the folder also loads in Transformers/sentence-transformers."""
+    proc: TextProcessor = model.processor
+    module = model.module
+    module.save_pretrained(path)
+    proc.tokenizer.save_pretrained(path)
+    if model.task != "embedding":
+        return
+    dest = Path(path)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if proc.pooling.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+    (dest / "1_Pooling").mkdir(exist_ok=True)
+    dim = int(getattr(module.config, "hidden_size", 0) or getattr(module.config, "dim", 0))
+    (dest / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"embedding_dimension": dim, "pooling_mode": list(proc.pooling.modes), "include_prompt": True},
+        indent=2))
+    (dest / "modules.json").write_text(json.dumps(modules, indent=2))
+    (dest / "sentence_bert_config.json").write_text(json.dumps(
+        {"max_seq_length": proc.max_length, "do_lower_case": proc.pooling.do_lower_case}, indent=2))

@@ -1,0 +1,262 @@
+"""Tiny Transformers checkpoints for tests and demos, built offline in a second.
+
+:func:`build_tiny_model` writes a complete checkpoint folder (``config.json``, a tokenizer trained on
+a small built-in English corpus with the ``tokenizers`` library, random weights as safetensors) for
+one of the architectures fmhub-transformers knows; :func:`install_in_hub_cache` lays a folder out
+as the Hugging Face hub cache does (``models--org--name/snapshots/<sha>/`` plus ``refs/main``), so
+``fmhub.load("hf:org/name")`` finds it with ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE`` pointing
+there. Nothing is downloaded.
+
+Example::
+
+    from fmhub_transformers.testing import build_tiny_model, install_in_hub_cache
+
+    folder = build_tiny_model(tmp / "bert", arch="bert", task="classification", labels=["neg", "pos"])
+    install_in_hub_cache(tmp / "hub", "tiny-org/tiny-bert", folder)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ARCHITECTURES",
+    "CORPUS",
+    "TASKS",
+    "build_tiny_model",
+    "build_tiny_tokenizer",
+    "install_in_hub_cache",
+]
+
+#: A small deterministic English corpus: the tiny tokenizers' training data and handy test inputs.
+CORPUS: tuple[str, ...] = (
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+    "Someone in a gorilla costume is playing a set of drums.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Paris is the capital of France and Berlin is the capital of Germany.",
+    "John Smith works for Acme Corporation in New York.",
+    "Transformers turn text into vectors, labels and entities.",
+    "It was the best of times, it was the worst of times.",
+    "Numbers like 42, 3.14 and 2026 appear in text too!",
+    "Short.",
+    "What is the weather like in London today?",
+    "I loved this movie; the acting was wonderful and the plot surprising.",
+    "This film was terrible, boring and far too long.",
+    "Hugging Face hosts many pretrained language models.",
+)
+
+#: Tasks a tiny model can be built for (the model class each one saves).
+TASKS = ("embedding", "classification", "fill-mask", "token-classification")
+
+_WORDPIECE_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+_BPE_SPECIALS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
+
+#: arch -> (transformers model_type, tokenizer style, config overrides for a tiny model).
+ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "bert": ("bert", "wordpiece", {"type_vocab_size": 2}),
+    "distilbert": ("distilbert", "wordpiece", {}),
+    "electra": ("electra", "wordpiece", {"embedding_size": 16}),
+    "deberta-v2": ("deberta-v2", "wordpiece", {"relative_attention": True,
+                                               "pos_att_type": ["p2c", "c2p"],
+                                               "position_biased_input": False}),
+    "roberta": ("roberta", "bpe", {"type_vocab_size": 1}),
+    "xlm-roberta": ("xlm-roberta", "bpe", {"type_vocab_size": 1}),
+    "mpnet": ("mpnet", "bpe", {}),
+}
+
+_MAX_TOKENS = 64
+_LAYERS, _HEADS, _HIDDEN, _FFN = 2, 2, 32, 37
+
+
+def build_tiny_tokenizer(style: str = "wordpiece", vocab_size: int = 300, max_length: int = _MAX_TOKENS):
+    """A fast tokenizer trained on :data:`CORPUS`: ``"wordpiece"`` (BERT-like, lower-cased,
+    ``[CLS] x [SEP]``) or ``"bpe"`` (RoBERTa-like byte-level BPE, ``<s> x </s>``)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if style == "wordpiece":
+        sp = _WORDPIECE_SPECIALS
+        order = [sp["pad"], sp["unk"], sp["cls"], sp["sep"], sp["mask"]]
+        tok = Tokenizer(models.WordPiece(unk_token=sp["unk"], max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=order,
+                                            show_progress=False)
+        tok.train_from_iterator(CORPUS, trainer)
+        template = (f"{sp['cls']} $A {sp['sep']}", f"{sp['cls']} $A {sp['sep']} $B:1 {sp['sep']}:1")
+    elif style == "bpe":
+        sp = _BPE_SPECIALS
+        order = [sp["cls"], sp["pad"], sp["sep"], sp["unk"], sp["mask"]]
+        tok = Tokenizer(models.BPE(unk_token=sp["unk"]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=order, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(CORPUS, trainer)
+        template = (f"{sp['cls']} $A {sp['sep']}", f"{sp['cls']} $A {sp['sep']} {sp['sep']} $B {sp['sep']}")
+    else:
+        raise ValueError(f"unknown tokenizer style {style!r}; use 'wordpiece' or 'bpe'")
+    ids = {t: tok.token_to_id(t) for t in order}
+    tok.post_processor = processors.TemplateProcessing(
+        single=template[0], pair=template[1],
+        special_tokens=[(sp["cls"], ids[sp["cls"]]), (sp["sep"], ids[sp["sep"]])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=max_length,
+        unk_token=sp["unk"], pad_token=sp["pad"], cls_token=sp["cls"], sep_token=sp["sep"],
+        mask_token=sp["mask"], bos_token=sp["cls"], eos_token=sp["sep"],
+    )
+
+
+def _config(arch: str, tokenizer, task: str, labels: Sequence[str] | None):
+    from transformers import AutoConfig
+
+    model_type, style, extra = ARCHITECTURES[arch]
+    # RoBERTa-like models number positions from pad_token_id + 1.
+    offset = tokenizer.pad_token_id + 1 if model_type in ("roberta", "xlm-roberta", "mpnet") else 0
+    sizes = dict(hidden_size=_HIDDEN, num_hidden_layers=_LAYERS, num_attention_heads=_HEADS,
+                 intermediate_size=_FFN)
+    if model_type == "distilbert":
+        sizes = dict(dim=_HIDDEN, n_layers=_LAYERS, n_heads=_HEADS, hidden_dim=_FFN)
+    kwargs: dict[str, Any] = dict(
+        vocab_size=len(tokenizer), max_position_embeddings=_MAX_TOKENS + offset,
+        pad_token_id=tokenizer.pad_token_id, initializer_range=0.2, **sizes, **extra,
+    )
+    if style == "bpe":
+        kwargs.update(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+    if labels is not None:
+        kwargs.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+_MODEL_CLASSES = {
+    "embedding": "AutoModel",
+    "classification": "AutoModelForSequenceClassification",
+    "fill-mask": "AutoModelForMaskedLM",
+    "token-classification": "AutoModelForTokenClassification",
+}
+
+_DEFAULT_LABELS = {
+    "classification": ("negative", "positive"),
+    "token-classification": ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"),
+}
+
+
+def build_tiny_model(
+    dest: str | os.PathLike,
+    arch: str = "bert",
+    task: str = "embedding",
+    *,
+    labels: Sequence[str] | None = None,
+    seed: int = 0,
+    pooling: str | Sequence[str] | None = None,
+    normalize: bool = False,
+    max_seq_length: int | None = None,
+) -> Path:
+    """Write a tiny random-weight checkpoint of ``arch`` for ``task`` into ``dest``; return it.
+
+    :param arch: One of :data:`ARCHITECTURES` (``bert``, ``roberta``, ``distilbert``, ``electra``,
+        ``deberta-v2``, ``mpnet``, ``xlm-roberta``).
+    :param task: One of :data:`TASKS`; decides the saved model class (and ``architectures``).
+    :param labels: Class (or BIO tag) names for the classification tasks; defaults provided.
+    :param seed: Seed of the random weights (same seed, same weights).
+    :param pooling: With ``task="embedding"``, also write a sentence-transformers layout
+        (``modules.json``, ``1_Pooling/config.json``) with this pooling mode (``"mean"``,
+        ``"cls"``, ``"max"``... or several).
+    :param normalize: With ``pooling``, add a ``Normalize`` module.
+    :param max_seq_length: With ``pooling``, the ``sentence_bert_config.json`` maximum length.
+    """
+    import torch
+    import transformers
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; choose from {sorted(ARCHITECTURES)}")
+    if task not in _MODEL_CLASSES:
+        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer(ARCHITECTURES[arch][1])
+    if ARCHITECTURES[arch][0] == "distilbert":
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    if labels is None:
+        labels = _DEFAULT_LABELS.get(task)
+    config = _config(arch, tokenizer, task, labels if task in _DEFAULT_LABELS else None)
+    torch.manual_seed(seed)
+    model = getattr(transformers, _MODEL_CLASSES[task]).from_config(config).eval()
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    if pooling is not None:
+        write_sentence_transformers_files(dest, pooling, normalize, max_seq_length, config.hidden_size
+                                          if hasattr(config, "hidden_size") else _HIDDEN)
+    return dest
+
+
+def write_sentence_transformers_files(dest: Path, pooling: str | Sequence[str], normalize: bool,
+                                      max_seq_length: int | None, dim: int) -> None:
+    """Write the sentence-transformers module files (legacy ``pooling_mode_*`` keys) into ``dest``."""
+    modes = [pooling] if isinstance(pooling, str) else list(pooling)
+    legacy = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
+              "max": "pooling_mode_max_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+              "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken"}
+    cfg = {"word_embedding_dimension": dim, **{key: mode in modes for mode, key in legacy.items()}}
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+    (dest / "1_Pooling").mkdir(exist_ok=True)
+    (dest / "1_Pooling" / "config.json").write_text(json.dumps(cfg, indent=2))
+    (dest / "modules.json").write_text(json.dumps(modules, indent=2))
+    (dest / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length or _MAX_TOKENS, "do_lower_case": False}))
+    (dest / "config_sentence_transformers.json").write_text(json.dumps({"__version__": {}}))
+
+
+def install_in_hub_cache(
+    cache_dir: str | os.PathLike, repo_id: str, folder: str | os.PathLike, *,
+    revision: str = "main", symlink: bool = False,
+) -> Path:
+    """Lay ``folder`` out in a Hugging Face hub cache as repo ``repo_id`` at ``revision``.
+
+    Creates ``<cache_dir>/models--org--name/snapshots/<sha>/...`` (a fake but well-formed commit
+    hash derived from the files) and ``refs/<revision>`` pointing at it, which is all the hub
+    client reads with ``HF_HUB_OFFLINE=1``. Files are copied, or symlinked with ``symlink=True``
+    (cheap for large real checkpoints). Returns the snapshot folder.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".git" not in p.parts)
+    digest = hashlib.sha1(repo_id.encode())
+    for f in files:
+        digest.update(str(f.relative_to(folder)).encode())
+        digest.update(str(f.stat().st_size).encode())
+    sha = digest.hexdigest()
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / sha
+    for f in files:
+        target = snapshot / f.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        if symlink:
+            target.symlink_to(f.resolve())
+        else:
+            shutil.copyfile(f, target)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / revision).write_text(sha)
+    return snapshot
