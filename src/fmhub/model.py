@@ -65,6 +65,7 @@ class Model:
         self.placed = loaded.placed
         self.info = dict(loaded.info)
         self.adapter: dict[str, Any] | None = None  # set by fine-tuning / adapter loading
+        self.quantized: str | None = None  # set by quantize()
         self._owner = spec.plugin
         self._device = None
         self._dtype = None
@@ -94,6 +95,11 @@ class Model:
             raise DeviceError(
                 f"Model {self.spec.id!r} was spread over {sorted(map(str, module_devices(self.module)))} "
                 "by its plugin (device_map) and is never moved; load it again with other options."
+            )
+        if self.quantized:
+            raise DeviceError(
+                f"Model {self.spec.id!r} is quantized ({self.quantized}) for CPU and cannot move; "
+                "load it again without quantize to use another device or dtype."
             )
         dev = resolve_device(device) if device is not None else self._device
         dt = resolve_dtype(dtype, dev) if dtype is not None else self._dtype
@@ -190,6 +196,11 @@ class Model:
         """
         from .manifest import save_model
 
+        if self.quantized:
+            raise InputError(
+                f"A quantized model is not saved; save the float model and pass "
+                f"quantize={self.quantized!r} when loading it."
+            )
         return save_model(self, Path(path))
 
     # -- fine-tuning and inference variants ----------------------------------------------------

@@ -92,13 +92,14 @@ class LoadOptions(_Frozen):
     ``device``: ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
     ``"mps"``. ``dtype``: ``"auto"`` (float32 on CPU and MPS, bfloat16 on CUDA where supported, else
     float16), ``"float32"``, ``"bfloat16"``, ``"float16"`` (refused on CPU). ``task``: override the
-    detected task. ``quantize``: ``"int8"`` for int8 inference on CPU.
+    detected task. ``quantize``: ``"int8"`` (or the faster, less accurate ``"int8-fast"``) for
+    int8 inference on CPU, see docs/quantization.md.
     """
 
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     task: str | None = None
-    quantize: Literal["int8"] | None = None
+    quantize: Literal["int8", "int8-fast"] | None = None
 
 
 class Namespace(_Frozen):
