@@ -1,0 +1,144 @@
+"""Preprocess, forward and postprocess for every torchaudio model.
+
+preprocess: decode, mix to mono, resample, check length, normalise (per recording), pad.
+forward: cut long recordings into chunks, run the module on groups of segments (padded with
+``lengths`` when the architecture is padding-safe, else grouped by equal length), stitch frames.
+postprocess: CTC greedy decoding, pooled embeddings, or class probabilities.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import fmhub
+from fmhub.results import Transcription, top_k_classification
+
+from ._audio import decode, to_mono
+from ._chunks import Segment, frames_for, plan_segments
+from ._module import Speech, SpeechModule, speech_module
+
+__all__ = ["ctc_greedy", "forward", "postprocess", "preprocess", "prepare"]
+
+
+def prepare(speech: Speech, i: int, x: Any, default_rate: int | None) -> torch.Tensor:
+    """One input to a 1-D float32 waveform at the model's rate, normalised as the model expects."""
+    import torchaudio.functional as AF
+
+    audio = decode(i, x, default_rate)
+    wave = torch.from_numpy(to_mono(i, audio))
+    if audio.sample_rate != speech.sample_rate:
+        wave = AF.resample(wave, audio.sample_rate, speech.sample_rate)
+    if wave.numel() < speech.field:
+        ms = 1000 * wave.numel() / speech.sample_rate
+        need = 1000 * speech.field / speech.sample_rate
+        raise fmhub.InputError(
+            f"input {i} is {ms:.1f} ms long ({wave.numel()} samples at {speech.sample_rate} Hz); "
+            f"the model needs at least {speech.field} samples ({need:.0f} ms), its receptive field."
+        )
+    if speech.normalize_waveform:
+        wave = F.layer_norm(wave, wave.shape)
+    return wave
+
+
+def preprocess(model, inputs) -> dict[str, torch.Tensor]:
+    """``{"waveforms": (batch, samples) zero-padded float32, "lengths": (batch,) int64}``."""
+    speech: Speech = model.processor
+    rate = model.options.input_sample_rate
+    waves = [prepare(speech, i, x, rate) for i, x in enumerate(inputs)]
+    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
+    if len(waves) == 1:
+        return {"waveforms": waves[0][None], "lengths": lengths}
+    padded = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    for row, w in zip(padded, waves):
+        row[: w.numel()] = w
+    return {"waveforms": padded, "lengths": lengths}
+
+
+def _groups(segments: list[Segment], safe: bool, limit: int) -> list[list[Segment]]:
+    """Segments run together: any lengths when padding is safe, else equal lengths only."""
+    by_key: dict[Any, list[Segment]] = defaultdict(list)
+    for s in sorted(segments, key=lambda s: -s.length):
+        by_key[None if safe else s.length].append(s)
+    return [g[k : k + limit] for g in by_key.values() for k in range(0, len(g), limit)]
+
+
+def _run(module: SpeechModule, speech: Speech, waves: torch.Tensor, group: list[Segment],
+         emissions: bool):
+    lens = [s.length for s in group]
+    whole = (len(group) == waves.shape[0] and all(s.start == 0 for s in group)
+             and [s.item for s in group] == list(range(len(group))) and min(lens) == waves.shape[1])
+    if whole:
+        x = waves  # the common case: the batch as it is, no copy
+    else:
+        x = waves.new_zeros(len(group), max(lens))
+        for j, s in enumerate(group):
+            x[j, : s.length] = waves[s.item, s.start : s.end]
+    lengths = None if min(lens) == max(lens) else torch.tensor(lens, device=waves.device)
+    if emissions:
+        out, _ = module.emissions(x, lengths)
+    else:
+        out, _ = module.features(x, lengths, speech.layer)
+    return out
+
+
+def forward(model, batch) -> dict[str, torch.Tensor]:
+    """Transcription: ``{"emissions": (batch, frames, labels), "frames": (batch,)}``; embedding:
+    ``{"embeddings": (batch, dim)}``; classification: also ``{"logits": (batch, classes)}``."""
+    speech: Speech = model.processor
+    module = speech_module(model.module)
+    opts = model.options
+    waves, lengths = batch["waveforms"], batch["lengths"].tolist()
+    chunk = round(opts.chunk_seconds * speech.sample_rate)
+    context = round(opts.chunk_context_seconds * speech.sample_rate)
+    segments = plan_segments(lengths, chunk, context, speech.stride, speech.field)
+    chunked = len(segments) > len(lengths)
+    emissions = model.task == "transcription"
+    groups = _groups(segments, speech.padding_safe, opts.chunk_batch if chunked else len(segments))
+    parts: dict[int, list[tuple[int, torch.Tensor, int]]] = defaultdict(list)
+    for group in groups:
+        out = _run(module, speech, waves, group, emissions)
+        for j, s in enumerate(group):
+            stop = s.keep_to
+            if stop is None:
+                stop = frames_for(s.length, speech.stride, speech.field)
+            frames = out[j, s.keep_from : stop]
+            # embeddings keep only a running sum per chunk, so memory stays bounded
+            parts[s.item].append((s.start, frames if emissions else frames.sum(0), len(frames)))
+    ordered = [sorted(parts[i], key=lambda p: p[0]) for i in range(len(lengths))]
+    if emissions:
+        per_item = [torch.cat([p[1] for p in item]) for item in ordered]
+        counts = torch.tensor([len(e) for e in per_item], dtype=torch.long)
+        padded = per_item[0].new_zeros(len(per_item), int(counts.max()), per_item[0].shape[-1])
+        for j, e in enumerate(per_item):
+            padded[j, : len(e)] = e
+        return {"emissions": padded, "frames": counts}
+    pooled = torch.stack([sum(p[1] for p in item) / sum(p[2] for p in item) for item in ordered])
+    result = {"embeddings": pooled}
+    if model.task == "classification":
+        result["logits"] = module.head(pooled)
+    return result
+
+
+def ctc_greedy(emissions: torch.Tensor, labels: tuple[str, ...], blank: int = 0) -> str:
+    """Best label per frame, repeats merged, blanks dropped; ``|`` separates words."""
+    ids = torch.unique_consecutive(emissions.argmax(dim=-1)).tolist()
+    text = "".join(labels[i] for i in ids if i != blank)
+    if "|" in labels:
+        text = text.replace("|", " ")
+    return " ".join(text.split())
+
+
+def postprocess(model, outputs, batch) -> list[Any]:
+    speech: Speech = model.processor
+    if model.task == "transcription":
+        emissions, frames = outputs["emissions"], outputs["frames"].tolist()
+        return [Transcription(ctc_greedy(emissions[j, :n], speech.labels))
+                for j, n in enumerate(frames)]
+    if model.task == "classification":
+        probs = outputs["logits"].float().softmax(-1)
+        return top_k_classification(probs, model.labels, k=min(5, probs.shape[-1]))
+    return [row.copy() for row in outputs["embeddings"].float().cpu().numpy()]
