@@ -95,12 +95,18 @@ class Hub:
     def register(self, plugin: Any, name: str | None = None) -> None:
         """Add a plugin object (a module or an instance with hook implementations).
 
-        Unlike entry-point plugins, an explicitly registered one that is broken raises.
+        Unlike entry-point plugins, an explicitly registered one that is broken raises (a
+        misspelled hook, or an error in one of its registration hooks) and is not kept.
         """
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         self._add(name, plugin, distribution=None, strict=True)
         self._registry = None
         self._callers.clear()
+        try:
+            self.registry  # run its registration hooks now, so a failure surfaces here
+        except PluginError:
+            self.unregister(name)
+            raise
 
     def unregister(self, name: str) -> None:
         rec = self.records.pop(name, None)
