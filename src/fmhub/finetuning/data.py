@@ -1,0 +1,121 @@
+"""Training data in the forms people have it, turned into ``(input, label)`` examples.
+
+Accepted: a list of ``(input, label)`` pairs; a ``torch.utils.data.Dataset`` yielding such pairs;
+a folder with one sub-folder per class (images or audio files); a ``.csv`` or ``.jsonl`` file with
+``text`` and ``label`` columns. String labels are mapped to ids in sorted order unless the caller
+gives ``labels``; integer labels are class ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = ["Examples", "as_examples"]
+
+TEXT_COLUMNS = ("text", "sentence", "input")
+LABEL_COLUMNS = ("label", "labels", "class")
+
+
+class Examples(Sequence):
+    """An indexable view of ``(input, label)`` pairs with labels as ids."""
+
+    def __init__(self, source: Any, labels: list[str]):
+        self.source = source
+        self.labels = labels
+        self._index = {name: i for i, name in enumerate(labels)}
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        x, y = _pair(self.source[i], i)
+        return x, self.label_id(y)
+
+    def label_id(self, y: Any) -> int:
+        key = str(y)
+        if key in self._index:
+            return self._index[key]
+        if isinstance(y, int) and 0 <= y < len(self.labels):
+            return y
+        raise InputError(f"label {y!r} is not one of the labels {self.labels}.")
+
+
+def _pair(item: Any, i: int):
+    if isinstance(item, dict):
+        x = next((item[c] for c in TEXT_COLUMNS if c in item), None)
+        y = next((item[c] for c in LABEL_COLUMNS if c in item), None)
+        if x is not None and y is not None:
+            return x, y
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return item[0], item[1]
+    raise InputError(
+        f"training example {i} is {type(item).__name__}; each must be an (input, label) pair "
+        "or a dict with 'text' and 'label'."
+    )
+
+
+def _read_table(path: Path) -> list[tuple[Any, Any]]:
+    rows: list[dict] = []
+    if path.suffix == ".jsonl":
+        with path.open() as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    elif path.suffix in (".csv", ".tsv"):
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+    else:
+        raise InputError(f"{str(path)!r}: training files must be .csv, .tsv or .jsonl.")
+    if not rows:
+        raise InputError(f"{str(path)!r} holds no examples.")
+    cols = set(rows[0])
+    tc = next((c for c in TEXT_COLUMNS if c in cols), None)
+    lc = next((c for c in LABEL_COLUMNS if c in cols), None)
+    if tc is None or lc is None:
+        raise InputError(
+            f"{str(path)!r} needs a text column ({'/'.join(TEXT_COLUMNS)}) and a label column "
+            f"({'/'.join(LABEL_COLUMNS)}); it has {sorted(cols)}."
+        )
+    return [(r[tc], r[lc]) for r in rows]
+
+
+def _read_folder(path: Path) -> list[tuple[str, str]]:
+    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise InputError(f"{str(path)!r} has no class sub-folders (one folder per label).")
+    pairs = []
+    for c in classes:
+        files = sorted(f for f in c.rglob("*") if f.is_file() and not f.name.startswith("."))
+        pairs += [(str(f), c.name) for f in files]
+    if not pairs:
+        raise InputError(f"the class folders under {str(path)!r} hold no files.")
+    return pairs
+
+
+def as_examples(data: Any, labels: list[str] | None = None) -> Examples:
+    """Normalise ``data`` and work out the label list (sorted names unless given)."""
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if path.is_dir():
+            data = _read_folder(path)
+        elif path.is_file():
+            data = _read_table(path)
+        else:
+            raise InputError(f"training data {str(path)!r} does not exist.")
+    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+        data = list(data)
+    if len(data) == 0:
+        raise InputError("the training data is empty.")
+    if labels is None:
+        seen = {_pair(data[i], i)[1] for i in range(len(data))}
+        if all(isinstance(y, int) and not isinstance(y, bool) for y in seen):
+            labels = [str(i) for i in range(max(seen) + 1)]
+        else:
+            labels = sorted(str(y) for y in seen)
+    if len(labels) < 2:
+        raise InputError(f"fine-tuning a classifier needs at least two labels, got {labels}.")
+    return Examples(data, list(labels))
