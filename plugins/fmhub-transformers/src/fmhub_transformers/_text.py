@@ -152,7 +152,7 @@ def _truncation_policy(model, texts: list[str], enc) -> None:
 def forward(model, batch: dict[str, Any]):
     """Run the module; embeddings are pooled here (on the device), heads return their logits."""
     proc: TextProcessor = model.processor
-    out = model.module(**{n: batch[n] for n in proc.input_names})
+    out = model.module(**{n: batch[n] for n in proc.input_names if n in batch})
     if model.task != "embedding":
         return out.logits
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]

@@ -17,11 +17,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "TASKS",
     "build_tiny_model",
     "build_tiny_tokenizer",
+    "hub_cache_env",
     "install_in_hub_cache",
 ]
 
@@ -81,40 +83,55 @@ _MAX_TOKENS = 64
 _LAYERS, _HEADS, _HIDDEN, _FFN = 2, 2, 32, 37
 
 
-def build_tiny_tokenizer(style: str = "wordpiece", vocab_size: int = 300, max_length: int = _MAX_TOKENS):
-    """A fast tokenizer trained on :data:`CORPUS`: ``"wordpiece"`` (BERT-like, lower-cased,
-    ``[CLS] x [SEP]``) or ``"bpe"`` (RoBERTa-like byte-level BPE, ``<s> x </s>``)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def build_tiny_tokenizer(style: str = "wordpiece", max_length: int = _MAX_TOKENS):
+    """A fast tokenizer whose vocabulary is built deterministically from :data:`CORPUS`:
+    ``"wordpiece"`` (BERT-like, lower-cased, ``[CLS] x [SEP]``, every corpus word plus single
+    characters) or ``"bpe"`` (RoBERTa-like byte-level BPE, ``<s> x </s>``, merges that spell every
+    corpus word). Unseen words split into known pieces; nothing is downloaded or trained."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     if style == "wordpiece":
         sp = _WORDPIECE_SPECIALS
         order = [sp["pad"], sp["unk"], sp["cls"], sp["sep"], sp["mask"]]
-        tok = Tokenizer(models.WordPiece(unk_token=sp["unk"], max_input_chars_per_word=100))
+        words = [w for w, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(" ".join(CORPUS).lower())]
+        chars = sorted({c for w in words for c in w} | set("abcdefghijklmnopqrstuvwxyz0123456789"))
+        tokens = order + chars + ["##" + c for c in chars] + sorted(set(words))
+        vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+        tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token=sp["unk"], max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=order,
-                                            show_progress=False)
-        tok.train_from_iterator(CORPUS, trainer)
         template = (f"{sp['cls']} $A {sp['sep']}", f"{sp['cls']} $A {sp['sep']} $B:1 {sp['sep']}:1")
     elif style == "bpe":
         sp = _BPE_SPECIALS
         order = [sp["cls"], sp["pad"], sp["sep"], sp["unk"], sp["mask"]]
-        tok = Tokenizer(models.BPE(unk_token=sp["unk"]))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        pieces = sorted({p for text in CORPUS for p, _ in byte_level.pre_tokenize_str(text)})
+        tokens = order + sorted(pre_tokenizers.ByteLevel.alphabet())
+        merges: list[tuple[str, str]] = []
+        for piece in pieces:  # merge left to right: every prefix of every corpus word is a token
+            current = piece[0]
+            for ch in piece[1:]:
+                merges.append((current, ch))
+                current += ch
+                tokens.append(current)
+        vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=list(dict.fromkeys(merges)), unk_token=sp["unk"]))
+        tok.pre_tokenizer = byte_level
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=order, show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        tok.train_from_iterator(CORPUS, trainer)
         template = (f"{sp['cls']} $A {sp['sep']}", f"{sp['cls']} $A {sp['sep']} {sp['sep']} $B {sp['sep']}")
     else:
         raise ValueError(f"unknown tokenizer style {style!r}; use 'wordpiece' or 'bpe'")
+    tok.add_special_tokens(order)
     ids = {t: tok.token_to_id(t) for t in order}
     tok.post_processor = processors.TemplateProcessing(
         single=template[0], pair=template[1],
         special_tokens=[(sp["cls"], ids[sp["cls"]]), (sp["sep"], ids[sp["sep"]])],
     )
+    if style == "bpe":  # character spans without the leading space, as RoBERTa's tokenizer gives
+        tok.post_processor = processors.Sequence(
+            [processors.ByteLevel(trim_offsets=True), tok.post_processor])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, model_max_length=max_length,
         unk_token=sp["unk"], pad_token=sp["pad"], cls_token=sp["cls"], sep_token=sp["sep"],
@@ -197,7 +214,13 @@ def build_tiny_model(
     config = _config(arch, tokenizer, task, labels if task in _DEFAULT_LABELS else None)
     torch.manual_seed(seed)
     model = getattr(transformers, _MODEL_CLASSES[task]).from_config(config).eval()
-    model.save_pretrained(dest)
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model.save_pretrained(dest)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     tokenizer.save_pretrained(dest)
     if pooling is not None:
         write_sentence_transformers_files(dest, pooling, normalize, max_seq_length, config.hidden_size
@@ -260,3 +283,31 @@ def install_in_hub_cache(
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / revision).write_text(sha)
     return snapshot
+
+
+@contextlib.contextmanager
+def hub_cache_env(cache_dir: str | os.PathLike, offline: bool = True) -> Iterator[Path]:
+    """Point the Hugging Face hub client at ``cache_dir`` (``HF_HUB_CACHE``) and, by default, turn
+    on ``HF_HUB_OFFLINE=1``, for the environment (subprocesses) and for the already-imported
+    ``huggingface_hub`` (which reads both once at import). Restores everything on exit."""
+    cache_dir = Path(cache_dir)
+    env = {"HF_HUB_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1" if offline else "0"}
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - a dependency
+        constants = None
+    saved = (constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE) if constants else None
+    if constants:
+        constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = str(cache_dir), offline
+    try:
+        yield cache_dir
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if constants and saved:
+            constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = saved

@@ -1,0 +1,64 @@
+"""Tiny checkpoints for the fmhub-transformers tests, built once per session (about a second).
+
+Test modules name them by path or repo id at import time, so the session folder is a fixed
+function of the process id (see ``ROOT`` in each module). Modules that load by repo id enter
+``hub_cache_env`` in a module-scoped fixture, so the offline hub cache never leaks into other
+plugins' tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(tempfile.gettempdir()) / f"fmhub-tf-tests-{os.getpid()}"
+
+#: name -> (arch, task, build options, hub repo id or None for a local folder only)
+ZOO = {
+    "bert-st": ("bert", "embedding", {"pooling": "mean", "normalize": True, "max_seq_length": 32},
+                "tiny-org/bert-st"),
+    "distilbert-mlm": ("distilbert", "fill-mask", {}, "tiny-org/distilbert-mlm"),
+    "deberta-cls": ("deberta-v2", "classification", {}, "tiny-org/deberta-cls"),
+    "roberta-cls": ("roberta", "classification", {"labels": ["sad", "neutral", "happy"]}, None),
+    "electra-ner": ("electra", "token-classification", {}, None),
+    "mpnet-emb": ("mpnet", "embedding", {}, None),
+    "xlmr-mlm": ("xlm-roberta", "fill-mask", {}, None),
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_zoo():
+    """Build every ZOO model under ROOT and install the hub ones into ROOT/hub."""
+    from fmhub_transformers.testing import build_tiny_model, install_in_hub_cache
+
+    ROOT.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, (arch, task, opts, repo) in ZOO.items():
+        paths[name] = build_tiny_model(ROOT / name, arch=arch, task=task, **opts)
+        if repo:
+            install_in_hub_cache(ROOT / "hub", repo, paths[name])
+    yield paths
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def offline_hub(tiny_zoo):
+    """HF_HUB_CACHE=ROOT/hub and HF_HUB_OFFLINE=1 for one test module."""
+    from fmhub_transformers.testing import hub_cache_env
+
+    with hub_cache_env(ROOT / "hub") as cache:
+        yield cache
+
+
+@pytest.fixture
+def fresh_hub():
+    """A fresh default fmhub Hub (from the installed entry points) for one test."""
+    import fmhub
+
+    previous = fmhub.set_hub(fmhub.Hub())
+    yield fmhub.get_hub()
+    fmhub.set_hub(previous)
