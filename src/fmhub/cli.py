@@ -32,7 +32,7 @@ def cmd_list(args) -> int:
 
     specs = list_models(args.pattern)
     if args.json:
-        print(json.dumps([s.model_dump(exclude_none=True) for s in specs], indent=2))
+        print(json.dumps([s.model_dump(mode="json", exclude_none=True) for s in specs], indent=2))
         return 0
     if not specs:
         print(f"No registered model matches {args.pattern!r}." if args.pattern else "No models.")
@@ -58,11 +58,15 @@ def cmd_plugins(args) -> int:
     if args.json:
         print(json.dumps([
             {"name": r.name, "distribution": r.distribution, "version": r.version,
-             "status": r.status, "error": r.error} for r in recs], indent=2))
+             "status": r.status, "namespaces": list(r.namespaces), "error": r.error}
+            for r in recs], indent=2))
         return 0
+    width = max(14, *(len(r.name) + 1 for r in recs))
     for r in recs:
-        line = f"{r.name:<14} {r.status:<9} {r.distribution or '-'} {r.version or ''}".rstrip()
-        print(line + (f"\n{'':14} error: {r.error}" if r.error else ""))
+        dist = f"{r.distribution or '-'} {r.version or ''}".rstrip()
+        serves = ", ".join(n + ":" for n in r.namespaces) if r.status == "ok" else ""
+        line = f"{r.name:<{width}} {r.status:<9} {dist:<28} {serves}".rstrip()
+        print(line + (f"\n{'':{width}} error: {r.error}" if r.error else ""))
     return 0
 
 
@@ -120,11 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; an fmhub error is printed as one message (with the plugin and stage it came
+    from) and exit status 2, not a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except FmhubError as exc:
-        print(f"fmhub: error: {exc}", file=sys.stderr)
+        notes = "".join(f" {n}" for n in getattr(exc, "__notes__", ()))
+        print(f"fmhub: error: {exc}{notes}", file=sys.stderr)
         return 2
 
 
