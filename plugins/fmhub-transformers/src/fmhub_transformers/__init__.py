@@ -128,13 +128,19 @@ def fmhub_claim_path(path):
     ):
         return None
     try:
-        cfg = CheckpointConfig.from_dict(read_json(config, "config.json"), path)
+        data = read_json(config, "config.json")
     except fmhub.FmhubError:
-        return None  # not a Transformers config: another family's folder
-    st = os.path.isfile(os.path.join(path, "modules.json"))
+        return None  # not JSON data: not a checkpoint we can tell apart
+    if not isinstance(data.get("model_type"), str):
+        return None  # another family's config.json
+    try:  # ours: a config with other problems is claimed, and load reports them precisely
+        cfg = CheckpointConfig.from_dict(data, path)
+        task, arch = detect_task(cfg, os.path.isfile(os.path.join(path, "modules.json"))), cfg.model_type
+    except fmhub.FmhubError:
+        task, arch = None, None
     return fmhub.ModelSpec(
         id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}", path=path, modality="text",
-        task=detect_task(cfg, st), tasks=tuple(TASKS), architecture=cfg.model_type, source=path,
+        task=task, tasks=tuple(TASKS), architecture=arch, source=path,
         description="Local Transformers checkpoint folder.")
 
 

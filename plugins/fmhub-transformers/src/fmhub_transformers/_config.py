@@ -87,7 +87,8 @@ class CheckpointConfig:
             raise fmhub.ManifestError(
                 f"config.json of {where} has no 'model_type'; it is not a Transformers checkpoint."
             )
-        archs = data.get("architectures") or ()
+        archs = data.get("architectures")
+        archs = [] if archs is None else archs
         if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
             raise fmhub.ManifestError(f"config.json of {where}: 'architectures' must be a list of names.")
         return cls(model_type, tuple(archs), _labels(data.get("id2label"), where),

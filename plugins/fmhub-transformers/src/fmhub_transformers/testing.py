@@ -258,7 +258,7 @@ def install_in_hub_cache(
     """Lay ``folder`` out in a Hugging Face hub cache as repo ``repo_id`` at ``revision``.
 
     Creates ``<cache_dir>/models--org--name/snapshots/<sha>/...`` (a fake but well-formed commit
-    hash derived from the files) and ``refs/<revision>`` pointing at it, which is all the hub
+    hash of the files' names and contents) and ``refs/<revision>`` pointing at it, which is all the hub
     client reads with ``HF_HUB_OFFLINE=1``. Files are copied, or symlinked with ``symlink=True``
     (cheap for large real checkpoints). Returns the snapshot folder.
     """
@@ -267,7 +267,9 @@ def install_in_hub_cache(
     digest = hashlib.sha1(repo_id.encode())
     for f in files:
         digest.update(str(f.relative_to(folder)).encode())
-        digest.update(str(f.stat().st_size).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     sha = digest.hexdigest()
     repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / sha
