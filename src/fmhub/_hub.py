@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import importlib.metadata as md
 import inspect
 import os
@@ -84,7 +85,8 @@ class Hub:
         self._callers: dict[tuple[str, str | None], Any] = {}
         from . import _builtin
 
-        self._add("fmhub", _builtin, distribution="fmhub", strict=True)
+        version = getattr(importlib.import_module("fmhub"), "__version__", None)
+        self._add("fmhub", _builtin, distribution="fmhub", version=version, strict=True)
         if entry_points:
             self._discover()
         for name, plugin in (plugins or {}).items():
@@ -341,8 +343,6 @@ class _Registry:
         for hook in hookspecs.REGISTRATION:
             for impl in reversed(getattr(hub.pm.hook, hook).get_hookimpls()):
                 name = hub.pm.get_name(impl.plugin)
-                if name in reg.dropped:
-                    continue
                 items: list = []
                 try:
                     _call_registration(impl, items.append)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .model import Loaded, Model
     from .spec import LoadOptions, ModelSpec, Namespace
 
-__all__ = ["hookimpl", "hookspec", "OWNER_DISPATCHED", "REGISTRATION"]
+__all__ = ["hookimpl", "hookspec", "BROADCAST", "OWNER_DISPATCHED", "REGISTRATION"]
 
 hookspec = pluggy.HookspecMarker("fmhub")
 hookimpl = pluggy.HookimplMarker("fmhub")
@@ -56,6 +56,9 @@ OWNER_DISPATCHED = (
     "fmhub_attach_head",
     "fmhub_training_loss",
 )
+
+#: Hooks asked of every plugin.
+BROADCAST = ("fmhub_claim_path",)
 
 
 # ---------------------------------------------------------------------------------------------
