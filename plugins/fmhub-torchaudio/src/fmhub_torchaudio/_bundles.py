@@ -35,7 +35,7 @@ class BundleInfo:
     :param normalize_waveform: The bundle layer-normalises each waveform before the model.
     :param num_layers: Transformer layers.
     :param embed_dim: Width of the transformer features.
-    :param num_labels: CTC output size without the blank (None: not fine-tuned for ASR).
+    :param num_labels: CTC outputs, blank included (None: not fine-tuned for ASR).
     """
 
     name: str

@@ -8,6 +8,7 @@ postprocess: CTC greedy decoding, pooled embeddings, or class probabilities.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Any
 
@@ -24,14 +25,21 @@ from ._module import Speech, SpeechModule, speech_module
 __all__ = ["ctc_greedy", "forward", "postprocess", "preprocess", "prepare"]
 
 
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, new: int):
+    """``torchaudio.transforms.Resample`` (same output as ``torchaudio.functional.resample`` with
+    its defaults), cached so its sinc kernel is built once per pair of rates."""
+    import torchaudio.transforms
+
+    return torchaudio.transforms.Resample(orig, new)
+
+
 def prepare(speech: Speech, i: int, x: Any, default_rate: int | None) -> torch.Tensor:
     """One input to a 1-D float32 waveform at the model's rate, normalised as the model expects."""
-    import torchaudio.functional as AF
-
     audio = decode(i, x, default_rate)
     wave = torch.from_numpy(to_mono(i, audio))
     if audio.sample_rate != speech.sample_rate:
-        wave = AF.resample(wave, audio.sample_rate, speech.sample_rate)
+        wave = _resampler(audio.sample_rate, speech.sample_rate)(wave)
     if wave.numel() < speech.field:
         ms = 1000 * wave.numel() / speech.sample_rate
         need = 1000 * speech.field / speech.sample_rate

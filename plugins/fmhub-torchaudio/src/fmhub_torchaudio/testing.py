@@ -8,11 +8,16 @@
   ``bundle.get_model()`` looks (``torch.hub.get_dir()/checkpoints/<file>``, under ``TORCH_HOME``),
   in the bundle's own file layout, so ``fmhub.load("torchaudio:<bundle>")`` runs offline. Full
   size: about 380 MB for a base model, 1.2 GB for a large one.
+* :func:`tiny_bundles`: the same for shrunk copies of the bundles (two small layers), patched into
+  ``torchaudio.pipelines`` for the duration of a ``with`` block: the bundles' real loading path at
+  the cost of a tiny model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,8 @@ from ._bundles import BUNDLES, CONV_LAYERS
 __all__ = [
     "EN_LABELS",
     "place_bundle_checkpoint",
+    "tiny_bundle_params",
+    "tiny_bundles",
     "tiny_config",
     "tiny_options",
     "write_checkpoint",
@@ -93,10 +100,13 @@ def write_checkpoint(path: str | os.PathLike, config: dict[str, Any] | None = No
     return path
 
 
-def place_bundle_checkpoint(name: str, *, seed: int = 0, overwrite: bool = False) -> Path:
+def place_bundle_checkpoint(name: str, *, seed: int = 0, overwrite: bool = False,
+                            params: dict[str, Any] | None = None) -> Path:
     """Write random weights for bundle ``name`` (``"wav2vec2_asr_base_960h"``) into the torch hub
     checkpoint folder, laid out like the published file (ASR files carry fairseq's unused output
-    rows, which ``get_model()`` removes). Set ``TORCH_HOME`` first to keep it out of your cache."""
+    rows, which ``get_model()`` removes). Set ``TORCH_HOME`` first to keep it out of your cache.
+
+    ``params`` replaces the bundle's architecture (see :func:`tiny_bundles`)."""
     import torch
     import torchaudio.pipelines
 
@@ -106,7 +116,7 @@ def place_bundle_checkpoint(name: str, *, seed: int = 0, overwrite: bool = False
     if dest.is_file() and not overwrite:
         return dest
     factory = "wavlm_model" if info.model_type == "WavLM" else "wav2vec2_model"
-    state = _build(factory, bundle._params, seed).state_dict()
+    state = _build(factory, params or bundle._params, seed).state_dict()
     if info.asr:
         axes = sorted(bundle._remove_aux_axis)
         for key in ("aux.weight", "aux.bias"):
@@ -119,3 +129,43 @@ def place_bundle_checkpoint(name: str, *, seed: int = 0, overwrite: bool = False
     torch.save(state, tmp)
     os.replace(tmp, dest)
     return dest
+
+
+def tiny_bundle_params(name: str) -> dict[str, Any]:
+    """The architecture of bundle ``name`` shrunk to two small layers, keeping what matters to
+    fmhub: front-end mode and geometry, layer-norm order, the CTC output size, WavLM's keys."""
+    import torchaudio.pipelines
+
+    info = BUNDLES[name]
+    full = getattr(torchaudio.pipelines, info.attr)._params
+    tiny = tiny_config(family=info.family, extractor_mode=full["extractor_mode"],
+                       aux_num_out=full["aux_num_out"])
+    tiny["encoder_layer_norm_first"] = full["encoder_layer_norm_first"]
+    tiny["extractor_conv_bias"] = full["extractor_conv_bias"]
+    return tiny
+
+
+@contextlib.contextmanager
+def tiny_bundles(*names: str, seed: int = 0) -> Iterator[None]:
+    """Within the block, the named ``torchaudio.pipelines`` bundles have tiny architectures
+    (:func:`tiny_bundle_params`) and random weights under their real file names in the torch hub
+    checkpoint folder, so ``fmhub.load("torchaudio:<name>")`` runs the bundles' own loading code
+    (``get_model()``, the cache lookup, ASR output-row removal, labels) in a fraction of a second.
+    Set ``TORCH_HOME`` to a scratch folder first: the files written are not the real weights."""
+    import dataclasses
+
+    import torchaudio.pipelines
+
+    saved = {}
+    try:
+        for name in names:
+            attr = BUNDLES[name].attr
+            bundle = getattr(torchaudio.pipelines, attr)
+            saved[attr] = bundle
+            params = tiny_bundle_params(name)
+            place_bundle_checkpoint(name, seed=seed, overwrite=True, params=params)
+            setattr(torchaudio.pipelines, attr, dataclasses.replace(bundle, _params=params))
+        yield
+    finally:
+        for attr, bundle in saved.items():
+            setattr(torchaudio.pipelines, attr, bundle)
