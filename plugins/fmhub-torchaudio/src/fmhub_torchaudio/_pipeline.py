@@ -27,11 +27,11 @@ __all__ = ["ctc_greedy", "forward", "postprocess", "preprocess", "prepare"]
 
 @functools.lru_cache(maxsize=16)
 def _resampler(orig: int, new: int):
-    """``torchaudio.transforms.Resample`` (same output as ``torchaudio.functional.resample`` with
-    its defaults), cached so its sinc kernel is built once per pair of rates."""
+    """``torchaudio.transforms.Resample`` with its kernel built in float32, which gives exactly
+    ``torchaudio.functional.resample(wave, orig, new)``; cached so the kernel is built once."""
     import torchaudio.transforms
 
-    return torchaudio.transforms.Resample(orig, new)
+    return torchaudio.transforms.Resample(orig, new, dtype=torch.float32)
 
 
 def prepare(speech: Speech, i: int, x: Any, default_rate: int | None) -> torch.Tensor:
