@@ -44,9 +44,24 @@ def _base_module(model: Model):
     return model.module
 
 
-def _trainable_state(model: Model) -> dict[str, Any]:
-    return {n: p.detach().contiguous().cpu() for n, p in model.module.named_parameters()
-            if p.requires_grad}
+def trainable_state(module) -> dict[str, Any]:
+    """The trainable parameters, plus the buffers (e.g. BatchNorm running statistics) of every
+    module that has a trainable parameter: all that training changed."""
+    state = {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad}
+    for prefix, mod in module.named_modules():
+        if any(p.requires_grad for p in mod.parameters(recurse=False)):
+            for name, buf in mod.named_buffers(recurse=False):
+                state[f"{prefix}.{name}" if prefix else name] = buf.detach().contiguous().cpu()
+    return state
+
+
+def train_mode(module) -> None:
+    """``module.train()``, except that normalisation layers whose parameters are all frozen keep
+    their running statistics (eval mode): a frozen backbone must stay the base model's."""
+    module.train()
+    for mod in module.modules():
+        if hasattr(mod, "running_mean") and not any(p.requires_grad for p in mod.parameters(False)):
+            mod.eval()
 
 
 def save_adapter(model: Model, dest: Path) -> Path:
@@ -60,7 +75,7 @@ def save_adapter(model: Model, dest: Path) -> Path:
         else:
             from safetensors.torch import save_file
 
-            save_file(_trainable_state(model), str(tmp / "adapter.safetensors"))
+            save_file(trainable_state(model.module), str(tmp / "adapter.safetensors"))
         write_manifest(tmp, model_manifest(model, kind="adapter", adapter=info))
 
     return atomic_folder(Path(dest), write)
@@ -135,6 +150,7 @@ def _load_weights(model: Model, path: Path) -> None:
         raise ManifestError(f"{str(path)!r} lacks adapter.safetensors.")
     state = load_file(str(file))
     own = dict(model.module.named_parameters())
+    own.update(model.module.named_buffers())
     unknown = [k for k in state if k not in own]
     wrong = [k for k in state if k in own and tuple(own[k].shape) != tuple(state[k].shape)]
     if unknown or wrong:

@@ -15,7 +15,7 @@ import torch
 from ..errors import FineTuneError, NonFiniteLossError
 from ..manifest import atomic_folder
 from ..spec import validate_model
-from .adapter import fingerprint, save_adapter
+from .adapter import fingerprint, save_adapter, train_mode, trainable_state
 from .config import FineTuneConfig
 from .data import Examples, as_examples
 from .plan import attach_head, get_method
@@ -167,7 +167,7 @@ class _Trainer:
     def run(self) -> None:
         cfg, st = self.cfg, self.state
         self.bar = _bar(self.total, st.step, cfg.progress)
-        self.model.module.train()
+        train_mode(self.model.module)
         accum = cfg.gradient_accumulation
         while st.step < self.total and not self.stopped_early:
             batches = self._epoch_batches(st.epoch)
@@ -262,7 +262,7 @@ class _Trainer:
         metrics = evaluate(self.model, self.eval, batch_size=cfg.batch_size)
         metrics["step"] = st.step
         st.history.append(metrics)
-        self.model.module.train()
+        train_mode(self.model.module)
         if not cfg.early_stopping_patience:
             return
         key = cfg.early_stopping_metric
@@ -270,8 +270,7 @@ class _Trainer:
             metrics[key] < st.best[key] if key == "loss" else metrics[key] > st.best[key])
         if better:
             st.best, st.bad_evals = dict(metrics), 0
-            self.best_state = {n: p.detach().clone() for n, p in
-                               self.model.module.named_parameters() if p.requires_grad}
+            self.best_state = trainable_state(self.model.module)
         else:
             st.bad_evals += 1
             self.stopped_early = st.bad_evals >= cfg.early_stopping_patience
@@ -286,8 +285,7 @@ class _Trainer:
         from safetensors.torch import save_file
 
         st = self.state
-        trainable = {n: p.detach().contiguous().cpu()
-                     for n, p in self.model.module.named_parameters() if p.requires_grad}
+        trainable = trainable_state(self.model.module)
 
         def write(tmp: Path) -> None:
             save_file(trainable, str(tmp / "trainable.safetensors"))
@@ -314,7 +312,7 @@ class _Trainer:
                 f"cannot resume from {str(folder)!r}: it was trained on labels {saved['labels']}, "
                 f"this data has {self.train.labels}."
             )
-        own = {n for n, p in self.model.module.named_parameters() if p.requires_grad}
+        own = set(trainable_state(self.model.module))
         weights = load_file(str(folder / "trainable.safetensors"))
         if set(weights) != own:
             raise FineTuneError(
@@ -351,7 +349,7 @@ def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, fl
         gold += targets.tolist()
         losses.append(float(loss) * len(pairs))
     if was_training:
-        model.module.train()
+        train_mode(model.module)
     return {"loss": sum(losses) / len(data), **classification_metrics(gold, preds, len(data.labels))}
 
 
