@@ -108,7 +108,7 @@ def decode(i: int, x: Any, default_rate: int | None) -> Audio:
                 "'array' and 'sampling_rate' (or 'waveform' and 'sample_rate')."
             )
         return Audio(_as_array(i, arr), _check_rate(i, rate))
-    if isinstance(x, tuple) and len(x) == 2 and not hasattr(x[1], "__len__"):
+    if isinstance(x, tuple) and len(x) == 2 and np.ndim(x[1]) == 0:
         return Audio(_as_array(i, x[0]), _check_rate(i, x[1]))
     if x is None or isinstance(x, (int, float)):
         raise fmhub.InputError(f"input {i} is {x!r}, not audio; pass a file path or "
