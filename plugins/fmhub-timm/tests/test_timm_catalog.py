@@ -30,3 +30,13 @@ def test_listing_imports_neither_torch_nor_timm():
     code = ("import fmhub; fmhub.list_models('timm:*'); fmhub.model_info('timm:resnet18'); "
             "fmhub.model_info('timm:hf-hub:timm/resnet18.a1_in1k'); fmhub.model_info('resnet50')")
     assert imported_after(code, ("torch", "timm", "PIL", "numpy")) == []
+
+
+def test_whole_timm_catalogue_is_listed_as_fmhub_ids():
+    import timm
+
+    from fmhub_timm import list_timm_models
+
+    ids = list_timm_models("test_vit*")
+    assert "timm:test_vit.r160_in1k" in ids
+    assert len(list_timm_models(pretrained=False)) == len(timm.list_models())

@@ -22,7 +22,7 @@ from fmhub import hookimpl
 
 from ._catalog import catalog_specs, open_spec, syntax_error
 
-__all__ = ["TimmOptions"]
+__all__ = ["TimmOptions", "list_timm_models"]
 
 
 class TimmOptions(fmhub.LoadOptions):
@@ -44,6 +44,18 @@ class TimmOptions(fmhub.LoadOptions):
     out_indices: Optional[tuple[int, ...]] = Field(
         None, description="feature-maps task: which stages to return (timm's out_indices); "
                           "None returns every stage timm exposes.")
+
+
+def list_timm_models(pattern: str = "*", pretrained: bool = True) -> list[str]:
+    """Every ``timm:`` id timm itself knows that matches ``pattern`` (imports timm).
+
+    ``pretrained=True`` lists ``arch.tag`` names with published weights (timm's
+    ``list_pretrained``), ``False`` the bare architectures (``list_models``).
+    """
+    import timm
+
+    names = timm.list_pretrained(pattern) if pretrained else timm.list_models(pattern)
+    return [f"timm:{n}" for n in names]
 
 
 @hookimpl

@@ -1,0 +1,113 @@
+"""Images per second at batch 32: fmhub (preprocess + forward + postprocess) vs the same work with timm.
+
+The direct-timm side is what a timm user writes: ``create_transform(**resolve_data_config(model))``
+per image, ``torch.stack``, ``model(x)`` under ``inference_mode`` in timm's default memory layout,
+softmax and top-5 with ImageNet label names. fmhub runs ``model.predict(images, batch_size=32)``
+with its defaults (batched tensor conversion; channels_last for convolutional nets). Both use the
+same weights (random, ``pretrained=False``: no network here) and the same 32 PIL photos from
+scikit-image. Runs are interleaved and repeated in one process so load on the machine hits both
+sides alike; the best and the median of each are printed, plus the largest logit difference.
+
+    python bench/vision.py                      # default model list
+    python bench/vision.py --models resnet18 vit_small_patch16_224 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+CONV = ["resnet18", "resnet50", "efficientnet_lite0", "efficientnet_b0", "mobilenetv3_large_100",
+        "convnext_tiny"]
+OTHER = ["vit_small_patch16_224", "deit_small_patch16_224", "swin_tiny_patch4_window7_224"]
+
+
+def photos(n: int) -> list[Image.Image]:
+    from skimage import data
+
+    base = [data.chelsea(), data.coffee(), data.astronaut(), data.camera(), data.logo()]
+    imgs = [Image.fromarray(a).convert("RGB") for a in base]
+    return [imgs[i % len(imgs)] for i in range(n)]
+
+
+def timm_side(name: str, state_dict):
+    import timm
+    from timm.data import ImageNetInfo, create_transform, resolve_data_config
+
+    model = timm.create_model(name, pretrained=False).eval()
+    model.load_state_dict(state_dict)
+    transform = create_transform(**resolve_data_config(model=model), is_training=False)
+    info = ImageNetInfo()
+
+    def run(images):
+        x = torch.stack([transform(img) for img in images])
+        with torch.inference_mode():
+            logits = model(x)
+        probs = logits.softmax(-1)
+        top = probs.topk(5)
+        out = [[(info.index_to_description(int(i)), float(s)) for i, s in zip(ii, ss)]
+               for ii, ss in zip(top.indices, top.values)]
+        return out, logits
+
+    return run
+
+
+def bench_model(name: str, images, repeats: int, threads: int) -> dict:
+    import fmhub
+
+    torch.manual_seed(0)
+    fm = fmhub.load(f"timm:{name}", pretrained=False, device="cpu")
+    direct = timm_side(name, fm.module.state_dict())
+    fm.predict(images[:2], batch_size=32)  # warm-up both
+    direct(images[:2])
+    t_timm, t_fm = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _, ref_logits = direct(images)
+        t1 = time.perf_counter()
+        fm.predict(images, batch_size=32, progress=False)
+        t2 = time.perf_counter()
+        t_timm.append(t1 - t0)
+        t_fm.append(t2 - t1)
+    ours = fm.forward(fm.preprocess(images)).float()
+    diff = float((ours - ref_logits).abs().max())
+    n = len(images)
+    return {
+        "model": name, "channels_last": fm.info["channels_last"],
+        "timm_best": n / min(t_timm), "fmhub_best": n / min(t_fm),
+        "timm_median": n / statistics.median(t_timm), "fmhub_median": n / statistics.median(t_fm),
+        "max_logit_diff": diff,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=CONV + OTHER)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images = photos(args.batch)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+          f"{args.repeats} interleaved repeats; images/s (best | median)")
+    header = f"{'model':32} {'layout':8} {'timm':>16} {'fmhub':>16} {'ratio':>12} {'max|dlogit|':>12}"
+    print(header)
+    print("-" * len(header))
+    for name in args.models:
+        r = bench_model(name, images, args.repeats, args.threads)
+        layout = "NHWC" if r["channels_last"] else "NCHW"
+        print(f"{name:32} {layout:8} {r['timm_best']:7.1f} | {r['timm_median']:6.1f} "
+              f"{r['fmhub_best']:7.1f} | {r['fmhub_median']:6.1f} "
+              f"{r['fmhub_best'] / r['timm_best']:5.2f} | {r['fmhub_median'] / r['timm_median']:4.2f} "
+              f"{r['max_logit_diff']:12.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
