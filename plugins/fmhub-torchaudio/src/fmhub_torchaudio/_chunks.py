@@ -1,7 +1,7 @@
 """Splitting long recordings into overlapping chunks and stitching their frames back together.
 
 A recording longer than ``chunk`` samples is cut into chunks that start ``step = chunk - 2 *
-context`` samples apart. Each chunk "owns" the output frames in its middle and sees ``context``
+context`` samples apart (the context is capped at a quarter of the chunk, see :func:`chunk_sizes`). Each chunk "owns" the output frames in its middle and sees ``context``
 samples of audio on each side of them; its first and last frames (which lack context) are dropped,
 except at the ends of the recording. Chunk starts and the context are multiples of the frame stride,
 so the kept frames line up exactly with the frames the model would give on the whole recording: the
@@ -37,11 +37,13 @@ def frames_for(samples: int, stride: int, field: int) -> int:
 
 
 def chunk_sizes(chunk: int, context: int, stride: int, field: int) -> tuple[int, int]:
-    """Round ``chunk`` down and ``context`` up to whole frame strides; context covers one frame."""
-    context = max(context, field)
-    context = -(-context // stride) * stride
-    chunk = max(chunk // stride * stride, 2 * context + stride)
-    return chunk, context
+    """Whole frame strides: ``chunk`` rounded down, ``context`` rounded up. The context is capped
+    at a quarter of the chunk (so chunks advance by at least half their length) and covers at
+    least one frame's receptive field."""
+    span = -(-field // stride) * stride
+    chunk = max(chunk // stride * stride, 4 * span)
+    context = min(-(-context // stride) * stride, chunk // 4 // stride * stride)
+    return chunk, max(context, span)
 
 
 def plan_segments(lengths: list[int], chunk: int, context: int, stride: int,
