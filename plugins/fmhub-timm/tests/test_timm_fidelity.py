@@ -95,8 +95,9 @@ def test_every_input_kind_matches_timm(references, loaded, skimage_photos, tmp_p
         kinds = [Image.fromarray(arr), str(path), path, path.read_bytes(), arr,
                  torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1) if arr.ndim == 3
                  else torch.from_numpy(arr)]
-        for kind in kinds:
-            torch.testing.assert_close(_logits(fm, [kind]), expected, atol=1e-5, rtol=0,
+        got = _logits(fm, kinds)  # one batch of every kind
+        for kind, row in zip(kinds, got):
+            torch.testing.assert_close(row[None], expected, atol=1e-5, rtol=0,
                                        msg=lambda m: f"{photo} {type(kind).__name__}: {m}")
     chw = torch.from_numpy(skimage_photos["coffee"]).permute(2, 0, 1).float() / 255
     with torch.inference_mode():

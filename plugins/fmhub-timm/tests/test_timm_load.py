@@ -59,8 +59,17 @@ def test_unknown_tag_lists_the_tags():
 
 def test_missing_weights_explain_the_cache():
     # test_byobnet.r160_in1k is never written into the offline cache.
-    with pytest.raises(fmhub.FmhubError, match="HF_HUB_CACHE|pretrained=False"):
+    with pytest.raises(fmhub.FmhubError, match="Hub repo 'timm/test_byobnet.r160_in1k'.*HF_HUB_CACHE"):
         fmhub.load("timm:test_byobnet.r160_in1k", device="cpu")
+    with pytest.raises(fmhub.FmhubError, match="Hub repo 'timm/test_byobnet.r160_in1k'"):
+        fmhub.load("timm:test_byobnet", device="cpu")  # the default tag's repo is named
+    with pytest.raises(fmhub.FmhubError, match="config.json and weights.*'org/missing'"):
+        fmhub.load("timm:hf-hub:org/missing", device="cpu")
+
+
+def test_architecture_without_weights_says_pretrained_false():
+    with pytest.raises(fmhub.UnknownModelError, match="pretrained=False"):
+        fmhub.load("timm:test_mambaout", device="cpu")
 
 
 def test_bad_option_is_named():

@@ -51,7 +51,7 @@ def check_name(name: str, pretrained: bool) -> None:
                 f"timm architecture {arch!r} has no pretrained weights tagged {tag!r}."
                 f"{did_you_mean(name, tags)} Tags: {', '.join(tags) or 'none'}."
             ) from None
-    elif pretrained and not timm.list_pretrained(f"{arch}*") and not timm.list_pretrained(arch):
+    elif pretrained and not timm.list_pretrained(f"{arch}.*"):
         raise fmhub.UnknownModelError(
             f"timm has no pretrained weights for {arch!r}; load it with pretrained=False for random "
             "weights, or pass checkpoint=PATH."
@@ -136,20 +136,32 @@ def _create(name: str, kwargs: dict[str, Any], options: Any, model_id: str):
         return timm.create_model(name, **kwargs)
     except (OSError, RuntimeError) as exc:
         if _is_missing_weights(exc):
-            arch = name.removeprefix("hf-hub:")
+            if name.startswith("hf-hub:"):
+                repo, what = name.removeprefix("hf-hub:"), "config.json and weights"
+            else:
+                repo, what = f"timm/{_default_tagged(name)}", "pretrained weights"
             raise fmhub.FmhubError(
-                f"The pretrained weights of {model_id!r} are not in the Hugging Face cache "
-                f"({_hf_cache()}) and could not be downloaded ({type(exc).__name__}: {exc}). "
-                f"Connect to the Hub once, point HF_HUB_CACHE at a cache holding timm/{arch}, pass "
+                f"The {what} of {model_id!r} (Hub repo {repo!r}) are not in the Hugging Face "
+                f"cache ({_hf_cache()}) and could not be downloaded ({type(exc).__name__}). "
+                f"Connect to the Hub once, point HF_HUB_CACHE at a cache holding {repo}, pass "
                 "checkpoint=PATH, or load with pretrained=False for random weights."
             ) from None
         raise
 
 
+def _default_tagged(name: str) -> str:
+    """``arch`` -> ``arch.<default tag>`` (the repo timm reads), ``arch.tag`` unchanged."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    return (cfg.hf_hub_id or name).removeprefix("timm/") if cfg is not None else name
+
+
 def _is_missing_weights(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(exc)}
     return bool(names & {"LocalEntryNotFoundError", "EntryNotFoundError", "OfflineModeIsEnabled",
-                         "RepositoryNotFoundError", "HfHubHTTPError", "ConnectionError"})
+                         "RepositoryNotFoundError", "HfHubHTTPError", "ConnectionError",
+                         "URLError", "HTTPError", "gaierror"})
 
 
 def _chain(exc: BaseException | None):
