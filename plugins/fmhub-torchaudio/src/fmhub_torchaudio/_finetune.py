@@ -43,7 +43,6 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     module = speech_module(model.module)
     ref = next(module.model.parameters())
     module.head = nn.Linear(model.processor.embed_dim, len(labels)).to(ref.device, ref.dtype)
-    model.processor.class_labels = tuple(str(label) for label in labels)
     return [HEAD]
 
 
