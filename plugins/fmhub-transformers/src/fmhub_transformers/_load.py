@@ -194,6 +194,11 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     _check_loading(info, task, src.where)
     tokenizer = _quiet(lambda: transformers.AutoTokenizer.from_pretrained(
         src.location, revision=src.revision, trust_remote_code=options.trust_remote_code))
+    if task == "token-classification" and not getattr(tokenizer, "is_fast", False):
+        raise fmhub.PluginError(
+            f"{src.where} has no fast (tokenizers) tokenizer, which token classification needs for "
+            "character offsets; add a tokenizer.json to the checkpoint."
+        )
     processor = TextProcessor.build(module, tokenizer, pooling, options, src.where)
     labels = cfg.labels if task in ("classification", "token-classification") else None
     if labels is not None:  # what the loaded config says (it may differ from the file's)
