@@ -114,6 +114,7 @@ def test_checkpoint_with_other_head_size_sets_num_classes(tmp_path):
     path = write_checkpoint(tmp_path / "seven.safetensors", "test_resnet", seed=2, num_classes=7)
     fm = fmhub.load("timm:test_resnet", checkpoint=str(path), device="cpu", channels_last=False)
     assert fm.module.num_classes == 7 and fm.labels is None
+    assert "state_dict" not in fm.module.pretrained_cfg, "checkpoint tensors kept alive"
     result = fm(CAT)
     assert len(result.top_k) == 5 and result.label in {str(i) for i in range(7)}
     torch.testing.assert_close(_logits(fm), _reference("test_resnet", fm, seed=2, num_classes=7),

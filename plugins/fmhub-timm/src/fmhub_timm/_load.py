@@ -76,7 +76,7 @@ def load(spec: fmhub.ModelSpec, options: Any) -> fmhub.Loaded:
     else:
         check_name(spec.name, options.pretrained or bool(options.checkpoint))
         kwargs = _create_kwargs(spec.name, options, features)
-        module = _create(spec.name, kwargs, options, spec.id)
+        module = _create(spec.name, kwargs, spec.id)
     module.eval()
     num_classes = 0 if features else int(getattr(module, "num_classes", 0) or 0)
     if task is None:
@@ -129,11 +129,17 @@ def _create_kwargs(name: str, options: Any, features: bool) -> dict[str, Any]:
     return kwargs
 
 
-def _create(name: str, kwargs: dict[str, Any], options: Any, model_id: str):
+def _create(name: str, kwargs: dict[str, Any], model_id: str):
     import timm
 
     try:
-        return timm.create_model(name, **kwargs)
+        module = timm.create_model(name, **kwargs)
+        # A checkpoint passed through pretrained_cfg_overlay must not stay referenced (memory).
+        for m in module.modules():
+            cfg = getattr(m, "pretrained_cfg", None)
+            if isinstance(cfg, dict):
+                cfg.pop("state_dict", None)
+        return module
     except (OSError, RuntimeError) as exc:
         if _is_missing_weights(exc):
             if name.startswith("hf-hub:"):
