@@ -1,0 +1,131 @@
+"""Real-time factor of speech recognition on 10 s of audio: fmhub vs the torchaudio bundle used directly.
+
+The direct side is what a torchaudio user writes: ``bundle.get_model()``, the waveform as a tensor
+(``torch.stack`` for a batch), ``model(x)`` under ``inference_mode``, then greedy CTC decoding with
+``bundle.get_labels()``. fmhub runs ``model.predict(clips, batch_size=B)`` with its defaults (input
+checks, mono mix-down, padding and lengths, chunking plan, decoding). Both sides use the same
+bundle, ``wav2vec2_asr_base_960h`` at full size, loaded through ``get_model()`` from a scratch
+TORCH_HOME holding random weights (no network here), on the same 10 s clips (the spoken-word
+fixtures tiled, 16 kHz). Runs are interleaved and repeated in one process so load on the machine
+hits both sides alike; the best and the median real-time factor (compute seconds per audio second,
+lower is faster) of each are printed, with fmhub's speed as a fraction of the direct one.
+
+    python bench/speech.py                 # batch 1 and 4, 5 rounds
+    python bench/speech.py --repeats 9 --batches 1 4 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+RATE = 16000
+SECONDS = 10.0
+BUNDLE = "wav2vec2_asr_base_960h"
+DATA = Path(__file__).resolve().parents[1] / "plugins" / "fmhub-torchaudio" / "tests" / "data"
+
+
+def clips(n: int) -> list[np.ndarray]:
+    """``n`` different 10 s clips: the fixture words resampled to 16 kHz, tiled in turn."""
+    import torchaudio.functional as AF
+
+    words = []
+    for f in sorted(DATA.glob("*.*")):
+        if f.suffix in (".flac", ".ogg", ".wav"):
+            data, rate = sf.read(f, dtype="float32", always_2d=True)
+            words.append(AF.resample(torch.from_numpy(data.mean(1)), rate, RATE).numpy())
+    out = []
+    for k in range(n):
+        order = itertools.cycle(words[k % len(words):] + words[: k % len(words)])
+        buf = np.concatenate([next(order) for _ in range(40)])
+        out.append(np.ascontiguousarray(buf[: int(SECONDS * RATE)]))
+    return out
+
+
+def direct_side():
+    import torchaudio
+
+    bundle = getattr(torchaudio.pipelines, BUNDLE.upper())
+    model = bundle.get_model()
+    labels = bundle.get_labels()
+
+    def decode(emission):
+        ids = torch.unique_consecutive(emission.argmax(-1)).tolist()
+        text = "".join(labels[i] for i in ids if i != 0).replace("|", " ")
+        return " ".join(text.split())
+
+    def run(batch):
+        x = torch.stack([torch.from_numpy(c) for c in batch])
+        with torch.inference_mode():
+            emissions, _ = model(x)
+        return [decode(e) for e in emissions]
+
+    return run
+
+
+def fmhub_side():
+    import fmhub
+
+    model = fmhub.load(f"torchaudio:{BUNDLE}")
+
+    def run(batch):
+        return [r.text for r in model.predict([(c, RATE) for c in batch], batch_size=len(batch),
+                                              progress=False)]
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    args = parser.parse_args()
+    home = tempfile.mkdtemp(prefix="fmhub-bench-torch-home-")
+    os.environ["TORCH_HOME"] = home
+    try:
+        run(args)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)  # 380 MB of random weights
+
+
+def run(args) -> None:
+    from fmhub_torchaudio.testing import place_bundle_checkpoint
+
+    place_bundle_checkpoint(BUNDLE)
+    sides = {"torchaudio": direct_side(), "fmhub": fmhub_side()}
+    audio = clips(max(args.batches))
+    print(f"{BUNDLE} (95M params, random weights), {SECONDS:.0f} s clips at {RATE} Hz, "
+          f"torch threads={torch.get_num_threads()}, {args.repeats} interleaved rounds")
+    print(f"{'batch':>5}  {'side':<10} {'best RTF':>9} {'median RTF':>11}  {'fmhub speed':>12}")
+    for bs in args.batches:
+        batch = audio[:bs]
+        texts = {name: run(batch) for name, run in sides.items()}  # warm-up, and same output
+        assert texts["fmhub"] == texts["torchaudio"], "fmhub and torchaudio transcripts differ"
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        for r in range(args.repeats):
+            for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+                start = time.perf_counter()
+                sides[name](batch)
+                times[name].append((time.perf_counter() - start) / (bs * SECONDS))
+        best = {n: min(t) for n, t in times.items()}
+        median = {n: statistics.median(t) for n, t in times.items()}
+        for name in sides:
+            ratio = ""
+            if name == "fmhub":
+                ratio = (f"{best['torchaudio'] / best['fmhub']:.3f}x best, "
+                         f"{median['torchaudio'] / median['fmhub']:.3f}x median")
+            print(f"{bs:>5}  {name:<10} {best[name]:>9.4f} {median[name]:>11.4f}  {ratio}")
+
+
+if __name__ == "__main__":
+    main()
