@@ -258,3 +258,12 @@ def test_import_makes_no_hub():
 
     code = "import fmhub, fmhub._hub as h; assert h._default is None, 'hub made at import'"
     assert imported_after(code, ("torch", "fmhub_toy")) == []
+
+
+def test_misspelled_plugin_name_in_the_environment_is_warned_about(monkeypatch, use_hub):
+    monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "tyo")
+    monkeypatch.delenv("FMHUB_DISABLE_PLUGINS", raising=False)
+    with pytest.warns(fmhub.FmhubPluginWarning,
+                      match=r"FMHUB_LOAD_PLUGINS names 'tyo'.*Did you mean 'toy'\?.*Installed: .*toy"):
+        hub = use_hub(fmhub.Hub())
+    assert hub.list_models("toy:*") == []

@@ -119,7 +119,9 @@ class Hub:
 
     def _discover(self) -> None:
         only, blocked = _env_list("FMHUB_LOAD_PLUGINS"), _env_list("FMHUB_DISABLE_PLUGINS") or set()
-        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        _check_env_names(eps, only, blocked)
+        for ep in eps:
             if ep.name in self.records:
                 continue
             dist = ep.dist.name if ep.dist else None
@@ -282,6 +284,19 @@ def _is_adapter_folder(name: Any) -> bool:
     from .manifest import read_manifest
 
     return read_manifest(path).kind == "adapter"
+
+
+def _check_env_names(eps: list[Any], only: set[str] | None, blocked: set[str]) -> None:
+    """Warn about a name in FMHUB_LOAD_PLUGINS / FMHUB_DISABLE_PLUGINS that no plugin has."""
+    known = {ep.name for ep in eps} | {ep.dist.name for ep in eps if ep.dist}
+    for var, names in (("FMHUB_LOAD_PLUGINS", only or set()), ("FMHUB_DISABLE_PLUGINS", blocked)):
+        for name in sorted(names - known):
+            warnings.warn(
+                f"{var} names {name!r}, which is no installed fmhub plugin.{did_you_mean(name, known)}"
+                f" Installed: {', '.join(sorted(ep.name for ep in eps)) or 'none'}.",
+                FmhubPluginWarning,
+                stacklevel=4,
+            )
 
 
 def _check_hook_names(pm: pluggy.PluginManager, name: str, plugin: Any) -> None:
