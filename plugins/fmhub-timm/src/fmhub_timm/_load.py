@@ -152,6 +152,11 @@ def _create(name: str, kwargs: dict[str, Any], model_id: str):
                 f"Connect to the Hub once, point HF_HUB_CACHE at a cache holding {repo}, pass "
                 "checkpoint=PATH, or load with pretrained=False for random weights."
             ) from None
+        if kwargs.get("features_only"):
+            raise fmhub.InvalidOptionError(
+                f"timm cannot build feature maps for {model_id!r} ({type(exc).__name__}: {exc}); "
+                "load it with task='embedding' or task='classification' instead."
+            ) from None
         raise
 
 
@@ -303,6 +308,12 @@ def postprocess(model: Any, outputs: Any) -> list[Any]:
         emb = outputs.float().flatten(1).cpu().numpy()
         return list(emb)
     if model.task == "feature-maps":
+        if any(m.ndim != 4 for m in outputs):
+            shapes = [tuple(m.shape) for m in outputs]
+            raise fmhub.InvalidOptionError(
+                f"timm's feature extractor for {model.spec.id!r} returns {shapes}, not (N, C, H, W) "
+                "maps; load it with task='embedding' instead."
+            )
         maps = [_nchw(model.module, m).float().cpu().numpy() for m in outputs]
         return [FeatureMaps(maps=tuple(m[i] for m in maps)) for i in range(maps[0].shape[0])]
     raise fmhub.InvalidOptionError(f"timm models cannot do task {model.task!r}; use one of {TASKS}.")
