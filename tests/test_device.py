@@ -161,3 +161,26 @@ def test_a_model_the_plugin_spread_over_devices_is_never_moved(bare_hub, family)
     assert {p.device.type for p in model.module.parameters()} == {"cpu", "meta"}
     out = model.forward(model.preprocess([X]))
     assert out.device.type == "meta"  # ran across both "devices"
+
+
+def test_move_batch_walks_named_tuples_dataclasses_and_mappings():
+    from collections import UserDict, namedtuple
+    from dataclasses import dataclass
+
+    Pair = namedtuple("Pair", "a b")
+
+    @dataclass(frozen=True)
+    class Batch:
+        x: torch.Tensor
+        label: str
+
+    class Encoding(UserDict):  # like transformers' BatchEncoding
+        pass
+
+    meta = torch.device("meta")
+    moved = move_batch([Pair(torch.ones(1), 3), Batch(torch.ones(2), "a"),
+                        Encoding(ids=torch.arange(2))], meta, torch.bfloat16)
+    assert isinstance(moved[0], Pair) and moved[0].a.device.type == "meta" and moved[0].b == 3
+    assert isinstance(moved[1], Batch) and moved[1].x.dtype == torch.bfloat16
+    assert moved[1].x.device.type == "meta" and moved[1].label == "a"
+    assert isinstance(moved[2], Encoding) and moved[2]["ids"].device.type == "meta"

@@ -5,6 +5,7 @@ Nothing here is imported by ``import fmhub``; torch is imported on first use.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,16 +94,24 @@ def module_devices(module) -> set:
 
 
 def move_batch(batch: Any, device, dtype=None) -> Any:
-    """Move every tensor in ``batch`` (dicts, lists, tuples, dataclass-like objects are walked) to
-    ``device``; floating tensors also to ``dtype``. Tensors already in place are not copied."""
+    """Move every tensor in ``batch`` to ``device``, floating tensors also to ``dtype``.
+
+    Dicts (and other mappings such as a tokenizer's ``BatchEncoding``), lists, tuples, named
+    tuples and dataclasses are walked. Tensors already in place are not copied. Copies to a CUDA
+    device are non-blocking (ordered on the stream); copies to the CPU are not, so their values
+    are there when the call returns.
+    """
     import torch
+
+    device = device if isinstance(device, torch.device) else torch.device(device)
+    non_blocking = device.type == "cuda"
 
     def move(x):
         if isinstance(x, torch.Tensor):
             if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-                return x.to(device=device, dtype=dtype, non_blocking=True)
+                return x.to(device=device, dtype=dtype, non_blocking=non_blocking)
             if x.device != device:
-                return x.to(device, non_blocking=True)
+                return x.to(device, non_blocking=non_blocking)
             return x
         if isinstance(x, Mapping):
             moved = {k: move(v) for k, v in x.items()}
@@ -112,8 +121,13 @@ def move_batch(batch: Any, device, dtype=None) -> Any:
                 return type(x)(moved)
             except TypeError:
                 return moved
-        if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        if isinstance(x, tuple) and hasattr(x, "_fields"):  # a named tuple
+            return type(x)(*(move(v) for v in x))
+        if isinstance(x, (list, tuple)):
             return type(x)(move(v) for v in x)
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            fields = {f.name: move(getattr(x, f.name)) for f in dataclasses.fields(x) if f.init}
+            return dataclasses.replace(x, **fields)
         return x
 
     return move(batch)
