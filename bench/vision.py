@@ -6,7 +6,8 @@ softmax and top-5 with ImageNet label names. fmhub runs ``model.predict(images, 
 with its defaults (batched tensor conversion; channels_last for convolutional nets). Both use the
 same weights (random, ``pretrained=False``: no network here) and the same 32 PIL photos from
 scikit-image. Runs are interleaved and repeated in one process so load on the machine hits both
-sides alike; the best and the median of each are printed, plus the largest logit difference.
+sides alike; the best and the median of each are printed, plus the largest logit difference and
+the preprocessing time alone (timm's per-image transform + stack vs fmhub's batched preprocess).
 
     python bench/vision.py                      # default model list
     python bench/vision.py --models resnet18 vit_small_patch16_224 --repeats 5
@@ -54,7 +55,22 @@ def timm_side(name: str, state_dict):
                for ii, ss in zip(top.indices, top.values)]
         return out, logits
 
+    run.transform = transform
     return run
+
+
+def _preprocess_times(fm, transform, images, repeats: int) -> tuple[float, float]:
+    """Best time of the preprocessing alone: timm's per-image transform + stack vs fmhub's batch."""
+    t_timm, t_fm = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.stack([transform(img) for img in images])
+        t1 = time.perf_counter()
+        fm.preprocess(images)
+        t2 = time.perf_counter()
+        t_timm.append(t1 - t0)
+        t_fm.append(t2 - t1)
+    return min(t_timm), min(t_fm)
 
 
 def bench_model(name: str, images, repeats: int, threads: int) -> dict:
@@ -77,7 +93,9 @@ def bench_model(name: str, images, repeats: int, threads: int) -> dict:
     ours = fm.forward(fm.preprocess(images)).float()
     diff = float((ours - ref_logits).abs().max())
     n = len(images)
+    pre_timm, pre_fm = _preprocess_times(fm, direct.transform, images, repeats)
     return {
+        "pre_timm_ms": 1e3 * pre_timm / n, "pre_fmhub_ms": 1e3 * pre_fm / n,
         "model": name, "channels_last": fm.info["channels_last"],
         "timm_best": n / min(t_timm), "fmhub_best": n / min(t_fm),
         "timm_median": n / statistics.median(t_timm), "fmhub_median": n / statistics.median(t_fm),
@@ -97,16 +115,17 @@ def main() -> None:
     images = photos(args.batch)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"{args.repeats} interleaved repeats; images/s (best | median)")
-    header = f"{'model':32} {'layout':8} {'timm':>16} {'fmhub':>16} {'ratio':>12} {'max|dlogit|':>12}"
+    header = (f"{'model':30} {'layout':6} {'timm':>15} {'fmhub':>15} {'ratio':>11} {'max|dlogit|':>11}"
+              f" {'preprocess ms/img timm|fmhub':>29}")
     print(header)
     print("-" * len(header))
     for name in args.models:
         r = bench_model(name, images, args.repeats, args.threads)
         layout = "NHWC" if r["channels_last"] else "NCHW"
-        print(f"{name:32} {layout:8} {r['timm_best']:7.1f} | {r['timm_median']:6.1f} "
-              f"{r['fmhub_best']:7.1f} | {r['fmhub_median']:6.1f} "
-              f"{r['fmhub_best'] / r['timm_best']:5.2f} | {r['fmhub_median'] / r['timm_median']:4.2f} "
-              f"{r['max_logit_diff']:12.1e}", flush=True)
+        print(f"{name:30} {layout:6} {r['timm_best']:6.1f} | {r['timm_median']:6.1f} "
+              f"{r['fmhub_best']:6.1f} | {r['fmhub_median']:6.1f} "
+              f"{r['fmhub_best'] / r['timm_best']:4.2f} | {r['fmhub_median'] / r['timm_median']:4.2f} "
+              f"{r['max_logit_diff']:11.1e} {r['pre_timm_ms']:17.1f} | {r['pre_fmhub_ms']:5.1f}", flush=True)
 
 
 if __name__ == "__main__":
