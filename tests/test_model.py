@@ -250,3 +250,12 @@ def test_save_that_the_plugin_cannot_do_is_an_error_and_leaves_nothing(bare_hub,
     with pytest.raises(fmhub.ManifestError, match="cannot save"):
         bare_hub.load("fam:lin").save(tmp_path / "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_device_option_is_validated_and_takes_torch_objects(toy_hub):
+    with pytest.raises(fmhub.InvalidOptionError,
+                       match=r"'device'.*'auto', 'cpu', 'cuda', 'cuda:N' and 'mps' \(got 'gpu'\)"):
+        fmhub.load("toy:embed", device="gpu")
+    model = fmhub.load("toy:embed", device=torch.device("cpu"), dtype=torch.bfloat16)
+    assert (model.device.type, model.dtype) == ("cpu", torch.bfloat16)
+    assert model.options.device == "cpu" and model.options.dtype == "bfloat16"

@@ -7,6 +7,7 @@ cheap: nothing here imports torch or a model library.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,6 +23,7 @@ __all__ = [
 ]
 
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 class _Frozen(BaseModel):
@@ -100,6 +102,22 @@ class LoadOptions(_Frozen):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     task: str | None = None
     quantize: Literal["int8", "int8-fast"] | None = None
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _check_device(cls, value: Any) -> Any:
+        if type(value).__name__ == "device" and hasattr(value, "type"):  # a torch.device
+            value = str(value)
+        if isinstance(value, str) and not _DEVICE.fullmatch(value):
+            raise ValueError("valid devices are 'auto', 'cpu', 'cuda', 'cuda:N' and 'mps'")
+        return value
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_name(cls, value: Any) -> Any:
+        if type(value).__name__ == "dtype" and str(value).startswith("torch."):  # a torch.dtype
+            return str(value).removeprefix("torch.")
+        return value
 
 
 class Namespace(_Frozen):
