@@ -96,3 +96,74 @@ class TestEveryBundleLoads:
             else:
                 feats, _ = ref_model.extract_features(x)
                 torch.testing.assert_close(out["embeddings"], feats[-1].mean(1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.usefixtures("tiny_bundle_home")
+class TestWeightSources:
+    """Where bundle weights come from: the hub cache, a local checkpoint, a file recognised by
+    its name; and what happens when they are missing or wrong."""
+
+    bundles = ("wav2vec2_asr_base_960h", "hubert_base")
+    CLIP = (np.sin(np.arange(6000) / 5.0).astype(np.float32) * 0.3, 16000)
+
+    def embedding(self, model):
+        return model.forward(model.preprocess([self.CLIP]))
+
+    def test_checkpoint_files_in_published_and_plain_layouts(self, tmp_path):
+        import shutil
+
+        import torch
+
+        from fmhub_torchaudio._load import hub_checkpoint_path
+
+        cached = hub_checkpoint_path(BUNDLES["wav2vec2_asr_base_960h"])
+        published = shutil.copy(cached, tmp_path / "copy.pth")  # with fairseq's extra CTC rows
+        base = fmhub.load("torchaudio:wav2vec2_asr_base_960h")
+        plain = tmp_path / "plain.pt"
+        torch.save(base.module.model.state_dict(), plain)
+        ref = self.embedding(base)["emissions"]
+        for ckpt in (published, plain):
+            other = fmhub.load("torchaudio:wav2vec2_asr_base_960h", checkpoint=str(ckpt))
+            torch.testing.assert_close(self.embedding(other)["emissions"], ref, atol=0, rtol=0)
+        with pytest.raises(fmhub.InvalidOptionError, match="does not fit"):
+            fmhub.load("torchaudio:hubert_base", checkpoint=str(plain))
+        with pytest.raises(fmhub.InvalidOptionError, match="does not exist"):
+            fmhub.load("torchaudio:hubert_base", checkpoint=str(tmp_path / "nope.pt"))
+        (tmp_path / "junk.pt").write_bytes(b"junk")
+        with pytest.raises(fmhub.InvalidOptionError, match="not a readable state-dict"):
+            fmhub.load("torchaudio:hubert_base", checkpoint=str(tmp_path / "junk.pt"))
+
+    def test_a_bundle_file_is_recognised_by_its_name(self, tmp_path):
+        import shutil
+
+        import torch
+
+        from fmhub_torchaudio._load import hub_checkpoint_path
+
+        info = BUNDLES["hubert_base"]
+        copy = shutil.copy(hub_checkpoint_path(info), tmp_path / info.file)
+        spec = fmhub.model_info(str(copy))
+        assert spec.id == "torchaudio:hubert_base" and spec.path == str(copy)
+        model = fmhub.load(str(copy))
+        ref = fmhub.load("hubert-base")
+        torch.testing.assert_close(self.embedding(model)["embeddings"],
+                                   self.embedding(ref)["embeddings"], atol=0, rtol=0)
+        other = tmp_path / "weights.pth"
+        other.write_bytes(b"x")
+        with pytest.raises(fmhub.UnknownModelError):
+            fmhub.model_info(str(other))
+
+    def test_missing_weights_offline_is_a_clear_error(self, tmp_path, monkeypatch):
+        import urllib.error
+
+        import torch.hub
+
+        def offline(url, dst, *args, **kwargs):
+            raise urllib.error.URLError("network is unreachable")
+
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+        monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+        with pytest.raises(fmhub.PluginError, match="not in the torch hub cache") as info:
+            fmhub.load("torchaudio:hubert_base")
+        message = str(info.value)
+        assert "hubert_fairseq_base_ls960.pth" in message and "checkpoint=" in message
