@@ -11,7 +11,8 @@ generates the contract tests for each::
                                  heavy_modules=("torch", "mylib"))]
 
 The suite checks: registration imports nothing heavy; load -> predict end to end; results have the
-task's typed shape; batched equals one-by-one; dtype/device moves; save -> load round trip gives
+task's typed shape; the model object (eval mode, device, module) and the stages run by hand give
+what predict gives; batched equals one-by-one; dtype/device moves; save -> load round trip gives
 the same outputs; bad inputs raise :class:`fmhub.InputError`. Class-level fixtures (for instance an
 ``autouse`` one that builds a tiny model into a hub cache) run before every generated test.
 """

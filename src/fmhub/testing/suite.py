@@ -131,6 +131,24 @@ class ConformanceSuite:
         for r in results:
             check_result(fmhub_model.task, r)
 
+    def test_model_object_and_stages_by_hand(self, fmhub_case, fmhub_model):
+        import torch
+
+        import fmhub
+
+        assert isinstance(fmhub_model, fmhub.Model)
+        assert fmhub_model.spec.id == fmhub.model_info(fmhub_case.model).id
+        assert isinstance(fmhub_model.module, torch.nn.Module)
+        assert not fmhub_model.module.training, "fmhub_load must return the module in eval mode"
+        first = next(fmhub_model.module.parameters(), None)
+        if first is not None:
+            assert fmhub_model.device == first.device
+        batch = fmhub_model.preprocess(fmhub_case.inputs)
+        by_hand = fmhub_model.postprocess(fmhub_model.forward(batch), batch)
+        predicted = fmhub_model.predict(fmhub_case.inputs, batch_size=len(fmhub_case.inputs),
+                                        progress=False)
+        assert_results_close(by_hand, predicted, fmhub_case.atol)
+
     def test_batched_equals_one_by_one(self, fmhub_case, fmhub_model):
         batched = fmhub_model.predict(fmhub_case.inputs, batch_size=len(fmhub_case.inputs),
                                       progress=False)
