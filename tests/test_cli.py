@@ -170,3 +170,22 @@ def test_console_script_is_installed():
     proc = subprocess.run([str(script), "list", "toy:*"], capture_output=True, text=True,
                           env={**os.environ, "FMHUB_LOAD_PLUGINS": "toy"}, timeout=120)
     assert proc.returncode == 0 and "toy:embed" in proc.stdout
+
+
+def test_real_command_lists_a_broken_plugin_and_warns_in_one_line(install_plugin):
+    site, _ = install_plugin("broken", "import not_installed_lib\n")
+    env = {**os.environ, "PYTHONPATH": str(site), "FMHUB_LOAD_PLUGINS": "toy,broken"}
+    proc = subprocess.run([sys.executable, "-m", "fmhub", "plugins"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "fmhub: warning: fmhub plugin 'broken' (fmhub-broken) was skipped: import failed: "
+        "ModuleNotFoundError: No module named 'not_installed_lib'. Run 'fmhub plugins' to see "
+        "every plugin's status."]
+    lines = proc.stdout.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("broken "))
+    assert lines[i].split()[:2] == ["broken", "failed"] and "not_installed_lib" in lines[i + 1]
+    assert any(line.split()[:2] == ["toy", "ok"] for line in lines)
+    proc = subprocess.run([sys.executable, "-m", "fmhub", "list"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "toy:embed" in proc.stdout  # the others work

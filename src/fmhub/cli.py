@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any
 
 from .errors import FmhubError
@@ -130,12 +131,27 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; an fmhub error is printed as one message (with the plugin and stage it came
     from) and exit status 2, not a traceback."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except FmhubError as exc:
-        notes = "".join(f" {n}" for n in getattr(exc, "__notes__", ()))
-        print(f"fmhub: error: {exc}{notes}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except FmhubError as exc:
+            notes = "".join(f" {n}" for n in getattr(exc, "__notes__", ()))
+            print(f"fmhub: error: {exc}{notes}", file=sys.stderr)
+            return 2
+
+
+_original_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A skipped plugin is one line on stderr, not a source location and a code excerpt."""
+    from ._hub import FmhubPluginWarning
+
+    if issubclass(category, FmhubPluginWarning):
+        print(f"fmhub: warning: {message}", file=sys.stderr)
+    else:
+        _original_showwarning(message, category, filename, lineno, file, line)
 
 
 if __name__ == "__main__":  # pragma: no cover
