@@ -75,22 +75,25 @@ def _groups(segments: list[Segment], safe: bool, limit: int) -> list[list[Segmen
 
 
 def _run(module: SpeechModule, speech: Speech, waves: torch.Tensor, group: list[Segment],
-         emissions: bool):
-    lens = [s.length for s in group]
-    whole = (len(group) == waves.shape[0] and all(s.start == 0 for s in group)
-             and [s.item for s in group] == list(range(len(group))) and min(lens) == waves.shape[1])
-    if whole:
-        x = waves  # the common case: the batch as it is, no copy
+         emissions: bool) -> tuple[torch.Tensor, list[int]]:
+    """Run one group; returns the frame outputs and, per segment of ``group``, its output row."""
+    if len(group) == waves.shape[0] and all(s.start == 0 and s.keep_to is None for s in group):
+        # the common case, every recording whole: the padded batch as it is, no copy
+        x, rows = waves, [s.item for s in group]
+        lens = sorted((s.item, s.length) for s in group)
+        lens = [n for _, n in lens]
     else:
-        x = waves.new_zeros(len(group), max(lens))
+        x, rows, lens = waves.new_zeros(len(group), max(s.length for s in group)), [], []
         for j, s in enumerate(group):
             x[j, : s.length] = waves[s.item, s.start : s.end]
+            rows.append(j)
+            lens.append(s.length)
     lengths = None if min(lens) == max(lens) else torch.tensor(lens, device=waves.device)
     if emissions:
         out, _ = module.emissions(x, lengths)
     else:
         out, _ = module.features(x, lengths, speech.layer)
-    return out
+    return out, rows
 
 
 def forward(model, batch) -> dict[str, torch.Tensor]:
@@ -108,12 +111,12 @@ def forward(model, batch) -> dict[str, torch.Tensor]:
     groups = _groups(segments, speech.padding_safe, opts.chunk_batch if chunked else len(segments))
     parts: dict[int, list[tuple[int, torch.Tensor, int]]] = defaultdict(list)
     for group in groups:
-        out = _run(module, speech, waves, group, emissions)
-        for j, s in enumerate(group):
+        out, rows = _run(module, speech, waves, group, emissions)
+        for row, s in zip(rows, group):
             stop = s.keep_to
             if stop is None:
                 stop = frames_for(s.length, speech.stride, speech.field)
-            frames = out[j, s.keep_from : stop]
+            frames = out[row, s.keep_from : stop]
             # embeddings keep only a running sum per chunk, so memory stays bounded
             parts[s.item].append((s.start, frames if emissions else frames.sum(0), len(frames)))
     ordered = [sorted(parts[i], key=lambda p: p[0]) for i in range(len(lengths))]
