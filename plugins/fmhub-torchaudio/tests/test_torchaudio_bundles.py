@@ -167,3 +167,8 @@ class TestWeightSources:
             fmhub.load("torchaudio:hubert_base")
         message = str(info.value)
         assert "hubert_fairseq_base_ls960.pth" in message and "checkpoint=" in message
+        broken = tmp_path / "hub" / "checkpoints" / "hubert_fairseq_base_ls960.pth"
+        broken.parent.mkdir(parents=True, exist_ok=True)
+        broken.write_bytes(b"truncated download")
+        with pytest.raises(fmhub.PluginError, match="delete the file"):
+            fmhub.load("torchaudio:hubert_base")

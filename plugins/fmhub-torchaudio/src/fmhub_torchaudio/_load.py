@@ -74,14 +74,13 @@ def _bundle_model(info: BundleInfo, checkpoint: str | None) -> nn.Module:
         cached = hub_checkpoint_path(info)
         try:
             return _unwrap(bundle.get_model(dl_kwargs={"weights_only": True, "progress": False}))
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - both cases get a message naming the file
             if cached.is_file():
+                first = (str(exc).splitlines() or [""])[0]
                 raise fmhub.PluginError(
                     f"The cached weights {str(cached)!r} of torchaudio:{info.name} do not load "
-                    f"({str(exc).splitlines()[0]}); delete the file to download it again."
+                    f"({type(exc).__name__}: {first}); delete the file to download it again."
                 ) from None
-            raise
-        except OSError as exc:
             raise fmhub.PluginError(
                 f"The weights of torchaudio:{info.name} are not in the torch hub cache "
                 f"({str(cached)!r}) and downloading them failed ({type(exc).__name__}: {exc}). "
