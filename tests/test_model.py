@@ -38,6 +38,9 @@ def test_one_model_type_for_every_family(toy_hub, family):
     assert type(toy) is type(fam) is fmhub.Model
     assert isinstance(toy.module, torch.nn.Module) and isinstance(fam.module, torch.nn.Module)
     assert repr(toy) == "<fmhub.Model toy:embed task=embedding device=cpu dtype=float32>"
+    assert toy.spec == fmhub.model_info("toy-embed") and fam.spec == fmhub.model_info("fam:lin")
+    assert (toy.task, fam.task, toy.labels) == ("embedding", "embedding", None)
+    assert fam.info == {"family": "fam"}  # what the plugin's Loaded carried
 
 
 def test_call_and_predict_equal_the_native_module(toy_hub):
