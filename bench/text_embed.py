@@ -68,6 +68,7 @@ def build_contenders(model_dir: str, cache_dir: str):
     import torch
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel, AutoTokenizer, pipeline
+    from transformers.utils import logging as hf_logging
 
     import fmhub
     from fmhub_transformers.testing import hub_cache_env, install_in_hub_cache
@@ -75,9 +76,11 @@ def build_contenders(model_dir: str, cache_dir: str):
     install_in_hub_cache(cache_dir, "sentence-transformers/all-MiniLM-L6-v2", model_dir, symlink=True)
     with hub_cache_env(cache_dir):
         fm = fmhub.load("all-MiniLM-L6-v2", device="cpu", truncation="silent")
+    hf_logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(model_dir)
     raw = AutoModel.from_pretrained(model_dir).eval()
     pipe = pipeline("feature-extraction", model=model_dir, tokenizer=model_dir, device="cpu")
+    hf_logging.disable_progress_bar()
     st = SentenceTransformer(model_dir, device="cpu")
 
     def run_fmhub(sentences):
@@ -120,7 +123,7 @@ def main() -> None:
     words = [len(s.split()) for s in sentences]
     print(f"all-MiniLM-L6-v2, {len(sentences)} sentences ({min(words)}-{max(words)} words, "
           f"median {int(statistics.median(words))}), batch {BATCH}, CPU float32, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds", flush=True)
     with tempfile.TemporaryDirectory() as cache:
         contenders = build_contenders(str(gt.get_model_path()), cache)
         names = list(contenders)
@@ -136,13 +139,21 @@ def main() -> None:
                 outputs.setdefault(n, out)
                 print(f"  round {r + 1}: {n:<22} {len(sentences) / times[n][-1]:8.1f} sentences/s",
                       file=sys.stderr, flush=True)
+            if r + 1 < args.rounds:  # partial figures, in case a long run is cut short
+                report(times, outputs, len(sentences))
+    report(times, outputs, len(sentences))
+
+
+def report(times: dict[str, list[float]], outputs: dict[str, np.ndarray], n_sentences: int) -> None:
     ref = outputs["fmhub"]
-    st_rate = len(sentences) / statistics.median(times["sentence-transformers"])
-    print(f"{'contender':<24}{'sentences/s':>12}{'vs ST':>8}{'min cosine to fmhub':>22}")
-    for n in names:
-        rate = len(sentences) / statistics.median(times[n])
+    st_rate = n_sentences / statistics.median(times["sentence-transformers"])
+    rounds = min(len(t) for t in times.values())
+    print(f"{'contender':<24}{'sentences/s':>12}{'vs ST':>8}{'min cosine to fmhub':>22}"
+          f"   (median of {rounds} rounds)")
+    for n in times:
+        rate = n_sentences / statistics.median(times[n])
         cos = float(((_normalize(outputs[n]) * _normalize(ref)).sum(1)).min())
-        print(f"{n:<24}{rate:>12.1f}{rate / st_rate:>8.2f}{cos:>22.6f}")
+        print(f"{n:<24}{rate:>12.1f}{rate / st_rate:>8.2f}{cos:>22.6f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Tiny Transformers checkpoints for tests and demos, built offline in a second.
 
-:func:`build_tiny_model` writes a complete checkpoint folder (``config.json``, a tokenizer trained on
-a small built-in English corpus with the ``tokenizers`` library, random weights as safetensors) for
-one of the architectures fmhub-transformers knows; :func:`install_in_hub_cache` lays a folder out
-as the Hugging Face hub cache does (``models--org--name/snapshots/<sha>/`` plus ``refs/main``), so
-``fmhub.load("hf:org/name")`` finds it with ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE`` pointing
-there. Nothing is downloaded.
+:func:`build_tiny_model` writes a complete checkpoint folder (``config.json``, a ``tokenizers``
+tokenizer whose vocabulary is built deterministically from a small built-in English corpus, seeded
+random weights as safetensors) for one of the architectures fmhub-transformers knows;
+:func:`install_in_hub_cache` lays a folder out as the Hugging Face hub cache does
+(``models--org--name/snapshots/<sha>/`` plus ``refs/main``), so ``fmhub.load("hf:org/name")``
+finds it with ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE`` pointing there (see
+:func:`hub_cache_env`). Nothing is downloaded.
 
 Example::
 
