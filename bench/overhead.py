@@ -49,7 +49,9 @@ TEXTS = [
 GOAL = 1.0  # percent of the real model's forward
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int, calls: int) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int, calls: int
+) -> dict[str, list[float]]:
     """Per-call seconds of each function, one sample per round, the functions alternating."""
     for fn in fns.values():  # warm up
         for _ in range(max(3, calls // 2)):
@@ -66,7 +68,9 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, calls: int) -
     return samples
 
 
-def report(title: str, samples: dict[str, list[float]], direct: str, via: str) -> tuple[float, float]:
+def report(
+    title: str, samples: dict[str, list[float]], direct: str, via: str
+) -> tuple[float, float]:
     """Print medians and the paired overhead; return (overhead, direct call) in seconds."""
     print(f"\n{title}", flush=True)
     for name, values in samples.items():
@@ -123,9 +127,9 @@ def bench_toy(rounds: int) -> float | None:
     report("   where it goes: the owner-dispatched hook call", parts,
            "toy's hook function called by hand (grad on)",
            "the same through Hub.call (pluggy, grad on)")
-    moves = interleaved({"move_batch (tensors already in place)":
-                         lambda: move_batch(batch, model.device, model.dtype)}, rounds, 200)
-    print(f"   where it goes: move_batch {statistics.median(moves['move_batch (tensors already in place)']) * 1e6:.1f} µs/call")
+    moves = interleaved({"move": lambda: move_batch(batch, model.device, model.dtype)}, rounds, 200)
+    print(f"   where it goes: move_batch (tensors already in place) "
+          f"{statistics.median(moves['move']) * 1e6:.1f} µs/call")
     return over
 
 

@@ -50,7 +50,8 @@ def resolve_device(device: Any = "auto"):
         return torch.device("cuda", index)
     if dev.type == "mps" and not _mps_available():
         raise DeviceError(
-            f"device={device!r} asks for Apple MPS, which is not available here; use 'cpu' or 'auto'."
+            f"device={device!r} asks for Apple MPS, which is not available here; "
+            "use 'cpu' or 'auto'."
         )
     if dev.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"Unsupported device {device!r}; use 'auto', 'cpu', 'cuda:N' or 'mps'.")
@@ -77,7 +78,8 @@ def resolve_dtype(dtype: Any, device):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if name not in _DTYPES:
-        raise DeviceError(f"Unsupported dtype {dtype!r}; use 'auto', {', '.join(map(repr, _DTYPES))}.")
+        choices = ", ".join(map(repr, _DTYPES))
+        raise DeviceError(f"Unsupported dtype {dtype!r}; use 'auto', {choices}.")
     if name == "float16" and device.type == "cpu":
         raise DeviceError(
             "dtype='float16' is not supported on CPU (slow and inaccurate kernels); "

@@ -19,14 +19,12 @@ from . import hookspecs
 from .errors import (
     AmbiguousModelError,
     FmhubError,
-    ManifestError,
     PluginError,
     UnknownModelError,
     UnknownNamespaceError,
-    close_matches,
     did_you_mean,
 )
-from .spec import ModelSpec, Namespace, validate_model
+from .spec import ModelSpec, Namespace
 
 if TYPE_CHECKING:
     from .finetuning.methods import FineTuneMethod
@@ -159,7 +157,8 @@ class Hub:
                 self.pm.unregister(plugin)
             detail = " ".join(str(exc).split())
             raise PluginError(
-                f"plugin {name!r} is invalid: {detail}. See docs/hooks.md for each hook's arguments."
+                f"plugin {name!r} is invalid: {detail}. "
+                "See docs/hooks.md for each hook's arguments."
             ) from None
         except ValueError as exc:  # already registered
             raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
@@ -170,7 +169,8 @@ class Hub:
         namespaces it serves."""
         reg = self.registry  # registration failures are recorded on first use
         for rec in self.records.values():
-            rec.namespaces = tuple(sorted(n for n, ns in reg.namespaces.items() if ns.plugin == rec.name))
+            served = (n for n, ns in reg.namespaces.items() if ns.plugin == rec.name)
+            rec.namespaces = tuple(sorted(served))
         return sorted(self.records.values(), key=lambda r: r.name)
 
     # -- registry -------------------------------------------------------------------------------
@@ -292,7 +292,8 @@ def _check_env_names(eps: list[Any], only: set[str] | None, blocked: set[str]) -
     for var, names in (("FMHUB_LOAD_PLUGINS", only or set()), ("FMHUB_DISABLE_PLUGINS", blocked)):
         for name in sorted(names - known):
             warnings.warn(
-                f"{var} names {name!r}, which is no installed fmhub plugin.{did_you_mean(name, known)}"
+                f"{var} names {name!r}, which is no installed fmhub plugin."
+                f"{did_you_mean(name, known)}"
                 f" Installed: {', '.join(sorted(ep.name for ep in eps)) or 'none'}.",
                 FmhubPluginWarning,
                 stacklevel=4,
@@ -346,7 +347,8 @@ class _Registry:
         self.specs: dict[str, ModelSpec] = {}
         self.aliases: dict[str, str] = {}
         self.methods: dict[str, FineTuneMethod] = {}
-        self.conflicts: dict[str, list[tuple[str, str]]] = defaultdict(list)  # name -> (plugin, what)
+        #: name -> [(plugin, what it registered)] for every name two plugins claim
+        self.conflicts: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self.owner_plugins: set[str] = set()
         self.dropped: set[str] = set()
         self._registrant: dict[str, str] = {}
@@ -376,7 +378,9 @@ class _Registry:
                 if not ok and plugin not in reg.dropped:
                     what = check.__name__ if isinstance(check, type) else "FineTuneMethod"
                     reg._drop(plugin, f"{hook} registered {item!r}, not an fmhub.{what}")
-        keep = lambda hook: [(p, x) for p, x in collected[hook] if p not in reg.dropped]  # noqa: E731
+        def keep(hook: str) -> list:
+            return [(p, x) for p, x in collected[hook] if p not in reg.dropped]
+
         for plugin, ns in keep("fmhub_register_namespaces"):
             reg._add_namespace(plugin, ns)
         for plugin, spec in keep("fmhub_register_models"):
@@ -450,7 +454,8 @@ class _Registry:
         rec = next((r for r in self.hub.records.values() if r.distribution == dist), None)
         extra = ""
         if rec is not None and rec.status != "ok":
-            extra = f" ({dist} is installed but {rec.status}: {rec.error or 'see FMHUB_* variables'})"
+            why = rec.error or "see FMHUB_LOAD_PLUGINS / FMHUB_DISABLE_PLUGINS"
+            extra = f" ({dist} is installed but {rec.status}: {why})"
         known = ", ".join(sorted(n + ":" for n in self.namespaces)) or "none"
         return UnknownNamespaceError(
             f"No installed plugin serves {namespace + ':'!r} models; install {dist}{extra}. "

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("predict", help="run a model on inputs, print JSON")
     p.add_argument("name", help="model id, alias or local folder")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text, or a path to an image/audio file")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="text, or a path to an image/audio file")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
                    help="load option, repeatable (device=cpu, dtype=bfloat16, ...); VALUE is "
                    "read as JSON when it parses, else as a string")
