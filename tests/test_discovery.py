@@ -272,3 +272,9 @@ def test_misspelled_plugin_name_in_the_environment_is_warned_about(monkeypatch, 
                       match=r"FMHUB_LOAD_PLUGINS names 'tyo'.*Did you mean 'toy'\?.*Installed: .*toy"):
         hub = use_hub(fmhub.Hub())
     assert hub.list_models("toy:*") == []
+
+
+def test_the_pytest_plugin_gives_a_fresh_default_hub(fmhub_hub, monkeypatch):
+    """``fmhub_hub`` comes from fmhub's own pytest plugin (entry point ``pytest11``)."""
+    assert fmhub.get_hub() is fmhub_hub
+    assert fmhub_hub.records["toy"].distribution == "fmhub-toy"
