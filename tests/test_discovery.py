@@ -274,7 +274,7 @@ def test_misspelled_plugin_name_in_the_environment_is_warned_about(monkeypatch, 
     assert hub.list_models("toy:*") == []
 
 
-def test_the_pytest_plugin_gives_a_fresh_default_hub(fmhub_hub, monkeypatch):
+def test_the_pytest_plugin_gives_a_fresh_default_hub(fmhub_hub):
     """``fmhub_hub`` comes from fmhub's own pytest plugin (entry point ``pytest11``)."""
     assert fmhub.get_hub() is fmhub_hub
     assert fmhub_hub.records["toy"].distribution == "fmhub-toy"
