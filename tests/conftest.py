@@ -18,9 +18,6 @@ import pytest
 import fmhub
 from fmhub import hookimpl
 
-POINTS = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0], [0.0, 0.0, 0.0, 0.0], [3.0, 1.0, -2.0, 0.5]]
-
-
 @pytest.fixture
 def use_hub():
     """Make a hub the default for one test: ``use_hub(hub)`` returns it; the old one comes back."""
