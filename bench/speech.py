@@ -8,7 +8,8 @@ bundle, ``wav2vec2_asr_base_960h`` at full size, loaded through ``get_model()`` 
 TORCH_HOME holding random weights (no network here), on the same 10 s clips (the spoken-word
 fixtures tiled, 16 kHz). Runs are interleaved and repeated in one process so load on the machine
 hits both sides alike; the best and the median real-time factor (compute seconds per audio second,
-lower is faster) of each are printed, with fmhub's speed as a fraction of the direct one.
+lower is faster) of each are printed, with fmhub's speed as a fraction of the direct one (from the
+best times, the medians, and the median of the per-round ratios).
 
     python bench/speech.py                 # batch 1 and 4, 5 rounds
     python bench/speech.py --repeats 9 --batches 1 4 8
@@ -119,11 +120,15 @@ def run(args) -> None:
                 times[name].append((time.perf_counter() - start) / (bs * SECONDS))
         best = {n: min(t) for n, t in times.items()}
         median = {n: statistics.median(t) for n, t in times.items()}
+        # each round times both sides back to back: the median of the per-round ratios is the
+        # figure least moved by load that drifts during the run
+        paired = statistics.median(d / f for d, f in zip(times["torchaudio"], times["fmhub"]))
         for name in sides:
             ratio = ""
             if name == "fmhub":
                 ratio = (f"{best['torchaudio'] / best['fmhub']:.3f}x best, "
-                         f"{median['torchaudio'] / median['fmhub']:.3f}x median")
+                         f"{median['torchaudio'] / median['fmhub']:.3f}x median, "
+                         f"{paired:.3f}x paired")
             print(f"{bs:>5}  {name:<10} {best[name]:>9.4f} {median[name]:>11.4f}  {ratio}")
 
 
