@@ -115,6 +115,16 @@ def text_demo() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def check_reload(model, result, held) -> None:
+    """Load the saved adapter back and check it predicts exactly like the trained model."""
+    xs = [x for x, _ in held]
+    reloaded = fmhub.load(str(result.adapter_path)).predict(xs)
+    trained = model.predict(xs)
+    gap = max(abs(a.score - b.score) for a, b in zip(reloaded, trained))
+    assert [a.label for a in reloaded] == [b.label for b in trained], "reloaded adapter disagrees"
+    say(f"adapter reloaded from {result.adapter_path}: same labels, max score difference {gap:.1e}")
+
+
 def colour_images(n: int, seed: int):
     """Small photos-to-be: noisy images that are mostly red or mostly blue."""
     rng = np.random.default_rng(seed)
@@ -143,10 +153,7 @@ def vision_demo() -> None:
                             learning_rate=5e-3, output_dir=str(OUT / "vision-run"), progress=False)
     say(f"LoRA fine-tune: {result.steps} steps in {result.seconds:.1f}s, held-out accuracy "
         f"{result.metrics['accuracy']:.2f}")
-    reloaded = fmhub.load(str(result.adapter_path))
-    same = [a.label for a in reloaded.predict([x for x, _ in held])] == \
-        [a.label for a in model.predict([x for x, _ in held])]
-    say(f"adapter reloaded from {result.adapter_path.name}/: predictions identical = {same}")
+    check_reload(model, result, held)
 
 
 def tone(freq: float, sr: int = 16000, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -171,10 +178,7 @@ def speech_demo() -> None:
                             learning_rate=5e-3, output_dir=str(OUT / "speech-run"), progress=False)
     say(f"LoRA fine-tune (low vs high pitch): {result.steps} steps in {result.seconds:.1f}s, "
         f"held-out accuracy {result.metrics['accuracy']:.2f}")
-    reloaded = fmhub.load(str(result.adapter_path))
-    same = [a.label for a in reloaded.predict([x for x, _ in held])] == \
-        [a.label for a in model.predict([x for x, _ in held])]
-    say(f"adapter reloaded from {result.adapter_path.name}/: predictions identical = {same}")
+    check_reload(model, result, held)
 
 
 def main() -> int:
