@@ -53,12 +53,3 @@ def offline_hub(tiny_zoo):
     with hub_cache_env(ROOT / "hub") as cache:
         yield cache
 
-
-@pytest.fixture
-def fresh_hub():
-    """A fresh default fmhub Hub (from the installed entry points) for one test."""
-    import fmhub
-
-    previous = fmhub.set_hub(fmhub.Hub())
-    yield fmhub.get_hub()
-    fmhub.set_hub(previous)

@@ -223,16 +223,22 @@ def test_non_text_inputs_name_the_input(tiny_zoo):
         model.predict(["fine", b"raw"])
 
 
-def test_batches_are_length_sorted_and_results_in_input_order(tiny_zoo):
-    model = fmhub.load(str(tiny_zoo["bert-st"]))
-    texts = [CORPUS[15], CORPUS[10], "", CORPUS[3], CORPUS[6]]
+def test_batches_are_token_length_sorted_and_results_in_input_order(tiny_zoo):
+    model = fmhub.load(str(tiny_zoo["bert-st"]), truncation="silent")
+    texts = [CORPUS[15], CORPUS[10], "", CORPUS[3], CORPUS[6], " ".join(CORPUS), 7]
     order = model.hub.call("fmhub_batch_order", model.spec.plugin, model=model, inputs=texts)
-    assert [len(texts[i]) for i in order] == sorted(map(len, texts), reverse=True)
+    tokens = [len(model.processor.tokenizer(t, truncation=True, max_length=32)["input_ids"])
+              if isinstance(t, str) else 0 for t in texts]
+    assert sorted(order) == list(range(len(texts)))
+    assert [tokens[i] for i in order] == sorted(tokens, reverse=True)
+    assert order[-1] == 6, "non-text inputs sort last"
+    texts = texts[:-1]
     seen = []
     real = model.preprocess
     model.preprocess = lambda xs: (seen.append(list(xs)), real(xs))[1]
     batched = model.predict(texts, batch_size=2)
-    assert seen[0] == [CORPUS[10], CORPUS[6]]  # the two longest share a batch
+    assert seen[0] == [texts[order[0]], texts[order[1]]]  # the two longest share a batch
+    assert max(b["attention_mask"].shape[1] for b in map(real, seen)) == 32  # truncated
     for text, vec in zip(texts, batched):
         np.testing.assert_allclose(vec, model(text), atol=1e-5)
 

@@ -153,8 +153,9 @@ def fmhub_load(spec, options):
 
 @hookimpl
 def fmhub_batch_order(model, inputs):
-    # Longest first (by characters, a free proxy of tokens): batches of similar length pad little.
-    return sorted(range(len(inputs)), key=lambda i: -len(inputs[i]) if isinstance(inputs[i], str) else 0)
+    from ._text import batch_order
+
+    return batch_order(model, inputs)
 
 
 @hookimpl
