@@ -127,6 +127,8 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
 def model_manifest(model: Model, kind: str = "model", **extra: Any) -> Manifest:
     rec = model.hub.records.get(model.spec.plugin or "")
     dists = ["fmhub", "torch"] + ([rec.distribution] if rec and rec.distribution else [])
+    if kind == "adapter":
+        dists.append("peft")
     options = model.options.model_dump(exclude={"device", "dtype", "quantize"}, exclude_defaults=True)
     spec = model.spec.model_dump(exclude={"path", "plugin"}, exclude_defaults=True)
     if model.spec.path and kind == "adapter":
