@@ -83,6 +83,7 @@ class TestEveryBundleLoads:
         assert model.processor.normalize_waveform == info.normalize_waveform
         assert model.processor.padding_safe == (
             info.extractor_mode == "layer_norm" and info.family != "wavlm")
+        assert model.processor.encoder_padding_safe == (info.family != "wavlm")
         wave = np.sin(np.arange(8000) / 7.0).astype(np.float32) * 0.3
         batch = model.preprocess([(wave, 16000)])
         out = model.forward(batch)

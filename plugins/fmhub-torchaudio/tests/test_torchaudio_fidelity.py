@@ -117,7 +117,16 @@ def test_padded_batches_equal_single_recordings(family, mode):
                        **tiny_options(family=family, extractor_mode=mode, asr=True))
     batch = model.preprocess(FILES)
     assert batch["waveforms"].shape == (4, int(batch["lengths"].max()))
+    calls = []
+    hook = model.module.model.encoder.register_forward_pre_hook(
+        lambda mod, args: calls.append(args[0].shape[0]))
     out = model.forward(batch)
+    hook.remove()
+    # one padded encoder batch, except for WavLM, whose attention takes no padding mask: one
+    # batch per distinct length there (both "seven" files are 0.74 s once at 16 kHz)
+    distinct = len(set(batch["lengths"].tolist()))
+    assert distinct == 3 and sum(calls) == 4
+    assert len(calls) == (distinct if family == "wavlm" else 1)
     for j, path in enumerate(FILES):
         with torch.inference_mode():
             ref, _ = model.module.model(reference_waveform(path))

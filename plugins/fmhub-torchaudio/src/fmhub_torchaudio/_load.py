@@ -131,11 +131,12 @@ def _processor(model: nn.Module, *, sample_rate, normalize, family, labels, conf
                class_labels=None) -> Speech:
     layers = len(model.encoder.transformer.layers)
     stride, field = conv_geometry(model)
+    safe, encoder_safe = padding_safe(model)
     return Speech(
         sample_rate=int(sample_rate), normalize_waveform=bool(normalize), family=family,
         layer=_resolve_layer(layer, layers), num_layers=layers,
         embed_dim=model.encoder.feature_projection.projection.out_features,
-        stride=stride, field=field, padding_safe=padding_safe(model),
+        stride=stride, field=field, padding_safe=safe, encoder_padding_safe=encoder_safe,
         labels=tuple(labels) if labels is not None else None, config=config,
         class_labels=tuple(class_labels) if class_labels is not None else None,
     )

@@ -36,6 +36,27 @@ class SpeechModule(nn.Module):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None):
         return self.emissions(waveforms, lengths)
 
+    def _front_end_each(self, waves: list[torch.Tensor]):
+        """The convolutional front end run on each recording alone (a ``group_norm`` front end
+        normalises over the whole input, so padding would change it), then the features padded
+        for the encoder, which masks the padding."""
+        feats = [self.model.feature_extractor(w[None], None)[0][0] for w in waves]
+        lengths = torch.tensor([len(f) for f in feats], device=feats[0].device)
+        return nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
+
+    def emissions_each(self, waves: list[torch.Tensor]):
+        """:meth:`emissions` of recordings of different lengths, front end one by one."""
+        x, lengths = self._front_end_each(waves)
+        x = self.model.encoder(x, lengths)
+        if self.model.aux is not None:
+            x = self.model.aux(x)
+        return x, lengths
+
+    def features_each(self, waves: list[torch.Tensor], layer: int):
+        """:meth:`features` of recordings of different lengths, front end one by one."""
+        x, lengths = self._front_end_each(waves)
+        return self.model.encoder.extract_features(x, lengths, layer)[-1], lengths
+
 
 @dataclass
 class Speech:
@@ -54,6 +75,7 @@ class Speech:
     stride: int
     field: int
     padding_safe: bool
+    encoder_padding_safe: bool
     labels: tuple[str, ...] | None
     config: dict[str, Any]
     class_labels: tuple[str, ...] | None = None
@@ -79,14 +101,14 @@ def conv_geometry(model: nn.Module) -> tuple[int, int]:
     return stride, field_
 
 
-def padding_safe(model: nn.Module) -> bool:
-    """True when zero padding plus ``lengths`` leaves every valid frame unchanged.
+def padding_safe(model: nn.Module) -> tuple[bool, bool]:
+    """Whether zero padding plus ``lengths`` leaves every valid frame unchanged: for the whole
+    model, and for the transformer encoder alone.
 
-    Not so for the ``group_norm`` front end (statistics over time include the padding) nor for
-    WavLM (torchaudio's WavLM attention refuses a padding mask).
+    The ``group_norm`` front end is not (its statistics over time include the padding), though the
+    encoder after it is; torchaudio's WavLM attention refuses a padding mask altogether.
     """
-    first = model.feature_extractor.conv_layers[0].layer_norm
-    if isinstance(first, nn.GroupNorm):
-        return False
     layers = model.encoder.transformer.layers
-    return not any(type(layer.attention).__name__ == "WavLMSelfAttention" for layer in layers)
+    encoder = not any(type(layer.attention).__name__ == "WavLMSelfAttention" for layer in layers)
+    front_end = not isinstance(model.feature_extractor.conv_layers[0].layer_norm, nn.GroupNorm)
+    return encoder and front_end, encoder

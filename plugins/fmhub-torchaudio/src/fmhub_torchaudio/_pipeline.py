@@ -67,7 +67,7 @@ def preprocess(model, inputs) -> dict[str, torch.Tensor]:
 
 
 def _groups(segments: list[Segment], safe: bool, limit: int) -> list[list[Segment]]:
-    """Segments run together: any lengths when padding is safe, else equal lengths only."""
+    """Segments run together: any lengths when the encoder takes padding, else equal lengths."""
     by_key: dict[Any, list[Segment]] = defaultdict(list)
     for s in sorted(segments, key=lambda s: -s.length):
         by_key[None if safe else s.length].append(s)
@@ -77,18 +77,23 @@ def _groups(segments: list[Segment], safe: bool, limit: int) -> list[list[Segmen
 def _run(module: SpeechModule, speech: Speech, waves: torch.Tensor, group: list[Segment],
          emissions: bool) -> tuple[torch.Tensor, list[int]]:
     """Run one group; returns the frame outputs and, per segment of ``group``, its output row."""
+    lens = [s.length for s in group]
+    equal = min(lens) == max(lens)
+    if not equal and not speech.padding_safe:
+        # a group_norm front end runs once per recording; the encoder takes padded features
+        each = [waves[s.item, s.start : s.end] for s in group]
+        out, _ = (module.emissions_each(each) if emissions
+                  else module.features_each(each, speech.layer))
+        return out, list(range(len(group)))
     if len(group) == waves.shape[0] and all(s.start == 0 and s.keep_to is None for s in group):
-        # the common case, every recording whole: the padded batch as it is, no copy
-        x, rows = waves, [s.item for s in group]
-        lens = sorted((s.item, s.length) for s in group)
-        lens = [n for _, n in lens]
+        x, rows = waves, [s.item for s in group]  # every recording whole: the batch, no copy
+        by_row = dict(zip(rows, lens))
+        lens = [by_row[r] for r in range(len(group))]
     else:
-        x, rows, lens = waves.new_zeros(len(group), max(s.length for s in group)), [], []
+        x, rows = waves.new_zeros(len(group), max(lens)), list(range(len(group)))
         for j, s in enumerate(group):
             x[j, : s.length] = waves[s.item, s.start : s.end]
-            rows.append(j)
-            lens.append(s.length)
-    lengths = None if min(lens) == max(lens) else torch.tensor(lens, device=waves.device)
+    lengths = None if equal else torch.tensor(lens, device=waves.device)
     if emissions:
         out, _ = module.emissions(x, lengths)
     else:
@@ -108,7 +113,8 @@ def forward(model, batch) -> dict[str, torch.Tensor]:
     segments = plan_segments(lengths, chunk, context, speech.stride, speech.field)
     chunked = len(segments) > len(lengths)
     emissions = model.task == "transcription"
-    groups = _groups(segments, speech.padding_safe, opts.chunk_batch if chunked else len(segments))
+    groups = _groups(segments, speech.encoder_padding_safe,
+                     opts.chunk_batch if chunked else len(segments))
     parts: dict[int, list[tuple[int, torch.Tensor, int]]] = defaultdict(list)
     for group in groups:
         out, rows = _run(module, speech, waves, group, emissions)
