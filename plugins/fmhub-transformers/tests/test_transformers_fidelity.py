@@ -99,3 +99,24 @@ def test_truncated_inputs_equal_truncated_native(tiny_zoo):
     ours = model(long)
     theirs = SentenceTransformer(str(tiny_zoo["bert-st"]), device="cpu").encode([long])[0]
     np.testing.assert_allclose(ours, theirs, atol=2e-5)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pooling_equals_sentence_transformers_module_for_either_padding_side(side):
+    import torch
+    from sentence_transformers.models import Pooling
+
+    from fmhub_transformers._text import pool
+
+    torch.manual_seed(0)
+    hidden = torch.randn(4, 7, 8)
+    lengths = [7, 3, 1, 5]
+    mask = torch.zeros(4, 7, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    if side == "left":
+        mask = mask.flip(1)
+    for mode in ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]:
+        theirs = Pooling(8, pooling_mode=mode)({"token_embeddings": hidden,
+                                                "attention_mask": mask})["sentence_embedding"]
+        torch.testing.assert_close(pool(hidden, mask, (mode,)), theirs, msg=mode)

@@ -200,9 +200,9 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
             "character offsets; add a tokenizer.json to the checkpoint."
         )
     processor = TextProcessor.build(module, tokenizer, pooling, options, src.where)
-    labels = cfg.labels if task in ("classification", "token-classification") else None
-    if labels is not None:  # what the loaded config says (it may differ from the file's)
-        labels = tuple(module.config.id2label[i] for i in range(module.config.num_labels))
+    labels = None
+    if task in ("classification", "token-classification"):  # names default to LABEL_i
+        labels = tuple(str(module.config.id2label[i]) for i in range(module.config.num_labels))
     return fmhub.Loaded(
         module=module.eval(), task=task, labels=labels, processor=processor,
         placed=options.device_map is not None,

@@ -186,13 +186,15 @@ def forward(model, batch: dict[str, Any]):
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> torch.Tensor:
-    """Token vectors (B, L, D) to sentence vectors (B, D * len(modes)), sentence-transformers'
-    semantics for right-padded batches (modes concatenated in the given order)."""
+    """Token vectors (B, L, D) to sentence vectors (B, D * len(modes)) with sentence-transformers'
+    semantics, for right- or left-padded batches (modes concatenated in the given order)."""
     acc = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    first = mask.to(torch.int32).argmax(dim=1)  # first real token (0 unless left-padded)
     out = []
     for mode in modes:
         if mode == "cls":
-            out.append(hidden[:, 0])
+            out.append(hidden[rows, first])
         elif mode == "max":
             out.append(hidden.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values)
         elif mode in ("mean", "mean_sqrt_len_tokens"):
@@ -201,12 +203,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> to
             count = torch.clamp(m.sum(dim=1, dtype=acc), min=1e-9)
             out.append((total / (count if mode == "mean" else count.sqrt())).to(hidden.dtype))
         elif mode == "weightedmean":
-            w = mask.unsqueeze(-1).to(acc) * torch.arange(
-                1, hidden.shape[1] + 1, device=hidden.device, dtype=acc).view(1, -1, 1)
+            positions = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=acc)
+            w = mask.unsqueeze(-1).to(acc) * (positions.view(1, -1) - first.view(-1, 1)).unsqueeze(-1)
             out.append(((hidden * w).sum(dim=1) / torch.clamp(w.sum(dim=1), min=1e-9)).to(hidden.dtype))
         elif mode == "lasttoken":
-            last = (mask.sum(dim=1) - 1).clamp(min=0)
-            out.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+            seen, back = mask.flip(1).max(dim=1)  # distance of the last real token from the end
+            last = torch.where(seen == 0, 0, hidden.shape[1] - 1 - back)
+            out.append(hidden[rows, last] * (seen != 0).unsqueeze(-1).to(hidden.dtype))
         else:  # validated at load
             raise fmhub.PluginError(f"unknown pooling mode {mode!r}")
     return out[0] if len(out) == 1 else torch.cat(out, dim=-1)
