@@ -1,4 +1,4 @@
-"""Real-time factor of speech recognition on 10 s of audio: fmhub vs the torchaudio bundle used directly.
+"""Real-time factor of speech recognition on 10 s clips: fmhub vs the torchaudio bundle itself.
 
 The direct side is what a torchaudio user writes: ``bundle.get_model()``, the waveform as a tensor
 (``torch.stack`` for a batch), ``model(x)`` under ``inference_mode``, then greedy CTC decoding with

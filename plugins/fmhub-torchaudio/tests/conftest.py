@@ -1,4 +1,4 @@
-"""Shared fixtures: the spoken-word files, and a private TORCH_HOME holding random bundle weights."""
+"""Shared fixtures: private TORCH_HOMEs holding random bundle weights (full size or shrunk)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Audio inputs: decoding, the channel-axis rule, resampling, normalisation, padding, clear errors."""
+"""Audio inputs: decoding, channel-axis rule, resampling, normalisation, padding, clear errors."""
 
 from __future__ import annotations
 

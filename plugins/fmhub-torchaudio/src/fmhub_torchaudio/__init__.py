@@ -85,7 +85,7 @@ def fmhub_register_models(register):
 
 @hookimpl
 def fmhub_claim_path(path):
-    """A checkpoint file named like a bundle's (e.g. a copied ``wav2vec2_fairseq_base_ls960.pth``)."""
+    """A checkpoint file named like a bundle's (a copied ``wav2vec2_fairseq_base_ls960.pth``)."""
     if not os.path.isfile(path):
         return None
     info = bundle_by_file(os.path.basename(path))

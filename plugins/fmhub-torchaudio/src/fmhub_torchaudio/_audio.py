@@ -117,8 +117,8 @@ def decode(i: int, x: Any, default_rate: int | None) -> Audio:
     if default_rate is None:
         raise fmhub.InputError(
             f"input {i} is a bare {type(x).__name__} of shape {tuple(arr.shape)} without a sample "
-            "rate, so it cannot be resampled safely; pass (array, sample_rate), e.g. (wave, 16000), "
-            "or load the model with input_sample_rate=<Hz> for bare arrays."
+            "rate, so it cannot be resampled safely; pass (array, sample_rate), e.g. "
+            "(wave, 16000), or load the model with input_sample_rate=<Hz> for bare arrays."
         )
     return Audio(arr, default_rate)
 
@@ -139,9 +139,9 @@ def to_mono(i: int, audio: Audio) -> np.ndarray:
         channels = min(a, b)
         if channels > MAX_CHANNELS:
             raise fmhub.InputError(
-                f"input {i} has shape {arr.shape}: {channels} channels is more than {MAX_CHANNELS}; "
-                "a 2-D array is one multichannel recording, not a batch. Pass a batch as a list "
-                "of recordings."
+                f"input {i} has shape {arr.shape}: {channels} channels is more than "
+                f"{MAX_CHANNELS}; a 2-D array is one multichannel recording, not a batch. Pass a "
+                "batch as a list of recordings."
             )
         mono = arr.mean(axis=0 if a <= b else 1, dtype=np.float32)
     else:

@@ -1,9 +1,9 @@
 """The torchaudio pipeline bundles fmhub serves, as a static table.
 
-Registration (``fmhub list``, ``fmhub info``) must not import torch or torchaudio, so what fmhub needs
-to know before loading lives here as plain data. ``tests/test_torchaudio_bundles.py`` checks every row
-against the installed torchaudio, so a torchaudio upgrade that changes a bundle fails the tests
-instead of silently drifting.
+Registration (``fmhub list``, ``fmhub info``) must not import torch or torchaudio, so what fmhub
+needs to know before loading lives here as plain data. ``tests/test_torchaudio_bundles.py`` checks
+every row against the installed torchaudio, so a torchaudio upgrade that changes a bundle fails
+the tests instead of silently drifting.
 """
 
 from __future__ import annotations

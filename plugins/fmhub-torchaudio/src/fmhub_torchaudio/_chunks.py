@@ -1,7 +1,8 @@
 """Splitting long recordings into overlapping chunks and stitching their frames back together.
 
 A recording longer than ``chunk`` samples is cut into chunks that start ``step = chunk - 2 *
-context`` samples apart (the context is capped at a quarter of the chunk, see :func:`chunk_sizes`). Each chunk "owns" the output frames in its middle and sees ``context``
+context`` samples apart (the context is capped at a quarter of the chunk, see
+:func:`chunk_sizes`). Each chunk "owns" the output frames in its middle and sees ``context``
 samples of audio on each side of them; its first and last frames (which lack context) are dropped,
 except at the ends of the recording. Chunk starts and the context are multiples of the frame stride,
 so the kept frames line up exactly with the frames the model would give on the whole recording: the

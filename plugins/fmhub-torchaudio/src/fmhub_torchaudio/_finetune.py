@@ -37,7 +37,7 @@ def targets(model, method: str) -> list[str]:
 
 
 def attach_head(model, labels: Sequence[str]) -> list[str]:
-    """A fresh ``nn.Linear(dim, len(labels))`` over the pooled features of ``model.processor.layer``."""
+    """A fresh ``nn.Linear(dim, len(labels))`` over the pooled features of the chosen layer."""
     if len(labels) < 1:
         raise fmhub.InputError("a classification head needs at least one label.")
     module = speech_module(model.module)

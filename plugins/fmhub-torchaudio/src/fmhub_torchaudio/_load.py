@@ -1,4 +1,4 @@
-"""Building torchaudio models: pipeline bundles, local checkpoint files, factories, saved folders."""
+"""Building torchaudio models: pipeline bundles, local checkpoints, factories, saved folders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The torch module fmhub runs: a torchaudio ``Wav2Vec2Model`` plus an optional classification head."""
+"""The torch module fmhub runs: a torchaudio ``Wav2Vec2Model`` and an optional classifier head."""
 
 from __future__ import annotations
 
