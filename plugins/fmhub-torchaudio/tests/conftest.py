@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ def torchaudio_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("torch_home")
     with _torch_home(home):
         place_bundle_checkpoint(ASR_BUNDLE)
-    return home
+    yield home
+    shutil.rmtree(home, ignore_errors=True)  # 380 MB: not worth keeping in pytest's last runs
 
 
 class _torch_home:
