@@ -13,7 +13,7 @@ ASR_BUNDLE = "wav2vec2_asr_base_960h"
 
 
 @pytest.fixture(scope="session")
-def torchaudio_home(tmp_path_factory) -> Path:
+def torchaudio_home(tmp_path_factory):
     """A TORCH_HOME whose hub checkpoint folder holds random weights for :data:`ASR_BUNDLE`."""
     from fmhub_torchaudio.testing import place_bundle_checkpoint
 
