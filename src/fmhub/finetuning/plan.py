@@ -75,6 +75,8 @@ def finetune_plan(model: Model, method: str = "lora", labels: list[str] | None =
     m, opts = get_method(model, method, method_options or {})
     shadow = copy.copy(model)
     shadow.module = copy.deepcopy(model.module)
+    shadow.processor = copy.copy(model.processor)  # a head hook may adjust the processor
+    shadow.info = dict(model.info)
     head = attach_head(shadow, labels or ["0", "1"])
     modules = m.targets(shadow, head, opts)
     m.apply(shadow, head, opts)
