@@ -157,7 +157,7 @@ def fmhub_claim_path(path: str) -> ModelSpec | None:
 
 
 @hookspec(firstresult=True)
-def fmhub_load(spec: ModelSpec, options: LoadOptions) -> Loaded | None:
+def fmhub_load(spec: ModelSpec, options: LoadOptions, device: Any, dtype: Any) -> Loaded | None:
     """Build the model: weights, its torch module and whatever preprocessing needs.
 
     Owner-dispatched. The core then places the module on ``options.device`` / ``options.dtype``
@@ -171,6 +171,9 @@ def fmhub_load(spec: ModelSpec, options: LoadOptions) -> Loaded | None:
 
     :param spec: The resolved spec.
     :param options: Validated options, an instance of the namespace's ``options`` class.
+    :param device: The ``torch.device`` the core resolved from ``options.device`` (for plugins
+        that place the module themselves).
+    :param dtype: The ``torch.dtype`` the core resolved from ``options.dtype``.
 
     .. versionadded:: 0.1
     """

@@ -251,7 +251,8 @@ def load_model(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> Model:
     opts = load_options(hub, spec, options)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
-    loaded = hub.call("fmhub_load", spec.plugin, spec.id, spec=spec, options=opts)
+    loaded = hub.call("fmhub_load", spec.plugin, spec.id, spec=spec, options=opts,
+                      device=device, dtype=dtype)
     if loaded is None:
         raise PluginError(f"plugin {spec.plugin!r} returned nothing from load for {spec.id!r}")
     model = Model(hub, spec, loaded, opts)
