@@ -297,7 +297,8 @@ def fmhub_finetune_targets(model: Model, method: str) -> list[str] | None:
 def fmhub_attach_head(model: Model, labels: Sequence[str]) -> list[str] | None:
     """Give the model a fresh classification head for ``labels`` (or resize the one it has).
 
-    Owner-dispatched. Replaces modules inside ``model.module`` so that forward yields one logit per
+    Owner-dispatched. Replaces modules inside ``model.module``, or ``model.module`` itself (e.g. an
+    encoder wrapped in a ``*ForSequenceClassification``), so that forward yields one logit per
     label. The core sets ``model.task`` to ``"classification"`` and ``model.labels`` afterwards.
 
     Return value: the dotted names of the head modules; they are trained and saved in full and
