@@ -219,3 +219,22 @@ def test_data_forms(tmp_path):
         as_examples(tmp_path / "bad.csv")
     with pytest.raises(fmhub.InputError, match="not one of the labels"):
         as_examples([("a", "x"), ("b", "y")], labels=["x", "z"])[1]
+
+
+def test_gradient_accumulation_matches_the_larger_batch():
+    def run(**cfg):
+        model = fmhub.load("toy:embed")
+        fmhub.finetune(model, TRAIN, method="full", max_steps=6, progress=False, max_grad_norm=None,
+                       **cfg)
+        return torch.cat([p.detach().flatten() for p in model.module.parameters()])
+
+    # the same permutation, cut into 8s and accumulated in pairs, is the same examples as 16s
+    assert torch.allclose(run(batch_size=16), run(batch_size=8, gradient_accumulation=2), atol=1e-5)
+
+
+def test_mixed_precision_bf16_trains_and_fp16_needs_cuda():
+    model = fmhub.load("toy:embed")
+    fmhub.finetune(model, TRAIN, method="lora", mixed_precision="bf16", **FAST)
+    assert accuracy(model, EVAL) >= 0.8
+    with pytest.raises(fmhub.FineTuneError, match="fp16.*CUDA"):
+        fmhub.finetune(fmhub.load("toy:embed"), TRAIN, mixed_precision="fp16", progress=False)
