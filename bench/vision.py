@@ -19,7 +19,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 from PIL import Image
 

@@ -19,6 +19,23 @@ the same outputs; bad inputs raise :class:`fmhub.InputError`. Class-level fixtur
 
 from __future__ import annotations
 
-from .suite import ConformanceCase, ConformanceSuite, assert_results_close, imported_after
+from typing import Any
 
-__all__ = ["ConformanceCase", "ConformanceSuite", "assert_results_close", "imported_after"]
+from .hf import hf_hub_cache
+
+__all__ = [
+    "ConformanceCase",
+    "ConformanceSuite",
+    "assert_results_close",
+    "hf_hub_cache",
+    "imported_after",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The suite needs pytest; hf_hub_cache (used by plugins' test helpers and the demo) does not.
+    if name in ("ConformanceCase", "ConformanceSuite", "assert_results_close", "imported_after"):
+        from . import suite
+
+        return getattr(suite, name)
+    raise AttributeError(f"module 'fmhub.testing' has no attribute {name!r}")

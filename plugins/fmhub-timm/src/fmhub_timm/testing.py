@@ -16,12 +16,12 @@ random-initialised versions are a few hundred kB and build in milliseconds.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from fmhub.testing import hf_hub_cache
 
 __all__ = ["TINY_MODELS", "offline_hub", "photos", "tiny_model", "write_checkpoint", "write_hub_model"]
 
@@ -104,33 +104,10 @@ def write_checkpoint(path: str | os.PathLike, name: str = "test_resnet", seed: i
     return path
 
 
-@contextlib.contextmanager
-def offline_hub(cache_dir: str | os.PathLike) -> Iterator[Path]:
-    """Use ``cache_dir`` as the Hugging Face cache, offline, inside the ``with`` block."""
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_CACHE", "HF_HUB_OFFLINE")}
-    os.environ["HF_HUB_CACHE"] = str(cache)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    patched: dict[str, Any] = {}
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover
-        constants = None
-    if constants is not None:
-        patched = {"HF_HUB_CACHE": constants.HF_HUB_CACHE, "HF_HUB_OFFLINE": constants.HF_HUB_OFFLINE}
-        constants.HF_HUB_CACHE = str(cache)
-        constants.HF_HUB_OFFLINE = True
-    try:
-        yield cache
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        for k, v in patched.items():
-            setattr(constants, k, v)
+def offline_hub(cache_dir: str | os.PathLike):
+    """Use ``cache_dir`` as the Hugging Face cache, offline, inside the ``with`` block
+    (:func:`fmhub.testing.hf_hub_cache`)."""
+    return hf_hub_cache(cache_dir, offline=True)
 
 
 def photos() -> dict[str, Any]:

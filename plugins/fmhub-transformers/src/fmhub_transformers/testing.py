@@ -18,14 +18,15 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from fmhub.testing import hf_hub_cache
 
 __all__ = [
     "ARCHITECTURES",
@@ -288,29 +289,5 @@ def install_in_hub_cache(
     return snapshot
 
 
-@contextlib.contextmanager
-def hub_cache_env(cache_dir: str | os.PathLike, offline: bool = True) -> Iterator[Path]:
-    """Point the Hugging Face hub client at ``cache_dir`` (``HF_HUB_CACHE``) and, by default, turn
-    on ``HF_HUB_OFFLINE=1``, for the environment (subprocesses) and for the already-imported
-    ``huggingface_hub`` (which reads both once at import). Restores everything on exit."""
-    cache_dir = Path(cache_dir)
-    env = {"HF_HUB_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1" if offline else "0"}
-    saved_env = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - a dependency
-        constants = None
-    saved = (constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE) if constants else None
-    if constants:
-        constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = str(cache_dir), offline
-    try:
-        yield cache_dir
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if constants and saved:
-            constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = saved
+#: Point the hub client at a cache, offline by default (the core's helper, under this plugin's name).
+hub_cache_env = hf_hub_cache
