@@ -45,5 +45,4 @@ def test_quantize_folds_a_fine_tuned_adapter_in_first():
     model.quantize("int8")
     assert model.adapter is None
     after = model.predict(X)
-    assert [a.label for a in after] == [b.label for b in before] or all(
-        abs(a.score - b.score) < 0.2 for a, b in zip(after, before))
+    assert max(abs(a.score - b.score) for a, b in zip(after, before)) < 0.05

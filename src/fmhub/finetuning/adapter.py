@@ -31,17 +31,12 @@ def fingerprint(model: Model, modules: list[str], head: list[str]) -> dict[str, 
     """Names and shapes of the adapted modules' and head's parameters, and their hash."""
     shapes: dict[str, list[int]] = {}
     wanted = set(modules)
-    base = _base_module(model)
-    for name, p in base.named_parameters():
+    for name, p in model.module.named_parameters():
         owner = name.rpartition(".")[0]
         if owner in wanted or in_head(name, head):
             shapes[name] = list(p.shape)
     digest = hashlib.sha256(json.dumps(sorted(shapes.items())).encode()).hexdigest()[:16]
     return {"sha256": digest, "shapes": shapes}
-
-
-def _base_module(model: Model):
-    return model.module
 
 
 def trainable_state(module) -> dict[str, Any]:

@@ -140,6 +140,7 @@ class _Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bar = None
         self.seen = 0
+        self.last_loss = float("nan")
         self.t0 = time.perf_counter()
         if cfg.resume:
             self._load_checkpoint()
