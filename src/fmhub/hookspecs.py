@@ -104,7 +104,7 @@ def fmhub_register_finetune_methods(register: Callable[[FineTuneMethod], None]) 
 
     Return value: ignored.
 
-    :param register: Call with a :class:`fmhub.finetuning.FineTuneMethod` instance for each method.
+    :param register: Call with a :class:`fmhub.FineTuneMethod` instance for each method.
 
     .. versionadded:: 0.1
     """
