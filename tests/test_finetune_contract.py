@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import types
+from pathlib import Path
 
 import pytest
 
@@ -28,31 +31,25 @@ FAST = dict(epochs=4, learning_rate=1e-2, batch_size=16, progress=False)
 XS = [x for x, _ in EVAL]
 
 
-# -- the method, exactly as docs/finetuning.md "Writing a method" shows -----------------------
+# -- the method: the code of docs/finetuning.md "Writing a method", run as it is -------------
 
 
-class LayersOptions(fmhub.MethodOptions):
-    layers: list[str] = ["fc2"]
+def doc_method_module() -> types.ModuleType:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "finetuning.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+              if "class Layers(fmhub.FineTuneMethod)" in b]
+    assert len(blocks) == 1, "docs/finetuning.md must show the Layers method once"
+    module = types.ModuleType("fmhub_docs_layers")
+    exec(compile(blocks[0], "docs/finetuning.md", "exec"), module.__dict__)
+    return module
 
 
-class Layers(fmhub.FineTuneMethod):
-    name = "layers"
-    description = "Train the named layers in full (and the head)."
-    Options = LayersOptions
-
-    def targets(self, model, head, options):
-        return [n for n, _ in model.module.named_modules() if n in options.layers]
-
-    def apply(self, model, head, options):
-        keep = tuple(options.layers) + tuple(head)
-        for name, p in model.module.named_parameters():
-            p.requires_grad_(name.split(".")[0] in keep)
+DOC = doc_method_module()
+Layers = DOC.Layers
 
 
-class LayersPlugin:
-    @fmhub.hookimpl
-    def fmhub_register_finetune_methods(self, register):
-        register(Layers())
+def LayersPlugin():  # noqa: N802 - the docs' module is the plugin
+    return DOC
 
 
 @pytest.fixture
