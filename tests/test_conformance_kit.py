@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from fmhub_toy import broken
 
 import fmhub
 from fmhub.testing import (
@@ -18,7 +19,6 @@ from fmhub.testing import (
     check_low_precision,
     check_save_load,
 )
-from fmhub_toy import broken
 
 pytest.importorskip("peft")
 
@@ -48,12 +48,12 @@ def test_the_intact_toy_passes_every_check(use_hub, case, tmp_path):
 
 DEFECTS = {
     "no-finetune-hooks": (EMBED, check_finetune,
-                          r"does not implement fmhub_finetune_targets, fmhub_attach_head, "
-                          r"fmhub_training_loss.*implement fmhub_training_loss — "
-                          r"docs/hooks\.md#fmhub_training_loss"),
+                          (r"does not implement fmhub_finetune_targets, fmhub_attach_head, "
+                           r"fmhub_training_loss.*implement fmhub_training_loss — "
+                           r"docs/hooks\.md#fmhub_training_loss")),
     "no-training-loss": (EMBED, check_finetune,
-                         r"does not implement fmhub_training_loss, which fine-tuning needs: "
-                         r"implement fmhub_training_loss — docs/hooks\.md#fmhub_training_loss"),
+                         (r"does not implement fmhub_training_loss, which fine-tuning needs: "
+                          r"implement fmhub_training_loss — docs/hooks\.md#fmhub_training_loss")),
     "ignores-saved-folder": (EMBED, check_save_load, r"does not have the saved weights"),
     "constant-output": (EMBED, check_different_inputs_differ,
                         r"3 different inputs all gave the same output"),

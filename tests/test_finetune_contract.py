@@ -27,7 +27,7 @@ def make_data(n: int, seed: int):
 
 
 TRAIN, EVAL = make_data(256, 0), make_data(64, 1)
-FAST = dict(epochs=4, learning_rate=1e-2, batch_size=16, progress=False)
+FAST = {"epochs": 4, "learning_rate": 1e-2, "batch_size": 16, "progress": False}
 XS = [x for x, _ in EVAL]
 
 
@@ -36,11 +36,11 @@ XS = [x for x, _ in EVAL]
 
 def doc_method_module() -> types.ModuleType:
     text = (Path(__file__).resolve().parents[1] / "docs" / "finetuning.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
               if "class Layers(fmhub.FineTuneMethod)" in b]
     assert len(blocks) == 1, "docs/finetuning.md must show the Layers method once"
     module = types.ModuleType("fmhub_docs_layers")
-    exec(compile(blocks[0], "docs/finetuning.md", "exec"), module.__dict__)
+    exec(compile(blocks[0], "docs/finetuning.md", "exec"), module.__dict__)  # noqa: S102
     return module
 
 
@@ -48,7 +48,7 @@ DOC = doc_method_module()
 Layers = DOC.Layers
 
 
-def LayersPlugin():  # noqa: N802 - the docs' module is the plugin
+def LayersPlugin():  # the docs' module is the plugin
     return DOC
 
 

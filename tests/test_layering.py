@@ -52,9 +52,9 @@ def layer(module: str) -> int:
     best, found = -1, None
     for i, names in enumerate(LAYERS):
         for name in names:
-            if module == name or (name and module.startswith(name + ".")):
-                if len(name) > best:
-                    best, found = len(name), i
+            matches = module == name or (name and module.startswith(name + "."))
+            if matches and len(name) > best:
+                best, found = len(name), i
     assert found is not None, f"fmhub.{module} is in no layer of LAYERS; add it"
     return found
 

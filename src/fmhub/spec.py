@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import InvalidOptionError, did_you_mean
 
 __all__ = [
+    "NAMESPACE_CHARS",
     "LoadOptions",
     "ModelSpec",
-    "NAMESPACE_CHARS",
     "Namespace",
     "Preprocessing",
     "validate_model",

@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FineTuneError, did_you_mean
 from ..spec import validate_model
-
 from .methods import FineTuneMethod, MethodOptions
 
 if TYPE_CHECKING:
     from ..model import Model
 
-__all__ = ["FineTunePlan", "finetune_plan", "get_method", "attach_head"]
+__all__ = ["FineTunePlan", "attach_head", "finetune_plan", "get_method"]
 
 
 @dataclass(frozen=True)
