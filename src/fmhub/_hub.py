@@ -24,7 +24,8 @@ from .errors import (
     UnknownNamespaceError,
     did_you_mean,
 )
-from .spec import ModelSpec, Namespace
+from .manifest import MANIFEST
+from .spec import NAMESPACE_CHARS, ModelSpec, Namespace
 
 if TYPE_CHECKING:
     from .finetuning.methods import FineTuneMethod
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["Hub", "PluginRecord", "FmhubPluginWarning", "get_hub", "set_hub"]
 
 ENTRY_POINT_GROUP = "fmhub"
-MANIFEST = "fmhub.json"
 #: Namespaces of first-party plugins, so a missing one can be named.
 KNOWN_DISTRIBUTIONS = {
     "hf": "fmhub-transformers",
@@ -476,7 +476,7 @@ class _Registry:
         path = Path(name).expanduser()
         if path.exists():
             return self.resolve_path(path)
-        if sep and rest and ns and set(ns) <= _NS_CHARS and len(ns) > 1:
+        if sep and rest and ns and set(ns) <= NAMESPACE_CHARS and len(ns) > 1:
             raise self._no_namespace(ns)
         candidates = list(self.specs) + list(self.aliases)
         raise UnknownModelError(
@@ -553,7 +553,6 @@ def _is_method(item: Any) -> bool:
     return isinstance(item, FineTuneMethod)
 
 
-_NS_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 _default: Hub | None = None
 
 
