@@ -46,9 +46,13 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
                 raise UsageError(f"{flag} and -c {key}= disagree; give one.")
             config[key] = value
     check_model_name(args.name)
+    if "output_dir" in config:
+        raise UsageError("give the output folder with --output, not -c output_dir=.")
+    if not args.output and (config.get("checkpoint_every") or config.get("resume")):
+        raise UsageError("checkpoint_every and resume need --output DIR.")
     try:
-        cfg = validate_model(FineTuneConfig, {"method": args.method, **config},
-                             "fine-tuning config")
+        cfg = validate_model(FineTuneConfig, {"method": args.method, **config, **(
+            {"output_dir": args.output} if args.output else {})}, "fine-tuning config")
     except FmhubError as exc:
         raise UsageError(str(exc)) from None
     _check_method(args.method, cfg.method_options)
@@ -75,10 +79,6 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
                 f"--output {args.output!r} already holds an adapter ({out / ADAPTER}); pass "
                 "--overwrite to replace it, or choose another --output."
             )
-        if "output_dir" in config:
-            raise UsageError("give the output folder with --output, not -c output_dir=.")
-    elif cfg.checkpoint_every or cfg.resume:
-        raise UsageError("checkpoint_every and resume need --output DIR.")
     return config
 
 
