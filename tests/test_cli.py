@@ -350,3 +350,77 @@ def test_a_closed_pipe_ends_the_command_quietly(install_plugin, argv):
         proc.kill()
     assert all(head) and (argv[0] != "list" or head[0].startswith(b"many:model-00000"))
     assert err == "" and code == 141
+
+
+def test_known_warnings_are_hidden_only_inside_the_block_and_nest(monkeypatch):
+    import logging
+    import threading
+    import warnings
+
+    from fmhub._quiet import known_warnings_hidden, show_known_warnings
+
+    monkeypatch.delenv("FMHUB_SHOW_WARNINGS", raising=False)
+    pytree = logging.getLogger("torch.utils._pytree")
+    note = "<enum 'KernelPreference'> is an Enum subclass and is now natively supported by " \
+           "torch.compile as an opaque value type."
+
+    def emit() -> list[str]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.filterwarnings("always", append=True)  # after fmhub's entries
+            warnings.warn_explicit("`is_gradient_checkpointing` is deprecated and will be removed",
+                                   FutureWarning, "modeling_utils.py", 1,
+                                   module="transformers.modeling_utils")
+            warnings.warn("something else", UserWarning, stacklevel=1)
+        records: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda r: records.append(r.getMessage())
+        pytree.addHandler(handler)
+        try:
+            pytree.warning(note)
+        finally:
+            pytree.removeHandler(handler)
+        return [str(w.message) for w in seen] + records
+
+    before = list(warnings.filters)
+    assert len(emit()) == 3
+    with show_known_warnings(), known_warnings_hidden():  # fmhub -v
+        assert len(emit()) == 3
+    with known_warnings_hidden():
+        with known_warnings_hidden():
+            assert emit() == ["something else"]
+        warnings.filterwarnings("ignore", message="installed by a library meanwhile")
+        assert emit() == ["something else"]
+        done = threading.Event()
+
+        def other_thread() -> None:
+            with known_warnings_hidden():
+                pass
+            done.set()
+
+        threading.Thread(target=other_thread).start()
+        assert done.wait(30) and emit() == ["something else"]  # its block did not end ours
+    assert len(emit()) == 3
+    # ours are gone, the filter a library installed inside the block stays
+    assert warnings.filters[0][1].pattern == "installed by a library meanwhile"
+    warnings.filters.remove(warnings.filters[0])
+    assert warnings.filters == before
+
+
+def test_an_os_error_while_working_is_one_line_exit_1(toy_hub, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/data/out")
+
+    monkeypatch.setattr(fmhub.Hub, "load", fail)
+    code, out, err = run(capsys, "predict", "toy:embed", "1,2,3,4")
+    assert (code, out, err) == (1, "", "fmhub: error: Permission denied: '/data/out'\n")
+
+
+def test_verbosity_flags_go_before_or_after_the_subcommand(toy_hub, capsys, monkeypatch):
+    from fmhub import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "cmd_list", lambda args: seen.append(cli.verbosity(args)) or 0)
+    for argv, level in ((["list"], 0), (["-v", "list"], 1), (["list", "-v", "-v"], 2),
+                        (["-q", "list"], -1), (["list", "--quiet"], -1)):
+        seen.clear()
+        assert main(argv) == 0 and seen == [level], argv

@@ -65,6 +65,8 @@ def no_load(monkeypatch):
         (["--train", "{train}", "--encoding", "nope"], "encoding='nope'"),
         (["--train", "{train}", "--output", "{train}"], "is a file"),
         (["--train", "{train}", "-c", "checkpoint_every=2"], "need --output"),
+        (["--train", "{train}", "--output", "{train}/out"], "is a file"),
+        (["--train", "{train}", "-c", "output_dir=x"], "with --output"),
     ],
 )
 def test_finetune_usage_errors_exit_2_before_loading(toy_hub, no_load, tmp_path, capsys, args,
