@@ -19,7 +19,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fmhub"
 
 LAYERS = [
-    {"errors", "results", "spec", "_device"},
+    {"errors", "results", "spec", "_device", "_quiet", "_progress"},
     {"model", "manifest", "quantize"},
     {"hookspecs"},
     {"_hub"},
