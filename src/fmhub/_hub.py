@@ -264,26 +264,15 @@ class Hub:
 
     # -- loading --------------------------------------------------------------------------------
 
-    def load(self, name: str, **options: Any) -> Model:
+    def load(self, name: str, *, verify: bool = True, **options: Any) -> Model:
+        """Load a model; a folder fmhub saved is verified first unless ``verify=False``."""
+        from .manifest import load_saved, saved_folder
         from .model import load_model
 
-        if _is_adapter_folder(name):
-            from .finetuning.adapter import load_adapter
-
-            return load_adapter(self, Path(os.fspath(name)).expanduser(), options)
+        folder = saved_folder(self, name)
+        if folder is not None:
+            return load_saved(self, folder, options, verify=verify)
         return load_model(self, self.resolve(name), options)
-
-
-def _is_adapter_folder(name: Any) -> bool:
-    try:
-        path = Path(os.fspath(name)).expanduser()
-    except TypeError:
-        return False
-    if not (path / MANIFEST).is_file():
-        return False
-    from .manifest import read_manifest
-
-    return read_manifest(path).kind == "adapter"
 
 
 def _check_env_names(eps: list[Any], only: set[str] | None, blocked: set[str]) -> None:
@@ -515,9 +504,12 @@ class _Registry:
         path = path.resolve()
         manifest = path / MANIFEST if path.is_dir() else None
         if manifest is not None and manifest.is_file():
-            from .manifest import read_manifest
+            from .manifest import consent_options, read_manifest, replayable_options
 
-            return self.with_owner(read_manifest(path).spec_for(path))
+            spec = self.with_owner(read_manifest(path).spec_for(path))
+            ns = self.namespaces.get(spec.namespace)
+            allowed = replayable_options(spec.options, consent_options(ns.options if ns else None))
+            return spec.model_copy(update={"options": allowed})
         claims = [s for _, s in self.hub.broadcast("fmhub_claim_path", path=str(path))]
         if not claims:
             raise UnknownModelError(
