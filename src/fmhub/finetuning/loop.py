@@ -83,13 +83,13 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
         )
     if model.placed:
         raise FineTuneError("fmhub does not fine-tune a model spread over several devices yet.")
+    if cfg.output_dir:  # before reading any data: a long run must not end in a refused save
+        check_outputs(cfg)
     method, mopts = get_method(model, cfg.method, cfg.method_options)
     train_ex = as_examples(train, cfg.labels)
     eval_ex = as_examples(eval, train_ex.labels) if eval is not None else None
     if cfg.early_stopping_patience and eval_ex is None:
         raise FineTuneError("early_stopping_patience needs eval data: pass eval=...")
-    if cfg.output_dir:
-        check_outputs(cfg)
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     head = attach_head(model, train_ex.labels)
