@@ -239,7 +239,7 @@ def _load_saved(path: str, features: bool, options: Any):
     except (RuntimeError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         if isinstance(exc, fmhub.FmhubError):
             raise
-        first = (str(exc).splitlines() or [""])[0][:300]
+        first = " ".join(str(exc).split())[:300]
         raise fmhub.ManifestError(
             f"The timm folder {path!r} does not load: its weights do not fit the architecture "
             f"its config.json describes, or the config is invalid ({type(exc).__name__}: {first}). "

@@ -241,7 +241,7 @@ def _load_saved(spec, options, folder: Path):
         module = SpeechModule(model, head)
         module.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
-        first = (str(exc).splitlines() or [""])[0][:300]
+        first = " ".join(str(exc).split())[:300]
         raise fmhub.ManifestError(
             f"The torchaudio folder {str(folder)!r} does not load: its weights do not fit the "
             f"architecture {CONFIG_FILE} describes, or that file is invalid "
