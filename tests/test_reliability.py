@@ -537,3 +537,15 @@ def test_adapter_has_a_model_card_and_the_manifest_records_training(toy_hub, tmp
     assert again.adapter["training"] == t
     resaved = again.save(tmp_path / "copy")
     assert read_manifest(resaved).training == t
+
+
+def test_an_adapter_whose_base_needed_consent_asks_for_it(toy_hub, tmp_path):
+    _, folder = _finetuned(tmp_path, "head")
+    m = read_manifest(folder)
+    m.options["checkpoint"] = "/elsewhere/weights.safetensors"  # as a timm base loaded from a file
+    (folder / MANIFEST).unlink()
+    seal(folder, m)
+    with pytest.raises(fmhub.InvalidOptionError,
+                       match=r"loaded with checkpoint='/elsewhere/weights\.safetensors'.*pass it "
+                             r"yourself"):
+        fmhub.load(folder)

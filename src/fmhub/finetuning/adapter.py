@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ManifestError
+from ..errors import InvalidOptionError, ManifestError
 from ..manifest import (
     CONSENT_OPTIONS,
     Manifest,
@@ -152,6 +152,15 @@ def load_adapter(hub: Hub, path: Path, options: dict[str, Any], manifest: Manife
     base = base_location(manifest, path)
     ns = hub.registry.namespaces.get(str(manifest.spec.get("id", "")).partition(":")[0])
     consent = consent_options(ns.options) if ns is not None else CONSENT_OPTIONS
+    asked = {k: v for k, v in manifest.options.items()
+             if k in consent and k not in options and k != "device_map"}
+    if asked:  # the base was built with them: ask, rather than build another base silently
+        given = ", ".join(f"{k}={v!r}" for k, v in asked.items())
+        raise InvalidOptionError(
+            f"The adapter {str(path)!r} was trained on a base loaded with {given}, which fmhub "
+            f"never replays from a manifest (it runs code or reads files the caller did not "
+            f"name). If you trust it, pass it yourself: fmhub.load({str(path)!r}, {given})."
+        )
     model = hub.load(base, verify=verify, **{**replayable_options(manifest.options, consent),
                                              **options})
     head = attach_head(model, manifest.labels or [])
