@@ -33,7 +33,7 @@ def make_data(n: int, seed: int):
 
 
 TRAIN = make_data(64, 0)
-FAST = dict(method="lora", epochs=1, batch_size=16, learning_rate=1e-2, progress=False)
+FAST = {"method": "lora", "epochs": 1, "batch_size": 16, "learning_rate": 1e-2, "progress": False}
 
 
 def flip(file, offset: int | None = None, n: int = 16) -> None:
@@ -168,7 +168,7 @@ def _in_child(n: int, action, exchange: bool) -> str:
             _die_at(n)
             action()
             os._exit(0)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the child must never return into pytest
             os._exit(3)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
@@ -262,13 +262,13 @@ def test_resume_refuses_a_checkpoint_of_another_run(toy_hub, tmp_path):
     out = str(tmp_path / "run")
     fmhub.finetune(fmhub.load("toy:embed"), TRAIN, output_dir=out, max_steps=2, **cfg)
     changes = {
-        "learning_rate": dict(learning_rate=2e-2),
-        "seed": dict(seed=7),
-        "batch_size": dict(batch_size=8),
-        "method_options": dict(method_options={"r": 4}),
-        "train data (other content)": dict(train=TRAIN[::-1]),
-        "train data (other size)": dict(train=TRAIN[:-1]),
-        "max_steps": dict(max_steps=3),
+        "learning_rate": {"learning_rate": 2e-2},
+        "seed": {"seed": 7},
+        "batch_size": {"batch_size": 8},
+        "method_options": {"method_options": {"r": 4}},
+        "train data (other content)": {"train": TRAIN[::-1]},
+        "train data (other size)": {"train": TRAIN[:-1]},
+        "max_steps": {"max_steps": 3},
     }
     for what, change in changes.items():
         change = dict(change)
@@ -306,6 +306,12 @@ def test_flipped_bytes_in_a_model_folder_are_refused_naming_the_file(toy_hub, tm
     with pytest.raises(fmhub.ManifestError, match=r"toy\.safetensors' does not match the SHA-256"):
         fmhub.load(folder)
     fmhub.load(folder, verify=False)  # for people who must: loads (and here predicts garbage)
+    folder = model.save(tmp_path / "m1")
+    flip(folder / "toy.safetensors", offset=9)  # the header: the plugin's own load fails too
+    with pytest.raises(fmhub.ManifestError, match=r"toy\.safetensors' does not match the SHA-256"):
+        fmhub.load(folder)  # the hash error wins over the plugin's error, hashed alongside
+    with pytest.raises(fmhub.PluginError):
+        fmhub.load(folder, verify=False)
     folder = model.save(tmp_path / "m2")
     (folder / "toy.json").write_text((folder / "toy.json").read_text() + " ")
     with pytest.raises(fmhub.ManifestError, match=r"toy\.json' has \d+ bytes, the manifest says"):
@@ -358,7 +364,7 @@ def _finetuned(tmp_path, method: str, **extra):
 @pytest.mark.parametrize("method,weights", [("lora", "adapter_model.safetensors"),
                                             ("head", "adapter.safetensors")])
 def test_flipped_bytes_in_adapter_files_are_refused(toy_hub, tmp_path, method, weights):
-    model, folder = _finetuned(tmp_path, method)
+    _, folder = _finetuned(tmp_path, method)
     flip(folder / weights)
     with pytest.raises(fmhub.ManifestError, match=f"{weights}' does not match the SHA-256"):
         fmhub.load(folder)
@@ -385,7 +391,7 @@ def test_adapter_tensor_files_must_hold_exactly_what_the_method_trains(toy_hub, 
         "a mis-shaped tensor": (
             {**good, "head.weight": torch.zeros(3, 16)}, r"head\.weight: \[3, 16\] vs \[2, 16\]"),
     }
-    for what, (state, words) in cases.items():
+    for state, words in cases.values():
         save_file(state, str(file)) if state else file.write_bytes(b"")
         with pytest.raises(fmhub.ManifestError, match=words if state else "not a readable"):
             fmhub.load(folder, verify=False)  # strict even without the hashes

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from .model import Model
 
 __all__ = [
-    "MANIFEST",
     "CONSENT_OPTIONS",
+    "MANIFEST",
     "FileEntry",
     "Manifest",
     "atomic_folder",
@@ -54,6 +54,7 @@ __all__ = [
     "save_model",
     "seal",
     "verify_folder",
+    "verify_hashes",
     "versions",
 ]
 
@@ -192,47 +193,66 @@ def read_manifest(path: Path) -> Manifest:
     return manifest
 
 
-def verify_folder(path: Path, manifest: Manifest) -> None:
-    """Check the manifest's own hash, then every listed file's size and SHA-256 (streamed), and
-    that the folder holds no file the manifest does not list. Raises ManifestError naming the
-    file."""
+def verify_folder(path: Path, manifest: Manifest, hashes: bool = True) -> None:
+    """Check the manifest's own hash, every listed file's size and (``hashes``) SHA-256, streamed,
+    and that the folder holds no file the manifest does not list. Raises ManifestError naming
+    the file. ``hashes=False`` does the cheap checks only (see :func:`verify_hashes`)."""
     folder = Path(path)
-    how = "; save it again from a trusted copy, or load with verify=False if you must."
     if manifest.content_sha256 is None:
         raise ManifestError(
             f"{str(folder / MANIFEST)!r} records no file hashes (written by an older fmhub or by "
-            f"hand), so its weights cannot be verified{how}"
+            f"hand), so its weights cannot be verified{_HOW}"
         )
     if manifest._raw_sha256 != manifest.content_sha256:
         raise ManifestError(
             f"{str(folder / MANIFEST)!r} was edited after fmhub wrote it (its content hash does not "
-            f"match){how}"
+            f"match){_HOW}"
         )
-    root = folder.resolve()
-    for rel, entry in manifest.files.items():
-        file = _inside(root, rel)
-        if file is None:
-            raise ManifestError(f"{str(folder / MANIFEST)!r} lists {rel!r}, outside the folder.")
+    for file, entry in _listed(folder, manifest):
         try:
             size = file.stat().st_size
         except OSError:
-            raise ManifestError(f"{str(folder)!r} lacks {rel!r}, which its manifest lists{how}") from None
+            raise ManifestError(
+                f"{str(folder)!r} lacks {file.relative_to(folder.resolve()).as_posix()!r}, which its "
+                f"manifest lists{_HOW}"
+            ) from None
         if size != entry.size:
             raise ManifestError(
                 f"{str(file)!r} has {size} bytes, the manifest says {entry.size}: the file is "
-                f"truncated or changed{how}"
-            )
-        if sha256_file(file) != entry.sha256:
-            raise ManifestError(
-                f"{str(file)!r} does not match the SHA-256 in {MANIFEST}: the file is corrupt or "
-                f"changed{how}"
+                f"truncated or changed{_HOW}"
             )
     extra = sorted(set(_listing(folder)) - set(manifest.files))
     if extra:
         raise ManifestError(
             f"{str(folder)!r} holds files its manifest does not list: {extra[:5]}; a loader could "
-            f"read them. Remove them{how.removeprefix(';')}"
+            f"read them. Remove them{_HOW.removeprefix(';')}"
         )
+    if hashes:
+        verify_hashes(folder, manifest)
+
+
+def verify_hashes(path: Path, manifest: Manifest) -> None:
+    """Compare every listed file's SHA-256 with the manifest (streamed, 1 MiB at a time)."""
+    for file, entry in _listed(Path(path), manifest):
+        if sha256_file(file) != entry.sha256:
+            raise ManifestError(
+                f"{str(file)!r} does not match the SHA-256 in {MANIFEST}: the file is corrupt or "
+                f"changed{_HOW}"
+            )
+
+
+_HOW = "; save it again from a trusted copy, or load with verify=False if you must."
+
+
+def _listed(folder: Path, manifest: Manifest) -> list[tuple[Path, FileEntry]]:
+    root = folder.resolve()
+    out = []
+    for rel, entry in manifest.files.items():
+        file = _inside(root, rel)
+        if file is None:
+            raise ManifestError(f"{str(folder / MANIFEST)!r} lists {rel!r}, outside the folder.")
+        out.append((file, entry))
+    return out
 
 
 def _inside(root: Path, rel: str) -> Path | None:
@@ -585,12 +605,19 @@ def saved_folder(hub: Hub, name: Any) -> Path | None:
 
 
 def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = True) -> Model:
-    """Load a folder fmhub wrote: verify it first, never replay options that need consent."""
+    """Load a folder fmhub wrote: verified, never replaying options that need consent.
+
+    The cheap checks (manifest hash, sizes, unlisted files) come first. An adapter folder is then
+    hashed completely before its base model is built; a model folder is hashed alongside the
+    plugin's load (a second thread: hashlib releases the GIL), and the model is returned only
+    when every file matched; on a mismatch the load's result, or its error, gives way to the
+    ManifestError.
+    """
     from .model import load_model
 
     manifest = read_manifest(folder)
     if verify:
-        verify_folder(folder, manifest)
+        verify_folder(folder, manifest, hashes=manifest.kind != "model")
     if manifest.kind == "adapter":
         from .finetuning.adapter import load_adapter
 
@@ -604,4 +631,34 @@ def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = T
     ns = hub.registry.namespaces.get(spec.namespace)
     consent = consent_options(ns.options) if ns is not None else CONSENT_OPTIONS
     spec = spec.model_copy(update={"options": replayable_options(spec.options, consent)})
-    return load_model(hub, spec, options)
+    if not verify:
+        return load_model(hub, spec, options)
+    return _alongside(lambda: verify_hashes(folder, manifest), lambda: load_model(hub, spec, options))
+
+
+def _alongside(check: Callable[[], None], work: Callable[[], Any]) -> Any:
+    """Run ``check`` in a thread while ``work`` runs here; ``check``'s error wins over both
+    ``work``'s result and ``work``'s error."""
+    import threading
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            check()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="fmhub-verify", daemon=True)
+    thread.start()
+    try:
+        result = work()
+    except BaseException:
+        thread.join()
+        if failure:
+            raise failure[0] from None
+        raise
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result

@@ -261,8 +261,8 @@ def model_card(manifest: Manifest) -> str:
     lines = [
         f"# Fine-tuned {manifest.spec.get('id')} ({a.get('method')}, {manifest.task})",
         "",
-        f"An fmhub adapter: load it with `fmhub.load(\"<this folder>\")`; fmhub builds the base "
-        "model, checks that the adapter fits it, and applies the adapter.",
+        ("An fmhub adapter: load it with `fmhub.load(\"<this folder>\")`; fmhub builds the base "
+         "model, checks that the adapter fits it, and applies the adapter."),
         "",
         "## Base model",
         "",
@@ -312,8 +312,8 @@ def model_card(manifest: Manifest) -> str:
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in t["best"].items()))
     lines += ["", "## Library versions", ""]
     lines += [f"- {k}: {v}" for k, v in sorted(manifest.versions.items())] or ["- not recorded"]
-    lines += ["", "Every file of this folder is listed with its size and SHA-256 in fmhub.json; "
-              "fmhub.load refuses the folder if one changes.", ""]
+    lines += ["", ("Every file of this folder is listed with its size and SHA-256 in fmhub.json; "
+                   "fmhub.load refuses the folder if one changes."), ""]
     return "\n".join(lines)
 
 
