@@ -418,9 +418,9 @@ def recover(path: Any) -> bool:
     """
     try:
         dest = Path(os.fspath(path)).expanduser().absolute()
-    except TypeError:
-        return False
-    if not dest.name or dest.exists() or not dest.parent.is_dir() or not _siblings(dest, OLD_TAG):
+        if not dest.name or dest.exists() or not dest.parent.is_dir() or not _siblings(dest, OLD_TAG):
+            return False
+    except (TypeError, ValueError, OSError, RuntimeError):
         return False
     with _locked(dest.parent):
         return _recover_locked(dest)
@@ -599,9 +599,12 @@ def saved_folder(hub: Hub, name: Any) -> Path | None:
     ns, sep, rest = name.partition(":")
     if sep and rest and ns in reg.namespaces:
         return None
-    path = Path(name).expanduser()
-    recover(path)
-    return path.resolve() if (path / MANIFEST).is_file() else None
+    try:
+        path = Path(name).expanduser()
+        recover(path)
+        return path.resolve() if (path / MANIFEST).is_file() else None
+    except (OSError, ValueError, RuntimeError):  # too long, NUL byte, ~user unknown: not a folder
+        return None
 
 
 def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = True) -> Model:
