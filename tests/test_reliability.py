@@ -226,6 +226,26 @@ def test_a_folder_parked_between_the_two_renames_is_put_back(toy_hub, tmp_path):
     assert listing(tmp_path) == ["m"]
 
 
+def test_two_processes_saving_one_path_at_once_both_succeed(toy_hub, tmp_path):
+    models = [fmhub.load("toy:classify", seed=s) for s in (1, 2)]
+    dest = models[0].save(tmp_path / "m")
+    pids = []
+    for model in models:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for _ in range(6):
+                    model.save(dest, overwrite=True)
+                os._exit(0)
+            except BaseException:  # noqa: BLE001 - the child must never return into pytest
+                os._exit(3)
+        pids.append(pid)
+    statuses = [os.waitpid(pid, 0)[1] for pid in pids]
+    assert all(os.WIFEXITED(s) and os.WEXITSTATUS(s) == 0 for s in statuses), statuses
+    assert fmhub.load(dest)(X) in (models[0](X), models[1](X))
+    assert listing(tmp_path) == ["m"]
+
+
 # -- kill -9 during checkpointed fine-tuning ----------------------------------------------------------
 
 
