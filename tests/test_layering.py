@@ -24,7 +24,7 @@ LAYERS = [
     {"hookspecs"},
     {"_hub"},
     {"finetuning", "_builtin"},
-    {"cli", "finetuning.cli", "testing", "", "__main__"},  # "" is the fmhub package itself
+    {"cli", "_clikit", "finetuning.cli", "testing", "", "__main__"},  # "" is the fmhub package itself
 ]
 
 #: Lazy (inside a function) imports of a higher layer, each a deliberate entry point upward.

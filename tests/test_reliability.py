@@ -157,6 +157,16 @@ def _die_at(n: int) -> None:
         setattr(mod, attr, wrapper)
 
 
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """The kill tests fork. A child of a process whose OpenMP pool has started hangs in its first
+    parallel region (libgomp is not fork-safe), so the parent runs this module on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _in_child(n: int, action, exchange: bool) -> str:
     """Run ``action`` in a forked child that kills itself (SIGKILL) at step ``n``; return
     ``"killed"`` or ``"done"`` (the action finished before step ``n``)."""
@@ -560,7 +570,7 @@ def test_adapter_has_a_model_card_and_the_manifest_records_training(toy_hub, tmp
         assert fact in card, fact
     assert "[More Information Needed]" not in card  # not PEFT's template
     again = fmhub.load(result.adapter_path)
-    assert again.adapter["training"] == t
+    assert again.adapter.training == t
     resaved = again.save(tmp_path / "copy")
     assert read_manifest(resaved).training == t
 

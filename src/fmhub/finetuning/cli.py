@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..cli import (
+from .._clikit import (
     UsageError,
     add_command,
     add_load_options,
