@@ -18,6 +18,7 @@ from .errors import (
     InvalidOptionError,
     ManifestError,
     NonFiniteLossError,
+    NonFiniteOutputError,
     PluginError,
     UnknownModelError,
     UnknownNamespaceError,
@@ -50,6 +51,7 @@ __all__ = [
     "ModelSpec",
     "Namespace",
     "NonFiniteLossError",
+    "NonFiniteOutputError",
     "PluginError",
     "PluginRecord",
     "Preprocessing",
@@ -112,6 +114,7 @@ _LAZY = {
     "FineTunePlan": ("finetuning.plan", "FineTunePlan"),
     "FineTuneResult": ("finetuning.loop", "FineTuneResult"),
     "results": ("results", None),
+    "inputs": ("inputs", None),
 }
 
 

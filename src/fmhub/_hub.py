@@ -130,8 +130,8 @@ class Hub:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
-                self._fail(ep.name, dist, version, f"import failed: {type(exc).__name__}: {exc}")
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
+                self._fail(ep.name, dist, version, f"import failed: {_exc_text(exc)}")
                 continue
             try:
                 self._add(ep.name, plugin, distribution=dist, version=version, strict=False)
@@ -206,7 +206,7 @@ class Hub:
         caller = self.caller(hook, owner)
         try:
             return caller(**kwargs)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a hook calling sys.exit() must not end the program
             raise plugin_error(exc, self._culprit(exc, caller) or owner, hook, model_id) from exc
 
     def broadcast(self, hook: str, **kwargs) -> list[tuple[str, Any]]:
@@ -217,7 +217,7 @@ class Hub:
             name = self.pm.get_name(impl.plugin) or impl.plugin_name
             try:
                 result = impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise plugin_error(exc, name, hook, None) from exc
             if result is not None:
                 out.append((name, result))
@@ -333,9 +333,16 @@ def plugin_error(exc: BaseException, plugin: str | None, hook: str, model_id: st
             exc.plugin, exc.stage = plugin, stage
             exc.add_note(f"(raised in {where})")
         return exc
-    err = PluginError(f"{where} failed: {type(exc).__name__}: {exc}")
+    err = PluginError(f"{where} failed: {_exc_text(exc)}")
     err.plugin, err.stage = plugin, stage
     return err
+
+
+def _exc_text(exc: BaseException) -> str:
+    """``Type: message``; a ``SystemExit`` says that the plugin called ``sys.exit()``."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Registry:
@@ -363,8 +370,8 @@ class _Registry:
                 items: list = []
                 try:
                     _call_registration(impl, items.append)
-                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
-                    reg._drop(name, f"{hook} raised {type(exc).__name__}: {exc}")
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
+                    reg._drop(name, f"{hook} raised {_exc_text(exc)}")
                     continue
                 collected[hook].extend((name, item) for item in items)
         valid = {
