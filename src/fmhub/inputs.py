@@ -185,12 +185,12 @@ def pil_to_rgb(img: Image.Image, index: int = 0, *,
         return Image.fromarray(_scale_to_uint8(img, index), mode="L").convert("RGB")
     alpha = mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info)
     try:
+        if mode == "La":  # premultiplied: Pillow converts it to LA only
+            img = img.convert("LA")
         if alpha and background is not None:
             rgba = img.convert("RGBA")
             base = Image.new("RGBA", rgba.size, (*background, 255))
             return Image.alpha_composite(base, rgba).convert("RGB")
-        if mode == "La":  # premultiplied: Pillow converts it to RGBA only
-            return img.convert("RGBA").convert("RGB")
         return img.convert("RGB")
     except (ValueError, OSError) as exc:
         raise InputError(f"got a PIL image of mode {mode!r}, which cannot be converted to RGB "
