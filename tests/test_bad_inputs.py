@@ -176,6 +176,7 @@ WRONG = {
     "preprocess returns None": ("preprocess", None, "returned None, which holds no tensor"),
     "preprocess returns the texts": ("preprocess", ["a", "b"], "holds no tensor or array"),
     "forward returns None": ("forward", None, "returned None instead of the module's outputs"),
+    "forward returns text": ("forward", "logits", "returned str 'logits' instead of the module's"),
     "postprocess returns None": ("postprocess", None, "returned None, not a list"),
     "postprocess returns a str": ("postprocess", "ab", "returned str 'ab', not a list"),
     "postprocess returns one result too few": (
@@ -345,6 +346,8 @@ def test_bad_label_under_explicit_labels_is_an_error():
     assert ex[0] == ("x", 0)
     with pytest.raises(fmhub.InputError, match="example 1 has the label None"):
         ex[1]
+    with pytest.raises(fmhub.InputError, match="example 0 has the label 'c', which is not one of"):
+        as_examples([("x", "c")], labels=["a", "b"])[0]
     assert as_examples([("x", np.int64(1)), ("y", 0)]).labels == ["0", "1"]
 
 

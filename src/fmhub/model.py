@@ -141,8 +141,9 @@ class Model:
         else:
             with torch.inference_mode():
                 outputs = self._call("fmhub_forward", batch=batch)
-        if outputs is None:
-            raise self._stage_error("fmhub_forward", "returned None instead of the module's outputs")
+        if not _holds_array(outputs):
+            raise self._stage_error("fmhub_forward", f"returned {_describe(outputs)} instead of the "
+                                    "module's outputs (no tensor or array in it)")
         return outputs
 
     def postprocess(self, outputs: Any, batch: Any) -> list[Any]:

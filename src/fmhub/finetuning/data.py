@@ -38,15 +38,16 @@ class Examples(Sequence):
 
     def __getitem__(self, i):
         x, y = _pair(self.source[i], i)
-        return x, self.label_id(_check_label(y, i))
+        return x, self.label_id(_check_label(y, i), i)
 
-    def label_id(self, y: Any) -> int:
+    def label_id(self, y: Any, i: int | None = None) -> int:
         key = str(y)
         if key in self._index:
             return self._index[key]
         if isinstance(y, int) and 0 <= y < len(self.labels):
             return y
-        raise InputError(f"label {y!r} is not one of the labels {self.labels}.")
+        where = f"training example {i} has the label" if i is not None else "label"
+        raise InputError(f"{where} {y!r}, which is not one of the labels {self.labels}.")
 
 
 def _check_label(y: Any, i: int) -> Any:
