@@ -197,7 +197,8 @@ def test_wrong_return_is_a_plugin_error_naming_plugin_and_stage(bare_hub, stage,
     assert (err.value.plugin, err.value.stage) == ("junky", stage)
     text = str(err.value)
     assert text.startswith("plugin 'junky' ") and message in text
-    assert f"(stage '{stage}', model 'junk:len')" in text and f"fmhub_{stage} in docs/hooks.md" in text
+    assert f"(stage '{stage}', model 'junk:len')" in text
+    assert f"fmhub_{stage} in docs/hooks.md" in text
 
 
 @pytest.mark.parametrize("result,message", [

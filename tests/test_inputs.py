@@ -108,7 +108,8 @@ def test_alpha_is_dropped_or_composited_on_a_background(photo, mode):
     np.testing.assert_array_equal(np.asarray(dropped), np.asarray(ref))
     # over white: out = rgb * a + 255 * (1 - a), by Pillow's alpha_composite
     over = np.asarray(inputs.image_item(img, background=(255, 255, 255))).astype(float)
-    straight = np.asarray((img.convert("LA") if mode == "La" else img).convert("RGBA")).astype(float)
+    base = img.convert("LA") if mode == "La" else img
+    straight = np.asarray(base.convert("RGBA")).astype(float)
     a = straight[..., 3:] / 255
     expected = straight[..., :3] * a + 255 * (1 - a)
     assert np.abs(over - expected).max() <= 1.0
@@ -148,7 +149,8 @@ def test_int32_and_float_images_map_back_to_the_same_gray(gray, build):
         "float 0-1": lambda: Image.fromarray(g.astype(np.float32) / 255),
     }[build]()
     assert img.mode in ("I", "F")
-    np.testing.assert_array_equal(np.asarray(inputs.image_item(img)), np.asarray(gray.convert("RGB")))
+    expected = np.asarray(gray.convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(inputs.image_item(img)), expected)
 
 
 @pytest.mark.parametrize("mode,values", [

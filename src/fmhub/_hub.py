@@ -132,7 +132,8 @@ class Hub:
                 continue
             try:
                 plugin = ep.load()
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
+            # a broken plugin, even one calling sys.exit(), must not stop fmhub
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
                 self._fail(ep.name, dist, version, f"import failed: {_exc_text(exc)}")
                 continue
             try:
@@ -402,7 +403,7 @@ class _Registry:
                 items: list = []
                 try:
                     _call_registration(impl, items.append)
-                except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolate a broken plugin
                     reg._drop(name, f"{hook} raised {_exc_text(exc)}")
                     continue
                 collected[hook].extend((name, item) for item in items)

@@ -80,8 +80,8 @@ def input_list(inputs: Any, what: str = "predict") -> list[Any]:
     """
     kind = type(inputs).__name__
     if isinstance(inputs, (str, bytes, bytearray)):
-        raise InputError(f"{what} takes a list of inputs, got one {kind}; pass [x], or call model(x) "
-                         "for one input.")
+        raise InputError(f"{what} takes a list of inputs, got one {kind}; pass [x], or call "
+                         "model(x) for one input.")
     if isinstance(inputs, Mapping):
         raise InputError(f"{what} takes a list of inputs, got a {kind}; pass [d] for one input "
                          "(an audio dict, say), or a list of them.")
@@ -256,8 +256,8 @@ def _from_array(a: Any, index: int) -> Image.Image:
 
     if a.dtype != np.uint8:
         raise InputError(
-            f"got a numpy array of dtype {a.dtype}; pass uint8 pixels (0-255) as HxW or HxWxC, or a "
-            "PIL image (16-bit and float images are scaled by the rule in docs/inputs.md).",
+            f"got a numpy array of dtype {a.dtype}; pass uint8 pixels (0-255) as HxW or HxWxC, or "
+            "a PIL image (16-bit and float images are scaled by the rule in docs/inputs.md).",
             index=index)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
@@ -357,8 +357,8 @@ def _check_rate(index: int, rate: Any) -> int:
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer, float)) or rate <= 0 or (
         isinstance(rate, float) and not rate.is_integer()
     ):
-        raise InputError(f"the sample rate {rate!r} is not one; a sample rate is a positive whole number of "
-                         "Hz, e.g. (wave, 16000).", index=index)
+        raise InputError(f"the sample rate {rate!r} is not one; a sample rate is a positive whole "
+                         "number of Hz, e.g. (wave, 16000).", index=index)
     return int(rate)
 
 
@@ -402,8 +402,8 @@ def _audio_array(index: int, x: Any) -> np.ndarray:
             return ((arr.astype(np.float64) - mid) / mid).astype(np.float32)
         return (arr.astype(np.float64) / (int(info.max) + 1)).astype(np.float32)
     if arr.dtype.kind != "f":
-        raise InputError(f"got an array of {arr.dtype}; audio must be float or integer PCM samples.",
-                         index=index)
+        raise InputError(f"got an array of {arr.dtype}; audio must be float or integer PCM "
+                         "samples.", index=index)
     return arr.astype(np.float32, copy=False)
 
 
@@ -462,7 +462,8 @@ def _to_mono(index: int, arr: np.ndarray) -> np.ndarray:
             f"got shape {arr.shape}; a recording is 1-D (samples) or 2-D (channels and samples, "
             "either order). Pass a batch as a list of recordings.", index=index)
     if mono.size == 0:
-        raise InputError("got an empty recording (0 samples); pass at least a few ms of audio.", index=index)
+        raise InputError("got an empty recording (0 samples); pass at least a few ms of audio.",
+                         index=index)
     if not np.isfinite(mono).all():
         raise InputError("the recording contains NaN or infinite samples.", index=index)
     return np.ascontiguousarray(mono, dtype=np.float32)

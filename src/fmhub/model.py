@@ -142,8 +142,8 @@ class Model:
             with torch.inference_mode():
                 outputs = self._call("fmhub_forward", batch=batch)
         if not _holds_array(outputs):
-            raise self._stage_error("fmhub_forward", f"returned {_describe(outputs)} instead of the "
-                                    "module's outputs (no tensor or array in it)")
+            raise self._stage_error("fmhub_forward", f"returned {_describe(outputs)} instead of "
+                                    "the module's outputs (no tensor or array in it)")
         return outputs
 
     def postprocess(self, outputs: Any, batch: Any) -> list[Any]:
@@ -293,7 +293,7 @@ def _positions(idx: list[int]) -> str:
 
 
 def _holds_array(batch: Any, depth: int = 0) -> bool:
-    """Whether a batch holds a tensor or array anywhere (dicts, sequences and dataclasses walked)."""
+    """Whether a batch holds a tensor or array (dicts, sequences and dataclasses are walked)."""
     import dataclasses
 
     if isinstance(batch, torch.Tensor) or (hasattr(batch, "__array__") and hasattr(batch, "shape")):
@@ -305,7 +305,8 @@ def _holds_array(batch: Any, depth: int = 0) -> bool:
     if isinstance(batch, (list, tuple)):
         return any(_holds_array(v, depth + 1) for v in batch[:64])
     if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return any(_holds_array(getattr(batch, f.name), depth + 1) for f in dataclasses.fields(batch))
+        fields = dataclasses.fields(batch)
+        return any(_holds_array(getattr(batch, f.name), depth + 1) for f in fields)
     return False
 
 
@@ -350,7 +351,8 @@ def _loaded_problem(loaded: Any) -> str | None:
     if not isinstance(loaded, Loaded):
         return f"returned {_describe(loaded)}, not an fmhub.Loaded(module=..., task=...)"
     if not isinstance(loaded.module, torch.nn.Module):
-        return f"returned a Loaded whose module is {_describe(loaded.module)}, not a torch.nn.Module"
+        return (f"returned a Loaded whose module is {_describe(loaded.module)}, not a "
+                "torch.nn.Module")
     if loaded.task is not None and not (isinstance(loaded.task, str) and loaded.task):
         return f"returned a Loaded whose task is {_describe(loaded.task)}, not a task name"
     labels = loaded.labels

@@ -138,7 +138,8 @@ def as_examples(data: Any, labels: list[str] | None = None) -> Examples:
             (ta, ia), (tb, ib) = sorted(first.items(), key=lambda kv: kv[1])[:2]
             raise InputError(
                 f"the training labels mix types: example {ia} has a label of type {ta.__name__}, "
-                f"example {ib} one of type {tb.__name__}. Use class names (str) or class ids (int) throughout."
+                f"example {ib} one of type {tb.__name__}. Use class names (str) or class ids (int) "
+                "throughout."
             )
         if all(isinstance(y, int) and not isinstance(y, bool) for y in seen):
             labels = [str(i) for i in range(max(seen) + 1)]

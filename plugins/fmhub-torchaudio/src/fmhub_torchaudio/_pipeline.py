@@ -38,7 +38,8 @@ def prepare(speech: Speech, i: int, x: Any, default_rate: int | None) -> torch.T
         need = 1000 * speech.field / speech.sample_rate
         raise fmhub.InputError(
             f"got {ms:.1f} ms of audio ({wave.numel()} samples at {speech.sample_rate} Hz); "
-            f"the model needs at least {speech.field} samples ({need:.0f} ms), its receptive field.",
+            f"the model needs at least {speech.field} samples ({need:.0f} ms), its receptive "
+            "field.",
             index=i,
         )
     if speech.normalize_waveform:
