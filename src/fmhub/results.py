@@ -17,6 +17,7 @@ Text, image and audio classifiers all return :class:`Classification`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -161,9 +162,16 @@ _RESULT_TYPES: dict[str, type] = {
 
 
 def _finite(*values: Any) -> bool:
+    """Whether every number (a Python or numpy scalar, or every element of an array) is finite."""
     import numpy as np
 
-    return all(np.isfinite(v).all() for v in values)
+    for v in values:
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return False
+        elif not isinstance(v, int) and not np.isfinite(v).all():
+            return False
+    return True
 
 
 def _number(x: Any) -> bool:
