@@ -221,9 +221,20 @@ def _scale_to_uint8(img: Image.Image, index: int) -> np.ndarray:
     return np.rint((a - offset) * scale).clip(0, 255).astype(np.uint8)
 
 
+def _pil(index: int) -> Any:
+    """``PIL.Image``, or an error saying how to install Pillow."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - installed with the image extra
+        raise InputError("reading an image needs Pillow: pip install "
+                         "'fmhub[image]'.", index=index) from None
+    return Image
+
+
 def _open_image(src: Any, index: int, max_pixels: int, max_aspect: float,
                 background: tuple[int, int, int] | None) -> Image.Image:
-    from PIL import Image, UnidentifiedImageError
+    Image = _pil(index)
+    UnidentifiedImageError = Image.UnidentifiedImageError
 
     is_path = isinstance(src, (str, os.PathLike))
     what = f"the file {os.fspath(src)!r}" if is_path else "the encoded bytes"
@@ -252,7 +263,8 @@ def _open_image(src: Any, index: int, max_pixels: int, max_aspect: float,
 
 def _from_array(a: Any, index: int) -> Image.Image:
     import numpy as np
-    from PIL import Image
+
+    Image = _pil(index)
 
     if a.dtype != np.uint8:
         raise InputError(
