@@ -85,8 +85,8 @@ def input_list(inputs: Any, what: str = "predict") -> list[Any]:
     if isinstance(inputs, Mapping):
         raise InputError(f"{what} takes a list of inputs, got a {kind}; pass [d] for one input "
                          "(an audio dict, say), or a list of them.")
-    if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):
-        shape = tuple(getattr(inputs, "shape", ()))
+    if _is_array(inputs) or _is_tensor(inputs):  # a pandas Series of texts is a fine list
+        shape = tuple(inputs.shape)
         raise InputError(f"{what} takes a list of inputs, got a {kind} of shape {shape}; pass [a] "
                          "for one input, or list(a) if its first axis is the batch.")
     if _is_pil(inputs):

@@ -193,6 +193,8 @@ class Model:
         """Predict many inputs in batches; results come back in input order.
 
         ``progress=None`` shows a bar on a terminal once the call has run a couple of seconds.
+        An error about one input (:class:`fmhub.InputError`, :class:`fmhub.NonFiniteOutputError`)
+        names its position in ``inputs`` (``err.index``), whatever order batches were formed in.
         """
         from .inputs import input_list
 
