@@ -18,6 +18,8 @@ import pytest
 import fmhub
 from fmhub import hookimpl
 
+pytest_plugins = ["pytester"]
+
 @pytest.fixture
 def use_hub():
     """Make a hub the default for one test: ``use_hub(hub)`` returns it; the old one comes back."""

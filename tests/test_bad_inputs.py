@@ -198,7 +198,7 @@ def test_wrong_return_is_a_plugin_error_naming_plugin_and_stage(bare_hub, stage,
     text = str(err.value)
     assert text.startswith("plugin 'junky' ") and message in text
     assert f"(stage '{stage}', model 'junk:len')" in text
-    assert f"fmhub_{stage} in docs/hooks.md" in text
+    assert f"see docs/hooks.md#fmhub_{stage} for" in text
 
 
 @pytest.mark.parametrize("result,message", [

@@ -74,9 +74,7 @@ def test_registration_order_does_not_matter_for_dispatch(bare_hub, family):
 
 
 def test_a_third_party_finetune_method_is_registered_like_a_builtin(bare_hub):
-    from fmhub.finetuning.methods import FineTuneMethod
-
-    class Frozen(FineTuneMethod):
+    class Frozen(fmhub.FineTuneMethod):
         name = "frozen-all"
         description = "train nothing"
 

@@ -59,6 +59,13 @@ def test_every_hook_is_documented_with_its_signature_tier_and_firstresult(name):
     assert "Return value:" in body
 
 
+def test_every_hook_has_the_anchor_errors_link_to():
+    """Errors say "implement fmhub_x — docs/hooks.md#fmhub_x": that anchor must exist."""
+    text = HOOKS_MD.read_text()
+    for name in SPECS:
+        assert f'<a id="{name}"></a>' in text, f"docs/hooks.md lacks the anchor #{name}"
+
+
 def test_docs_document_no_hook_that_does_not_exist():
     assert set(sections()) <= set(SPECS), set(sections()) - set(SPECS)
 
@@ -129,8 +136,9 @@ def test_the_plugin_package_in_writing_a_plugin_works(tmp_path):
                                    f"Version: {meta['version']}\n")
     eps = "".join(f"{k} = {v}\n" for k, v in meta["entry-points"]["fmhub"].items())
     (info / "entry_points.txt").write_text("[fmhub]\n" + eps)
-    env = {**__import__("os").environ, "PYTHONPATH": str(pkg / "src"),
-           "FMHUB_LOAD_PLUGINS": "mini"}
+    os = __import__("os")
+    path = os.pathsep.join(filter(None, [str(pkg / "src"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "FMHUB_LOAD_PLUGINS": "mini"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
         cwd=pkg, env=env, capture_output=True, text=True, timeout=300)

@@ -28,15 +28,18 @@ from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
 if TYPE_CHECKING:
     from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
+    from .finetuning.methods import Adapter, FineTuneMethod, MethodOptions
     from .model import Loaded, Model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adapter",
     "AmbiguousModelError",
     "DeviceError",
     "FineTuneConfig",
     "FineTuneError",
+    "FineTuneMethod",
     "FineTunePlan",
     "FineTuneResult",
     "FmhubError",
@@ -47,6 +50,7 @@ __all__ = [
     "LoadOptions",
     "Loaded",
     "ManifestError",
+    "MethodOptions",
     "Model",
     "ModelSpec",
     "Namespace",
@@ -94,13 +98,17 @@ def plugins() -> list[PluginRecord]:
 
 
 def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineTuneResult:
-    """Fine-tune ``model`` on ``train`` (see :class:`fmhub.FineTuneConfig` for the options)."""
+    """Fine-tune ``model`` on ``train`` (see :class:`fmhub.FineTuneConfig` for the options).
+
+    ``method`` is a registered method's name or a :class:`fmhub.FineTuneMethod` instance.
+    """
     from .finetuning import finetune as _finetune
 
     return _finetune(model, train, eval=eval, **config)
 
 
-def finetune_plan(model: Model, method: str = "lora", **config: Any) -> FineTunePlan:
+def finetune_plan(model: Model, method: str | FineTuneMethod = "lora",
+                  **config: Any) -> FineTunePlan:
     """What ``finetune`` would adapt: matched modules and trainable/total parameters."""
     from .finetuning import finetune_plan as _plan
 
@@ -113,6 +121,9 @@ _LAZY = {
     "FineTuneConfig": ("finetuning.config", "FineTuneConfig"),
     "FineTunePlan": ("finetuning.plan", "FineTunePlan"),
     "FineTuneResult": ("finetuning.loop", "FineTuneResult"),
+    "FineTuneMethod": ("finetuning.methods", "FineTuneMethod"),
+    "MethodOptions": ("finetuning.methods", "MethodOptions"),
+    "Adapter": ("finetuning.methods", "Adapter"),
     "results": ("results", None),
     "inputs": ("inputs", None),
 }

@@ -7,7 +7,7 @@ from .hookspecs import hookimpl
 
 @hookimpl
 def fmhub_register_finetune_methods(register):
-    from .finetuning.methods import BUILTIN_METHODS
+    from .finetuning.builtin import BUILTIN_METHODS
 
     for method in BUILTIN_METHODS:
         register(method)

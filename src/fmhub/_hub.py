@@ -26,7 +26,8 @@ from .errors import (
     UnknownNamespaceError,
     did_you_mean,
 )
-from .spec import ModelSpec, Namespace
+from .manifest import MANIFEST
+from .spec import NAMESPACE_CHARS, ModelSpec, Namespace
 
 if TYPE_CHECKING:
     from .finetuning.methods import FineTuneMethod
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["Hub", "PluginRecord", "FmhubPluginWarning", "get_hub", "set_hub"]
 
 ENTRY_POINT_GROUP = "fmhub"
-MANIFEST = "fmhub.json"
 #: Namespaces of first-party plugins, so a missing one can be named.
 KNOWN_DISTRIBUTIONS = {
     "hf": "fmhub-transformers",
@@ -533,7 +533,7 @@ class _Registry:
             path = Path(name)
         if _exists(path):
             return self.resolve_path(path)
-        if sep and rest and ns and set(ns) <= _NS_CHARS and len(ns) > 1:
+        if sep and rest and ns and set(ns) <= NAMESPACE_CHARS and len(ns) > 1:
             raise self._no_namespace(ns)
         candidates = list(self.specs) + list(self.aliases)
         hint = did_you_mean(name, candidates) if len(name) <= 200 else ""
@@ -614,12 +614,11 @@ def _is_method(item: Any) -> bool:
     return isinstance(item, FineTuneMethod)
 
 
-_NS_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
+
+
 _default: Hub | None = None
 
 

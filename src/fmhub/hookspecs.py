@@ -104,7 +104,7 @@ def fmhub_register_finetune_methods(register: Callable[[FineTuneMethod], None]) 
 
     Return value: ignored.
 
-    :param register: Call with a :class:`fmhub.finetuning.FineTuneMethod` instance for each method.
+    :param register: Call with a :class:`fmhub.FineTuneMethod` instance for each method.
 
     .. versionadded:: 0.1
     """
@@ -163,7 +163,8 @@ def fmhub_load(spec: ModelSpec, options: LoadOptions, device: Any, dtype: Any) -
     Owner-dispatched. The core then places the module on ``options.device`` / ``options.dtype``
     unless the plugin placed it itself (``Loaded.placed``, e.g. an accelerate ``device_map``).
     When ``spec.path`` is set the model comes from that local folder or file, which may be one
-    written by this plugin's :func:`fmhub_save`.
+    written by this plugin's :func:`fmhub_save`, and from nowhere else: a load option naming other
+    weights (``checkpoint=``, replayed from the saved manifest or given) must not override them.
 
     Return value: a :class:`fmhub.Loaded` with the module in eval mode.
 

@@ -147,15 +147,14 @@ def model_manifest(model: Model, kind: str = "model", **extra: Any) -> Manifest:
 
 
 def save_model(model: Model, dest: Path) -> Path:
-    if model.adapter is not None:
-        from .finetuning.adapter import save_adapter
+    """Write a plain (not fine-tuned) model: the plugin's files (``fmhub_save``) and the manifest.
 
-        return save_adapter(model, dest)
+    A model with an adapter is written by :func:`fmhub.finetuning.adapter.save_adapter` instead
+    (``Model.save`` chooses).
+    """
 
     def write(tmp: Path) -> None:
-        done = model.hub.call("fmhub_save", model.spec.plugin, model.spec.id, model=model, path=str(tmp))
-        if not done:
-            raise ManifestError(f"plugin {model.spec.plugin!r} cannot save {model.spec.id!r}.")
+        model._save_files(str(tmp))
         write_manifest(tmp, model_manifest(model))
 
     return atomic_folder(dest, write)

@@ -11,11 +11,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._device import module_devices, move_batch, resolve_device, resolve_dtype
-from .errors import DeviceError, FmhubError, InputError, NonFiniteOutputError, PluginError
+from .errors import (
+    DeviceError,
+    FineTuneError,
+    FmhubError,
+    InputError,
+    ManifestError,
+    NonFiniteOutputError,
+    PluginError,
+)
 from .spec import LoadOptions, ModelSpec, validate_model
 
 if TYPE_CHECKING:
     from ._hub import Hub
+    from .finetuning.methods import Adapter
 
 __all__ = ["Loaded", "Model", "load_model"]
 
@@ -64,7 +73,7 @@ class Model:
         self.processor = loaded.processor
         self.placed = loaded.placed
         self.info = dict(loaded.info)
-        self.adapter: dict[str, Any] | None = None  # set by fine-tuning / adapter loading
+        self.adapter: Adapter | None = None  # set by the core: fine-tuning, adapter loading
         self.quantized: str | None = None  # set by quantize()
         self._owner = spec.plugin
         self._device = None
@@ -112,11 +121,19 @@ class Model:
     # -- stages ---------------------------------------------------------------------------------
 
     def _call(self, hook: str, **kwargs):
+        """Call one of this model's owner-dispatched hooks: the one place model hooks are called."""
         return self.hub.call(hook, self._owner, self.spec.id, model=self, **kwargs)
 
     def _stage_error(self, hook: str, problem: str) -> PluginError:
         """A :class:`PluginError` blaming the plugin whose ``hook`` returned something wrong."""
         return stage_error(self.hub, self._owner, hook, self.spec.id, problem)
+
+    def _missing(self, hook: str, error: type[Exception], cannot: str) -> Exception:
+        """The error for a hook that gave nothing: not implemented, or implemented and None."""
+        implemented = bool(self.hub.caller(hook, self._owner).get_hookimpls())
+        why = f"its {hook} returned nothing" if implemented else f"it does not implement {hook}"
+        return error(f"plugin {self._owner!r} cannot {cannot} {self.spec.id!r}: {why}; "
+                     f"implement {hook} — docs/hooks.md#{hook}.")
 
     def preprocess(self, inputs: Sequence[Any]) -> Any:
         """Raw inputs (a non-empty sequence) to one batch."""
@@ -181,6 +198,39 @@ class Model:
             raise self._stage_error("fmhub_postprocess", f"returned, for input {pos}, {detail}")
         return results
 
+    # -- fine-tuning stages ---------------------------------------------------------------------
+
+    def finetune_targets(self, method: str) -> list[str] | None:
+        """The owner plugin's default targets for ``method`` (``fmhub_finetune_targets``): module
+        name suffixes, or None to let the method decide."""
+        targets = self._call("fmhub_finetune_targets", method=method)
+        return None if targets is None else list(targets)
+
+    def attach_head(self, labels: Sequence[str]) -> list[str]:
+        """Give the model a fresh classification head for ``labels`` (``fmhub_attach_head``), then
+        set ``task`` and ``labels`` and place the new modules; returns the head module names."""
+        labels = list(labels)
+        head = self._call("fmhub_attach_head", labels=labels)
+        if not head:
+            raise self._missing("fmhub_attach_head", FineTuneError,
+                                "attach a classification head to")
+        self.task = "classification"
+        self.labels = tuple(labels)
+        self.module.to(device=self._device, dtype=self._dtype)
+        return list(head)
+
+    def training_loss(self, outputs: Any, targets: Any) -> Any:
+        """The loss of a batch (``fmhub_training_loss``), from forward outputs and class ids."""
+        loss = self._call("fmhub_training_loss", outputs=outputs, targets=targets)
+        if loss is None:
+            raise self._missing("fmhub_training_loss", FineTuneError, "compute a training loss for")
+        return loss
+
+    def _save_files(self, path: str) -> None:
+        """Write the family's own files into ``path`` (``fmhub_save``); see :meth:`save`."""
+        if not self._call("fmhub_save", path=path):
+            raise self._missing("fmhub_save", ManifestError, "save")
+
     # -- prediction -----------------------------------------------------------------------------
 
     def __call__(self, x: Any) -> Any:
@@ -241,13 +291,17 @@ class Model:
 
         A fine-tuned model with an adapter is saved as an adapter folder (see fine-tuning docs).
         """
-        from .manifest import save_model
-
         if self.quantized:
             raise InputError(
                 f"A quantized model is not saved; save the float model and pass "
                 f"quantize={self.quantized!r} when loading it."
             )
+        if self.adapter is not None:
+            from .finetuning.adapter import save_adapter
+
+            return save_adapter(self, Path(path))
+        from .manifest import save_model
+
         return save_model(self, Path(path))
 
     # -- fine-tuning and inference variants ----------------------------------------------------
@@ -326,8 +380,8 @@ def stage_error(hub: Hub, owner: str, hook: str, model_id: str | None, problem: 
     wrappers = sorted({n for n in names if n and n != owner})
     by = f" (wrapped by plugin {', '.join(map(repr, wrappers))})" if wrappers else ""
     where = f"stage {stage!r}" + (f", model {model_id!r}" if model_id else "")
-    err = PluginError(f"plugin {owner!r}{by} {problem} ({where}). See {hook} in docs/hooks.md "
-                      "for what the hook must return.")
+    err = PluginError(f"plugin {owner!r}{by} {problem} ({where}); see docs/hooks.md#{hook} for "
+                      "what the hook must return.")
     err.plugin, err.stage = owner, stage
     return err
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import InvalidOptionError, did_you_mean
 
 __all__ = [
+    "NAMESPACE_CHARS",
     "LoadOptions",
     "ModelSpec",
     "Namespace",
@@ -22,7 +23,8 @@ __all__ = [
     "validate_model",
 ]
 
-_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+#: The characters a namespace may use (the part of a model id before the colon).
+NAMESPACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -75,7 +77,7 @@ class ModelSpec(_Frozen):
         ns, sep, name = value.partition(":")
         if not sep or not ns or not name:
             raise ValueError(f"model id {value!r} must look like 'namespace:name'")
-        if not set(ns) <= _ID_CHARS:
+        if not set(ns) <= NAMESPACE_CHARS:
             raise ValueError(f"namespace {ns!r} may use only a-z, 0-9, '_' and '-'")
         return value
 
@@ -137,7 +139,7 @@ class Namespace(_Frozen):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not value or not set(value) <= _ID_CHARS:
+        if not value or not set(value) <= NAMESPACE_CHARS:
             raise ValueError(f"namespace {value!r} may use only a-z, 0-9, '_' and '-'")
         return value
 

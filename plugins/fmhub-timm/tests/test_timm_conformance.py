@@ -39,7 +39,8 @@ class TestTimmConformance(ConformanceSuite):
                         task="embedding", options={"task": "embedding"}, heavy_modules=HEAVY,
                         bad_inputs=BAD[:2], atol=1e-4),
         ConformanceCase(model="timm:test_convnext.r160_in1k", inputs=INPUTS[2:], task="feature-maps",
-                        options={"task": "feature-maps"}, heavy_modules=HEAVY, atol=1e-4),
+                        options={"task": "feature-maps"}, heavy_modules=HEAVY, atol=1e-4,
+                        finetune=False),  # features_only: no classifier to fine-tune
     ]
 
 

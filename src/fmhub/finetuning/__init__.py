@@ -1,10 +1,16 @@
-"""Parameter-efficient fine-tuning, one API for every family."""
+"""Parameter-efficient fine-tuning, one API for every family.
+
+The method contract (:class:`FineTuneMethod`, :class:`MethodOptions`, :class:`Adapter`) is
+importable from here and from :mod:`fmhub`; it imports no torch.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["finetune", "finetune_plan"]
+from .methods import Adapter, FineTuneMethod, MethodOptions
+
+__all__ = ["Adapter", "FineTuneMethod", "MethodOptions", "finetune", "finetune_plan"]
 
 
 def finetune(model, train, eval=None, **config: Any):

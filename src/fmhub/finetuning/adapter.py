@@ -16,15 +16,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ManifestError
+from ..errors import FineTuneError, ManifestError
 from ..manifest import Manifest, atomic_folder, model_manifest, read_manifest, write_manifest
 from .builtin import in_head
+from .methods import Adapter, FineTuneMethod, MethodOptions
+from .plan import get_method
 
 if TYPE_CHECKING:
     from .._hub import Hub
     from ..model import Model
 
-__all__ = ["fingerprint", "load_adapter", "merge", "save_adapter"]
+__all__ = ["apply_method", "fingerprint", "load_adapter", "merge", "save_adapter"]
 
 
 def fingerprint(model: Model, modules: list[str], head: list[str]) -> dict[str, Any]:
@@ -37,6 +39,24 @@ def fingerprint(model: Model, modules: list[str], head: list[str]) -> dict[str, 
             shapes[name] = list(p.shape)
     digest = hashlib.sha256(json.dumps(sorted(shapes.items())).encode()).hexdigest()[:16]
     return {"sha256": digest, "shapes": shapes}
+
+
+def apply_method(model: Model, method: FineTuneMethod, options: MethodOptions,
+                 head: list[str]) -> Adapter:
+    """Run ``method`` on ``model`` (its head attached) and return the :class:`Adapter` recording
+    what it adapted: the core's record, whatever the method. Fine-tuning and adapter loading
+    both come through here."""
+    modules = list(method.targets(model, head, options))
+    fp = fingerprint(model, modules, head)
+    model.adapter = None
+    result = method.apply(model, head, options)
+    if method.uses_peft and result is None:
+        raise FineTuneError(
+            f"method {method.name!r} says uses_peft but its apply() returned no PeftModel; "
+            "return the model peft.get_peft_model made (see docs/finetuning.md)."
+        )
+    return Adapter(method=method.name, options=options.model_dump(mode="json"), head=list(head),
+                   modules=modules, fingerprint=fp, peft=result if method.uses_peft else None)
 
 
 def trainable_state(module) -> dict[str, Any]:
@@ -61,12 +81,14 @@ def train_mode(module) -> None:
 
 def save_adapter(model: Model, dest: Path) -> Path:
     """Write ``model``'s adapter and head to ``dest`` atomically."""
-    adapter = model.adapter or {}
-    info = {k: v for k, v in adapter.items() if k not in ("peft",)}
+    adapter = model.adapter
+    if adapter is None:
+        raise FineTuneError(f"{model.spec.id!r} has no adapter to save; use model.save(path).")
+    info = adapter.to_manifest()
 
     def write(tmp: Path) -> None:
-        if "peft" in adapter:
-            adapter["peft"].save_pretrained(str(tmp))
+        if adapter.peft is not None:
+            adapter.peft.save_pretrained(str(tmp))
         else:
             from safetensors.torch import save_file
 
@@ -84,22 +106,32 @@ def adapter_manifest(path: Path) -> Manifest:
 
 
 def load_adapter(hub: Hub, path: Path, options: dict[str, Any]) -> Model:
-    """Load the base model named in the manifest, attach the head, apply and fill the adapter."""
-    from .plan import attach_head, get_method
+    """Load the base model named in the manifest, attach the head, apply and fill the adapter.
 
+    The method is looked up by its name among the registered methods: an adapter trained with an
+    unregistered method instance loads once a plugin registers that method.
+    """
     manifest = adapter_manifest(path)
-    a = manifest.adapter
+    saved = Adapter.from_manifest(manifest.adapter)
+    if saved.method not in hub.finetune_methods():
+        raise ManifestError(
+            f"The adapter {str(path)!r} was trained with fine-tuning method {saved.method!r}, which "
+            "no installed plugin registers; register it with the fmhub_register_finetune_methods "
+            f"hook (see docs/finetuning.md) and load again. Registered methods: "
+            f"{', '.join(sorted(hub.finetune_methods()))}."
+        )
     base = manifest.spec.get("path") or manifest.spec["id"]
     model = hub.load(base, **{**manifest.options, **options})
-    head = attach_head(model, manifest.labels or [])
-    method, opts = get_method(model, a["method"], a.get("options", {}))
+    head = model.attach_head(manifest.labels or [])
+    method, opts = get_method(model, saved.method, saved.options)
     modules = method.targets(model, head, opts)
-    check_fingerprint(model, modules, head, a.get("fingerprint"), path)
-    method.apply(model, head, opts)
+    check_fingerprint(model, modules, head, saved.fingerprint, path)
+    adapter = apply_method(model, method, opts, head)
+    model.adapter = adapter
     _load_weights(model, Path(path))
     model.module.to(device=model.device)
     model.module.eval()
-    model.adapter.update({k: v for k, v in a.items() if k != "peft"})
+    adapter.training, adapter.extra = saved.training, saved.extra
     return model
 
 
@@ -129,13 +161,13 @@ def _load_weights(model: Model, path: Path) -> None:
     from safetensors.torch import load_file
 
     adapter = model.adapter
-    if "peft" in adapter:
+    if adapter.peft is not None:
         from peft import set_peft_model_state_dict
 
         file = path / "adapter_model.safetensors"
         if not file.is_file():
             raise ManifestError(f"{str(path)!r} lacks adapter_model.safetensors.")
-        result = set_peft_model_state_dict(adapter["peft"], load_file(str(file)))
+        result = set_peft_model_state_dict(adapter.peft, load_file(str(file)))
         bad = [k for k in getattr(result, "unexpected_keys", []) if k]
         if bad:
             raise ManifestError(f"{str(path)!r} holds weights the model has no place for: {bad[:5]}")
@@ -160,8 +192,8 @@ def merge(model: Model) -> Model:
     adapter = model.adapter
     if adapter is None:
         return model
-    if "peft" in adapter:
-        merged = adapter["peft"].merge_and_unload()
+    if adapter.peft is not None:
+        merged = adapter.peft.merge_and_unload()
         model.module = merged
     model.module.requires_grad_(False)
     model.module.eval()

@@ -1,4 +1,8 @@
-"""The built-in methods: ``lora`` and ``ia3`` through PEFT, ``bitfit``, ``head`` and ``full``."""
+"""The built-in methods: ``lora`` and ``ia3`` through PEFT, ``bitfit``, ``head`` and ``full``.
+
+They are written against the public contract of :mod:`fmhub.finetuning.methods` only, and the
+core's own plugin registers :data:`BUILTIN_METHODS` through ``fmhub_register_finetune_methods``.
+"""
 
 from __future__ import annotations
 
@@ -39,11 +43,6 @@ def matched_modules(model: Model, head: list[str], suffixes: list[str] | None, k
     return out
 
 
-def default_suffixes(model: Model, method: str) -> list[str] | None:
-    return model.hub.call("fmhub_finetune_targets", model.spec.plugin, model.spec.id,
-                          model=model, method=method)
-
-
 def _require_peft():
     try:
         import peft
@@ -63,7 +62,8 @@ class _PeftMethod(FineTuneMethod):
     uses_peft = True
 
     def targets(self, model, head, options):
-        suffixes = options.targets if options.targets is not None else default_suffixes(model, self.name)
+        suffixes = (options.targets if options.targets is not None
+                    else model.finetune_targets(self.name))
         names = matched_modules(model, head, suffixes)
         if not names:
             raise FineTuneError(
@@ -81,7 +81,7 @@ class _PeftMethod(FineTuneMethod):
         for name, p in model.module.named_parameters():  # the head copy PEFT made stays trainable
             if "modules_to_save" in name:
                 p.requires_grad_(True)
-        model.adapter = {"method": self.name, "peft": peft_model, "head": list(head)}
+        return peft_model
 
 
 class LoRAOptions(MethodOptions):
@@ -130,7 +130,6 @@ class BitFit(FineTuneMethod):
 
     def apply(self, model, head, options):
         _set_trainable(model, lambda n: n.endswith("bias") or in_head(n, head))
-        model.adapter = {"method": self.name, "head": list(head)}
 
 
 class HeadOnly(FineTuneMethod):
@@ -142,7 +141,6 @@ class HeadOnly(FineTuneMethod):
 
     def apply(self, model, head, options):
         _set_trainable(model, lambda n: in_head(n, head))
-        model.adapter = {"method": self.name, "head": list(head)}
 
 
 class Full(FineTuneMethod):
@@ -155,4 +153,7 @@ class Full(FineTuneMethod):
 
     def apply(self, model, head, options):
         _set_trainable(model, lambda n: True)
-        model.adapter = {"method": self.name, "head": list(head)}
+
+
+#: The built-in methods, registered by the core's own plugin (``fmhub._builtin``).
+BUILTIN_METHODS: tuple[FineTuneMethod, ...] = (LoRA(), IA3(), BitFit(), HeadOnly(), Full())

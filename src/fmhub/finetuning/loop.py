@@ -15,10 +15,11 @@ import torch
 from ..errors import FineTuneError, NonFiniteLossError
 from ..manifest import atomic_folder
 from ..spec import validate_model
-from .adapter import fingerprint, save_adapter, train_mode, trainable_state
+from .adapter import apply_method, save_adapter, train_mode, trainable_state
 from .config import FineTuneConfig
 from .data import Examples, as_examples
-from .plan import attach_head, get_method
+from .methods import FineTuneMethod
+from .plan import get_method
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -62,6 +63,9 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
 
     See :class:`fmhub.FineTuneConfig` for the options and docs/finetuning.md for a guide.
     """
+    instance = config.get("method")
+    if isinstance(instance, FineTuneMethod):  # an unregistered (or registered) method object
+        config = {**config, "method": instance.name}
     cfg: FineTuneConfig = validate_model(FineTuneConfig, config, "fine-tuning config")
     if model.adapter is not None:
         raise FineTuneError(
@@ -69,19 +73,16 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
         )
     if model.placed:
         raise FineTuneError("fmhub does not fine-tune a model spread over several devices yet.")
-    method, mopts = get_method(model, cfg.method, cfg.method_options)
+    method, mopts = get_method(model, instance if isinstance(instance, FineTuneMethod)
+                               else cfg.method, cfg.method_options)
     train_ex = as_examples(train, cfg.labels)
     eval_ex = as_examples(eval, train_ex.labels) if eval is not None else None
     if cfg.early_stopping_patience and eval_ex is None:
         raise FineTuneError("early_stopping_patience needs eval data: pass eval=...")
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    head = attach_head(model, train_ex.labels)
-    modules = method.targets(model, head, mopts)
-    fp = fingerprint(model, modules, head)
-    method.apply(model, head, mopts)
-    model.adapter.update(method=method.name, options=mopts.model_dump(), head=head,
-                         modules=modules, fingerprint=fp)
+    head = model.attach_head(train_ex.labels)
+    model.adapter = apply_method(model, method, mopts, head)
     model.module.to(device=model.device)
     trainer = _Trainer(model, cfg, train_ex, eval_ex)
     try:
@@ -89,10 +90,12 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     finally:
         model.module.eval()
         trainer.close()
+    s = trainer.state
+    model.adapter.training = {"steps": s.step, "best": s.best,
+                              "metrics": s.history[-1] if s.history else None}
     adapter_path = None
     if cfg.output_dir:
         adapter_path = save_adapter(model, Path(cfg.output_dir) / ADAPTER)
-    s = trainer.state
     return FineTuneResult(model=model, steps=s.step, history=s.history, best=s.best,
                           stopped_early=trainer.stopped_early, adapter_path=adapter_path,
                           seconds=time.perf_counter() - started)
@@ -199,12 +202,7 @@ class _Trainer:
                 outputs = self.model.forward(batch, grad=True)
         else:
             outputs = self.model.forward(batch, grad=True)
-        loss = self.model.hub.call("fmhub_training_loss", self.model.spec.plugin,
-                                   self.model.spec.id, model=self.model, outputs=outputs,
-                                   targets=targets)
-        if loss is None:
-            raise FineTuneError(f"plugin {self.model.spec.plugin!r} computed no training loss.")
-        return loss.float()
+        return self.model.training_loss(outputs, targets).float()
 
     def _micro_step(self, idx: list[int], bi: int) -> None:
         loss = self._loss(idx)
@@ -343,8 +341,7 @@ def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, fl
         batch = model.preprocess([x for x, _ in pairs])
         with torch.no_grad():
             outputs = model.forward(batch, grad=True)
-            loss = model.hub.call("fmhub_training_loss", model.spec.plugin, model.spec.id,
-                                  model=model, outputs=outputs, targets=targets)
+            loss = model.training_loss(outputs, targets)
             results = model.postprocess(outputs, batch)
         preds += [r.top_k[0].index for r in results]
         gold += targets.tolist()

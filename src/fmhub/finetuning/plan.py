@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FineTuneError, did_you_mean
 from ..spec import validate_model
+from .methods import FineTuneMethod, MethodOptions
 
 if TYPE_CHECKING:
     from ..model import Model
-    from .methods import FineTuneMethod, MethodOptions
 
-__all__ = ["FineTunePlan", "finetune_plan", "get_method", "attach_head"]
+__all__ = ["FineTunePlan", "attach_head", "finetune_plan", "get_method"]
 
 
 @dataclass(frozen=True)
@@ -44,32 +44,49 @@ class FineTunePlan:
         return "\n".join(lines)
 
 
-def get_method(model: Model, name: str, options: dict[str, Any]) -> tuple[FineTuneMethod, MethodOptions]:
+def get_method(model: Model, method: str | FineTuneMethod, options: dict[str, Any]
+               ) -> tuple[FineTuneMethod, MethodOptions]:
+    """The method (a registered name, or an instance) and its validated options."""
     methods = model.hub.finetune_methods()
-    method = methods.get(name)
-    if method is None:
+    if isinstance(method, FineTuneMethod):
+        check_instance(method, methods)
+        name, found = method.name, method
+    elif isinstance(method, str):
+        name, found = method, methods.get(method)
+    else:
+        raise FineTuneError(
+            f"method must be a registered method's name or a fmhub.FineTuneMethod instance, got "
+            f"{type(method).__name__}."
+        )
+    if found is None:
         raise FineTuneError(
             f"Unknown fine-tuning method {name!r}.{did_you_mean(name, methods)} "
             f"Registered methods: {', '.join(sorted(methods))}."
         )
-    return method, validate_model(method.Options, options, f"options of method {name!r}")
+    return found, validate_model(found.Options, options, f"options of method {name!r}")
+
+
+def check_instance(method: FineTuneMethod, registered: dict[str, FineTuneMethod]) -> None:
+    """An unregistered method instance must be well formed and must not take another method's
+    name (a saved adapter is reloaded by its method's registered name)."""
+    if not isinstance(method.name, str) or not method.name:
+        raise FineTuneError(f"{type(method).__name__} has no name: set the class attribute name.")
+    if not (isinstance(method.Options, type) and issubclass(method.Options, MethodOptions)):
+        raise FineTuneError(f"{type(method).__name__}.Options must subclass fmhub.MethodOptions.")
+    other = registered.get(method.name)
+    if other is not None and type(other) is not type(method):
+        raise FineTuneError(
+            f"method {method.name!r} ({type(method).__qualname__}) has the name of the registered "
+            f"method {type(other).__qualname__}; give it another name."
+        )
 
 
 def attach_head(model: Model, labels: list[str]) -> list[str]:
-    """Ask the owner plugin for a head with ``len(labels)`` outputs; set task and labels."""
-    head = model.hub.call("fmhub_attach_head", model.spec.plugin, model.spec.id,
-                          model=model, labels=list(labels))
-    if not head:
-        raise FineTuneError(
-            f"plugin {model.spec.plugin!r} cannot attach a classification head to {model.spec.id!r}."
-        )
-    model.task = "classification"
-    model.labels = tuple(labels)
-    model.module.to(device=model.device, dtype=model.dtype)
-    return list(head)
+    """``model.attach_head(labels)``: kept for callers of the former function."""
+    return model.attach_head(labels)
 
 
-def finetune_plan(model: Model, method: str = "lora", labels: list[str] | None = None,
+def finetune_plan(model: Model, method: str | FineTuneMethod = "lora", labels: list[str] | None = None,
                   method_options: dict[str, Any] | None = None, **_: Any) -> FineTunePlan:
     """Apply ``method`` to a copy of the model and count; the model itself is not touched."""
     m, opts = get_method(model, method, method_options or {})
@@ -77,12 +94,12 @@ def finetune_plan(model: Model, method: str = "lora", labels: list[str] | None =
     shadow.module = copy.deepcopy(model.module)
     shadow.processor = copy.copy(model.processor)  # a head hook may adjust the processor
     shadow.info = dict(model.info)
-    head = attach_head(shadow, labels or ["0", "1"])
+    head = shadow.attach_head(labels or ["0", "1"])
     modules = m.targets(shadow, head, opts)
     m.apply(shadow, head, opts)
     params = list(shadow.module.parameters())
     return FineTunePlan(
-        method=method,
+        method=m.name,
         modules=modules,
         head=head,
         trainable=sum(p.numel() for p in params if p.requires_grad),

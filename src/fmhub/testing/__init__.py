@@ -12,8 +12,11 @@ generates the contract tests for each::
 
 The suite checks: registration imports nothing heavy; load -> predict end to end; results have the
 task's typed shape; the model object (eval mode, device, module) and the stages run by hand give
-what predict gives; batched equals one-by-one; dtype/device moves; save -> load round trip gives
-the same outputs; bad inputs raise :class:`fmhub.InputError`. Class-level fixtures (for instance an
+what predict gives; batched equals one-by-one; different inputs give different outputs; a
+classifier has one label per output; dtype/device moves, with bfloat16 results close to
+float32's; save -> load of perturbed weights gives them back; fine-tuning (a head for two labels,
+the default targets of each PEFT method, LoRA steps that change the outputs, adapter save ->
+load); bad inputs raise :class:`fmhub.InputError`. Each check is also a ``check_*`` function. Class-level fixtures (for instance an
 ``autouse`` one that builds a tiny model into a hub cache) run before every generated test.
 """
 
@@ -24,9 +27,15 @@ from typing import Any
 from .hf import hf_hub_cache
 
 __all__ = [
+    "FINETUNE_HOOKS",
     "ConformanceCase",
     "ConformanceSuite",
     "assert_results_close",
+    "check_different_inputs_differ",
+    "check_finetune",
+    "check_labels_match_outputs",
+    "check_low_precision",
+    "check_save_load",
     "hf_hub_cache",
     "imported_after",
 ]
@@ -34,7 +43,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The suite needs pytest; hf_hub_cache (used by plugins' test helpers and the demo) does not.
-    if name in ("ConformanceCase", "ConformanceSuite", "assert_results_close", "imported_after"):
+    if name in __all__ and name != "hf_hub_cache":
         from . import suite
 
         return getattr(suite, name)

@@ -1,15 +1,35 @@
+"""The conformance kit: :class:`ConformanceSuite` generates the contract tests of every
+:class:`ConformanceCase`; each check is also a plain function (``check_*``) that raises
+``AssertionError`` naming what is wrong, so the kit can be run on a plugin programmatically."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-__all__ = ["ConformanceCase", "ConformanceSuite", "assert_results_close", "imported_after"]
+__all__ = [
+    "FINETUNE_HOOKS",
+    "ConformanceCase",
+    "ConformanceSuite",
+    "assert_results_close",
+    "check_different_inputs_differ",
+    "check_finetune",
+    "check_labels_match_outputs",
+    "check_low_precision",
+    "check_save_load",
+    "imported_after",
+]
+
+#: The hooks fine-tuning needs from a model's plugin.
+FINETUNE_HOOKS = ("fmhub_finetune_targets", "fmhub_attach_head", "fmhub_training_loss")
 
 
 @dataclass
@@ -27,8 +47,16 @@ class ConformanceCase:
     bad_inputs: list[Any] = field(default_factory=list)
     #: Tolerance for "the same outputs" (batched vs single, save -> load).
     atol: float = 1e-5
-    #: Tolerance after a bfloat16 round trip back to float32.
+    #: Lower precisions to run in (on CPU): results must stay close to float32's.
     dtypes: tuple[str, ...] = ("bfloat16",)
+    #: Relative error allowed between a lower precision's outputs and float32's (norm of the
+    #: difference over the norm of float32's, for raw outputs and numeric results).
+    low_precision_rtol: float = 0.1
+    #: Check fine-tuning (head for two labels, default PEFT targets, LoRA steps, adapter round
+    #: trip). Set False only for a model that cannot be fine-tuned, with the reason as a comment.
+    finetune: bool = True
+    #: The PEFT methods whose default targets must match modules of this model.
+    peft_methods: tuple[str, ...] = ("lora", "ia3")
     batch_size: int | None = None
     id: str | None = None
 
@@ -83,6 +111,270 @@ def assert_results_close(a: Any, b: Any, atol: float = 1e-5, path: str = "result
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
+# ---------------------------------------------------------------------------------------------
+# The checks, as plain functions
+# ---------------------------------------------------------------------------------------------
+
+
+def load_case(case: ConformanceCase) -> Any:
+    """A fresh model of ``case`` from the default hub."""
+    import fmhub
+
+    return fmhub.load(case.model, **case.options)
+
+
+def predict(model: Any, case: ConformanceCase, inputs: list[Any] | None = None) -> list[Any]:
+    return model.predict(case.inputs if inputs is None else inputs, batch_size=case.batch_size,
+                         progress=False)
+
+
+def primary_tensor(outputs: Any) -> Any:
+    """The main floating tensor of a forward's outputs: the tensor itself, ``logits`` (attribute
+    or key), else the first floating tensor found in a mapping, a tuple or a list."""
+    import torch
+
+    if isinstance(outputs, torch.Tensor):
+        return outputs if outputs.is_floating_point() else None
+    logits = outputs.get("logits") if isinstance(outputs, Mapping) else getattr(
+        outputs, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    items = outputs.values() if isinstance(outputs, Mapping) else (
+        outputs if isinstance(outputs, (list, tuple)) else ())
+    for item in items:
+        found = primary_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def raw_outputs(model: Any, inputs: list[Any]) -> Any:
+    """The primary tensor of ``forward`` on ``inputs``, as float32 on the CPU (or None)."""
+    batch = model.preprocess(inputs)
+    out = primary_tensor(model.forward(batch))
+    return None if out is None else out.detach().float().cpu()
+
+
+def _numbers(result: Any) -> Any:
+    """A result as a flat float vector when it is numeric (embeddings, class scores, feature
+    maps); None for text-like results."""
+    import numpy as np
+
+    from ..results import Classification, FeatureMaps
+
+    if isinstance(result, np.ndarray):
+        return result.astype(np.float64).ravel()
+    if isinstance(result, Classification):
+        scores = sorted((t.index, t.score) for t in result.top_k) or [(0, result.score)]
+        return np.array([s for _, s in scores], dtype=np.float64)
+    if isinstance(result, FeatureMaps):
+        return np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in result.maps])
+    return None
+
+
+def _rel_error(a: Any, b: Any) -> float:
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-12))
+
+
+def check_different_inputs_differ(case: ConformanceCase, model: Any) -> None:
+    """Different inputs must not all give the same output (an input that is ignored)."""
+    import numpy as np
+
+    results = predict(model, case)
+    vectors = [_numbers(r) for r in results]
+    if any(v is None for v in vectors):  # text-like results: compare the raw outputs
+        raws = [raw_outputs(model, [x]) for x in case.inputs]
+        vectors = [None if r is None else r.numpy().ravel() for r in raws]
+    vectors = [v for v in vectors if v is not None]
+    if len(vectors) < 2:
+        raise AssertionError(f"{case.model}: neither the results nor the raw forward outputs "
+                             "are numeric; the kit cannot tell whether inputs are used")
+    first = vectors[0]
+    differ = [not (v.shape == first.shape and np.allclose(v, first, atol=case.atol, rtol=0))
+              for v in vectors[1:]]
+    assert any(differ), (
+        f"{case.model}: {len(case.inputs)} different inputs all gave the same output; the "
+        "preprocess or forward stage ignores its input"
+    )
+
+
+def check_labels_match_outputs(case: ConformanceCase, model: Any) -> None:
+    """A classifier's ``len(model.labels)`` equals the size of its output (one logit per label),
+    and every result names one of its labels."""
+    if model.task != "classification":
+        return
+    results = predict(model, case)
+    raw = raw_outputs(model, list(case.inputs[:2]))
+    size = None if raw is None else raw.shape[-1]
+    indices = {t.index for r in results for t in r.top_k}
+    if model.labels is None:
+        assert size is None or not indices or max(indices) < size, (
+            f"{case.model}: a result names class {max(indices)} of {size} outputs")
+        return
+    n = len(model.labels)
+    assert size is None or size == n, (
+        f"{case.model}: model.labels has {n} labels but the classifier outputs {size} scores; "
+        "fmhub_load (or fmhub_attach_head) must give one label per output"
+    )
+    assert not indices or max(indices) < n, f"{case.model}: a result names class {max(indices)}"
+    assert {r.label for r in results} <= set(model.labels), (
+        f"{case.model}: results name labels that are not in model.labels")
+
+
+def check_low_precision(case: ConformanceCase, model: Any | None = None) -> None:
+    """Each of ``case.dtypes`` gives results close to float32's (not only of the right shape)."""
+    import torch
+
+    from ..results import check_result
+
+    model = model or load_case(case)
+    model.to(device="cpu", dtype="float32")
+    reference = predict(model, case)
+    ref_raw = raw_outputs(model, list(case.inputs))
+    for name in case.dtypes:
+        model.to(dtype=name)
+        assert model.dtype == getattr(torch, name)
+        try:
+            results = predict(model, case)
+            for r in results:
+                check_result(model.task, r)
+            raw = raw_outputs(model, list(case.inputs))
+        finally:
+            model.to(dtype="float32")
+        tol = case.low_precision_rtol
+        if ref_raw is not None and raw is not None:
+            err = _rel_error(raw.numpy(), ref_raw.numpy())
+            assert err <= tol, (
+                f"{case.model}: in {name} the forward outputs differ from float32's by {err:.3g} "
+                f"(relative; allowed {tol}); the plugin computes garbage in {name}"
+            )
+        for i, (r, ref) in enumerate(zip(results, reference)):
+            a, b = _numbers(r), _numbers(ref)
+            if a is not None and b is not None:
+                err = _rel_error(a, b)
+                assert err <= tol, (
+                    f"{case.model}: in {name} result {i} differs from float32's by {err:.3g} "
+                    f"(relative; allowed {tol})"
+                )
+
+
+def _perturb(module: Any, seed: int = 1234) -> None:
+    """Change every floating parameter a little, deterministically."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.is_floating_point() and p.numel():
+                noise = torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
+                p.add_(noise * (0.05 * p.detach().float().abs().mean().item() + 1e-3))
+
+
+def check_save_load(case: ConformanceCase, tmp_path: Path) -> None:
+    """Save -> load gives back the saved model: the weights are perturbed before saving, so a
+    loader that ignores the folder (or a load option replayed over it) gives other weights."""
+    import fmhub
+
+    model = load_case(case)
+    _perturb(model.module)
+    saved = {n: p.detach().float().cpu().clone() for n, p in model.module.named_parameters()}
+    before = predict(model, case)
+    folder = model.save(Path(tmp_path) / "saved")
+    assert (folder / "fmhub.json").is_file()
+    assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")], "temp folder left"
+    again = fmhub.load(str(folder))
+    assert again.task == model.task and again.labels == model.labels
+    loaded = dict(again.module.named_parameters())
+    common = [n for n in saved if n in loaded and tuple(loaded[n].shape) == tuple(saved[n].shape)]
+    wrong = [n for n in common
+             if not fmhub_allclose(loaded[n].detach().float().cpu(), saved[n], case.atol)]
+    assert not wrong, (
+        f"{case.model}: the model loaded from the saved folder does not have the saved weights "
+        f"({len(wrong)} of {len(common)} parameters differ, e.g. {wrong[:3]}); fmhub_load must "
+        "read the folder at spec.path, and no replayed load option (checkpoint=...) may override it"
+    )
+    try:
+        assert_results_close(predict(again, case), before, case.atol)
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{case.model}: outputs after save -> load differ from the saved model's ({exc}); "
+            "fmhub_load must read the folder at spec.path"
+        ) from None
+
+
+def fmhub_allclose(a: Any, b: Any, atol: float) -> bool:
+    import torch
+
+    return bool(torch.allclose(a, b, atol=atol, rtol=1e-5))
+
+
+def check_finetune_hooks(model: Any) -> None:
+    """The model's plugin implements every fine-tuning hook; names the missing ones."""
+    owner = model.spec.plugin
+    missing = [h for h in FINETUNE_HOOKS if not model.hub.caller(h, owner).get_hookimpls()]
+    assert not missing, (
+        f"plugin {owner!r} does not implement {', '.join(missing)}, which fine-tuning needs: "
+        + "; ".join(f"implement {h} — docs/hooks.md#{h}" for h in missing)
+        + " (or set finetune=False on the ConformanceCase of a model that cannot be fine-tuned)"
+    )
+
+
+def check_finetune(case: ConformanceCase, tmp_path: Path) -> None:
+    """A head for two labels, the default targets of each PEFT method, a few LoRA steps that
+    change the outputs and train the adapted modules, adapter save -> load equal predictions."""
+    import fmhub
+
+    model = load_case(case)
+    check_finetune_hooks(model)
+    labels = ["first", "second"]
+    for method in case.peft_methods:
+        defaults = model.finetune_targets(method)
+        assert defaults is None or all(isinstance(t, str) and t for t in defaults), (
+            f"fmhub_finetune_targets gave {defaults!r} for {method}: a list of module-name "
+            "suffixes, or None")
+        plan = fmhub.finetune_plan(model, method, labels=labels)
+        assert plan.modules, f"{case.model}: {method}'s default targets match no module"
+        inside = [m for m in plan.modules
+                  if any(m == h or m.startswith(h + ".") for h in plan.head)]
+        assert not inside, f"{case.model}: {method}'s default targets wrap the head: {inside}"
+    assert model.adapter is None and model.labels != tuple(labels), "a plan changed the model"
+    train = [(x, labels[i % 2]) for i, x in enumerate(case.inputs)]
+    import torch
+
+    reference = load_case(case)
+    torch.manual_seed(0)  # the seed fmhub.finetune attaches its head with: the same fresh head
+    reference.attach_head(labels)
+    before = predict(reference, case)
+    result = fmhub.finetune(model, train, method="lora", max_steps=3, learning_rate=5e-2,
+                            warmup_ratio=0.0, batch_size=len(train), seed=0, progress=False,
+                            output_dir=str(Path(tmp_path) / "run"))
+    assert model.task == "classification" and model.labels == tuple(labels)
+    assert isinstance(model.adapter, fmhub.Adapter) and model.adapter.method == "lora"
+    check_labels_match_outputs(case, model)
+    after = predict(model, case)
+    moved = [n for n, p in model.module.named_parameters()
+             if "lora_B" in n and p.detach().abs().sum().item() > 0]
+    assert moved, (
+        f"{case.model}: after {result.steps} LoRA steps no adapted module was trained (every "
+        "lora_B is still zero): the default targets are not on the forward path"
+    )
+    changed = any(_rel_error(_numbers(a), _numbers(b)) > 1e-6 for a, b in zip(after, before))
+    assert changed, f"{case.model}: {result.steps} LoRA steps did not change the outputs"
+    again = fmhub.load(str(result.adapter_path))
+    assert again.labels == tuple(labels) and again.adapter is not None
+    assert_results_close(predict(again, case), after, max(case.atol, 1e-5))
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite
+# ---------------------------------------------------------------------------------------------
+
+
 class ConformanceSuite:
     """Contract tests, generated for every case in ``cases``."""
 
@@ -91,20 +383,17 @@ class ConformanceSuite:
 
     @pytest.fixture
     def fmhub_model(self, fmhub_case):
-        import fmhub
-
         cache = type(self).__dict__.get("_loaded")
         if cache is None:
             cache = {}
             type(self)._loaded = cache
         key = fmhub_case.id or fmhub_case.model
         if key not in cache:
-            cache[key] = fmhub.load(fmhub_case.model, **fmhub_case.options)
+            cache[key] = load_case(fmhub_case)
         return cache[key]
 
     def _predict(self, model, case, inputs=None):
-        return model.predict(case.inputs if inputs is None else inputs,
-                             batch_size=case.batch_size, progress=False)
+        return predict(model, case, inputs)
 
     def test_registration_imports_nothing_heavy(self, fmhub_case):
         code = (
@@ -157,39 +446,32 @@ class ConformanceSuite:
         reordered = self._predict(fmhub_model, fmhub_case, list(reversed(fmhub_case.inputs)))
         assert_results_close(list(reversed(reordered)), single, fmhub_case.atol)
 
+    def test_different_inputs_give_different_outputs(self, fmhub_case, fmhub_model):
+        check_different_inputs_differ(fmhub_case, fmhub_model)
+
+    def test_labels_match_the_output_size(self, fmhub_case, fmhub_model):
+        check_labels_match_outputs(fmhub_case, fmhub_model)
+
     def test_device_and_dtype_moves(self, fmhub_case):
-        import torch
-
         import fmhub
-        from ..results import check_result
 
-        model = fmhub.load(fmhub_case.model, **fmhub_case.options)
+        model = load_case(fmhub_case)
         reference = self._predict(model, fmhub_case)
         assert model.to(device="cpu") is model and model.device.type == "cpu"
-        for name in fmhub_case.dtypes:
-            model.to(dtype=name)
-            assert model.dtype == getattr(torch, name)
-            for r in self._predict(model, fmhub_case):
-                check_result(model.task, r)
-            model.to(dtype="float32")
-            assert model.dtype == torch.float32
+        check_low_precision(fmhub_case, model)
         with pytest.raises(fmhub.DeviceError):
             model.to(dtype="float16")  # refused on CPU
-        if not fmhub_case.dtypes:
-            return
-        again = fmhub.load(fmhub_case.model, **fmhub_case.options)
+        again = load_case(fmhub_case)  # a round trip through bfloat16 rounds the weights
         assert_results_close(self._predict(again, fmhub_case), reference, fmhub_case.atol)
 
-    def test_save_load_round_trip(self, fmhub_case, fmhub_model, tmp_path):
-        import fmhub
+    def test_save_load_round_trip(self, fmhub_case, tmp_path):
+        check_save_load(fmhub_case, tmp_path)
 
-        before = self._predict(fmhub_model, fmhub_case)
-        folder = fmhub_model.save(tmp_path / "saved")
-        assert (folder / "fmhub.json").is_file()
-        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp folder left"
-        again = fmhub.load(str(folder))
-        assert again.task == fmhub_model.task and again.labels == fmhub_model.labels
-        assert_results_close(self._predict(again, fmhub_case), before, fmhub_case.atol)
+    def test_finetune(self, fmhub_case, tmp_path):
+        if not fmhub_case.finetune:
+            pytest.skip("finetune=False: this model is not fine-tuned")
+        pytest.importorskip("peft")
+        check_finetune(fmhub_case, tmp_path)
 
     def test_bad_inputs_are_clear_errors(self, fmhub_case, fmhub_model):
         import fmhub
