@@ -337,10 +337,11 @@ def image_item(item: Any, index: int = 0, *, background: tuple[int, int, int] | 
     if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
         return _open_image(item, index, max_pixels, max_aspect, background)
     if _is_tensor(item):
-        item = _from_tensor(item, index, keep_float_tensor)
-        if _is_tensor(item):
+        if item.ndim in (2, 3):  # refuse before converting (CxHxW or HxW)
             check_image_size(item.shape[-1], item.shape[-2], index, max_pixels=max_pixels,
                              max_aspect=max_aspect)
+        item = _from_tensor(item, index, keep_float_tensor)
+        if _is_tensor(item):
             return item
     if _is_array(item):
         if item.ndim >= 2:
