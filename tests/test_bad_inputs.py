@@ -222,6 +222,30 @@ def test_nan_classification_score_is_non_finite(bare_hub):
         bare_hub.load("junk:len").predict(["a", "bb"])
 
 
+def test_resolution_hooks_returning_garbage_name_the_plugin(bare_hub, tmp_path):
+    class Resolver(Reversing):
+        @hookimpl
+        def fmhub_register_namespaces(self, register):
+            register(fmhub.Namespace(name=self.ns, distribution="fmhub-rev", open=True))
+
+        @hookimpl
+        def fmhub_resolve_model(self, namespace, name):
+            return f"{namespace}:{name}"
+
+        @hookimpl
+        def fmhub_claim_path(self, path):
+            return {"id": "rev:local", "path": path}
+
+    bare_hub.register(Resolver(), name="resolver")
+    with pytest.raises(fmhub.PluginError, match=r"^plugin 'resolver' returned str 'rev:any', not "
+                                                r"an fmhub.ModelSpec or None \(stage 'resolve_model'"):
+        bare_hub.model_info("rev:any")
+    with pytest.raises(fmhub.PluginError, match=r"^plugin 'resolver' returned dict .*stage "
+                                                r"'claim_path'") as err:
+        bare_hub.model_info(str(tmp_path))
+    assert (err.value.plugin, err.value.stage) == ("resolver", "claim_path")
+
+
 def test_a_wrapper_that_returns_garbage_is_named(bare_hub):
     class Wrapper:
         @hookimpl(wrapper=True)

@@ -223,6 +223,8 @@ class Hub:
             except (Exception, SystemExit) as exc:
                 raise plugin_error(exc, name, hook, None) from exc
             if result is not None:
+                if hook == "fmhub_claim_path":
+                    _check_spec(result, name, hook)
                 out.append((name, result))
         return out
 
@@ -369,6 +371,20 @@ def plugin_error(exc: BaseException, plugin: str | None, hook: str, model_id: st
     err = PluginError(f"{where} failed: {_exc_text(exc)}")
     err.plugin, err.stage = plugin, stage
     return err
+
+
+def _check_spec(result: Any, plugin: str, hook: str) -> None:
+    """A resolution hook must return an ``fmhub.ModelSpec`` (or None): name the plugin otherwise."""
+    if isinstance(result, ModelSpec):
+        return
+    text = repr(result)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    err = PluginError(
+        f"plugin {plugin!r} returned {type(result).__name__} {text}, not an fmhub.ModelSpec or "
+        f"None (stage {hook.removeprefix('fmhub_')!r}); see docs/hooks.md#{hook}."
+    )
+    err.plugin, err.stage = plugin, hook.removeprefix("fmhub_")
+    raise err
 
 
 def _exc_text(exc: BaseException) -> str:
@@ -564,6 +580,8 @@ class _Registry:
             spec = self.hub.call(
                 "fmhub_resolve_model", namespace.plugin, f"{ns}:{rest}", namespace=ns, name=rest
             )
+            if spec is not None:
+                _check_spec(spec, namespace.plugin, "fmhub_resolve_model")
         if spec is None:
             same = [i for i in self.specs if i.startswith(ns + ":")]
             raise UnknownModelError(
