@@ -270,26 +270,32 @@ class Hub:
     # -- loading --------------------------------------------------------------------------------
 
     def load(self, name: str, **options: Any) -> Model:
-        from .model import load_model
+        from ._quiet import known_warnings_hidden
 
-        if _is_adapter_folder(name):
-            from .finetuning.adapter import load_adapter
+        with known_warnings_hidden():  # third-party noise of the libraries plugins import
+            from .model import load_model
 
-            path = Path(os.fspath(name)).expanduser()
-            outer = _loading_adapter.get()
-            if outer is not None:
-                same = "its own folder" if outer == path.resolve() else f"{str(path)!r}"
-                raise ManifestError(
-                    f"The adapter {str(outer)!r} names {same} as its base model, which is an "
-                    "adapter folder; an adapter's base must be a model (an id or a folder written "
-                    "by model.save). Fix the base in its fmhub.json."
-                )
-            token = _loading_adapter.set(path.resolve())
-            try:
-                return load_adapter(self, path, options)
-            finally:
-                _loading_adapter.reset(token)
-        return load_model(self, self.resolve(name), options)
+            if _is_adapter_folder(name):
+                return self._load_adapter(Path(os.fspath(name)).expanduser(), options)
+            return load_model(self, self.resolve(name), options)
+
+    def _load_adapter(self, path: Path, options: dict[str, Any]) -> Model:
+        """Load an adapter folder; its base model may not be an adapter folder (itself, say)."""
+        from .finetuning.adapter import load_adapter
+
+        outer = _loading_adapter.get()
+        if outer is not None:
+            same = "its own folder" if outer == path.resolve() else f"{str(path)!r}"
+            raise ManifestError(
+                f"The adapter {str(outer)!r} names {same} as its base model, which is an "
+                "adapter folder; an adapter's base must be a model (an id or a folder written "
+                "by model.save). Fix the base in its fmhub.json."
+            )
+        token = _loading_adapter.set(path.resolve())
+        try:
+            return load_adapter(self, path, options)
+        finally:
+            _loading_adapter.reset(token)
 
 
 #: The adapter folder whose base model is being loaded (an adapter's base may not be an adapter).

@@ -87,8 +87,9 @@ def save_adapter(model: Model, dest: Path) -> Path:
     info = adapter.to_manifest()
 
     def write(tmp: Path) -> None:
-        if adapter.peft is not None:
-            adapter.peft.save_pretrained(str(tmp))
+        if adapter.peft is not None:  # fmhub never resizes the vocabulary: no embedding copy,
+            # and no question to the hub about the base model's config (slow offline, a warning)
+            adapter.peft.save_pretrained(str(tmp), save_embedding_layers=False)
         else:
             from safetensors.torch import save_file
 
