@@ -19,7 +19,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fmhub"
 
 LAYERS = [
-    {"errors", "results", "spec", "_device", "inputs"},
+    {"errors", "results", "spec", "_device", "_quiet", "_progress", "inputs"},
     {"model", "manifest", "quantize"},
     {"hookspecs"},
     {"_hub"},
