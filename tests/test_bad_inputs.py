@@ -342,8 +342,10 @@ def test_adapter_whose_base_is_its_own_folder_is_refused(toy_hub, tmp_path):
     manifest = json.loads((folder / "fmhub.json").read_text())
     manifest["spec"]["path"] = str(folder)
     (folder / "fmhub.json").write_text(json.dumps(manifest))
+    with pytest.raises(fmhub.ManifestError, match="was edited after fmhub wrote it"):
+        fmhub.load(folder)  # the verified load notices the edit first
     with pytest.raises(fmhub.ManifestError, match="names its own folder as its base model"):
-        fmhub.load(folder)
+        fmhub.load(folder, verify=False)  # and without verification, no endless recursion
 
 
 # -- fine-tuning labels ---------------------------------------------------------------------------

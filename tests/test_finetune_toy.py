@@ -168,8 +168,10 @@ def test_mismatching_base_is_a_clear_error(tmp_path):
     shapes["fc1.weight"] = [32, 4]  # as if trained on a wider base
     manifest["adapter"]["fingerprint"]["sha256"] = "0" * 16
     manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(fmhub.ManifestError, match=r"fmhub\.json' was edited"):
+        fmhub.load(str(result.adapter_path))  # the manifest protects its own content
     with pytest.raises(fmhub.ManifestError, match=r"fc1\.weight: saved \[32, 4\] vs base \[16, 4\]"):
-        fmhub.load(str(result.adapter_path))
+        fmhub.load(str(result.adapter_path), verify=False)
 
 
 def test_third_party_method_through_the_registration_hook():

@@ -245,7 +245,9 @@ def test_save_writes_manifest_and_family_files_atomically(toy_hub, tmp_path):
 
     manifest = read_manifest(folder)
     assert (manifest.spec["id"], manifest.task, manifest.plugin) == ("toy:classify", "classification", "toy")
-    model.save(tmp_path / "out")  # overwriting an existing save works and leaves no debris
+    with pytest.raises(fmhub.DestinationError, match="overwrite=True"):
+        model.save(tmp_path / "out")
+    model.save(tmp_path / "out", overwrite=True)  # replacing a save works and leaves no debris
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert fmhub.load(folder).predict(POINTS) == model.predict(POINTS)
 

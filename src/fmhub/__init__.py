@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._hub import FmhubPluginWarning, Hub, PluginRecord, get_hub, set_hub
 from .errors import (
     AmbiguousModelError,
+    DestinationError,
     DeviceError,
     FineTuneError,
     FmhubError,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Adapter",
     "AmbiguousModelError",
+    "DestinationError",
     "DeviceError",
     "FineTuneConfig",
     "FineTuneError",
@@ -73,13 +75,16 @@ __all__ = [
 ]
 
 
-def load(name: str, **options: Any) -> Model:
+def load(name: str, *, verify: bool = True, **options: Any) -> Model:
     """Load a model by id (``hf:org/repo``), alias (``bert-base``) or local folder.
 
     ``options`` are validated against the namespace's options model: ``device``, ``dtype``,
     ``task``, ``quantize`` for every model, plus the plugin's own (``revision``, ``checkpoint``...).
+    A folder saved by fmhub is verified against the sizes and SHA-256 hashes in its ``fmhub.json``
+    first (``verify=False`` skips that); options it recorded that need consent
+    (``trust_remote_code``, ``device_map``, paths...) are never replayed: pass them again.
     """
-    return get_hub().load(name, **options)
+    return get_hub().load(name, verify=verify, **options)
 
 
 def list_models(pattern: str | None = None) -> list[ModelSpec]:

@@ -10,6 +10,7 @@ import inspect
 import os
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,33 +270,18 @@ class Hub:
 
     # -- loading --------------------------------------------------------------------------------
 
-    def load(self, name: str, **options: Any) -> Model:
+    def load(self, name: str, *, verify: bool = True, **options: Any) -> Model:
+        """Load a model; a folder fmhub saved is verified first unless ``verify=False``."""
         from ._quiet import known_warnings_hidden
+        from .manifest import saved_folder
 
         with known_warnings_hidden():  # third-party noise of the libraries plugins import
             from .model import load_model
 
-            if _is_adapter_folder(name):
-                return self._load_adapter(Path(os.fspath(name)).expanduser(), options)
+            folder = saved_folder(self, name)
+            if folder is not None:
+                return load_saved(self, folder, options, verify=verify)
             return load_model(self, self.resolve(name), options)
-
-    def _load_adapter(self, path: Path, options: dict[str, Any]) -> Model:
-        """Load an adapter folder; its base model may not be an adapter folder (itself, say)."""
-        from .finetuning.adapter import load_adapter
-
-        outer = _loading_adapter.get()
-        if outer is not None:
-            same = "its own folder" if outer == path.resolve() else f"{str(path)!r}"
-            raise ManifestError(
-                f"The adapter {str(outer)!r} names {same} as its base model, which is an "
-                "adapter folder; an adapter's base must be a model (an id or a folder written "
-                "by model.save). Fix the base in its fmhub.json."
-            )
-        token = _loading_adapter.set(path.resolve())
-        try:
-            return load_adapter(self, path, options)
-        finally:
-            _loading_adapter.reset(token)
 
 
 #: The adapter folder whose base model is being loaded (an adapter's base may not be an adapter).
@@ -315,16 +301,79 @@ def _exists(path: Path, check: str = "exists") -> bool:
         return False
 
 
-def _is_adapter_folder(name: Any) -> bool:
-    try:
-        path = Path(os.fspath(name)).expanduser()
-    except (TypeError, ValueError, RuntimeError):  # RuntimeError: '~user' with no such user
-        return False
-    if not _exists(path / MANIFEST, "is_file"):
-        return False
-    from .manifest import read_manifest
 
-    return read_manifest(path).kind == "adapter"
+def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = True) -> Model:
+    """Load a folder fmhub wrote: verified, never replaying options that need consent.
+
+    The cheap checks (manifest hash, sizes, unlisted files) come first. An adapter folder is then
+    hashed completely before its base model is built; a model folder is hashed alongside the
+    plugin's load (a second thread: hashlib releases the GIL), and the model is returned only
+    when every file matched; on a mismatch the load's result, or its error, gives way to the
+    ManifestError.
+    """
+    from .manifest import (CONSENT_OPTIONS, consent_options, read_manifest, replayable_options,
+                           verify_folder, verify_hashes)
+    from .model import load_model
+
+    manifest = read_manifest(folder)
+    if verify:
+        verify_folder(folder, manifest, hashes=manifest.kind != "model")
+    if manifest.kind == "adapter":
+        from .finetuning.adapter import load_adapter
+
+        outer = _loading_adapter.get()
+        if outer is not None:  # an adapter's base is being loaded, and it is an adapter too
+            same = "its own folder" if outer == folder.resolve() else f"{str(folder)!r}"
+            raise ManifestError(
+                f"The adapter {str(outer)!r} names {same} as its base model, which is an "
+                "adapter folder; an adapter's base must be a model (an id or a folder written "
+                "by model.save). Fix the base in its fmhub.json."
+            )
+        token = _loading_adapter.set(folder.resolve())
+        try:
+            return load_adapter(hub, folder, options, manifest=manifest, verify=verify)
+        finally:
+            _loading_adapter.reset(token)
+    if manifest.kind == "checkpoint":
+        raise ManifestError(
+            f"{str(folder)!r} is a fine-tuning checkpoint, not a model; continue it with "
+            "fmhub.finetune(..., output_dir=<its parent>, resume=True), or load the adapter folder."
+        )
+    spec = hub.registry.with_owner(manifest.spec_for(folder))
+    ns = hub.registry.namespaces.get(spec.namespace)
+    consent = consent_options(ns.options) if ns is not None else CONSENT_OPTIONS
+    spec = spec.model_copy(update={"options": replayable_options(spec.options, consent)})
+    if not verify:
+        return load_model(hub, spec, options)
+    return _alongside(lambda: verify_hashes(folder, manifest), lambda: load_model(hub, spec, options))
+
+
+def _alongside(check: Callable[[], None], work: Callable[[], Any]) -> Any:
+    """Run ``check`` in a thread while ``work`` runs here; ``check``'s error wins over both
+    ``work``'s result and ``work``'s error."""
+    import threading
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            check()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="fmhub-verify", daemon=True)
+    thread.start()
+    try:
+        result = work()
+    except BaseException:
+        thread.join()
+        if failure:
+            raise failure[0] from None
+        raise
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result
 
 
 def _check_env_names(eps: list[Any], only: set[str] | None, blocked: set[str]) -> None:
@@ -600,9 +649,12 @@ class _Registry:
         path = path.resolve()
         manifest = path / MANIFEST if path.is_dir() else None
         if manifest is not None and manifest.is_file():
-            from .manifest import read_manifest
+            from .manifest import consent_options, read_manifest, replayable_options
 
-            return self.with_owner(read_manifest(path).spec_for(path))
+            spec = self.with_owner(read_manifest(path).spec_for(path))
+            ns = self.namespaces.get(spec.namespace)
+            allowed = replayable_options(spec.options, consent_options(ns.options if ns else None))
+            return spec.model_copy(update={"options": allowed})
         claims = [s for _, s in self.hub.broadcast("fmhub_claim_path", path=str(path))]
         if not claims:
             raise UnknownModelError(

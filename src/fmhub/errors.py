@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "AmbiguousModelError",
+    "DestinationError",
     "DeviceError",
     "FineTuneError",
     "FmhubError",
@@ -124,6 +125,14 @@ class PluginError(FmhubError, RuntimeError):
 
 class ManifestError(FmhubError, ValueError):
     """A saved model or adapter folder that is missing, corrupt, or does not fit its base model."""
+
+
+class DestinationError(FmhubError, FileExistsError):
+    """A save destination whose replacement would lose something: an existing file, a folder
+    fmhub did not write, the working folder, or an fmhub folder without ``overwrite=True``."""
+
+    def __str__(self) -> str:  # OSError would format its arguments
+        return str(self.args[0]) if self.args else ""
 
 
 class FineTuneError(FmhubError, RuntimeError):

@@ -287,10 +287,18 @@ class Model:
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the model to a folder ``fmhub.load(path)`` reads back; atomic (temp folder, rename).
+        """Write the model to a folder ``fmhub.load(path)`` reads back; returns its absolute path.
 
-        A fine-tuned model with an adapter is saved as an adapter folder (see fine-tuning docs).
+        The folder is written beside ``path`` and swapped into place atomically; its
+        ``fmhub.json`` records the size and SHA-256 of every file, checked when it loads. ``path``
+        must be new, an empty folder, or (with ``overwrite=True``) a folder fmhub saved: an
+        existing file, a folder holding anything else, and the working folder are refused with
+        :class:`fmhub.DestinationError`. A fine-tuned model with an adapter is saved as an adapter
+        folder (see docs/finetuning.md).
         """
+        from .manifest import as_destination
+
+        as_destination(path)  # a non-path or empty path is an InputError before anything else
         if self.quantized:
             raise InputError(
                 f"A quantized model is not saved; save the float model and pass "
@@ -299,10 +307,10 @@ class Model:
         if self.adapter is not None:
             from .finetuning.adapter import save_adapter
 
-            return save_adapter(self, Path(path))
+            return save_adapter(self, path, overwrite=overwrite)
         from .manifest import save_model
 
-        return save_model(self, Path(path))
+        return save_model(self, path, overwrite=overwrite)
 
     # -- fine-tuning and inference variants ----------------------------------------------------
 

@@ -45,7 +45,12 @@ class FineTuneConfig(BaseModel):
     early_stopping_metric: Literal["accuracy", "macro_f1", "loss"] = "macro_f1"
     output_dir: str | None = Field(None, description="Where the adapter (and checkpoints) go.")
     checkpoint_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
-    resume: bool = Field(False, description="Resume from output_dir/checkpoint if it exists.")
+    resume: bool = Field(
+        False, description="Resume from output_dir/checkpoint if it exists; refused when the "
+        "checkpoint was made with settings or data that change the result.")
+    overwrite: bool = Field(
+        False, description="Replace an adapter or checkpoint an earlier run left in output_dir "
+        "(never a folder fmhub did not write).")
     progress: bool | None = None
 
     @model_validator(mode="after")

@@ -3,8 +3,11 @@ stopping, a guard against non-finite losses, atomic checkpoints and exact resume
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import FineTuneError, NonFiniteLossError
-from ..manifest import atomic_folder
+from ..errors import DestinationError, FineTuneError, NonFiniteLossError
+from ..manifest import (
+    atomic_folder,
+    check_destination,
+    is_fmhub_folder,
+    model_manifest,
+    read_manifest,
+    recover,
+    seal,
+    verify_folder,
+)
 from ..spec import validate_model
 from .adapter import apply_method, save_adapter, train_mode, trainable_state
 from .config import FineTuneConfig
@@ -28,6 +40,8 @@ __all__ = ["FineTuneResult", "finetune", "evaluate"]
 
 CHECKPOINT = "checkpoint"
 ADAPTER = "adapter"
+#: Config fields that do not change the trained weights: a resumed run may differ in these only.
+RESULT_NEUTRAL = frozenset({"resume", "progress", "overwrite", "output_dir", "checkpoint_every"})
 
 
 @dataclass
@@ -76,6 +90,8 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
         )
     if model.placed:
         raise FineTuneError("fmhub does not fine-tune a model spread over several devices yet.")
+    if cfg.output_dir:  # before reading any data: a long run must not end in a refused save
+        check_outputs(cfg)
     method, mopts = get_method(model, instance if isinstance(instance, FineTuneMethod)
                                else cfg.method, cfg.method_options)
     data_opts = {"text_column": cfg.text_column, "label_column": cfg.label_column,
@@ -89,21 +105,132 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     head = model.attach_head(train_ex.labels)
     model.adapter = apply_method(model, method, mopts, head)
     model.module.to(device=model.device)
-    trainer = _Trainer(model, cfg, train_ex, eval_ex)
+    trainer = _Trainer(model, cfg, train_ex, eval_ex, model.adapter.fingerprint)
     try:
         trainer.run()
     finally:
         model.module.eval()
         trainer.close()
     s = trainer.state
-    model.adapter.training = {"steps": s.step, "best": s.best,
-                              "metrics": s.history[-1] if s.history else None}
+    seconds = time.perf_counter() - started
+    model.adapter.training = training_facts(cfg, train, train_ex, eval, eval_ex, trainer, seconds)
     adapter_path = None
     if cfg.output_dir:
-        adapter_path = save_adapter(model, Path(cfg.output_dir) / ADAPTER)
+        adapter_path = save_adapter(model, Path(cfg.output_dir) / ADAPTER,
+                                    overwrite=cfg.overwrite or cfg.resume)
     return FineTuneResult(model=model, steps=s.step, history=s.history, best=s.best,
                           stopped_early=trainer.stopped_early, adapter_path=adapter_path,
-                          seconds=time.perf_counter() - started, train_loss=trainer.train_loss())
+                          seconds=seconds, train_loss=trainer.train_loss())
+
+
+def check_outputs(cfg: FineTuneConfig) -> None:
+    """Before any training: refuse an output_dir whose adapter or checkpoint folder fmhub may not
+    replace, so a long run never ends in a refused save. ``overwrite=True`` (without ``resume``)
+    removes an earlier run's checkpoint, which fmhub wrote."""
+    out = Path(cfg.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DestinationError(
+            f"output_dir {cfg.output_dir!r} is an existing file; fine-tuning writes a folder there."
+        )
+    check_destination(out / ADAPTER, overwrite=cfg.overwrite or cfg.resume, what="adapter folder")
+    ckpt = out / CHECKPOINT
+    recover(ckpt)
+    if not ckpt.exists() or (ckpt.is_dir() and not any(ckpt.iterdir())):
+        return
+    if ckpt.is_symlink() or not ckpt.is_dir() or not is_fmhub_folder(ckpt):
+        raise DestinationError(
+            f"{str(ckpt)!r} exists and was not written by fmhub; fmhub never replaces it. Choose "
+            "another output_dir."
+        )
+    if cfg.resume:
+        return
+    if not cfg.overwrite:
+        raise DestinationError(
+            f"{str(ckpt)!r} holds the checkpoint of an earlier run; pass resume=True to continue "
+            "it, overwrite=True to start over, or choose another output_dir."
+        )
+    shutil.rmtree(ckpt)
+
+
+def data_description(data: Any, examples: Examples) -> dict[str, Any]:
+    """Size and source of a data set, for the manifest and the model card."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        source = f"{'folder' if path.is_dir() else 'file'} {path.name}"
+    elif isinstance(data, (list, tuple)):
+        source = f"a Python {type(data).__name__}"
+    else:
+        source = f"a {type(data).__module__}.{type(data).__qualname__}"
+    out: dict[str, Any] = {"examples": len(examples), "source": source}
+    if isinstance(examples.source, (list, tuple)):
+        counts = dict.fromkeys(examples.labels, 0)
+        for i in range(len(examples)):
+            counts[examples.labels[examples[i][1]]] += 1
+        out["label_counts"] = counts
+    return out
+
+
+def training_facts(cfg: FineTuneConfig, train: Any, train_ex: Examples, eval: Any,
+                   eval_ex: Examples | None, trainer: _Trainer, seconds: float) -> dict[str, Any]:
+    """What the adapter's manifest and model card record about its training."""
+    s = trainer.state
+    data = {"train": data_description(train, train_ex)}
+    if eval_ex is not None:
+        data["eval"] = data_description(eval, eval_ex)
+    return {
+        "data": data,
+        "config": cfg.model_dump(mode="json", exclude={"progress", "resume", "overwrite"}),
+        "steps": s.step,
+        "stopped_early": trainer.stopped_early,
+        "train_loss": trainer.last_loss if math.isfinite(trainer.last_loss) else None,
+        "metrics": s.history[-1] if s.history else None,
+        "best": s.best,
+        "seconds": round(seconds, 2),
+    }
+
+
+def data_digest(examples: Examples | None) -> str | None:
+    """SHA-256 of every (input, label) of an in-memory data set (lists, files read by fmhub);
+    None for a torch Dataset, which fmhub cannot read without the cost of a pass over it."""
+    if examples is None or not isinstance(examples.source, (list, tuple)):
+        return None
+    h = hashlib.sha256()
+    for i in range(len(examples)):
+        _digest(h, examples[i])
+    return h.hexdigest()
+
+
+def _digest(h, x: Any) -> None:
+    if isinstance(x, str):
+        h.update(b"s%d:" % len(x) + x.encode("utf-8", "surrogatepass"))
+    elif isinstance(x, (bytes, bytearray)):
+        h.update(b"b%d:" % len(x) + bytes(x))
+    elif x is None or isinstance(x, (bool, int, float)):
+        h.update(b"v" + repr(x).encode() + b";")
+    elif isinstance(x, (list, tuple)):
+        h.update(b"[")
+        for v in x:
+            _digest(h, v)
+        h.update(b"]")
+    elif isinstance(x, dict):
+        h.update(b"{")
+        for k in sorted(x, key=repr):
+            _digest(h, k)
+            _digest(h, x[k])
+        h.update(b"}")
+    elif isinstance(x, os.PathLike):
+        _digest(h, os.fspath(x))
+    else:
+        import numpy as np
+
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        elif type(x).__module__.startswith("PIL."):
+            x = np.asarray(x)
+        if isinstance(x, np.ndarray):
+            h.update(f"a{x.dtype}{x.shape}".encode() + np.ascontiguousarray(x).tobytes())
+        else:
+            h.update(b"r" + repr(x).encode())
 
 
 def _param_groups(module, weight_decay: float):
@@ -132,8 +259,11 @@ def _schedule(total: int, warmup: int, kind: str):
 
 
 class _Trainer:
-    def __init__(self, model: Model, cfg: FineTuneConfig, train: Examples, eval: Examples | None):
+    def __init__(self, model: Model, cfg: FineTuneConfig, train: Examples, eval: Examples | None,
+                 fingerprint: dict[str, Any] | None = None):
         self.model, self.cfg, self.train, self.eval = model, cfg, train, eval
+        self.fingerprint = (fingerprint or {}).get("sha256")
+        self._identity: dict[str, Any] | None = None
         self.state = _State()
         self.stopped_early = False
         self.optimizer = torch.optim.AdamW(_param_groups(model.module, cfg.weight_decay),
@@ -294,6 +424,21 @@ class _Trainer:
     def _ckpt_dir(self) -> Path:
         return Path(self.cfg.output_dir) / CHECKPOINT
 
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the trained weights: config, labels, data, base model."""
+        if self._identity is None:
+            m = self.model
+            self._identity = {
+                "config": self.cfg.model_dump(mode="json", exclude=set(RESULT_NEUTRAL)),
+                "labels": list(self.train.labels),
+                "data": {"train": {"examples": len(self.train), "sha256": data_digest(self.train)},
+                         "eval": None if self.eval is None else
+                         {"examples": len(self.eval), "sha256": data_digest(self.eval)}},
+                "model": {"id": m.spec.id, "path": m.spec.path, "fingerprint": self.fingerprint,
+                          "options": m.options.model_dump(mode="json", exclude={"device"})},
+            }
+        return self._identity
+
     def _save_checkpoint(self) -> None:
         from safetensors.torch import save_file
 
@@ -308,23 +453,27 @@ class _Trainer:
             (tmp / "state.json").write_text(json.dumps({
                 "step": st.step, "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch,
                 "history": st.history, "best": st.best, "bad_evals": st.bad_evals,
-                "config": self.cfg.model_dump(exclude={"resume", "progress"}),
-                "labels": self.train.labels}, indent=1))
+                "config": self.cfg.model_dump(mode="json", exclude={"resume", "progress"}),
+                "labels": self.train.labels, "identity": self.identity()}, indent=1))
+            seal(tmp, model_manifest(self.model, kind="checkpoint"))
 
-        atomic_folder(self._ckpt_dir, write)
+        atomic_folder(self._ckpt_dir, write, overwrite=True, what="checkpoint folder")
 
     def _load_checkpoint(self) -> None:
         from safetensors.torch import load_file
 
         folder = self._ckpt_dir
+        recover(folder)
         if not (folder / "state.json").is_file():
             return  # nothing to resume: start from scratch
+        verify_folder(folder, read_manifest(folder))  # a corrupt checkpoint never resumes
         saved = json.loads((folder / "state.json").read_text())
         if saved["labels"] != self.train.labels:
             raise FineTuneError(
                 f"cannot resume from {str(folder)!r}: it was trained on labels {saved['labels']}, "
                 f"this data has {self.train.labels}."
             )
+        self._check_identity(saved.get("identity"), folder)
         own = set(trainable_state(self.model.module))
         weights = load_file(str(folder / "trainable.safetensors"))
         if set(weights) != own:
@@ -342,6 +491,36 @@ class _Trainer:
         st.history, st.best, st.bad_evals = saved["history"], saved["best"], saved["bad_evals"]
         if st.batch_in_epoch >= self.batches_per_epoch:
             st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+
+    def _check_identity(self, saved: dict[str, Any] | None, folder: Path) -> None:
+        """Refuse a checkpoint made with anything that changes the result; a data set given as a
+        torch Dataset (no digest) is compared by size only."""
+        now = self.identity()
+        how = ("use the same settings and data to resume, or start over with overwrite=True or a "
+               "new output_dir.")
+        if not isinstance(saved, dict):
+            raise FineTuneError(f"cannot resume from {str(folder)!r}: it does not record the "
+                                f"settings it was made with; {how}")
+        diffs = []
+        old_cfg, new_cfg = saved.get("config") or {}, now["config"]
+        for key in sorted(set(old_cfg) | set(new_cfg)):
+            if old_cfg.get(key) != new_cfg.get(key):
+                diffs.append(f"{key} was {old_cfg.get(key)!r}, now {new_cfg.get(key)!r}")
+        for split in ("train", "eval"):
+            a, b = (saved.get("data") or {}).get(split), now["data"][split]
+            if (a is None) != (b is None):
+                diffs.append(f"{split} data was {'given' if a else 'not given'}, now "
+                             f"{'given' if b else 'not given'}")
+            elif a and b and (a.get("examples") != b["examples"] or (
+                    a.get("sha256") and b["sha256"] and a["sha256"] != b["sha256"])):
+                diffs.append(f"{split} data differs ({a.get('examples')} examples then, "
+                             f"{b['examples']} now{', other content' if a.get('examples') == b['examples'] else ''})")
+        old_model, new_model = saved.get("model") or {}, now["model"]
+        for key in ("id", "path", "fingerprint", "options"):
+            if old_model.get(key) != new_model.get(key):
+                diffs.append(f"base model {key} was {old_model.get(key)!r}, now {new_model.get(key)!r}")
+        if diffs:
+            raise FineTuneError(f"cannot resume from {str(folder)!r}: " + "; ".join(diffs) + f". {how}")
 
 
 def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, float]:

@@ -473,6 +473,22 @@ class ConformanceSuite:
         pytest.importorskip("peft")
         check_finetune(fmhub_case, tmp_path)
 
+    def test_saved_files_are_verified_on_load(self, fmhub_case, fmhub_model, tmp_path):
+        """The manifest lists every file the plugin wrote; one flipped byte in the largest is a
+        ManifestError naming it (docs/reliability.md)."""
+        import fmhub
+        from fmhub.manifest import read_manifest
+
+        folder = fmhub_model.save(tmp_path / "saved")
+        listed = read_manifest(folder).files
+        assert listed, "the manifest lists no file: fmhub_save wrote nothing?"
+        name = max(listed, key=lambda n: listed[n].size)
+        data = bytearray((folder / name).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (folder / name).write_bytes(bytes(data))
+        with pytest.raises(fmhub.ManifestError, match=name.split("/")[-1]):
+            fmhub.load(str(folder))
+
     def test_bad_inputs_are_clear_errors(self, fmhub_case, fmhub_model):
         import fmhub
 

@@ -229,7 +229,25 @@ def _checkpoint_head_size(name: str, state_dict: dict[str, torch.Tensor]) -> int
 
 
 def _load_saved(path: str, features: bool, options: Any):
-    """A folder in timm's own format (config.json + weights), e.g. written by :func:`save`."""
+    """A folder in timm's own format (config.json + weights), e.g. written by :func:`save`.
+
+    Loading is strict: weights that do not fit the architecture config.json describes (missing,
+    unexpected or mis-shaped tensors) are a ManifestError, never a half-loaded model.
+    """
+    try:
+        return _load_saved_strict(path, features, options)
+    except (RuntimeError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        if isinstance(exc, fmhub.FmhubError):
+            raise
+        first = " ".join(str(exc).split())[:300]
+        raise fmhub.ManifestError(
+            f"The timm folder {path!r} does not load: its weights do not fit the architecture "
+            f"its config.json describes, or the config is invalid ({type(exc).__name__}: {first}). "
+            "Restore the files the folder was saved with."
+        ) from None
+
+
+def _load_saved_strict(path: str, features: bool, options: Any):
     import timm
 
     marker = Path(path) / FEATURES_FILE

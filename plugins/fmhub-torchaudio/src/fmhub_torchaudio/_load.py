@@ -232,13 +232,21 @@ def _load_saved(spec, options, folder: Path):
         cfg = json.loads(cfg_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise fmhub.ManifestError(f"Cannot read {str(cfg_file)!r}: {exc}") from None
-    factory = getattr(torchaudio.models, cfg["config"]["factory"])
-    model = factory(**cfg["config"]["kwargs"])
-    head = None
-    if cfg.get("head"):
-        head = nn.Linear(cfg["head"]["in"], cfg["head"]["out"])
-    module = SpeechModule(model, head)
-    _load_weights(module, load_file(str(folder / WEIGHTS_FILE)), f"{str(folder)!r}")
+    try:  # strict: weights that do not fit the described architecture are refused whole
+        factory = getattr(torchaudio.models, cfg["config"]["factory"])
+        model = factory(**cfg["config"]["kwargs"])
+        head = None
+        if cfg.get("head"):
+            head = nn.Linear(cfg["head"]["in"], cfg["head"]["out"])
+        module = SpeechModule(model, head)
+        module.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise fmhub.ManifestError(
+            f"The torchaudio folder {str(folder)!r} does not load: its weights do not fit the "
+            f"architecture {CONFIG_FILE} describes, or that file is invalid "
+            f"({type(exc).__name__}: {first}). Restore the files the folder was saved with."
+        ) from None
     layer = options.layer if "layer" in options.model_fields_set else cfg["layer"]
     speech = _processor(model, sample_rate=cfg["sample_rate"], normalize=cfg["normalize_waveform"],
                         family=cfg["family"], labels=cfg["ctc_labels"], config=cfg["config"],

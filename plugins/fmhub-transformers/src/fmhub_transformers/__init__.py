@@ -33,7 +33,8 @@ class TransformersOptions(fmhub.LoadOptions):
     revision: str | None = Field(
         None, description="Hub branch, tag or commit to load (ignored for local folders).")
     trust_remote_code: bool = Field(
-        False, description="Run Python code shipped in the repo (only for repos you trust).")
+        False, description="Run Python code shipped in the repo (only for repos you trust).",
+        json_schema_extra={"consent": True})
     device_map: str | dict[str, int | str] | None = Field(
         None, description="Spread the model with accelerate ('auto', 'balanced', {module: device}); "
                           "the model is then never moved by fmhub.")

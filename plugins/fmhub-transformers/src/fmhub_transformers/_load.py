@@ -241,8 +241,22 @@ def _load_dtype(options) -> torch.dtype:
     return torch.float32
 
 
-def _check_loading(info: dict[str, Any], task: str, where: str) -> None:
-    """Refuse a head that the checkpoint does not have (it would be random)."""
+def _check_loading(info: dict[str, Any], task: str, where: str, module: Any = None) -> None:
+    """Refuse a checkpoint that does not fit the architecture its config describes: a head it
+    does not have (it would be random), weights of a wrong shape, or weights for parts of the
+    model that the config leaves out (e.g. layers beyond ``num_hidden_layers``), which would
+    otherwise load half the network silently. Weights of other heads (``cls.*`` of a pretraining
+    checkpoint loaded as an encoder) are fine: the module has no such part."""
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or ()]
+    stray = [k for k in info.get("unexpected_keys") or () if _beyond_a_list(module, k)]
+    if mismatched or stray:
+        bad = sorted(mismatched)[:3] + sorted(stray)[:3]
+        raise fmhub.ManifestError(
+            f"{where}: its weights do not fit the architecture its config.json describes "
+            f"({len(stray)} weights the model has no place for, {len(mismatched)} of another "
+            f"shape: {', '.join(bad)}{' ...' if len(stray) + len(mismatched) > 6 else ''}); "
+            "nothing was loaded. Restore the config.json the weights were saved with."
+        )
     missing = [k for k in info.get("missing_keys") or () if "position_ids" not in k]
     if task == "embedding":
         missing = [k for k in missing if not k.startswith("pooler.")]
@@ -253,6 +267,20 @@ def _check_loading(info: dict[str, Any], task: str, where: str) -> None:
         raise fmhub.PluginError(
             f"{where} has no trained weights for the {task} model: missing {shown}.{hint}"
         )
+
+
+def _beyond_a_list(module: Any, key: str) -> bool:
+    """True when ``key`` indexes past a ModuleList/ModuleDict of ``module`` (``encoder.layer.5``
+    of a 3-layer model): the config describes fewer blocks than the weights hold."""
+    if module is None:
+        return False
+    node = module
+    for part in key.split(".")[:-1]:
+        child = getattr(node, "_modules", {}).get(part)
+        if child is None:
+            return isinstance(node, (torch.nn.ModuleList, torch.nn.ModuleDict))
+        node = child
+    return False
 
 
 def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
@@ -280,7 +308,7 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     model_class = getattr(transformers, TASKS[task])
     module, info = _quiet(lambda: model_class.from_pretrained(src.location, output_loading_info=True,
                                                               **kwargs))
-    _check_loading(info, task, src.where)
+    _check_loading(info, task, src.where, module)
     tokenizer = _quiet(lambda: transformers.AutoTokenizer.from_pretrained(
         src.location, revision=src.revision, trust_remote_code=options.trust_remote_code,
         **({"local_files_only": True} if src.cache_only else {})))
