@@ -1,6 +1,6 @@
 """The core's import layering, read from the sources with ``ast``:
 
-    errors, results, spec, _device  ->  model, manifest, quantize  ->  hookspecs  ->  _hub
+    errors, results, spec, _device, inputs  ->  model, manifest, quantize  ->  hookspecs  ->  _hub
     ->  finetuning (and the core's own plugin, _builtin)  ->  cli, testing, the fmhub package
 
 A module imports only from its own layer or lower ones, at import time and inside functions alike,
@@ -19,7 +19,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fmhub"
 
 LAYERS = [
-    {"errors", "results", "spec", "_device", "_quiet", "_progress"},
+    {"errors", "results", "spec", "_device", "_quiet", "_progress", "inputs"},
     {"model", "manifest", "quantize"},
     {"hookspecs"},
     {"_hub"},

@@ -19,6 +19,7 @@ from .errors import (
     InvalidOptionError,
     ManifestError,
     NonFiniteLossError,
+    NonFiniteOutputError,
     PluginError,
     UnknownModelError,
     UnknownNamespaceError,
@@ -56,6 +57,7 @@ __all__ = [
     "ModelSpec",
     "Namespace",
     "NonFiniteLossError",
+    "NonFiniteOutputError",
     "PluginError",
     "PluginRecord",
     "Preprocessing",
@@ -128,6 +130,7 @@ _LAZY = {
     "MethodOptions": ("finetuning.methods", "MethodOptions"),
     "Adapter": ("finetuning.methods", "Adapter"),
     "results": ("results", None),
+    "inputs": ("inputs", None),
 }
 
 

@@ -201,11 +201,12 @@ def fmhub_batch_order(model: Model, inputs: Sequence[Any]) -> list[int] | None:
 def fmhub_preprocess(model: Model, inputs: Sequence[Any]) -> Any:
     """Turn raw inputs into one batch the forward stage takes.
 
-    Owner-dispatched. Bad inputs raise :class:`fmhub.InputError` naming the input and the fix.
-    The batch is usually a dict of CPU tensors plus metadata; the core moves every tensor in it
+    Owner-dispatched. Bad inputs raise ``fmhub.InputError(detail, index=i)`` naming the fix, with
+    ``i`` the position in ``inputs`` (the helpers of :mod:`fmhub.inputs` do; predict renumbers it
+    to the caller's list). The batch is usually a dict of CPU tensors plus metadata; the core moves every tensor in it
     (also inside lists, tuples and dicts) to the model's device, and floating ones to its dtype.
 
-    Return value: the batch.
+    Return value: the batch, holding at least one tensor or array.
 
     Stops at first non-None result.
 
@@ -240,7 +241,8 @@ def fmhub_postprocess(model: Model, outputs: Any, batch: Any) -> list[Any] | Non
 
     Owner-dispatched. The result type depends only on ``model.task``, never on the family.
 
-    Return value: a list with one result per input of the batch, in batch order.
+    Return value: a list with one result per input of the batch, in batch order, each of the
+    task's result type and holding only finite numbers (the core checks).
 
     Stops at first non-None result.
 
