@@ -26,6 +26,7 @@ from .hookspecs import hookimpl
 from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
 if TYPE_CHECKING:
+    from .evaluation.report import EvalReport
     from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
     from .model import Loaded, Model
 
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AmbiguousModelError",
     "DeviceError",
+    "EvalReport",
     "FineTuneConfig",
     "FineTuneError",
     "FineTunePlan",
@@ -55,6 +57,7 @@ __all__ = [
     "Preprocessing",
     "UnknownModelError",
     "UnknownNamespaceError",
+    "evaluate",
     "finetune",
     "finetune_plan",
     "get_hub",
@@ -98,6 +101,18 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     return _finetune(model, train, eval=eval, **config)
 
 
+def evaluate(model: Model, data: Any, metrics: list[str] | None = None,
+             batch_size: int | None = None, **options: Any) -> EvalReport:
+    """Measure ``model`` on labelled ``data``: streaming metrics for its task, an :class:`EvalReport`.
+
+    ``metrics`` picks by name (default: the task's default metrics); ``options``: ``k``, ``bins``,
+    ``ks``, ``normalize``, ``task``, ``progress`` (see docs/evaluation.md).
+    """
+    from .evaluation import evaluate as _evaluate
+
+    return _evaluate(model, data, metrics=metrics, batch_size=batch_size, **options)
+
+
 def finetune_plan(model: Model, method: str = "lora", **config: Any) -> FineTunePlan:
     """What ``finetune`` would adapt: matched modules and trainable/total parameters."""
     from .finetuning import finetune_plan as _plan
@@ -111,6 +126,7 @@ _LAZY = {
     "FineTuneConfig": ("finetuning.config", "FineTuneConfig"),
     "FineTunePlan": ("finetuning.plan", "FineTunePlan"),
     "FineTuneResult": ("finetuning.loop", "FineTuneResult"),
+    "EvalReport": ("evaluation.report", "EvalReport"),
     "results": ("results", None),
 }
 
