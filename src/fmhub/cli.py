@@ -90,6 +90,12 @@ def cmd_finetune(args) -> int:
     return run(model, args)
 
 
+def cmd_eval(args) -> int:
+    from .evaluation.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmhub", description="Pretrained models of every family behind one contract."
@@ -125,7 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", action="append", metavar="KEY=VALUE", help="FineTuneConfig field")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="load option")
     p.set_defaults(func=cmd_finetune)
+    _add_eval(sub)
     return parser
+
+
+def _add_eval(sub) -> None:
+    """``fmhub eval``; its options live in fmhub.evaluation.cli (imports nothing heavy)."""
+    from .evaluation.cli import add_parser
+
+    add_parser(sub, cmd_eval)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,7 +127,7 @@ class ChrfStats:
             hg = Counter(h[i : i + n] for i in range(len(h) - n + 1))
             rg = Counter(r[i : i + n] for i in range(len(r) - n + 1))
             c = self.counts[n - 1]
-            c[0] += sum(hg.values())
+            c[0] += sum(hg.values()) if rg else 0  # no reference n-gram: hits not counted
             c[1] += sum(rg.values())
             c[2] += sum((hg & rg).values())
 

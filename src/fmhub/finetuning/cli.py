@@ -32,6 +32,16 @@ def run(model, args) -> int:
     if args.output:
         config["output_dir"] = args.output
     result = finetune(model, args.train, eval=args.eval, method=args.method, **config)
+    evaluation = None
+    if args.eval:  # the final model, reported by the same code as `fmhub eval`
+        import sys
+
+        from ..evaluation import evaluate
+
+        report = evaluate(model, args.eval, batch_size=config.get("batch_size"),
+                          progress=config.get("progress"))
+        print(report, file=sys.stderr)
+        evaluation = report.model_dump(mode="json")
     print(json.dumps({
         "steps": result.steps,
         "seconds": round(result.seconds, 2),
@@ -39,5 +49,6 @@ def run(model, args) -> int:
         "best": result.best,
         "stopped_early": result.stopped_early,
         "adapter": str(result.adapter_path) if result.adapter_path else None,
+        "evaluation": evaluation,
     }, indent=2))
     return 0
