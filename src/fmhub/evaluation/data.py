@@ -98,10 +98,11 @@ class Rows:
                 reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
                 for record in reader:
                     if None in record or None in record.values():
+                        got = sum(1 for k, v in record.items() if k is not None and v is not None)
+                        got += len(record.get(None) or ())
                         raise InputError(
-                            f"{name} line {reader.line_num} has {len(record) - (None in record)} "
-                            f"fields where the header {reader.fieldnames} has "
-                            f"{len(reader.fieldnames or [])}."
+                            f"{name} line {reader.line_num} has {got} fields where the header "
+                            f"{reader.fieldnames} has {len(reader.fieldnames or [])}."
                         )
                     yield f"{name} line {reader.line_num}", record
 
