@@ -568,3 +568,23 @@ def test_finetuning_history_is_computed_by_the_evaluation_code(toy_hub):
     from fmhub.finetuning import loop
 
     assert not hasattr(loop, "classification_metrics")  # one implementation of the metrics
+
+
+def test_the_metric_example_in_the_docs_runs(classifier, toy_hub):
+    page = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    section = page.split("## Adding a metric", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/evaluation.md", "exec"), namespace)
+
+    class DocPlugin:
+        fmhub_register_metrics = staticmethod(namespace["fmhub_register_metrics"])
+
+    toy_hub.register(DocPlugin(), name="doc-metric")
+    data = toy_data(60)
+    report = fmhub.evaluate(classifier, data, metrics=["accuracy", "worst_class"],
+                            progress=False)
+    matrix = np.array(fmhub.evaluate(classifier, data, metrics=["confusion_matrix"],
+                                     progress=False).details["confusion_matrix"]["matrix"])
+    wrong = matrix.sum(1) - np.diag(matrix)
+    assert report.metrics["worst_class_errors"] == float(wrong.max())
