@@ -3,6 +3,7 @@ hand-checked tables) on random and edge-case data, fed in uneven batches as eval
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -41,7 +42,7 @@ def split(n: int, rng) -> list[slice]:
     """Uneven batches, including a batch of one."""
     cuts = sorted(set(rng.integers(1, n, size=min(6, n - 1)).tolist())) if n > 1 else []
     edges = [0, *cuts, n]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
 # -- classification ---------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def test_perfect_and_hopeless_classifiers():
 # -- token classification: seqeval ----------------------------------------------------------------
 
 seqeval = pytest.importorskip("seqeval.metrics")
-from seqeval.scheme import IOB2  # noqa: E402
+from seqeval.scheme import IOB2
 
 
 def entity_batches(y_true, y_pred, rng):
@@ -172,7 +173,7 @@ def entity_batches(y_true, y_pred, rng):
 
 def check_against_seqeval(y_true, y_pred, rng):
     res = run("token-classification", "entity_f1", entity_batches(y_true, y_pred, rng))
-    kw = dict(mode="strict", scheme=IOB2, zero_division=0)
+    kw = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
     ref = seqeval.classification_report(y_true, y_pred, output_dict=True, **kw)
     assert res.values["precision"] == pytest.approx(seqeval.precision_score(y_true, y_pred, **kw))
     assert res.values["recall"] == pytest.approx(seqeval.recall_score(y_true, y_pred, **kw))

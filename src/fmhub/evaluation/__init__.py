@@ -14,8 +14,16 @@ if TYPE_CHECKING:
     from .report import EvalReport
     from .run import EvalOptions
 
-__all__ = ["EVAL_TASKS", "Accumulator", "EvalContext", "EvalOptions", "EvalReport", "Metric",
-           "MetricResult", "evaluate"]
+__all__ = [
+    "EVAL_TASKS",
+    "Accumulator",
+    "EvalContext",
+    "EvalOptions",
+    "EvalReport",
+    "Metric",
+    "MetricResult",
+    "evaluate",
+]
 
 
 def evaluate(model, data, metrics=None, batch_size=None, **options: Any) -> EvalReport:

@@ -35,8 +35,16 @@ from typing import Any
 
 __all__ = ["EVAL_TASKS", "Accumulator", "EvalContext", "Metric", "MetricResult"]
 
-EVAL_TASKS = ("classification", "token-classification", "fill-mask", "retrieval", "sts",
-              "transcription", "text-generation", "text2text")
+EVAL_TASKS = (
+    "classification",
+    "token-classification",
+    "fill-mask",
+    "retrieval",
+    "sts",
+    "transcription",
+    "text-generation",
+    "text2text",
+)
 
 
 @dataclass

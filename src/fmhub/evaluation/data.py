@@ -92,7 +92,9 @@ class Rows:
                     except json.JSONDecodeError as exc:
                         raise InputError(f"{name} line {n} is not valid JSON: {exc.msg}.") from None
                     if not isinstance(record, dict):
-                        raise InputError(f"{name} line {n} must be a JSON object, got {line.strip()[:60]!r}.")
+                        raise InputError(
+                            f"{name} line {n} must be a JSON object, got {line.strip()[:60]!r}."
+                        )
                     yield f"{name} line {n}", record
             else:
                 reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
@@ -114,7 +116,9 @@ def rows_of(data: Any) -> Rows:
         if not path.exists():
             raise InputError(f"evaluation data {str(path)!r} does not exist.")
         if path.is_dir():
-            raise InputError(f"{str(path)!r} is a folder; this task takes a .jsonl, .csv or .tsv file.")
+            raise InputError(
+                f"{str(path)!r} is a folder; this task takes a .jsonl, .csv or .tsv file."
+            )
         if path.suffix not in (".jsonl", ".csv", ".tsv"):
             raise InputError(f"{str(path)!r}: evaluation files must be .jsonl, .csv or .tsv.")
         rows = Rows(path, str(path))
@@ -122,8 +126,10 @@ def rows_of(data: Any) -> Rows:
             raise InputError(f"{str(path)!r} is empty: it holds no examples.")
         return rows
     if isinstance(data, dict):
-        raise InputError("evaluation data is a dict; pass a list of examples (or, for retrieval, "
-                         "a dict with 'corpus', 'queries' and 'qrels').")
+        raise InputError(
+            "evaluation data is a dict; pass a list of examples (or, for retrieval, "
+            "a dict with 'corpus', 'queries' and 'qrels')."
+        )
     if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         data = list(data)
     if len(data) == 0:
@@ -131,10 +137,17 @@ def rows_of(data: Any) -> Rows:
     return Rows(data, f"{type(data).__name__} of {len(data)} examples")
 
 
-def field(record: Any, where: str, name: str, position: int | None, arity: int | None = None,
-          what: str = "") -> Any:
+def field(
+    record: Any,
+    where: str,
+    name: str,
+    position: int | None,
+    arity: int | None = None,
+    what: str = "",
+) -> Any:
     """Field ``name`` of a record: by column (see :data:`COLUMNS`) for a dict, by ``position`` for
-    a tuple or list of length ``arity``. A missing field is an :class:`InputError` naming the row."""
+    a tuple or list of length ``arity``. A missing field is an :class:`InputError` naming the
+    row."""
     if isinstance(record, dict):
         for col in COLUMNS[name]:
             if col in record and record[col] is not None and record[col] != "":
@@ -143,13 +156,17 @@ def field(record: Any, where: str, name: str, position: int | None, arity: int |
             f"{where} has no {name} column ({'/'.join(COLUMNS[name])}); it has "
             f"{sorted(record)}. {what}".rstrip()
         )
-    if isinstance(record, (tuple, list)) and position is not None and (
-        arity is None or len(record) == arity
+    if (
+        isinstance(record, (tuple, list))
+        and position is not None
+        and (arity is None or len(record) == arity)
     ):
         return record[position]
     shape = f"a {arity}-tuple" if arity else "a tuple"
-    raise InputError(f"{where} is {type(record).__name__} {_short(record)}; each example must be "
-                     f"{shape} or a dict. {what}".rstrip())
+    raise InputError(
+        f"{where} is {type(record).__name__} {_short(record)}; each example must be "
+        f"{shape} or a dict. {what}".rstrip()
+    )
 
 
 def _short(x: Any) -> str:
@@ -212,19 +229,23 @@ def _qrels_file(path: Path) -> list[tuple[str, str, str, Any]]:
     return out
 
 
-def retrieval_set(data: Any) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]], str]:
+def retrieval_set(
+    data: Any,
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]], str]:
     """``(corpus, queries, qrels, description)`` from a BEIR folder, a dict, or (query, relevant)
     pairs. ``qrels`` maps query id -> document id -> grade (> 0 is relevant)."""
     if isinstance(data, (str, Path)) and Path(data).expanduser().is_dir():
         folder = Path(data).expanduser()
         need = {"corpus": folder / "corpus.jsonl", "queries": folder / "queries.jsonl"}
-        qrels_path = next((p for p in (folder / "qrels.tsv", folder / "qrels" / "test.tsv")
-                           if p.is_file()), None)
+        qrels_path = next(
+            (p for p in (folder / "qrels.tsv", folder / "qrels" / "test.tsv") if p.is_file()), None
+        )
         missing = [str(p.name) for p in need.values() if not p.is_file()]
         if missing or qrels_path is None:
             raise InputError(
                 f"{str(folder)!r} is not a retrieval folder: it needs corpus.jsonl, queries.jsonl "
-                f"and qrels.tsv (missing: {', '.join(missing + ([] if qrels_path else ['qrels.tsv']))})."
+                f"and qrels.tsv (missing: "
+                f"{', '.join(missing + ([] if qrels_path else ['qrels.tsv']))})."
             )
         corpus = _id_text(rows_of(need["corpus"]), "corpus")
         queries = _id_text(rows_of(need["queries"]), "queries")

@@ -35,6 +35,7 @@ from .base import Accumulator, EvalContext, MetricResult
 
 __all__ = ["perplexity", "prf_from_confusion"]
 
+
 def _div(a: float, b: float) -> float:
     return float(a) / float(b) if b else 0.0
 
@@ -88,8 +89,12 @@ def prf_from_confusion(matrix: np.ndarray, labels: Sequence[str]) -> MetricResul
     micro = _div(tp.sum(), total)
     values.update(micro_precision=micro, micro_recall=micro, micro_f1=micro)
     per_class = {
-        str(label): {"precision": float(precision[i]), "recall": float(recall[i]),
-                     "f1": float(f1[i]), "support": int(gold_n[i])}
+        str(label): {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(gold_n[i]),
+        }
         for i, label in enumerate(labels)
     }
     return MetricResult(values, per_class)
@@ -102,8 +107,9 @@ class _PRF(_Confusion):
 
 class _ConfusionMatrix(_Confusion):
     def result(self) -> MetricResult:
-        return MetricResult(details={"confusion_matrix": {"labels": self.labels,
-                                                          "matrix": self.matrix.tolist()}})
+        return MetricResult(
+            details={"confusion_matrix": {"labels": self.labels, "matrix": self.matrix.tolist()}}
+        )
 
 
 class _TopK(Accumulator):
@@ -186,9 +192,12 @@ class _ECE(Accumulator):
         safe = np.maximum(self.count, 1)
         gap = np.abs(self.correct / safe - self.conf / safe)
         ece = float((self.count * gap).sum() / n) if n else 0.0
-        bins = {"edges": np.linspace(0, 1, self.bins + 1).tolist(), "count": self.count.tolist(),
-                "confidence": (self.conf / safe).tolist(),
-                "accuracy": (self.correct / safe).tolist()}
+        bins = {
+            "edges": np.linspace(0, 1, self.bins + 1).tolist(),
+            "count": self.count.tolist(),
+            "confidence": (self.conf / safe).tolist(),
+            "accuracy": (self.correct / safe).tolist(),
+        }
         return MetricResult({"ece": ece}, details={"reliability": bins})
 
 
@@ -219,13 +228,19 @@ class _Entities(Accumulator):
         for t in types:
             tp, p, g = self.tp.get(t, 0), self.pred.get(t, 0), self.gold.get(t, 0)
             prec, rec = _div(tp, p), _div(tp, g)
-            rows[t] = {"precision": prec, "recall": rec,
-                       "f1": _div(2 * prec * rec, prec + rec), "support": g}
+            rows[t] = {
+                "precision": prec,
+                "recall": rec,
+                "f1": _div(2 * prec * rec, prec + rec),
+                "support": g,
+            }
         tp, p, g = sum(self.tp.values()), sum(self.pred.values()), sum(self.gold.values())
         prec, rec = _div(tp, p), _div(tp, g)
         values.update(precision=prec, recall=rec, f1=_div(2 * prec * rec, prec + rec))
         for col in ("precision", "recall", "f1"):
-            values[f"macro_{col}"] = float(np.mean([r[col] for r in rows.values()])) if rows else 0.0
+            values[f"macro_{col}"] = (
+                float(np.mean([r[col] for r in rows.values()])) if rows else 0.0
+            )
             values[f"weighted_{col}"] = _div(sum(r[col] * r["support"] for r in rows.values()), g)
         return MetricResult(values, rows)
 
@@ -251,8 +266,12 @@ class _FillMaskTopK(Accumulator):
             self.n += 1
 
     def result(self) -> MetricResult:
-        return MetricResult({"top_1_accuracy": _div(self.top1, self.n),
-                             f"top_{self.k}_accuracy": _div(self.topk, self.n)})
+        return MetricResult(
+            {
+                "top_1_accuracy": _div(self.top1, self.n),
+                f"top_{self.k}_accuracy": _div(self.topk, self.n),
+            }
+        )
 
 
 # -- retrieval ---------------------------------------------------------------------------------
@@ -280,8 +299,12 @@ class _Ranking(Accumulator):
 
     def result(self) -> MetricResult:
         values = {f"{self.kind}@{k}": _div(s, self.n) for k, s in zip(self.ks, self.sums)}
-        return MetricResult(values, details={f"{self.kind}_at_k": {
-            "k": self.ks, "value": [_div(s, self.n) for s in self.sums]}})
+        return MetricResult(
+            values,
+            details={
+                f"{self.kind}_at_k": {"k": self.ks, "value": [_div(s, self.n) for s in self.sums]}
+            },
+        )
 
 
 class _Recall(_Ranking):

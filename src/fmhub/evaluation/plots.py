@@ -59,8 +59,15 @@ def _confusion(plt, report: EvalReport, folder: Path) -> Path:
     if n <= 25:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center",
-                        color="white" if share[i, j] > 0.5 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    str(m[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if share[i, j] > 0.5 else "black",
+                    fontsize=9,
+                )
     acc = report.metrics.get("accuracy")
     title = "Confusion matrix" + (f" (accuracy {acc:.3f})" if acc is not None else "")
     ax.set_title(f"{title}\n{report.model}", fontsize=10)
@@ -77,10 +84,21 @@ def _reliability(plt, report: EvalReport, folder: Path) -> Path:
     keep = [i for i, c in enumerate(count) if c > 0]
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    ax.bar([centers[i] for i in keep], [rel["accuracy"][i] for i in keep], width=width * 0.95,
-           color="tab:blue", alpha=0.8, label="accuracy in bin")
-    ax.plot([rel["confidence"][i] for i in keep], [rel["accuracy"][i] for i in keep], "o",
-            color="tab:red", label="mean confidence in bin")
+    ax.bar(
+        [centers[i] for i in keep],
+        [rel["accuracy"][i] for i in keep],
+        width=width * 0.95,
+        color="tab:blue",
+        alpha=0.8,
+        label="accuracy in bin",
+    )
+    ax.plot(
+        [rel["confidence"][i] for i in keep],
+        [rel["accuracy"][i] for i in keep],
+        "o",
+        color="tab:red",
+        label="mean confidence in bin",
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top-1 probability)")
@@ -100,8 +118,12 @@ def _per_class_f1(plt, report: EvalReport, folder: Path) -> Path:
     bars = ax.bar(range(len(names)), f1, color="tab:green")
     for b, v in zip(bars, f1):
         ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
-    ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 5 else 0,
-                  ha="right" if len(names) > 5 else "center")
+    ax.set_xticks(
+        range(len(names)),
+        names,
+        rotation=45 if len(names) > 5 else 0,
+        ha="right" if len(names) > 5 else "center",
+    )
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("F1")
     macro = report.metrics.get("macro_f1")
@@ -113,8 +135,7 @@ def _per_class_f1(plt, report: EvalReport, folder: Path) -> Path:
 
 def _recall_at_k(plt, report: EvalReport, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for key, label in (("recall_at_k", "recall@k"), ("ndcg_at_k", "nDCG@k"),
-                       ("mrr_at_k", "MRR@k")):
+    for key, label in (("recall_at_k", "recall@k"), ("ndcg_at_k", "nDCG@k"), ("mrr_at_k", "MRR@k")):
         curve = report.details.get(key)
         if curve:
             ax.plot(curve["k"], curve["value"], "o-", label=label)

@@ -29,7 +29,9 @@ class EvalReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     model: str = Field(description="The model id evaluated.")
-    adapter: dict[str, Any] | None = Field(None, description="The adapter (method, options) if any.")
+    adapter: dict[str, Any] | None = Field(
+        None, description="The adapter (method, options) if any."
+    )
     task: str = Field(description="The evaluation task.")
     n_examples: int
     metrics: dict[str, float]
@@ -53,28 +55,43 @@ class EvalReport(BaseModel):
         return f"{self.model}{adapter} on {self.data or 'data'}"
 
     def _summary(self) -> str:
-        return (f"{self.task}: {self.n_examples} examples in {self.seconds:.2f}s "
-                f"({self.examples_per_second:.1f}/s)")
+        return (
+            f"{self.task}: {self.n_examples} examples in {self.seconds:.2f}s "
+            f"({self.examples_per_second:.1f}/s)"
+        )
 
     def to_markdown(self) -> str:
         """A Markdown page: summary, metrics table, per-class table, confusion matrix."""
-        out = [f"## Evaluation of {self._title()}", "", self._summary(), "",
-               "| metric | value |", "| --- | ---: |"]
+        out = [
+            f"## Evaluation of {self._title()}",
+            "",
+            self._summary(),
+            "",
+            "| metric | value |",
+            "| --- | ---: |",
+        ]
         out += [f"| {k} | {_fmt(v)} |" for k, v in self.metrics.items()]
         if self.per_class:
             cols = list(next(iter(self.per_class.values())))
-            out += ["", "| class | " + " | ".join(cols) + " |",
-                    "| --- |" + " ---: |" * len(cols)]
-            out += [f"| {name} | " + " | ".join(_fmt(row.get(c, "")) for c in cols) + " |"
-                    for name, row in self.per_class.items()]
+            out += ["", "| class | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
+            out += [
+                f"| {name} | " + " | ".join(_fmt(row.get(c, "")) for c in cols) + " |"
+                for name, row in self.per_class.items()
+            ]
         cm = self.details.get("confusion_matrix")
         if cm:
             labels = cm["labels"]
-            out += ["", "Confusion matrix (rows: gold, columns: predicted)", "",
-                    "| gold \\ predicted | " + " | ".join(labels) + " |",
-                    "| --- |" + " ---: |" * len(labels)]
-            out += [f"| {g} | " + " | ".join(str(v) for v in row) + " |"
-                    for g, row in zip(labels, cm["matrix"])]
+            out += [
+                "",
+                "Confusion matrix (rows: gold, columns: predicted)",
+                "",
+                "| gold \\ predicted | " + " | ".join(labels) + " |",
+                "| --- |" + " ---: |" * len(labels),
+            ]
+            out += [
+                f"| {g} | " + " | ".join(str(v) for v in row) + " |"
+                for g, row in zip(labels, cm["matrix"])
+            ]
         return "\n".join(out) + "\n"
 
     def __str__(self) -> str:
@@ -85,16 +102,23 @@ class EvalReport(BaseModel):
             cols = list(next(iter(self.per_class.values())))
             name_w = max(5, *(len(n) for n in self.per_class))
             lines += ["", f"  {'class':<{name_w}}" + "".join(f"  {c:>10}" for c in cols)]
-            lines += [f"  {n:<{name_w}}" + "".join(f"  {_fmt(r.get(c, '')):>10}" for c in cols)
-                      for n, r in self.per_class.items()]
+            lines += [
+                f"  {n:<{name_w}}" + "".join(f"  {_fmt(r.get(c, '')):>10}" for c in cols)
+                for n, r in self.per_class.items()
+            ]
         cm = self.details.get("confusion_matrix")
         if cm and len(cm["labels"]) <= 20:
             labels = cm["labels"]
             w = max(6, *(len(x) for x in labels), *(len(str(v)) for r in cm["matrix"] for v in r))
-            lines += ["", "  confusion matrix (rows gold, columns predicted)",
-                      f"  {'':<{w}}" + "".join(f"  {x:>{w}}" for x in labels)]
-            lines += [f"  {g:<{w}}" + "".join(f"  {v:>{w}}" for v in row)
-                      for g, row in zip(labels, cm["matrix"])]
+            lines += [
+                "",
+                "  confusion matrix (rows gold, columns predicted)",
+                f"  {'':<{w}}" + "".join(f"  {x:>{w}}" for x in labels),
+            ]
+            lines += [
+                f"  {g:<{w}}" + "".join(f"  {v:>{w}}" for v in row)
+                for g, row in zip(labels, cm["matrix"])
+            ]
         return "\n".join(lines)
 
     def plot(self, folder: str | os.PathLike) -> list[Path]:

@@ -39,12 +39,18 @@ class EvalOptions(BaseModel):
         None, description="Normalise text before WER/CER (default on) or exact match (default off)."
     )
     progress: bool | None = Field(None, description="Progress bar: None = on a terminal.")
-    metric_options: dict[str, Any] = Field(default_factory=dict,
-                                           description="Free options for third-party metrics.")
+    metric_options: dict[str, Any] = Field(
+        default_factory=dict, description="Free options for third-party metrics."
+    )
 
 
-def evaluate(model: Model, data: Any, metrics: Sequence[str] | None = None,
-             batch_size: int | None = None, **options: Any) -> EvalReport:
+def evaluate(
+    model: Model,
+    data: Any,
+    metrics: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    **options: Any,
+) -> EvalReport:
     """Measure ``model`` on labelled ``data`` and return an :class:`EvalReport`.
 
     ``metrics`` picks metrics by name (default: every default metric of the task); ``options``
@@ -57,8 +63,11 @@ def evaluate(model: Model, data: Any, metrics: Sequence[str] | None = None,
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
     task = eval_task(model, data, opts.task)
     chosen = pick_metrics(model.hub, task, metrics)
-    context = EvalContext(task=task, labels=tuple(model.labels) if model.labels else None,
-                          options=_TaskOptions(opts, task))
+    context = EvalContext(
+        task=task,
+        labels=tuple(model.labels) if model.labels else None,
+        options=_TaskOptions(opts, task),
+    )
     accumulators = {m.name: m.start(context) for m in chosen}
     description, total, batches = RUNNERS[task](model, data, bs, opts)
     was_training = bool(getattr(model.module, "training", False))
@@ -93,11 +102,18 @@ def evaluate(model: Model, data: Any, metrics: Sequence[str] | None = None,
     if model.adapter:
         adapter = {k: v for k, v in model.adapter.items() if k in ("method", "options", "source")}
     return EvalReport(
-        model=model.spec.id, adapter=adapter, task=task, n_examples=n, metrics=values,
-        per_class=per_class, details=details,
+        model=model.spec.id,
+        adapter=adapter,
+        task=task,
+        n_examples=n,
+        metrics=values,
+        per_class=per_class,
+        details=details,
         labels=list(model.labels) if model.labels and task == "classification" else None,
-        seconds=seconds, examples_per_second=n / seconds if seconds > 0 else 0.0,
-        data=description, metric_names=[m.name for m in chosen],
+        seconds=seconds,
+        examples_per_second=n / seconds if seconds > 0 else 0.0,
+        data=description,
+        metric_names=[m.name for m in chosen],
         options=opts.model_dump(exclude={"progress", "task"}, exclude_defaults=True),
     )
 
@@ -139,7 +155,8 @@ def _looks_like_sts(data: Any) -> bool:
     for _, rec in rows_of(data):
         if isinstance(rec, dict):
             return any(c in rec for c in ("sentence1", "text_a", "text1")) or (
-                "score" in rec and "query" not in rec)
+                "score" in rec and "query" not in rec
+            )
         return isinstance(rec, (tuple, list)) and len(rec) == 3
     return False
 
@@ -173,8 +190,14 @@ def _bar(total: int | None, progress: bool | None):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="ex", desc="eval", delay=0 if progress else 2.0,
-                disable=None if progress is None else False, leave=False)
+    return tqdm(
+        total=total,
+        unit="ex",
+        desc="eval",
+        delay=0 if progress else 2.0,
+        disable=None if progress is None else False,
+        leave=False,
+    )
 
 
 def _chunks(rows, size: int) -> Iterator[list[tuple[str, Any]]]:
@@ -225,11 +248,29 @@ def _classification(model: Model, data: Any, bs: int, opts: EvalOptions):
         for chunk in _chunks(rows, bs * CHUNK_BATCHES):
             xs, ys = [], []
             for where, rec in chunk:
-                xs.append(field(rec, where, "input", 0, 2,
-                                "Classification examples are (input, label) pairs."))
-                ys.append(label_id(field(rec, where, "label", 1, 2,
-                                         "Classification examples are (input, label) pairs."),
-                                   where))
+                xs.append(
+                    field(
+                        rec,
+                        where,
+                        "input",
+                        0,
+                        2,
+                        "Classification examples are (input, label) pairs.",
+                    )
+                )
+                ys.append(
+                    label_id(
+                        field(
+                            rec,
+                            where,
+                            "label",
+                            1,
+                            2,
+                            "Classification examples are (input, label) pairs.",
+                        ),
+                        where,
+                    )
+                )
             with full_distribution():
                 results = _predict(model, xs, bs)
             probs = np.full((len(xs), n_classes), np.nan)
@@ -237,8 +278,13 @@ def _classification(model: Model, data: Any, bs: int, opts: EvalOptions):
                 for ls in r.top_k:
                     if 0 <= ls.index < n_classes:
                         probs[i, ls.index] = ls.score
-            yield {"n": len(xs), "probs": probs, "targets": np.asarray(ys, dtype=np.int64),
-                   "inputs": xs, "results": results}
+            yield {
+                "n": len(xs),
+                "probs": probs,
+                "targets": np.asarray(ys, dtype=np.int64),
+                "inputs": xs,
+                "results": results,
+            }
 
     return rows.description, len(rows), batches()
 
@@ -285,16 +331,20 @@ def _token_example(rec: Any, where: str) -> tuple[str, set[tuple[str, int, int]]
     elif isinstance(rec, dict):
         text, ents = field(rec, where, "input", None), rec.get("entities", rec.get("spans"))
         if ents is None:
-            raise InputError(f"{where} needs 'tokens' and 'tags', or 'text' and 'entities'; it "
-                             f"has {sorted(rec)}.")
+            raise InputError(
+                f"{where} needs 'tokens' and 'tags', or 'text' and 'entities'; it "
+                f"has {sorted(rec)}."
+            )
         return text, _char_entities(text, ents, where)
     elif isinstance(rec, (tuple, list)) and len(rec) == 2 and isinstance(rec[0], str):
         return rec[0], _char_entities(rec[0], rec[1], where)
     elif isinstance(rec, (tuple, list)) and len(rec) == 2:
         tokens, tags = rec
     else:
-        raise InputError(f"{where}: a token-classification example is (tokens, tags) or "
-                         "(text, entities), or a dict with those keys.")
+        raise InputError(
+            f"{where}: a token-classification example is (tokens, tags) or "
+            "(text, entities), or a dict with those keys."
+        )
     if not isinstance(tokens, (list, tuple)) or not isinstance(tags, (list, tuple)):
         raise InputError(f"{where}: tokens and tags must be lists.")
     if len(tokens) != len(tags):
@@ -304,8 +354,10 @@ def _token_example(rec: Any, where: str) -> tuple[str, set[tuple[str, int, int]]
         starts.append(pos)
         pos += len(str(tok)) + 1
     text = " ".join(str(t) for t in tokens)
-    gold = {(k, starts[a], starts[b - 1] + len(str(tokens[b - 1])))
-            for k, a, b in iob2_spans(list(tags), where)}
+    gold = {
+        (k, starts[a], starts[b - 1] + len(str(tokens[b - 1])))
+        for k, a, b in iob2_spans(list(tags), where)
+    }
     return text, gold
 
 
@@ -335,10 +387,11 @@ def _token_classification(model: Model, data: Any, bs: int, opts: EvalOptions):
                 texts.append(text)
                 gold.append(spans)
             results = _predict(model, texts, bs)
-            pred = [{(_entity_type(e.label), *_trim(t, e.start, e.end)) for e in r.entities}
-                    for t, r in zip(texts, results)]
-            yield {"n": len(texts), "gold": gold, "pred": pred, "inputs": texts,
-                   "results": results}
+            pred = [
+                {(_entity_type(e.label), *_trim(t, e.start, e.end)) for e in r.entities}
+                for t, r in zip(texts, results)
+            ]
+            yield {"n": len(texts), "gold": gold, "pred": pred, "inputs": texts, "results": results}
 
     return rows.description, len(rows), batches()
 
@@ -357,8 +410,10 @@ def _text_pairs(in_field: str, out_field: str, hint: str, result_text, extra=Non
                     xs.append(field(rec, where, in_field, 0, 2, hint))
                     ref = field(rec, where, out_field, 1, 2, hint)
                     if not isinstance(ref, str):
-                        raise InputError(f"{where}: the expected {out_field} must be a string, "
-                                         f"got {type(ref).__name__}.")
+                        raise InputError(
+                            f"{where}: the expected {out_field} must be a string, "
+                            f"got {type(ref).__name__}."
+                        )
                     refs.append(ref)
                 results = _predict(model, xs, bs)
                 batch = {"n": len(xs), "inputs": xs, "results": results}
@@ -414,9 +469,14 @@ def _sts(model: Model, data: Any, bs: int, opts: EvalOptions):
                 except (TypeError, ValueError):
                     raise InputError(f"{where}: the score {score!r} is not a number.") from None
             emb = _unit(_predict(model, a + b, bs))
-            cos = (emb[: len(a)] * emb[len(a):]).sum(1).astype(np.float64)
-            yield {"n": len(a), "cosine": cos, "gold": np.asarray(gold), "inputs": list(zip(a, b)),
-                   "results": None}
+            cos = (emb[: len(a)] * emb[len(a) :]).sum(1).astype(np.float64)
+            yield {
+                "n": len(a),
+                "cosine": cos,
+                "gold": np.asarray(gold),
+                "inputs": list(zip(a, b)),
+                "results": None,
+            }
 
     return rows.description, len(rows), batches()
 
@@ -443,8 +503,13 @@ def _retrieval(model: Model, data: Any, bs: int, opts: EvalOptions):
             top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
             order = np.take_along_axis(scores, top, 1).argsort(1, kind="stable")[:, ::-1]
             top = np.take_along_axis(top, order, 1)
-            yield {"n": len(part), "ranked": [[doc_ids[j] for j in row] for row in top],
-                   "relevant": [qrels[i] for i in part], "inputs": part, "results": None}
+            yield {
+                "n": len(part),
+                "ranked": [[doc_ids[j] for j in row] for row in top],
+                "relevant": [qrels[i] for i in part],
+                "inputs": part,
+                "results": None,
+            }
 
     return description, len(qids), batches()
 
@@ -452,18 +517,22 @@ def _retrieval(model: Model, data: Any, bs: int, opts: EvalOptions):
 RUNNERS = {
     "classification": _classification,
     "token-classification": _token_classification,
-    "fill-mask": _text_pairs("input", "answer",
-                             "Fill-mask examples are (text with the mask token, answer).",
-                             _fill_mask_fields),
+    "fill-mask": _text_pairs(
+        "input",
+        "answer",
+        "Fill-mask examples are (text with the mask token, answer).",
+        _fill_mask_fields,
+    ),
     "retrieval": _retrieval,
     "sts": _sts,
-    "transcription": _text_pairs("audio", "transcript",
-                                 "Transcription examples are (audio, transcript) pairs.",
-                                 _hyp_ref),
-    "text-generation": _text_pairs("prompt", "reference",
-                                   "Generation examples are (prompt, reference) pairs.",
-                                   _hyp_ref, _nll),
-    "text2text": _text_pairs("prompt", "reference",
-                             "Generation examples are (input, reference) pairs.", _hyp_ref, _nll),
+    "transcription": _text_pairs(
+        "audio", "transcript", "Transcription examples are (audio, transcript) pairs.", _hyp_ref
+    ),
+    "text-generation": _text_pairs(
+        "prompt", "reference", "Generation examples are (prompt, reference) pairs.", _hyp_ref, _nll
+    ),
+    "text2text": _text_pairs(
+        "prompt", "reference", "Generation examples are (input, reference) pairs.", _hyp_ref, _nll
+    ),
 }
 assert set(RUNNERS) == set(EVAL_TASKS)
