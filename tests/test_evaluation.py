@@ -588,3 +588,43 @@ def test_the_metric_example_in_the_docs_runs(classifier, toy_hub):
                                      progress=False).details["confusion_matrix"]["matrix"])
     wrong = matrix.sum(1) - np.diag(matrix)
     assert report.metrics["worst_class_errors"] == float(wrong.max())
+
+
+class _Agree(Accumulator):
+    def __init__(self, context):
+        self.hits = self.n = 0
+
+    def update(self, batch):
+        for result, expected in zip(batch["results"], batch["expected"]):
+            self.hits += int(float(result.sum()) > 0) == int(expected)
+            self.n += 1
+
+    def result(self):
+        return MetricResult({"agreement": self.hits / self.n})
+
+
+class SignTask:
+    @hookimpl
+    def fmhub_register_metrics(self, register):
+        register(Metric("agreement", ("sign",), _Agree, "sign of the embedding sum is right"))
+
+
+def test_a_third_party_task_is_evaluated_with_its_plugins_metrics(toy_hub):
+    model = fmhub.load("toy:embed")
+    data = [(x, 1) for x in toy_inputs(10, 1)]
+    with pytest.raises(fmhub.InputError, match="cannot evaluate task 'sign'"):
+        fmhub.evaluate(model, data, task="sign", progress=False)
+    toy_hub.register(SignTask(), name="sign")
+    report = fmhub.evaluate(model, iter(data), task="sign", progress=False)
+    sums = [float(e.sum()) for e in model.predict([x for x, _ in data], progress=False)]
+    assert report.metrics == {"agreement": pytest.approx(sum(s > 0 for s in sums) / 10)}
+    assert report.n_examples == 10 and report.task == "sign"
+    assert fmhub.evaluation.Metric is Metric  # reachable from `import fmhub`
+
+
+def test_an_embedding_model_takes_generators_of_triples(toy_hub):
+    model = fmhub.load("toy:embed")
+    triples = [(vec(i), vec(50 + i), float(i)) for i in range(6)]
+    as_list = fmhub.evaluate(model, triples, progress=False)
+    as_gen = fmhub.evaluate(model, (t for t in triples), progress=False)
+    assert as_gen.task == "sts" and as_gen.metrics == as_list.metrics

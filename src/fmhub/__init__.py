@@ -128,6 +128,7 @@ _LAZY = {
     "FineTuneResult": ("finetuning.loop", "FineTuneResult"),
     "EvalReport": ("evaluation.report", "EvalReport"),
     "results": ("results", None),
+    "evaluation": ("evaluation", None),
 }
 
 

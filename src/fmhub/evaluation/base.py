@@ -24,7 +24,9 @@ task                        batch keys
 ==========================  ==============================================================
 
 Every batch also carries ``inputs`` and ``results`` (the model's typed results), for third-party
-metrics that need more.
+metrics that need more. A task fmhub does not know can be evaluated once a plugin registers
+metrics for it: its data are ``(input, expected)`` pairs and its batches hold ``inputs``,
+``expected`` and ``results``.
 """
 
 from __future__ import annotations

@@ -61,6 +61,8 @@ def evaluate(
     bs = model.default_batch_size if batch_size is None else batch_size
     if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if not isinstance(data, (str, Path, dict)) and not hasattr(data, "__len__"):
+        data = list(data)  # a generator: read once here, so the task can be told from its rows
     task = eval_task(model, data, opts.task)
     chosen = pick_metrics(model.hub, task, metrics)
     context = EvalContext(
@@ -69,7 +71,7 @@ def evaluate(
         options=_TaskOptions(opts, task),
     )
     accumulators = {m.name: m.start(context) for m in chosen}
-    description, total, batches = RUNNERS[task](model, data, bs, opts)
+    description, total, batches = RUNNERS.get(task, _generic)(model, data, bs, opts)
     was_training = bool(getattr(model.module, "training", False))
     bar = _bar(total, opts.progress)
     started = time.perf_counter()
@@ -138,11 +140,11 @@ def eval_task(model: Model, data: Any, explicit: str | None) -> str:
         task = "sts" if _looks_like_sts(data) else "retrieval"
     else:
         task = model.task
-    if task not in RUNNERS:
+    if task not in RUNNERS and not model.hub.metrics(task):
         known = ", ".join(sorted(RUNNERS))
         raise InputError(
             f"fmhub cannot evaluate task {task!r} (model {model.spec.id!r}); evaluation tasks: "
-            f"{known}. Pass task=... to choose one."
+            f"{known}, or a task a plugin registers metrics for. Pass task=... to choose one."
         )
     return task
 
@@ -512,6 +514,22 @@ def _retrieval(model: Model, data: Any, bs: int, opts: EvalOptions):
             }
 
     return description, len(qids), batches()
+
+
+def _generic(model: Model, data: Any, bs: int, opts: EvalOptions):
+    """A task fmhub does not know, with metrics a plugin registered for it: ``(input, expected)``
+    pairs; batches hold ``inputs``, ``expected`` and the model's ``results``."""
+    rows = rows_of(data)
+
+    def batches():
+        for chunk in _chunks(rows, bs * CHUNK_BATCHES):
+            hint = "Examples are (input, expected) pairs."
+            xs = [field(rec, where, "input", 0, 2, hint) for where, rec in chunk]
+            expected = [field(rec, where, "answer", 1, 2, hint) for where, rec in chunk]
+            yield {"n": len(xs), "inputs": xs, "expected": expected,
+                   "results": _predict(model, xs, bs)}
+
+    return rows.description, len(rows), batches()
 
 
 RUNNERS = {
