@@ -526,7 +526,7 @@ def test_fmhub_eval_prints_a_table_json_and_writes_plots(toy_hub, tmp_path, caps
     assert not (tmp_path / "p" / "reliability.png").exists()  # ece was not asked for
     assert main(["eval", "toy:classify", "--data", str(data), "--metrics", "acc"]) == 2
     err = capsys.readouterr().err
-    assert "unknown metric 'acc'" in err and "Known metrics for classification" in err
+    assert "unknown metric 'acc'" in err and "Known metrics: accuracy, cer" in err  # before loading
     assert main(["eval", "toy:classify", "--data", str(tmp_path / "missing.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -1,78 +1,70 @@
-"""``fmhub eval NAME|FOLDER --data FILE|DIR [--metrics ...] [--json] [--plots DIR]``."""
+"""``fmhub eval NAME|FOLDER --data FILE|DIR [--metrics ...] [--json] [--plots DIR]``.
+
+Every argument is checked before the model loads (exit status 2); bad rows found while evaluating
+are exit status 1, with the row named.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from ..errors import FmhubError
+from ..cli import (
+    UsageError,
+    add_command,
+    add_load_options,
+    check_input_file,
+    check_model_name,
+    key_values,
+    load_options,
+    subcommand,
+    verbosity,
+)
+from ..errors import FmhubError, did_you_mean
 
-__all__ = ["add_parser", "run"]
-
-
-def _pairs(pairs: list[str] | None, flag: str) -> dict[str, Any]:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise FmhubError(f"{flag} takes KEY=VALUE, got {pair!r}")
-        try:
-            out[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.replace("-", "_")] = value
-    return out
+__all__ = ["cmd_eval", "check"]
 
 
-def add_parser(sub: Any, func: Any) -> argparse.ArgumentParser:
-    """Add the ``eval`` subcommand to an ``add_subparsers()`` object."""
-    p = sub.add_parser("eval", help="measure a model (or an adapter folder) on labelled data")
-    p.add_argument("name", help="model id, alias, local folder or adapter folder")
-    p.add_argument(
-        "--data",
-        required=True,
-        help="labelled data: CSV/TSV/JSONL file, class-per-folder or retrieval folder",
-    )
-    p.add_argument(
-        "--metrics",
-        nargs="+",
-        metavar="METRIC",
-        help="metrics to compute (default: the task's default metrics)",
-    )
-    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    p.add_argument("--markdown", action="store_true", help="print the report as Markdown")
-    p.add_argument("--plots", metavar="DIR", help="write the report's plots as PNG into DIR")
-    p.add_argument("--batch-size", type=int, default=None, help="inputs per batch (default 32)")
-    p.add_argument("--task", help="evaluation task (default: from the model and the data)")
-    p.add_argument(
-        "--set",
-        "-s",
-        action="append",
-        metavar="KEY=VALUE",
-        dest="eval_option",
-        help="evaluation option, repeatable: k=3, bins=10, ks=[1,10], normalize=false",
-    )
-    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="load option")
-    p.set_defaults(func=func)
-    return p
+def check(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the command line without loading a model; return the evaluation options."""
+    from .. import get_hub
+    from .._hub import _is_adapter_folder
+    from ..spec import validate_model
+    from .run import EvalOptions
+
+    if not _is_adapter_folder(args.name):
+        check_model_name(args.name)
+    check_input_file(args.data, "--data")
+    options = key_values(args.eval_option, "--set")
+    if args.task:
+        options["task"] = args.task
+    if verbosity(args) < 0:
+        options.setdefault("progress", False)
+    try:
+        validate_model(EvalOptions, options, "evaluation options")
+    except FmhubError as exc:
+        raise UsageError(str(exc)) from None
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}.")
+    known = {name for per_task in get_hub().registry.metrics.values() for name in per_task}
+    for name in args.metrics or ():
+        if name not in known:
+            raise UsageError(f"unknown metric {name!r}.{did_you_mean(name, known)} Known "
+                             f"metrics: {', '.join(sorted(known))}.")
+    return options
 
 
-def run(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     from .. import load
     from .run import evaluate
 
-    options = _pairs(getattr(args, "option", None), "--option")
-    model = load(args.name, **options)
-    eval_options = _pairs(args.eval_option, "--set")
-    if args.task:
-        eval_options["task"] = args.task
-    report = evaluate(
-        model, args.data, metrics=args.metrics, batch_size=args.batch_size, **eval_options
-    )
+    options = check(args)
+    model = load(args.name, **load_options(args))
+    report = evaluate(model, args.data, metrics=args.metrics, batch_size=args.batch_size,
+                      **options)
     if args.plots:
-        written = report.plot(args.plots)
-        for path in written:
+        for path in report.plot(args.plots):
             print(f"plot: {path}", file=sys.stderr)
     if args.json:
         print(report.to_json())
@@ -81,3 +73,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report)
     return 0
+
+
+@subcommand
+def _eval_command(sub: Any) -> None:
+    p = add_command(sub, "eval", cmd_eval,
+                    help="measure a model (or an adapter folder) on labelled data")
+    p.add_argument("name", help="model id, alias, local folder or adapter folder")
+    p.add_argument("--data", required=True, metavar="DATA",
+                   help="labelled data: CSV/TSV/JSONL file, class-per-folder or retrieval folder")
+    p.add_argument("--metrics", nargs="+", metavar="METRIC",
+                   help="metrics to compute (default: the task's default metrics)")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the report as Markdown")
+    p.add_argument("--plots", metavar="DIR", help="write the report's plots as PNG into DIR")
+    p.add_argument("--batch-size", type=int, default=None, help="inputs per batch (default 32)")
+    p.add_argument("--task", help="evaluation task (default: from the model and the data)")
+    p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", dest="eval_option",
+                   help="evaluation option, repeatable: k=3, bins=10, ks=[1,10], normalize=false")
+    add_load_options(p)
