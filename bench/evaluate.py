@@ -6,7 +6,10 @@ Part 1 — examples per second: one process, one fine-tuned model, both sides in
 round (who goes first alternates), same data, same batch size; the median round counts.
 Part 2 — peak memory: one subprocess per side and data set size (peak RSS is per process), each
 loading the saved adapter, warming up, then evaluating N examples; reported as peak RSS above the
-warm process, plus what the hand-written loop kept (the logits, exactly).
+warm process, plus what the hand-written loop kept (the logits, exactly). The children run with
+``MALLOC_MMAP_THRESHOLD_=131072`` (both sides alike): glibc then returns freed activation blocks to
+the system instead of caching them, so the figure is memory held, not the allocator's cache (which
+otherwise grows with the number of distinct batch shapes seen, and which ``malloc_trim`` returns).
 
     python bench/evaluate.py [--n 1024] [--rounds 3] [--memory-n 512 4096] [--batch-size 32]
 """
@@ -243,6 +246,7 @@ def main() -> int:
                         capture_output=True,
                         text=True,
                         check=True,
+                        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
                     )
                     r = json.loads(proc.stdout.strip().splitlines()[-1])
                     kept = f", logits kept {r['kept_mb']:.3f} MB" if side == "hand" else ""
