@@ -23,7 +23,7 @@ from ..cli import (
 )
 from ..errors import FmhubError, did_you_mean
 
-__all__ = ["cmd_eval", "check"]
+__all__ = ["check", "cmd_eval"]
 
 
 def check(args: argparse.Namespace) -> dict[str, Any]:
