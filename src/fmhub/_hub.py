@@ -31,6 +31,7 @@ from .manifest import MANIFEST
 from .spec import NAMESPACE_CHARS, ModelSpec, Namespace
 
 if TYPE_CHECKING:
+    from .evaluation.base import Metric
     from .finetuning.methods import FineTuneMethod
     from .model import Model
 
@@ -268,6 +269,10 @@ class Hub:
     def finetune_methods(self) -> dict[str, FineTuneMethod]:
         return dict(self.registry.methods)
 
+    def metrics(self, task: str) -> dict[str, Metric]:
+        """The metrics registered for an evaluation task, by name."""
+        return dict(self.registry.metrics.get(task, {}))
+
     # -- loading --------------------------------------------------------------------------------
 
     def load(self, name: str, *, verify: bool = True, **options: Any) -> Model:
@@ -458,6 +463,8 @@ class _Registry:
         self.specs: dict[str, ModelSpec] = {}
         self.aliases: dict[str, str] = {}
         self.methods: dict[str, FineTuneMethod] = {}
+        #: evaluation task -> metric name -> Metric
+        self.metrics: dict[str, dict[str, Metric]] = {}
         #: name -> [(plugin, what it registered)] for every name two plugins claim
         self.conflicts: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self.owner_plugins: set[str] = set()
@@ -482,12 +489,13 @@ class _Registry:
             "fmhub_register_namespaces": Namespace,
             "fmhub_register_models": ModelSpec,
             "fmhub_register_finetune_methods": _is_method,
+            "fmhub_register_metrics": _is_metric,
         }
         for hook, check in valid.items():  # a plugin registering junk is dropped whole
             for plugin, item in collected[hook]:
-                ok = check(item) if check is _is_method else isinstance(item, check)
+                ok = isinstance(item, check) if isinstance(check, type) else check(item)
                 if not ok and plugin not in reg.dropped:
-                    what = check.__name__ if isinstance(check, type) else "FineTuneMethod"
+                    what = check.__name__ if isinstance(check, type) else check.__doc__
                     reg._drop(plugin, f"{hook} registered {item!r}, not an fmhub.{what}")
         def keep(hook: str) -> list:
             return [(p, x) for p, x in collected[hook] if p not in reg.dropped]
@@ -498,6 +506,9 @@ class _Registry:
             reg._add_spec(plugin, spec)
         for plugin, method in keep("fmhub_register_finetune_methods"):
             reg.methods.setdefault(method.name, method)
+        for plugin, metric in keep("fmhub_register_metrics"):
+            for task in metric.tasks:
+                reg.metrics.setdefault(task, {}).setdefault(metric.name, metric)
         return reg
 
     def _drop(self, plugin: str, error: str) -> None:
@@ -685,6 +696,7 @@ def _call_registration(impl: Any, register: Any) -> None:
 
 
 def _is_method(item: Any) -> bool:
+    """FineTuneMethod"""
     from .finetuning.methods import FineTuneMethod
 
     return isinstance(item, FineTuneMethod)
@@ -693,6 +705,13 @@ def _is_method(item: Any) -> bool:
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
+
+
+def _is_metric(item: Any) -> bool:
+    """evaluation.Metric"""
+    from .evaluation.base import Metric
+
+    return isinstance(item, Metric)
 
 
 _default: Hub | None = None

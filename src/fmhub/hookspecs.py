@@ -27,6 +27,7 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .evaluation.base import Metric
     from .finetuning.methods import FineTuneMethod
     from .model import Loaded, Model
     from .spec import LoadOptions, ModelSpec, Namespace
@@ -41,6 +42,7 @@ REGISTRATION = (
     "fmhub_register_namespaces",
     "fmhub_register_models",
     "fmhub_register_finetune_methods",
+    "fmhub_register_metrics",
 )
 
 #: Hooks called on the namespace owner plus the plugins that serve no namespace.
@@ -107,6 +109,21 @@ def fmhub_register_finetune_methods(register: Callable[[FineTuneMethod], None]) 
     :param register: Call with a :class:`fmhub.FineTuneMethod` instance for each method.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def fmhub_register_metrics(register: Callable[[Metric], None]) -> None:
+    """Register evaluation metrics (accuracy, F1, WER, ... are registered this way by the core).
+
+    A metric is named per evaluation task; when two plugins register one name for one task, the
+    plugin registered last wins, so a plugin can replace a built-in. Must not import torch.
+
+    Return value: ignored.
+
+    :param register: Call with a :class:`fmhub.evaluation.Metric` for each metric.
+
+    .. versionadded:: 0.2
     """
 
 

@@ -320,6 +320,13 @@ class Model:
 
         return finetune(self, train, eval=eval, **config)
 
+    def evaluate(self, data: Any, metrics: Sequence[str] | None = None,
+                 batch_size: int | None = None, **options: Any):
+        """Measure the model on labelled data; see :func:`fmhub.evaluate`."""
+        from .evaluation import evaluate
+
+        return evaluate(self, data, metrics=metrics, batch_size=batch_size, **options)
+
     def merge(self) -> Model:
         """Fold a LoRA adapter into the base weights (faster inference, same outputs)."""
         from .finetuning.adapter import merge

@@ -18,6 +18,9 @@ Text, image and audio classifiers all return :class:`Classification`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +36,7 @@ __all__ = [
     "Transcription",
     "check_result",
     "inspect_result",
+    "full_distribution",
     "to_jsonable",
     "top_k_classification",
 ]
@@ -123,16 +127,34 @@ TASKS: dict[str, str] = {
 }
 
 
+_FULL_DISTRIBUTION: ContextVar[bool] = ContextVar("fmhub_full_distribution", default=False)
+
+
+@contextmanager
+def full_distribution() -> Iterator[None]:
+    """While active, :func:`top_k_classification` returns every class in ``top_k`` whatever ``k``
+    the plugin asked for. Evaluation uses it: log loss and top-k accuracy need every class's
+    probability."""
+    token = _FULL_DISTRIBUTION.set(True)
+    try:
+        yield
+    finally:
+        _FULL_DISTRIBUTION.reset(token)
+
+
 def top_k_classification(probs, labels, k: int = 5) -> list[Classification]:
     """Build :class:`Classification` results from a (batch, classes) probability array/tensor.
 
     ``labels`` maps class index to name (a sequence or a dict); a missing name becomes the index.
+    Inside :func:`full_distribution`, ``k`` is every class.
     """
     import numpy as np
 
     if hasattr(probs, "detach"):
         probs = probs.detach().float().cpu().numpy()
     probs = np.asarray(probs, dtype=np.float32)
+    if _FULL_DISTRIBUTION.get():
+        k = probs.shape[-1]
     k = max(1, min(k, probs.shape[-1]))
     idx = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     out = []

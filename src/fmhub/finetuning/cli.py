@@ -123,6 +123,7 @@ def run(model: Any, args: argparse.Namespace, config: dict[str, Any] | None = No
     adapter = result.adapter_path
     if args.output and not checkpoints:
         adapter = model.save(Path(args.output) / ADAPTER, overwrite=args.overwrite)
+    evaluation = _final_evaluation(model, args, config) if args.eval else None
     print(json.dumps({
         "steps": result.steps,
         "seconds": round(result.seconds, 2),
@@ -131,8 +132,27 @@ def run(model: Any, args: argparse.Namespace, config: dict[str, Any] | None = No
         "best": result.best,
         "stopped_early": result.stopped_early,
         "adapter": str(adapter) if adapter else None,
+        "evaluation": evaluation,
     }, indent=2))
     return 0
+
+
+def _final_evaluation(model: Any, args: argparse.Namespace, config: dict[str, Any]) -> dict:
+    """Measure the fine-tuned model on --eval with the code of ``fmhub eval``: its table goes to
+    stderr, its JSON into the summary."""
+    import sys
+
+    from ..evaluation import evaluate
+    from ..evaluation.data import LabelNames
+    from .data import as_examples
+
+    data = {k: config[k] for k in ("text_column", "label_column", "encoding") if k in config}
+    examples = as_examples(args.eval, list(model.labels), **data)
+    report = evaluate(model, LabelNames(examples, examples.labels),
+                      batch_size=config.get("batch_size"), progress=False)
+    report = report.model_copy(update={"data": str(args.eval)})
+    print(report, file=sys.stderr)
+    return report.model_dump(mode="json")
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

@@ -524,36 +524,20 @@ class _Trainer:
 
 
 def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 of a classifier on labelled examples."""
+    """Loss (the log loss), accuracy and macro-F1 of a classifier on labelled examples, computed by
+    the same streaming metrics as :func:`fmhub.evaluate`."""
+    from ..evaluation.data import LabelNames
+    from ..evaluation.run import evaluate as run_evaluation
+
     was_training = model.module.training
-    model.module.eval()
-    preds, gold, losses = [], [], []
-    for start in range(0, len(data), batch_size):
-        pairs = [data[i] for i in range(start, min(start + batch_size, len(data)))]
-        targets = torch.tensor([y for _, y in pairs], dtype=torch.long, device=model.device)
-        batch = model.preprocess([x for x, _ in pairs])
-        with torch.no_grad():
-            outputs = model.forward(batch, grad=True)
-            loss = model.training_loss(outputs, targets)
-            results = model.postprocess(outputs, batch)
-        preds += [r.top_k[0].index for r in results]
-        gold += targets.tolist()
-        losses.append(float(loss) * len(pairs))
-    if was_training:
-        train_mode(model.module)
-    return {"loss": sum(losses) / len(data), **classification_metrics(gold, preds, len(data.labels))}
-
-
-def classification_metrics(gold: list[int], pred: list[int], n: int) -> dict[str, float]:
-    acc = sum(g == p for g, p in zip(gold, pred)) / max(1, len(gold))
-    f1s = []
-    for c in range(n):
-        tp = sum(g == c and p == c for g, p in zip(gold, pred))
-        fp = sum(g != c and p == c for g, p in zip(gold, pred))
-        fn = sum(g == c and p != c for g, p in zip(gold, pred))
-        if tp + fp + fn:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": acc, "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0}
+    try:
+        report = run_evaluation(model, LabelNames(data, data.labels), batch_size=batch_size,
+                                metrics=["accuracy", "f1", "log_loss"], progress=False)
+    finally:
+        if was_training:
+            train_mode(model.module)
+    m = report.metrics
+    return {"loss": m["log_loss"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 
 def _bar(total: int, initial: int, progress: bool | None):
