@@ -294,7 +294,8 @@ class Oracle:
 
     @hookimpl
     def fmhub_preprocess(self, model, inputs):
-        return {"inputs": list(inputs)}
+        # a batch holds a tensor or array (docs/hooks.md): the oracle's is a placeholder
+        return {"inputs": list(inputs), "rows": np.arange(len(inputs))}
 
     @hookimpl
     def fmhub_forward(self, model, batch):

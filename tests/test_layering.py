@@ -23,16 +23,18 @@ LAYERS = [
     {"model", "manifest", "quantize"},
     {"hookspecs"},
     {"_hub"},
-    {"finetuning", "_builtin"},
-    {"cli", "_clikit", "finetuning.cli", "testing", "", "__main__"},  # "" is the fmhub package itself
+    {"finetuning", "evaluation", "_builtin"},
+    {"cli", "_clikit", "finetuning.cli", "evaluation.cli", "testing", "", "__main__"},  # "" is the fmhub package itself
 ]
 
 #: Lazy (inside a function) imports of a higher layer, each a deliberate entry point upward.
 UPWARD = {
     ("model", "finetuning"): "Model.finetune is fmhub.finetune as a method",
+    ("model", "evaluation"): "Model.evaluate is fmhub.evaluate as a method",
     ("model", "finetuning.adapter"): "Model.save / Model.merge of a fine-tuned model",
     ("_hub", "finetuning.adapter"): "Hub.load of an adapter folder",
     ("_hub", "finetuning.methods"): "the registry checks registered methods' type",
+    ("_hub", "evaluation.base"): "the registry checks registered metrics' type",
     ("_hub", "_builtin"): "every Hub registers the core's own plugin",
 }
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..cli import (
+from .._clikit import (
     UsageError,
     add_command,
     add_load_options,
@@ -29,11 +29,11 @@ __all__ = ["check", "cmd_eval"]
 def check(args: argparse.Namespace) -> dict[str, Any]:
     """Check the command line without loading a model; return the evaluation options."""
     from .. import get_hub
-    from .._hub import _is_adapter_folder
+    from ..manifest import saved_folder
     from ..spec import validate_model
     from .run import EvalOptions
 
-    if not _is_adapter_folder(args.name):
+    if saved_folder(get_hub(), args.name) is None:  # a folder fmhub saved is checked on load
         check_model_name(args.name)
     check_input_file(args.data, "--data")
     options = key_values(args.eval_option, "--set")

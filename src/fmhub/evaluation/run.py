@@ -101,8 +101,8 @@ def evaluate(
             per_class.setdefault(label, {}).update(row)
         details.update(res.details)
     adapter = None
-    if model.adapter:
-        adapter = {k: v for k, v in model.adapter.items() if k in ("method", "options", "source")}
+    if model.adapter is not None:
+        adapter = {"method": model.adapter.method, "options": model.adapter.options}
     return EvalReport(
         model=model.spec.id,
         adapter=adapter,
