@@ -22,17 +22,21 @@ from .errors import (
     UnknownModelError,
     UnknownNamespaceError,
 )
+from .generation import CallOptionError, CallOptions, GenerationOptions, TextStream
 from .hookspecs import hookimpl
 from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
 if TYPE_CHECKING:
     from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
     from .model import Loaded, Model
+    from .results import Generation, Transcription
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousModelError",
+    "CallOptionError",
+    "CallOptions",
     "DeviceError",
     "FineTuneConfig",
     "FineTuneError",
@@ -40,6 +44,8 @@ __all__ = [
     "FineTuneResult",
     "FmhubError",
     "FmhubPluginWarning",
+    "Generation",
+    "GenerationOptions",
     "Hub",
     "InputError",
     "InvalidOptionError",
@@ -53,6 +59,8 @@ __all__ = [
     "PluginError",
     "PluginRecord",
     "Preprocessing",
+    "TextStream",
+    "Transcription",
     "UnknownModelError",
     "UnknownNamespaceError",
     "finetune",
@@ -112,6 +120,8 @@ _LAZY = {
     "FineTunePlan": ("finetuning.plan", "FineTunePlan"),
     "FineTuneResult": ("finetuning.loop", "FineTuneResult"),
     "results": ("results", None),
+    "Generation": ("results", "Generation"),
+    "Transcription": ("results", "Transcription"),
 }
 
 

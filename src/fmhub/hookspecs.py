@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .finetuning.methods import FineTuneMethod
+    from .generation import CallOptions
     from .model import Loaded, Model
     from .spec import LoadOptions, ModelSpec, Namespace
 
@@ -197,7 +198,7 @@ def fmhub_batch_order(model: Model, inputs: Sequence[Any]) -> list[int] | None:
 
 
 @hookspec(firstresult=True)
-def fmhub_preprocess(model: Model, inputs: Sequence[Any]) -> Any:
+def fmhub_preprocess(model: Model, inputs: Sequence[Any], options: CallOptions | None) -> Any:
     """Turn raw inputs into one batch the forward stage takes.
 
     Owner-dispatched. Bad inputs raise :class:`fmhub.InputError` naming the input and the fix.
@@ -210,13 +211,18 @@ def fmhub_preprocess(model: Model, inputs: Sequence[Any]) -> Any:
 
     :param model: The model.
     :param inputs: One batch of raw inputs, at least one.
+    :param options: The validated per-call options (``model(x, max_new_tokens=20)``), an instance
+        of ``model.call_options`` (e.g. :class:`fmhub.GenerationOptions`), or None for a model
+        that takes none.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``options`` added.
     """
 
 
 @hookspec(firstresult=True)
-def fmhub_forward(model: Model, batch: Any) -> Any:
+def fmhub_forward(model: Model, batch: Any, options: CallOptions | None,
+                  stream: Callable[[int, str], None] | None) -> Any:
     """Run the torch module on a batch that is already on the model's device.
 
     Owner-dispatched. The core calls it under ``torch.inference_mode()`` for prediction and with
@@ -228,13 +234,20 @@ def fmhub_forward(model: Model, batch: Any) -> Any:
 
     :param model: The model.
     :param batch: The output of :func:`fmhub_preprocess`, moved to the device.
+    :param options: The validated per-call options, as :func:`fmhub_preprocess` got them.
+    :param stream: None, or (for ``model.stream``) a callback ``stream(index, piece)`` a
+        generative plugin calls with each new piece of text of input ``index`` as it is decoded;
+        the pieces must add up to the result's text. It raises when the consumer stopped
+        listening: let that propagate (it ends the generation).
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``options`` and ``stream`` added.
     """
 
 
 @hookspec(firstresult=True)
-def fmhub_postprocess(model: Model, outputs: Any, batch: Any) -> list[Any] | None:
+def fmhub_postprocess(model: Model, outputs: Any, batch: Any,
+                      options: CallOptions | None) -> list[Any] | None:
     """Turn raw outputs into one typed result per input (see :mod:`fmhub.results`).
 
     Owner-dispatched. The result type depends only on ``model.task``, never on the family.
@@ -246,8 +259,10 @@ def fmhub_postprocess(model: Model, outputs: Any, batch: Any) -> list[Any] | Non
     :param model: The model.
     :param outputs: The output of :func:`fmhub_forward`.
     :param batch: The batch it was computed from.
+    :param options: The validated per-call options, as :func:`fmhub_preprocess` got them.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``options`` added.
     """
 
 

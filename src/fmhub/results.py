@@ -5,7 +5,11 @@ task                     result of ``model(x)``
 =======================  ======================================================================
 ``classification``       :class:`Classification` — ``label``, ``score``, ``top_k`` (best first)
 ``embedding``            ``numpy.ndarray`` of shape ``(dim,)``, float32
-``transcription``        :class:`Transcription` — ``text``
+``transcription``        :class:`Transcription` — ``text``, ``chunks`` (:class:`Chunk` with
+                         ``start``/``end`` seconds, when the model can tell), ``language``
+``text-generation``      :class:`Generation` — ``text``, ``finish_reason``, ``prompt_tokens``,
+                         ``completion_tokens`` (and the generated ``token_ids``)
+``text2text``            :class:`Generation`, as above
 ``fill-mask``            :class:`FillMask` — ``predictions`` (:class:`TokenScore`, best first)
 ``token-classification`` :class:`Entities` — ``entities`` (:class:`Entity` with character spans)
 ``feature-maps``         :class:`FeatureMaps` — ``maps``, one ``numpy.ndarray`` (C, H, W) a stage
@@ -22,11 +26,13 @@ from typing import Any
 
 __all__ = [
     "TASKS",
+    "Chunk",
     "Classification",
     "Entities",
     "Entity",
     "FeatureMaps",
     "FillMask",
+    "Generation",
     "LabelScore",
     "TokenScore",
     "Transcription",
@@ -56,8 +62,45 @@ class Classification:
 
 
 @dataclass(frozen=True, slots=True)
-class Transcription:
+class Chunk:
+    """A stretch of a transcript with its start and end, in seconds from the recording's start."""
+
     text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    """What was said. ``chunks`` (segments with timestamps) and ``language`` are filled by the
+    models that can tell them (Whisper); a CTC model fills ``text`` only."""
+
+    text: str
+    chunks: tuple[Chunk, ...] = ()
+    language: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Why generation ended: an end-of-sequence token or a stop string (``"stop"``), or the
+#: ``max_new_tokens`` limit (``"length"``).
+FINISH_REASONS = ("stop", "length")
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """Generated text (without the prompt, stop string trimmed), why it ended, and token counts.
+
+    ``completion_tokens`` counts the generated tokens, end-of-sequence token included;
+    ``token_ids`` are the generated ids (trimmed like the text where a stop string ended it).
+    """
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +158,8 @@ TASKS: dict[str, str] = {
     "classification": "Classification",
     "embedding": "numpy.ndarray",
     "transcription": "Transcription",
+    "text-generation": "Generation",
+    "text2text": "Generation",
     "fill-mask": "FillMask",
     "token-classification": "Entities",
     "feature-maps": "FeatureMaps",
@@ -161,6 +206,8 @@ def check_result(task: str, result: Any) -> None:
     expected = {
         "classification": Classification,
         "transcription": Transcription,
+        "text-generation": Generation,
+        "text2text": Generation,
         "fill-mask": FillMask,
         "token-classification": Entities,
         "feature-maps": FeatureMaps,
@@ -175,6 +222,12 @@ def check_result(task: str, result: Any) -> None:
         assert scores == sorted(scores, reverse=True), "top_k must be best first"
     elif isinstance(result, Transcription):
         assert isinstance(result.text, str)
+        assert all(isinstance(c, Chunk) and 0 <= c.start <= c.end for c in result.chunks), result
+        assert result.language is None or isinstance(result.language, str)
+    elif isinstance(result, Generation):
+        assert isinstance(result.text, str), result
+        assert result.finish_reason in FINISH_REASONS, result.finish_reason
+        assert result.prompt_tokens >= 1 and result.completion_tokens >= 0, result
     elif isinstance(result, FillMask):
         assert result.predictions and all(isinstance(p, TokenScore) for p in result.predictions)
     elif isinstance(result, Entities):
