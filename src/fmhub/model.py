@@ -205,6 +205,8 @@ class Model:
         :meth:`parse_options`).
         """
         opts = self.parse_options(**options)
+        # options only when there are any, so code that wraps the stages stays as it was
+        extra, kw = ((), {}) if opts is None else ((opts,), {"options": opts})
         items = list(inputs) if not isinstance(inputs, (str, bytes)) else None
         if items is None:
             raise InputError("predict takes a list of inputs; for one input call model(x).")
@@ -224,8 +226,8 @@ class Model:
         try:
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
-                batch = self.preprocess([items[i] for i in idx], opts)
-                outs = self.postprocess(self.forward(batch, options=opts), batch, opts)
+                batch = self.preprocess([items[i] for i in idx], *extra)
+                outs = self.postprocess(self.forward(batch, **kw), batch, *extra)
                 if len(outs) != len(idx):
                     raise PluginError(
                         f"plugin {self._owner!r} returned {len(outs)} results for {len(idx)} inputs"
