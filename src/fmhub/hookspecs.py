@@ -56,6 +56,7 @@ OWNER_DISPATCHED = (
     "fmhub_finetune_targets",
     "fmhub_attach_head",
     "fmhub_training_loss",
+    "fmhub_training_batch",
 )
 
 #: Hooks asked of every plugin.
@@ -329,6 +330,29 @@ def fmhub_attach_head(model: Model, labels: Sequence[str]) -> list[str] | None:
 
 
 @hookspec(firstresult=True)
+def fmhub_training_batch(model: Model, examples: Sequence[Any]) -> Any:
+    """Turn training examples of a generative model into one batch that carries its targets.
+
+    Owner-dispatched. Called instead of :func:`fmhub_preprocess` when a model of a generation task
+    (``text-generation``, ``text2text``, ...) is fine-tuned: ``examples`` are
+    ``("pair", prompt, completion)`` tuples or ``("chat", messages)`` tuples (see
+    :mod:`fmhub.finetuning.data`). The batch is a dict of CPU tensors whose ``"labels"`` entry
+    holds the target token ids, ``-100`` wherever no loss is taken (prompt, user turns, padding);
+    the core passes it to :func:`fmhub_forward` in training mode, then ``batch["labels"]`` as
+    ``targets`` to :func:`fmhub_training_loss`. Bad examples raise :class:`fmhub.InputError`.
+
+    Return value: the batch, or None when the plugin cannot fine-tune this model generatively.
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param examples: One batch of training examples.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec(firstresult=True)
 def fmhub_training_loss(model: Model, outputs: Any, targets: Any) -> Any:
     """Compute the training loss of a batch.
 
@@ -340,7 +364,8 @@ def fmhub_training_loss(model: Model, outputs: Any, targets: Any) -> Any:
 
     :param model: The model.
     :param outputs: The output of :func:`fmhub_forward` in training mode.
-    :param targets: A ``torch.long`` tensor of class ids on the model's device.
+    :param targets: A ``torch.long`` tensor of class ids on the model's device; for a generative
+        model, the ``labels`` of :func:`fmhub_training_batch` (token ids, ``-100`` ignored).
 
     .. versionadded:: 0.1
     """

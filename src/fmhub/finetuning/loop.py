@@ -17,7 +17,7 @@ from ..manifest import atomic_folder
 from ..spec import validate_model
 from .adapter import fingerprint, save_adapter, train_mode, trainable_state
 from .config import FineTuneConfig
-from .data import Examples, as_examples
+from .data import Examples, GenerationExamples, as_examples, as_generation_examples
 from .plan import attach_head, get_method
 
 if TYPE_CHECKING:
@@ -70,13 +70,18 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     if model.placed:
         raise FineTuneError("fmhub does not fine-tune a model spread over several devices yet.")
     method, mopts = get_method(model, cfg.method, cfg.method_options)
-    train_ex = as_examples(train, cfg.labels)
-    eval_ex = as_examples(eval, train_ex.labels) if eval is not None else None
+    generative = is_generative(model)
+    if generative:  # prompt/completion pairs or chats; no head, loss on the completions only
+        train_ex = as_generation_examples(train)
+        eval_ex = as_generation_examples(eval) if eval is not None else None
+    else:
+        train_ex = as_examples(train, cfg.labels)
+        eval_ex = as_examples(eval, train_ex.labels) if eval is not None else None
     if cfg.early_stopping_patience and eval_ex is None:
         raise FineTuneError("early_stopping_patience needs eval data: pass eval=...")
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    head = attach_head(model, train_ex.labels)
+    head = [] if generative else attach_head(model, train_ex.labels)
     modules = method.targets(model, head, mopts)
     fp = fingerprint(model, modules, head)
     method.apply(model, head, mopts)
@@ -96,6 +101,33 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     return FineTuneResult(model=model, steps=s.step, history=s.history, best=s.best,
                           stopped_early=trainer.stopped_early, adapter_path=adapter_path,
                           seconds=time.perf_counter() - started)
+
+
+def is_generative(model: Model) -> bool:
+    """Models of a generation task train on texts to produce (``fmhub_training_batch``)."""
+    from ..generation import GENERATION_TASKS
+
+    return model.task in GENERATION_TASKS
+
+
+def generative_loss(model: Model, examples: list[Any], autocast=None):
+    """The loss of a generative batch, and how many target tokens it covers."""
+    batch = model.hub.call("fmhub_training_batch", model.spec.plugin, model.spec.id,
+                           model=model, examples=examples)
+    if batch is None:
+        raise FineTuneError(f"plugin {model.spec.plugin!r} cannot fine-tune {model.spec.id!r} "
+                            "as a generative model.")
+    targets = batch["labels"].to(model.device)
+    if autocast:
+        with torch.autocast(device_type=autocast[0], dtype=autocast[1]):
+            outputs = model.forward(batch, grad=True)
+    else:
+        outputs = model.forward(batch, grad=True)
+    loss = model.hub.call("fmhub_training_loss", model.spec.plugin, model.spec.id, model=model,
+                          outputs=outputs, targets=targets)
+    if loss is None:
+        raise FineTuneError(f"plugin {model.spec.plugin!r} computed no training loss.")
+    return loss.float(), int((targets != -100).sum())
 
 
 def _param_groups(module, weight_decay: float):
@@ -190,6 +222,8 @@ class _Trainer:
         return [order[i : i + bs] for i in range(0, len(order), bs)]
 
     def _loss(self, idx: list[int]):
+        if isinstance(self.train, GenerationExamples):
+            return generative_loss(self.model, [self.train[i] for i in idx], self.autocast)[0]
         pairs = [self.train[i] for i in idx]
         inputs = [x for x, _ in pairs]
         targets = torch.tensor([y for _, y in pairs], dtype=torch.long, device=self.model.device)
@@ -266,7 +300,7 @@ class _Trainer:
         train_mode(self.model.module)
         if not cfg.early_stopping_patience:
             return
-        key = cfg.early_stopping_metric
+        key = "loss" if isinstance(self.eval, GenerationExamples) else cfg.early_stopping_metric
         better = st.best is None or (
             metrics[key] < st.best[key] if key == "loss" else metrics[key] > st.best[key])
         if better:
@@ -333,9 +367,21 @@ class _Trainer:
 
 
 def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 of a classifier on labelled examples."""
+    """Loss, accuracy and macro-F1 of a classifier on labelled examples; for a generative model,
+    the loss per target token and its perplexity."""
     was_training = model.module.training
     model.module.eval()
+    if isinstance(data, GenerationExamples):
+        total, tokens = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                loss, n = generative_loss(model, [data[i] for i in range(
+                    start, min(start + batch_size, len(data)))])
+                total, tokens = total + float(loss) * n, tokens + n
+        if was_training:
+            train_mode(model.module)
+        mean = total / max(1, tokens)
+        return {"loss": mean, "perplexity": math.exp(min(mean, 50.0))}
     preds, gold, losses = [], [], []
     for start in range(0, len(data), batch_size):
         pairs = [data[i] for i in range(start, min(start + batch_size, len(data)))]

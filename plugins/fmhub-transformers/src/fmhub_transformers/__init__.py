@@ -185,7 +185,7 @@ def fmhub_preprocess(model, inputs, options):
 
 @hookimpl
 def fmhub_forward(model, batch, options, stream):
-    if model.module.training and model.task in GENERATIVE:
+    if model.task in GENERATIVE and isinstance(batch, dict) and "labels" in batch:
         from ._finetune import training_forward
 
         return training_forward(model, batch)
@@ -223,6 +223,15 @@ def fmhub_attach_head(model, labels):
     from ._finetune import attach_head
 
     return attach_head(model, labels)
+
+
+@hookimpl
+def fmhub_training_batch(model, examples):
+    if model.task not in GENERATIVE:
+        return None
+    from ._finetune import training_batch
+
+    return training_batch(model, examples)
 
 
 @hookimpl
