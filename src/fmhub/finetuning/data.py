@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Examples", "as_examples"]
+__all__ = ["Examples", "GenerationExamples", "as_examples", "as_generation_examples"]
 
 TEXT_COLUMNS = ("text", "sentence", "input")
 LABEL_COLUMNS = ("label", "labels", "class")
@@ -132,8 +132,6 @@ class GenerationExamples(Sequence):
     """Training examples of a generative model: ``("pair", prompt, completion)`` or
     ``("chat", messages)`` tuples, checked on the way in. ``labels`` is empty (no classes)."""
 
-    labels: list[str] = []
-
     def __init__(self, items: list[tuple]):
         self.items = items
         self.labels = []
@@ -155,7 +153,7 @@ def _chat_item(messages: Any, i: int) -> tuple:
                              "{'role': ..., 'content': '...'}.")
     if not any(m["role"] == "assistant" for m in messages):
         raise InputError(f"training example {i} has no assistant message to learn from.")
-    return ("chat", [dict(role=m["role"], content=m["content"]) for m in messages])
+    return ("chat", [{"role": m["role"], "content": m["content"]} for m in messages])
 
 
 def _generation_item(item: Any, i: int) -> tuple:
