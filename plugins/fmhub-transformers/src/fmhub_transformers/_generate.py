@@ -146,8 +146,7 @@ def generation_config(module, options):
     gc.max_length = None
     gc.update(max_new_tokens=options.max_new_tokens, min_new_tokens=options.min_new_tokens or None,
               do_sample=options.do_sample, num_beams=options.num_beams,
-              repetition_penalty=options.repetition_penalty,
-              stop_strings=list(options.stop) or None)
+              repetition_penalty=options.repetition_penalty)
     if options.do_sample:
         gc.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
     else:
@@ -187,6 +186,19 @@ class _Streamer:
         pass
 
 
+class _StopStrings:
+    """A stopping criterion: a row is done once its generated text contains a stop string."""
+
+    def __init__(self, tokenizer, stops, start: int):
+        self.tokenizer, self.stops, self.start = tokenizer, tuple(stops), start
+        self.window = 4 * max(len(s) for s in stops) + 8  # tokens that can hold any stop string
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window):].tolist()
+        done = [any(s in decode(self.tokenizer, row) for s in self.stops) for row in tail]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 def decode(tokenizer, ids) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
@@ -202,8 +214,12 @@ def forward(model, batch: dict[str, Any], options, stream=None, **extra: Any) ->
     gc = generation_config(module, options)
     kwargs: dict[str, Any] = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                   generation_config=gc, **extra)
-    if options.stop:
-        kwargs["tokenizer"] = proc.tokenizer
+    if options.stop:  # on the generated text only (transformers' stop_strings also see the prompt)
+        from transformers import StoppingCriteriaList
+
+        start = 1 if proc.encoder_decoder else batch["input_ids"].shape[1]
+        kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [_StopStrings(proc.tokenizer, options.stop, start)])
     if stream is not None and options.num_beams == 1:  # generate streams greedy/sampled decoding
         kwargs["streamer"] = _Streamer(proc.tokenizer, stream, batch["input_ids"].shape[0],
                                        eos_ids(module))
