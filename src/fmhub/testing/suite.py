@@ -165,6 +165,7 @@ class ConformanceSuite:
         import torch
 
         import fmhub
+
         from ..results import check_result
 
         model = fmhub.load(fmhub_case.model, **fmhub_case.options)
