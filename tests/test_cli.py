@@ -99,7 +99,8 @@ def test_predict_classification_with_options(toy_hub, capsys):
     ("argv", "status", "message"),
     [
         (["predict", "toy:embed", "1,2"], 1,
-         "input 0 is [1.0, 2.0]. (raised in plugin 'toy', stage 'preprocess', model 'toy:embed')"),
+         "Input 0: toy models take 4 numbers per input, got [1.0, 2.0]. "
+         "(raised in plugin 'toy', stage 'preprocess', model 'toy:embed')"),
         (["predict", "toy:embed", "1,2,3,4", "-o", "sede=1"], 2, "unknown option 'sede'"),
         (["predict", "toy:embed", "1,2,3,4", "-o", "seed"], 2, "--option takes KEY=VALUE"),
         (["predict", "toy:embed", "1,2,3,4", "-o", "dtype=float16", "-o", "device=cpu"], 1,

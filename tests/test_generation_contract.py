@@ -42,7 +42,9 @@ class Echo:
         for i, x in enumerate(inputs):
             if not isinstance(x, str) or not x:
                 raise fmhub.InputError(f"input {i} must be a non-empty str")
-        return {"texts": list(inputs)}
+        import torch
+
+        return {"texts": list(inputs), "lengths": torch.tensor([len(x) for x in inputs])}
 
     @hookimpl
     def fmhub_forward(self, model, batch, options, stream):
@@ -63,12 +65,12 @@ class Echo:
             for s in options.stop:
                 gen = gen.split(s)[0]
             out.append((gen, reason, len(text)))
-        return out
+        return {"out": out, "n": batch["lengths"]}
 
     @hookimpl
     def fmhub_postprocess(self, model, outputs, batch, options):
         self.seen.append(("postprocess", options))
-        return [Generation(text, reason, n, len(text)) for text, reason, n in outputs]
+        return [Generation(text, reason, n, len(text)) for text, reason, n in outputs["out"]]
 
 
 class Upper:
@@ -134,7 +136,8 @@ def test_stream_of_a_plugin_that_does_not_stream_comes_as_one_piece(bare_hub):
     class Quiet(Echo):
         @hookimpl
         def fmhub_forward(self, model, batch, options):  # no ``stream`` argument
-            return [(t[::-1], "stop", len(t)) for t in batch["texts"]]
+            return {"out": [(t[::-1], "stop", len(t)) for t in batch["texts"]],
+                    "n": batch["lengths"]}
 
     bare_hub.register(Quiet(), name="quiet")
     stream = fmhub.load("echo:rev").stream("abc")

@@ -18,6 +18,7 @@ from .errors import (
     InvalidOptionError,
     ManifestError,
     NonFiniteLossError,
+    NonFiniteOutputError,
     PluginError,
     UnknownModelError,
     UnknownNamespaceError,
@@ -56,6 +57,7 @@ __all__ = [
     "ModelSpec",
     "Namespace",
     "NonFiniteLossError",
+    "NonFiniteOutputError",
     "PluginError",
     "PluginRecord",
     "Preprocessing",
@@ -122,6 +124,7 @@ _LAZY = {
     "results": ("results", None),
     "Generation": ("results", "Generation"),
     "Transcription": ("results", "Transcription"),
+    "inputs": ("inputs", None),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._device import module_devices, move_batch, resolve_device, resolve_dtype
-from .errors import DeviceError, InputError, PluginError
+from .errors import DeviceError, FmhubError, InputError, NonFiniteOutputError, PluginError
 from .generation import (
     GENERATION_TASKS,
     CallOptions,
@@ -155,6 +155,10 @@ class Model:
     def _call(self, hook: str, **kwargs):
         return self.hub.call(hook, self._owner, self.spec.id, model=self, **kwargs)
 
+    def _stage_error(self, hook: str, problem: str) -> PluginError:
+        """A :class:`PluginError` blaming the plugin whose ``hook`` returned something wrong."""
+        return stage_error(self.hub, self._owner, hook, self.spec.id, problem)
+
     def preprocess(self, inputs: Sequence[Any], options: Any = None) -> Any:
         """Raw inputs (a non-empty sequence) to one batch; ``options`` as :meth:`parse_options`
         returns them (or a dict of them; None: the defaults)."""
@@ -165,7 +169,11 @@ class Model:
             )
         if not inputs:
             raise InputError("preprocess got an empty sequence of inputs.")
-        return self._call("fmhub_preprocess", inputs=inputs, options=self._options(options))
+        batch = self._call("fmhub_preprocess", inputs=inputs, options=self._options(options))
+        if not _holds_array(batch):
+            raise self._stage_error("fmhub_preprocess", f"returned {_describe(batch)}, which holds "
+                                    "no tensor or array; a batch is what forward feeds the module")
+        return batch
 
     def forward(self, batch: Any, *, grad: bool = False, options: Any = None,
                 stream: Callable[[int, str], None] | None = None) -> Any:
@@ -174,19 +182,53 @@ class Model:
         ``stream(index, piece)`` is called by a generative plugin with each piece of text of input
         ``index`` as it is decoded (see :meth:`stream`)."""
         batch = move_batch(batch, self._device, self._dtype)
-        opts = self._options(options)
+        kw = {"options": self._options(options), "stream": stream}
         if grad:
-            return self._call("fmhub_forward", batch=batch, options=opts, stream=stream)
-        with torch.inference_mode():
-            return self._call("fmhub_forward", batch=batch, options=opts, stream=stream)
+            outputs = self._call("fmhub_forward", batch=batch, **kw)
+        else:
+            with torch.inference_mode():
+                outputs = self._call("fmhub_forward", batch=batch, **kw)
+        if not _holds_array(outputs):
+            raise self._stage_error("fmhub_forward", f"returned {_describe(outputs)} instead of "
+                                    "the module's outputs (no tensor or array in it)")
+        return outputs
 
     def postprocess(self, outputs: Any, batch: Any, options: Any = None) -> list[Any]:
-        """Raw outputs to one typed result per input of ``batch``."""
+        """Raw outputs to one typed result per input of ``batch``, checked against the task's
+        result type (:mod:`fmhub.results`); a result with NaN or infinite numbers raises
+        :class:`fmhub.NonFiniteOutputError`."""
+        return self._postprocess(outputs, batch, None, options)
+
+    def _postprocess(self, outputs: Any, batch: Any, positions: Sequence[int] | None,
+                     options: Any = None) -> list[Any]:
+        from .results import inspect_result
+
         results = self._call("fmhub_postprocess", outputs=outputs, batch=batch,
                              options=self._options(options))
-        if results is None:
-            raise PluginError(f"plugin {self._owner!r} returned no results from postprocess")
-        return list(results)
+        if results is None or isinstance(results, (str, bytes, Mapping)) or not isinstance(
+            results, Iterable
+        ):
+            raise self._stage_error("fmhub_postprocess", f"returned {_describe(results)}, not a "
+                                    "list with one result per input")
+        results = list(results)
+        positions = range(len(results)) if positions is None else positions
+        if len(results) != len(positions):
+            raise self._stage_error("fmhub_postprocess", f"returned {len(results)} results for "
+                                    f"{len(positions)} inputs")
+        for pos, result in zip(positions, results):
+            problem = inspect_result(self.task, result)
+            if problem is None:
+                continue
+            kind, detail = problem
+            if kind == "non-finite":
+                err = NonFiniteOutputError(
+                    f"model {self.spec.id!r} produced {detail} (plugin {self._owner!r}, stage "
+                    "'postprocess'); fmhub never returns such a result. If the model runs in "
+                    "float16, load it with dtype='float32'; else check its weights.", index=pos)
+                err.plugin, err.stage = self._owner, "postprocess"
+                raise err
+            raise self._stage_error("fmhub_postprocess", f"returned, for input {pos}, {detail}")
+        return results
 
     # -- prediction -----------------------------------------------------------------------------
 
@@ -204,21 +246,26 @@ class Model:
         ``options`` are per-call options, validated once for the whole call (see
         :meth:`parse_options`).
         """
+        from .inputs import input_list
+
         opts = self.parse_options(**options)
         # options only when there are any, so code that wraps the stages stays as it was
         extra, kw = ((), {}) if opts is None else ((opts,), {"options": opts})
-        items = list(inputs) if not isinstance(inputs, (str, bytes)) else None
-        if items is None:
-            raise InputError("predict takes a list of inputs; for one input call model(x).")
+
+        items = input_list(inputs, "predict")
         if not items:
             return []
         bs = self.default_batch_size if batch_size is None else batch_size
         if not isinstance(bs, int) or bs < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
         order = self._call("fmhub_batch_order", inputs=items) if len(items) > 1 else None
-        order = list(range(len(items))) if order is None else list(order)
+        try:
+            order = list(range(len(items))) if order is None else [int(i) for i in order]
+        except (TypeError, ValueError):
+            order = []
         if sorted(order) != list(range(len(items))):
-            raise PluginError(f"plugin {self._owner!r} returned a batch order that is not a permutation")
+            raise self._stage_error("fmhub_batch_order", "returned a batch order that is not a "
+                                    f"permutation of range({len(items)})")
         results: list[Any] = [None] * len(items)
         bar = _progress(len(items), progress)
         if self.module.training:
@@ -226,12 +273,12 @@ class Model:
         try:
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
-                batch = self.preprocess([items[i] for i in idx], *extra)
-                outs = self.postprocess(self.forward(batch, **kw), batch, *extra)
-                if len(outs) != len(idx):
-                    raise PluginError(
-                        f"plugin {self._owner!r} returned {len(outs)} results for {len(idx)} inputs"
-                    )
+                try:
+                    batch = self.preprocess([items[i] for i in idx], *extra)
+                    outs = self._postprocess(self.forward(batch, **kw), batch, idx, *extra)
+                except FmhubError as exc:
+                    _in_caller_positions(exc, idx)
+                    raise
                 for i, r in zip(idx, outs):
                     results[i] = r
                 if bar is not None:
@@ -257,7 +304,7 @@ class Model:
 
     # -- persistence ----------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Write the model to a folder ``fmhub.load(path)`` reads back; atomic (temp folder, rename).
 
         A fine-tuned model with an adapter is saved as an adapter folder (see fine-tuning docs).
@@ -298,6 +345,61 @@ class Model:
         )
 
 
+def _in_caller_positions(exc: FmhubError, idx: list[int]) -> None:
+    """Renumber an error about input ``i`` of a batch to the position in the caller's list."""
+    index = getattr(exc, "index", None)
+    if isinstance(exc, (InputError, NonFiniteOutputError)) and index is not None:
+        if not getattr(exc, "_renumbered", False) and 0 <= index < len(idx):
+            exc.index, exc._renumbered = idx[index], True
+    elif isinstance(exc, InputError) and idx != list(range(len(idx))):
+        # a plugin that wrote a position into its message counted within this batch
+        exc.add_note(f"(the batch held inputs {_positions(idx)} of the list passed to predict, "
+                     "in that order)")
+
+
+def _positions(idx: list[int]) -> str:
+    shown = ", ".join(map(str, idx[:10]))
+    return shown + (f", ... ({len(idx)} in all)" if len(idx) > 10 else "")
+
+
+def _holds_array(batch: Any, depth: int = 0) -> bool:
+    """Whether a batch holds a tensor or array (dicts, sequences and dataclasses are walked)."""
+    import dataclasses
+
+    if isinstance(batch, torch.Tensor) or (hasattr(batch, "__array__") and hasattr(batch, "shape")):
+        return True
+    if depth > 4 or isinstance(batch, (str, bytes)):
+        return False
+    if isinstance(batch, Mapping):
+        return any(_holds_array(v, depth + 1) for v in batch.values())
+    if isinstance(batch, (list, tuple)):
+        return any(_holds_array(v, depth + 1) for v in batch[:64])
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        fields = dataclasses.fields(batch)
+        return any(_holds_array(getattr(batch, f.name), depth + 1) for f in fields)
+    return False
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{type(value).__name__} {text}" if value is not None else "None"
+
+
+def stage_error(hub: Hub, owner: str, hook: str, model_id: str | None, problem: str) -> PluginError:
+    """A :class:`PluginError` naming the plugin and stage whose hook returned ``problem``, and the
+    plugins wrapping that hook (their wrapper may have changed what the owner returned)."""
+    stage = hook.removeprefix("fmhub_")
+    names = [hub.pm.get_name(i.plugin) for i in hub.caller(hook, owner).get_hookimpls()]
+    wrappers = sorted({n for n in names if n and n != owner})
+    by = f" (wrapped by plugin {', '.join(map(repr, wrappers))})" if wrappers else ""
+    where = f"stage {stage!r}" + (f", model {model_id!r}" if model_id else "")
+    err = PluginError(f"plugin {owner!r}{by} {problem} ({where}). See {hook} in docs/hooks.md "
+                      "for what the hook must return.")
+    err.plugin, err.stage = owner, stage
+    return err
+
+
 def _progress(total: int, progress: bool | None):
     if progress is False or total < 2:
         return None
@@ -314,6 +416,26 @@ def load_options(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> LoadOpti
     return validate_model(ns.options, {**spec.options, **options}, f"options for {spec.id!r}")
 
 
+def _loaded_problem(loaded: Any) -> str | None:
+    """What is wrong with a value ``fmhub_load`` returned, or None."""
+    if not isinstance(loaded, Loaded):
+        return f"returned {_describe(loaded)}, not an fmhub.Loaded(module=..., task=...)"
+    if not isinstance(loaded.module, torch.nn.Module):
+        return (f"returned a Loaded whose module is {_describe(loaded.module)}, not a "
+                "torch.nn.Module")
+    if loaded.task is not None and not (isinstance(loaded.task, str) and loaded.task):
+        return f"returned a Loaded whose task is {_describe(loaded.task)}, not a task name"
+    labels = loaded.labels
+    if labels is not None and (
+        isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence)
+        or not all(isinstance(x, str) for x in labels)
+    ):
+        return f"returned a Loaded whose labels are {_describe(labels)}, not a sequence of str"
+    if not isinstance(loaded.info, Mapping):
+        return f"returned a Loaded whose info is {_describe(loaded.info)}, not a dict"
+    return None
+
+
 def load_model(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> Model:
     """Validate options, resolve the device, call the owner's load hook and place the module."""
     opts = load_options(hub, spec, options)
@@ -321,8 +443,9 @@ def load_model(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> Model:
     dtype = resolve_dtype(opts.dtype, device)
     loaded = hub.call("fmhub_load", spec.plugin, spec.id, spec=spec, options=opts,
                       device=device, dtype=dtype)
-    if loaded is None:
-        raise PluginError(f"plugin {spec.plugin!r} returned nothing from load for {spec.id!r}")
+    problem = _loaded_problem(loaded)
+    if problem:
+        raise stage_error(hub, spec.plugin, "fmhub_load", spec.id, problem)
     model = Model(hub, spec, loaded, opts)
     if not loaded.placed:
         model.module.to(device=device, dtype=dtype)

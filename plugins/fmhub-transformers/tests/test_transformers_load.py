@@ -221,7 +221,7 @@ def test_empty_string_policy(tiny_zoo):
 
 def test_non_text_inputs_name_the_input(tiny_zoo):
     model = fmhub.load(str(tiny_zoo["bert-st"]))
-    with pytest.raises(fmhub.InputError, match=r"Input 1 is a bytes.*decode bytes"):
+    with pytest.raises(fmhub.InputError, match=r"Input 1: got bytes.*decode it first"):
         model.predict(["fine", b"raw"])
 
 

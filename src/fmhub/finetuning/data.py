@@ -4,13 +4,16 @@ Accepted: a list of ``(input, label)`` pairs; a ``torch.utils.data.Dataset`` yie
 a folder with one sub-folder per class (images or audio files); a ``.csv`` or ``.jsonl`` file with
 ``text`` and ``label`` columns (other names: ``text_column`` / ``label_column``; an encoding other
 than UTF-8: ``encoding``). String labels are mapped to ids in sorted order unless the caller
-gives ``labels``; integer labels are class ids.
+gives ``labels``; integer labels are class ids. A label is a non-empty ``str`` or a non-negative
+``int``, one type for the whole data set: ``None`` (a JSON ``null``), an empty CSV cell, a float, a
+bool or a mix of ``str`` and ``int`` labels is an :class:`fmhub.InputError` naming the example.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,15 +39,29 @@ class Examples(Sequence):
 
     def __getitem__(self, i):
         x, y = _pair(self.source[i], i)
-        return x, self.label_id(y)
+        return x, self.label_id(_check_label(y, i), i)
 
-    def label_id(self, y: Any) -> int:
+    def label_id(self, y: Any, i: int | None = None) -> int:
         key = str(y)
         if key in self._index:
             return self._index[key]
         if isinstance(y, int) and 0 <= y < len(self.labels):
             return y
-        raise InputError(f"label {y!r} is not one of the labels {self.labels}.")
+        where = f"training example {i} has the label" if i is not None else "label"
+        raise InputError(f"{where} {y!r}, which is not one of the labels {self.labels}.")
+
+
+def _check_label(y: Any, i: int) -> Any:
+    """A label must be a non-empty str or a non-negative int (not a bool, a float or None)."""
+    if isinstance(y, str) and y.strip():
+        return str(y)
+    if isinstance(y, numbers.Integral) and not isinstance(y, bool) and y >= 0:
+        return int(y)  # numpy / torch integer ids too
+    what = "an empty label" if isinstance(y, str) else f"the label {y!r} ({type(y).__name__})"
+    raise InputError(
+        f"training example {i} has {what}; a label is a class name (a non-empty str) or a class "
+        "id (an int >= 0). Fill in or drop that example."
+    )
 
 
 def _pair(item: Any, i: int):
@@ -159,7 +176,19 @@ def as_examples(data: Any, labels: list[str] | None = None, *, text_column: str 
     if len(data) == 0:
         raise InputError("the training data is empty.")
     if labels is None:
-        seen = {_pair(data[i], i)[1] for i in range(len(data))}
+        first: dict[type, int] = {}  # label type -> the first example with it
+        seen = set()
+        for i in range(len(data)):
+            y = _check_label(_pair(data[i], i)[1], i)
+            first.setdefault(type(y), i)
+            seen.add(y)
+        if len(first) > 1:
+            (ta, ia), (tb, ib) = sorted(first.items(), key=lambda kv: kv[1])[:2]
+            raise InputError(
+                f"the training labels mix types: example {ia} has a label of type {ta.__name__}, "
+                f"example {ib} one of type {tb.__name__}. Use class names (str) or class ids (int) "
+                "throughout."
+            )
         if all(isinstance(y, int) and not isinstance(y, bool) for y in seen):
             labels = [str(i) for i in range(max(seen) + 1)]
         else:
