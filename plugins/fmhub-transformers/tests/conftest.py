@@ -55,6 +55,10 @@ def tiny_zoo():
         paths[name] = build_tiny_generative(ROOT / name, arch)
         if repo:
             install_in_hub_cache(ROOT / "hub", repo, paths[name])
+    from fmhub_transformers.testing import build_tiny_whisper
+
+    paths["whisper-asr"] = build_tiny_whisper(ROOT / "whisper-asr")
+    install_in_hub_cache(ROOT / "hub", "tiny-org/whisper-asr", paths["whisper-asr"])
     yield paths
     shutil.rmtree(ROOT, ignore_errors=True)
 

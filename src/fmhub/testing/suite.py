@@ -208,10 +208,13 @@ class ConformanceSuite:
     @staticmethod
     def _generative(model) -> None:
         from ..generation import GenerationOptions
+        from ..results import TASKS
 
         cls = model.call_options
         if cls is None or not issubclass(cls, GenerationOptions):
             pytest.skip("not a generative model")
+        if TASKS.get(model.task) != "Generation":
+            pytest.skip(f"{model.task} results are not Generation results")
 
     def test_generation_greedy_is_deterministic(self, fmhub_case, fmhub_model):
         self._generative(fmhub_model)

@@ -139,7 +139,8 @@ def fmhub_claim_path(path):
     except fmhub.FmhubError:
         task, arch = None, None
     return fmhub.ModelSpec(
-        id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}", path=path, modality="text",
+        id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}", path=path,
+        modality="audio" if task == "transcription" else "text",
         task=task, tasks=tuple(TASKS), architecture=arch, source=path,
         description="Local Transformers checkpoint folder.")
 

@@ -221,7 +221,8 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
         processor = SpeechProcessor.build(module, src, options)
         call_options, call_defaults = WhisperOptions, speech_defaults(module)
     elif task in GENERATIVE:
-        from ._generate import GenProcessor, call_defaults as gen_defaults
+        from ._generate import GenProcessor
+        from ._generate import call_defaults as gen_defaults
 
         processor = GenProcessor.build(module, tokenizer)
         call_defaults = gen_defaults(module)

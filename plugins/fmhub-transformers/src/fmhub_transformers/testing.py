@@ -406,3 +406,71 @@ def build_tiny_generative(dest: str | os.PathLike, arch: str = "gpt2", *, seed: 
             transformers.utils.logging.enable_progress_bar()
     tok.save_pretrained(dest)
     return dest
+
+
+#: Languages of the tiny Whisper's tokenizer (Whisper's codes).
+WHISPER_LANGUAGES = ("en", "fr", "de", "es")
+
+
+def build_tiny_whisper(dest: str | os.PathLike, *, seed: int = 0,
+                       sizes: dict[str, Any] | None = None) -> Path:
+    """Write a tiny random-weight multilingual Whisper checkpoint (config, weights,
+    ``generation_config.json`` with language and task tokens, a byte-level BPE tokenizer over
+    :data:`CORPUS` with Whisper's special and timestamp tokens, the feature extractor) into
+    ``dest``; return it. ``sizes`` overrides config fields."""
+    import torch
+    import transformers
+    from tokenizers import AddedToken, pre_tokenizers
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    pieces = sorted({p for text in CORPUS for p, _ in byte_level.pre_tokenize_str(text)})
+    tokens = sorted(pre_tokenizers.ByteLevel.alphabet())
+    merges: list[tuple[str, str]] = []
+    for piece in pieces:
+        current = piece[0]
+        for ch in piece[1:]:
+            merges.append((current, ch))
+            current += ch
+            tokens.append(current)
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    tok = WhisperTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)))
+    specials = (["<|endoftext|>", "<|startoftranscript|>"]
+                + [f"<|{code}|>" for code in WHISPER_LANGUAGES]
+                + ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>",
+                   "<|nospeech|>", "<|notimestamps|>"]
+                + [f"<|{i * 0.02:.2f}|>" for i in range(1501)])
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials],
+                   special_tokens=True)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials[:12]}
+    eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    tok.model_max_length = 448
+    config = transformers.WhisperConfig(**{
+        "vocab_size": len(tok), "num_mel_bins": 80, "encoder_layers": 2, "decoder_layers": 2,
+        "d_model": 32, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 48, "decoder_ffn_dim": 48, "max_source_positions": 1500,
+        "max_target_positions": 448, "pad_token_id": eot, "bos_token_id": eot,
+        "eos_token_id": eot, "decoder_start_token_id": sot, "begin_suppress_tokens": [eot],
+        "suppress_tokens": [], **(sizes or {})})
+    torch.manual_seed(seed)
+    model = transformers.WhisperForConditionalGeneration(config).eval()
+    model.generation_config = transformers.GenerationConfig(
+        decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
+        max_length=448, no_timestamps_token_id=ids["<|notimestamps|>"],
+        lang_to_id={f"<|{c}|>": ids[f"<|{c}|>"] for c in WHISPER_LANGUAGES},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        is_multilingual=True, begin_suppress_tokens=[eot], suppress_tokens=[],
+        max_initial_timestamp_index=50, prev_sot_token_id=ids["<|startofprev|>"],
+        alignment_heads=[[1, 0]])
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model.save_pretrained(dest)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80),
+                     tokenizer=tok).save_pretrained(dest)
+    return dest
