@@ -17,6 +17,7 @@ from fmhub.inputs import to_mono_audio
 from fmhub.results import Chunk, Transcription
 
 from ._generate import generation_config
+from ._load import _quiet
 
 __all__ = ["SpeechProcessor", "WhisperOptions", "forward", "postprocess", "preprocess",
            "speech_defaults"]
@@ -52,8 +53,6 @@ class SpeechProcessor:
     @classmethod
     def build(cls, module, src, options) -> SpeechProcessor:
         from transformers import AutoProcessor
-
-        from ._load import _quiet
 
         processor = _quiet(lambda: AutoProcessor.from_pretrained(
             src.location, revision=src.revision, trust_remote_code=options.trust_remote_code))
@@ -131,7 +130,8 @@ def forward(model, batch: dict[str, Any], options, stream=None) -> dict[str, Any
     with torch.random.fork_rng(devices=devices, enabled=options.seed is not None):
         if options.seed is not None:
             torch.manual_seed(options.seed)
-        out = module.generate(**kwargs)
+        # Whisper's generate warns about arguments it sets itself (max_length, suppress_tokens)
+        out = _quiet(lambda: module.generate(**kwargs))
     sequences = out["sequences"] if isinstance(out, dict) else getattr(out, "sequences", out)
     langs = [language] * sequences.shape[0] if language else [
         d.strip("<|>") if d else None for d in (detected or [None] * sequences.shape[0])]
