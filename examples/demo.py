@@ -206,7 +206,9 @@ def generation_demo() -> None:
         f"completion_tokens={g.completion_tokens}; equals the non-streamed call: "
         f"{g == lm('The quick brown fox', max_new_tokens=12, min_new_tokens=12)}")
     chat = [{"role": "user", "content": "What is the weather like in London today?"}]
-    say(f"chat reply (chat template applied): {lm(chat, max_new_tokens=8, min_new_tokens=8).text!r}")
+    r = lm(chat, max_new_tokens=8, min_new_tokens=8)
+    say(f"chat reply (chat template applied): {r.text!r} — {r.completion_tokens} tokens "
+        f"{list(r.token_ids)}; random weights may pick template markers, which the text drops")
     pairs = [("The quick brown fox", " jumps over the lazy dog."),
              ("A man is riding", " a white horse.")] * 8
     result = fmhub.finetune(lm, pairs, eval=pairs[:4], method="lora", epochs=6, batch_size=4,
