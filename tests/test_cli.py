@@ -277,7 +277,7 @@ def test_a_failure_while_working_exits_1(toy_hub, capsys, tmp_path):
     (tmp_path / "in.txt").write_text("1,2,3,4\n1,2\n")
     code, out, err = run(capsys, "predict", "toy:embed", "--input", str(tmp_path / "in.txt"))
     assert code == 1 and out == "" and err.startswith("fmhub: error: ")
-    assert "input 1 is [1.0, 2.0]" in err
+    assert "Input 1: toy models take 4 numbers per input, got [1.0, 2.0]" in err
 
 
 def test_predict_progress_lines_away_from_a_terminal(toy_hub, capsys, monkeypatch):
