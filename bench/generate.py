@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fmhub_transformers.testing import CORPUS, build_tiny_generative, build_tiny_whisper
 
 import fmhub
-from fmhub_transformers.testing import CORPUS, build_tiny_generative, build_tiny_whisper
 
 LM_SIZES = {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 4,
             "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 512}
@@ -87,11 +87,11 @@ def main() -> None:
         with_fmhub(batch), by_hand(batch), with_pipeline(batch)  # warm up
         times = {"fmhub": [], "generate by hand": [], "pipeline": []}
         for _ in range(args.repeats):  # interleaved
-            t, ours = timed(lambda: with_fmhub(batch))
+            t, ours = timed(lambda b=batch: with_fmhub(b))
             times["fmhub"].append(t)
-            t, theirs = timed(lambda: by_hand(batch))
+            t, theirs = timed(lambda b=batch: by_hand(b))
             times["generate by hand"].append(t)
-            t, texts = timed(lambda: with_pipeline(batch))
+            t, texts = timed(lambda b=batch: with_pipeline(b))
             times["pipeline"].append(t)
             assert ours == theirs, "fmhub and generate by hand produced different tokens"
             decoded = [tok.decode(ids, skip_special_tokens=True) for ids in ours]
@@ -150,8 +150,8 @@ def main() -> None:
     seconds = 30.0
     audio = (np.random.default_rng(0).standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
     wopts = {"language": "en", "task": "transcribe", "max_new_tokens": args.new_tokens}
-    ours = lambda: asr((audio, 16000), **wopts)  # noqa: E731
-    theirs = lambda: wpipe(audio.copy(), return_timestamps=True,  # noqa: E731
+    ours = lambda: asr((audio, 16000), **wopts)
+    theirs = lambda: wpipe(audio.copy(), return_timestamps=True,
                            generate_kwargs={**wopts, "num_beams": 1})
     ours(), theirs()
     rtf = {"fmhub": [], "pipeline": []}

@@ -108,8 +108,8 @@ def forward(model, batch: dict[str, Any], options, stream=None) -> dict[str, Any
     """Whisper's ``generate`` with the call's options; the detected language comes along."""
     module, proc = model.module, model.processor
     gc = generation_config(module, options)
-    kwargs: dict[str, Any] = dict(input_features=batch["input_features"], generation_config=gc,
-                                  return_timestamps=options.return_timestamps)
+    kwargs: dict[str, Any] = {"input_features": batch["input_features"], "generation_config": gc,
+                              "return_timestamps": options.return_timestamps}
     if batch["long"]:
         kwargs["attention_mask"] = batch["attention_mask"]
     language = _language(options, proc, module)
