@@ -168,3 +168,29 @@ def test_save_load_round_trip_generates_the_same_tokens(models, tmp_path):
         assert again.task == model.task and again.call_defaults == model.call_defaults
         assert again.predict(PROMPTS, max_new_tokens=6, min_new_tokens=6) == before
         assert all(isinstance(g, Generation) for g in before)
+
+
+def test_threads_share_a_model_while_it_streams(models):
+    """The tokenizer is used under a lock: predicts in threads and a stream at once agree with
+    sequential calls."""
+    import threading
+
+    model = models["llama-lm"]
+    expected = model.predict(PROMPTS, max_new_tokens=6)
+    got, errors = {}, []
+
+    def work(k):
+        try:
+            got[k] = model.predict(PROMPTS, max_new_tokens=6)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    stream = model.stream(PROMPTS[0], max_new_tokens=6)
+    for t in threads:
+        t.start()
+    text = "".join(stream)
+    for t in threads:
+        t.join()
+    assert not errors and all(v == expected for v in got.values())
+    assert text == expected[0].text

@@ -161,24 +161,8 @@ def training_batch(model, examples) -> dict:
     proc = model.processor
     tok = proc.tokenizer
     eos = tok.eos_token_id
-    inputs, labels = [], []
-    for i, ex in enumerate(examples):
-        if proc.encoder_decoder:
-            if ex[0] != "pair":
-                raise fmhub.InputError(f"training example {i}: {model.spec.id} trains on "
-                                       "(source, target) pairs, not chats.")
-            inputs.append(tok(ex[1])["input_ids"])
-            labels.append(tok(ex[2])["input_ids"])
-            continue
-        if ex[0] == "chat":
-            ids, lab = _chat_ids(model, ex[1])
-        else:
-            prompt = tok(ex[1], add_special_tokens=True)["input_ids"]
-            completion = tok(ex[2], add_special_tokens=False)["input_ids"]
-            completion = completion + ([eos] if eos is not None else [])
-            ids, lab = prompt + completion, [-100] * len(prompt) + completion
-        inputs.append(ids)
-        labels.append(lab)
+    with proc.lock:  # the tokenizer is not safe to share between threads
+        inputs, labels = _tokenize_examples(model, proc, tok, eos, examples)
     if proc.context:
         inputs = [r[: proc.context] for r in inputs]
         labels = [r[: proc.context] for r in labels]
@@ -197,6 +181,28 @@ def training_batch(model, examples) -> dict:
     for i, r in enumerate(labels):
         target[i, : len(r)] = torch.tensor(r)
     return {"input_ids": ids, "attention_mask": mask, "labels": target}
+
+
+def _tokenize_examples(model, proc, tok, eos, examples):
+    inputs, labels = [], []
+    for i, ex in enumerate(examples):
+        if proc.encoder_decoder:
+            if ex[0] != "pair":
+                raise fmhub.InputError(f"training example {i}: {model.spec.id} trains on "
+                                       "(source, target) pairs, not chats.")
+            inputs.append(tok(ex[1])["input_ids"])
+            labels.append(tok(ex[2])["input_ids"])
+            continue
+        if ex[0] == "chat":
+            ids, lab = _chat_ids(model, ex[1])
+        else:
+            prompt = tok(ex[1], add_special_tokens=True)["input_ids"]
+            completion = tok(ex[2], add_special_tokens=False)["input_ids"]
+            completion = completion + ([eos] if eos is not None else [])
+            ids, lab = prompt + completion, [-100] * len(prompt) + completion
+        inputs.append(ids)
+        labels.append(lab)
+    return inputs, labels
 
 
 def training_forward(model, batch: dict) -> torch.Tensor:

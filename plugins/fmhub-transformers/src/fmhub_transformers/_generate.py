@@ -6,7 +6,8 @@ beam search); this module turns prompts and chats into its inputs and its output
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,11 +26,15 @@ _DEFAULTS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "to
 
 @dataclass
 class GenProcessor:
-    """What the generative stages need: the tokenizer, the context size, the model's kind."""
+    """What the generative stages need: the tokenizer, the context size, the model's kind.
+
+    A fast tokenizer is not safe to call from two threads at once (``model.stream`` decodes in a
+    worker while another thread may predict): every use holds ``lock``."""
 
     tokenizer: Any
     context: int | None
     encoder_decoder: bool
+    lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def build(cls, module, tokenizer) -> GenProcessor:
@@ -49,6 +54,11 @@ class GenProcessor:
         if 0 < (tokenizer.model_max_length or 0) < 1_000_000:
             limits.append(int(tokenizer.model_max_length))
         return cls(tokenizer, min(limits) if limits else None, encoder_decoder)
+
+    def decode(self, ids) -> str:
+        """The text of generated ids (special tokens dropped, spaces as decoded), under the lock."""
+        with self.lock:
+            return decode(self.tokenizer, ids)
 
 
 def call_defaults(module) -> dict[str, Any]:
@@ -86,6 +96,11 @@ def encode(model, inputs) -> list[list[int]]:
     """Token ids of each prompt (a string) or chat (a list of role/content messages)."""
     tok = model.processor.tokenizer
     rows = []
+    with model.processor.lock:
+        return _encode(model, tok, inputs, rows)
+
+
+def _encode(model, tok, inputs, rows) -> list[list[int]]:
     for i, x in enumerate(inputs):
         if isinstance(x, str):
             if not x.strip():
@@ -157,8 +172,8 @@ def generation_config(module, options):
 class _Streamer:
     """Feeds ``stream(index, piece)`` as ``generate`` produces tokens (any batch size)."""
 
-    def __init__(self, tokenizer, emit, rows: int, eos: set[int]):
-        self.tokenizer, self.emit, self.eos = tokenizer, emit, eos
+    def __init__(self, proc: GenProcessor, emit, rows: int, eos: set[int]):
+        self.proc, self.emit, self.eos = proc, emit, eos
         self.tokens: list[list[int]] = [[] for _ in range(rows)]
         self.sent = [""] * rows
         self.done = [False] * rows
@@ -175,7 +190,7 @@ class _Streamer:
                 self.done[i] = True
                 continue
             self.tokens[i].append(tok)
-            text = decode(self.tokenizer, self.tokens[i])
+            text = self.proc.decode(self.tokens[i])
             if text.endswith("\ufffd") or not text.startswith(self.sent[i]):
                 continue  # an incomplete character: wait for the next token
             piece, self.sent[i] = text[len(self.sent[i]):], text
@@ -189,13 +204,13 @@ class _Streamer:
 class _StopStrings:
     """A stopping criterion: a row is done once its generated text contains a stop string."""
 
-    def __init__(self, tokenizer, stops, start: int):
-        self.tokenizer, self.stops, self.start = tokenizer, tuple(stops), start
+    def __init__(self, proc: GenProcessor, stops, start: int):
+        self.proc, self.stops, self.start = proc, tuple(stops), start
         self.window = 4 * max(len(s) for s in stops) + 8  # tokens that can hold any stop string
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window):].tolist()
-        done = [any(s in decode(self.tokenizer, row) for s in self.stops) for row in tail]
+        done = [any(s in self.proc.decode(row) for s in self.stops) for row in tail]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -219,9 +234,9 @@ def forward(model, batch: dict[str, Any], options, stream=None, **extra: Any) ->
 
         start = 1 if proc.encoder_decoder else batch["input_ids"].shape[1]
         kwargs["stopping_criteria"] = StoppingCriteriaList(
-            [_StopStrings(proc.tokenizer, options.stop, start)])
+            [_StopStrings(proc, options.stop, start)])
     if stream is not None and options.num_beams == 1:  # generate streams greedy/sampled decoding
-        kwargs["streamer"] = _Streamer(proc.tokenizer, stream, batch["input_ids"].shape[0],
+        kwargs["streamer"] = _Streamer(proc, stream, batch["input_ids"].shape[0],
                                        eos_ids(module))
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=options.seed is not None):
@@ -246,7 +261,7 @@ def postprocess(model, outputs: dict[str, Any], batch: dict[str, Any], options) 
         cut = next((j for j, t in enumerate(row) if t in eos), None)
         ended = cut is not None
         ids = row[: cut + 1] if ended else row
-        text = decode(proc.tokenizer, ids[:-1] if ended else ids)
+        text = proc.decode(ids[:-1] if ended else ids)
         hits = [p for p in (text.find(s) for s in options.stop) if p >= 0]
         if hits:
             text, ended = text[: min(hits)], True

@@ -5,7 +5,8 @@ Whisper ``generate`` (short-form and sequential long-form), decoded as transform
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -41,6 +42,7 @@ class SpeechProcessor:
     """The feature extractor and tokenizer of a Whisper checkpoint."""
 
     processor: Any
+    lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def tokenizer(self):
@@ -142,9 +144,10 @@ def _decode(proc: SpeechProcessor, seq: torch.Tensor, options, module):
     """Text and chunks of one generated sequence, as the ASR pipeline decodes them."""
     tok = proc.tokenizer
     time_precision = proc.feature_extractor.chunk_length / module.config.max_source_positions
-    text, optional = tok._decode_asr([{"tokens": seq.reshape(1, -1).cpu()}],
-                                     return_timestamps=options.return_timestamps,
-                                     return_language=None, time_precision=time_precision)
+    with proc.lock:  # the tokenizer is not safe to share between threads
+        text, optional = tok._decode_asr([{"tokens": seq.reshape(1, -1).cpu()}],
+                                         return_timestamps=options.return_timestamps,
+                                         return_language=None, time_precision=time_precision)
     chunks = []
     for c in optional.get("chunks", []) if options.return_timestamps else []:
         start, end = c["timestamp"]
