@@ -24,6 +24,7 @@ from .errors import (
     UnknownModelError,
     UnknownNamespaceError,
 )
+from .generation import CallOptionError, CallOptions, GenerationOptions, TextStream
 from .hookspecs import hookimpl
 from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
@@ -32,12 +33,15 @@ if TYPE_CHECKING:
     from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
     from .finetuning.methods import Adapter, FineTuneMethod, MethodOptions
     from .model import Loaded, Model
+    from .results import Generation, Transcription
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Adapter",
     "AmbiguousModelError",
+    "CallOptionError",
+    "CallOptions",
     "DestinationError",
     "DeviceError",
     "EvalReport",
@@ -48,6 +52,8 @@ __all__ = [
     "FineTuneResult",
     "FmhubError",
     "FmhubPluginWarning",
+    "Generation",
+    "GenerationOptions",
     "Hub",
     "InputError",
     "InvalidOptionError",
@@ -63,6 +69,8 @@ __all__ = [
     "PluginError",
     "PluginRecord",
     "Preprocessing",
+    "TextStream",
+    "Transcription",
     "UnknownModelError",
     "UnknownNamespaceError",
     "evaluate",
@@ -145,6 +153,8 @@ _LAZY = {
     "MethodOptions": ("finetuning.methods", "MethodOptions"),
     "Adapter": ("finetuning.methods", "Adapter"),
     "results": ("results", None),
+    "Generation": ("results", "Generation"),
+    "Transcription": ("results", "Transcription"),
     "inputs": ("inputs", None),
     "EvalReport": ("evaluation.report", "EvalReport"),
     "evaluation": ("evaluation", None),

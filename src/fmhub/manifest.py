@@ -47,7 +47,6 @@ __all__ = [
     "Manifest",
     "atomic_folder",
     "check_destination",
-    "load_saved",
     "read_manifest",
     "recover",
     "replayable_options",

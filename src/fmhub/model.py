@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,13 @@ from .errors import (
     ManifestError,
     NonFiniteOutputError,
     PluginError,
+)
+from .generation import (
+    GENERATION_TASKS,
+    CallOptions,
+    GenerationOptions,
+    TextStream,
+    parse_call_options,
 )
 from .spec import LoadOptions, ModelSpec, validate_model
 
@@ -43,6 +50,11 @@ class Loaded:
     :param placed: True when the plugin placed the module itself (e.g. across several devices);
         the core then never moves it.
     :param info: JSON-ready facts saved in manifests (library versions, resolved revision...).
+    :param call_options: The class per-call options are validated against (a subclass of
+        :class:`fmhub.CallOptions`); None: :class:`fmhub.GenerationOptions` for the generation
+        tasks (``text-generation``, ``text2text``), no per-call options otherwise.
+    :param call_defaults: Defaults for those options from the checkpoint (its
+        ``generation_config.json``); keys the options class does not have are ignored.
     """
 
     module: Any
@@ -51,14 +63,18 @@ class Loaded:
     processor: Any = None
     placed: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    call_options: Any = None
+    call_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 class Model:
     """A loaded model of any family.
 
-    ``model(x)`` predicts one input, ``model.predict(xs)`` many; ``preprocess``/``forward``/
-    ``postprocess`` run the stages by hand. The result type depends only on ``model.task``
-    (see :mod:`fmhub.results`).
+    ``model(x)`` predicts one input, ``model.predict(xs)`` many, ``model.stream(x)`` yields text
+    pieces as a generative model produces them; all three take per-call options
+    (``model(x, max_new_tokens=20)``, see :class:`fmhub.GenerationOptions`). ``preprocess``/
+    ``forward``/``postprocess`` run the stages by hand. The result type depends only on
+    ``model.task`` (see :mod:`fmhub.results`).
     """
 
     default_batch_size = 32
@@ -75,6 +91,8 @@ class Model:
         self.info = dict(loaded.info)
         self.adapter: Adapter | None = None  # set by the core: fine-tuning, adapter loading
         self.quantized: str | None = None  # set by quantize()
+        self._call_options = loaded.call_options
+        self.call_defaults: dict[str, Any] = dict(loaded.call_defaults)
         self._owner = spec.plugin
         self._device = None
         self._dtype = None
@@ -118,6 +136,29 @@ class Model:
         self._refresh_placement()
         return self
 
+    # -- per-call options -------------------------------------------------------------------
+
+    @property
+    def call_options(self) -> type[CallOptions] | None:
+        """The class of this model's per-call options (None: it takes none)."""
+        if self._call_options is not None:
+            return self._call_options
+        return GenerationOptions if self.task in GENERATION_TASKS else None
+
+    def parse_options(self, **options: Any) -> CallOptions | None:
+        """Validate per-call options on top of the checkpoint's defaults.
+
+        Returns the options object the stage hooks receive (None for a model without per-call
+        options). An unknown or invalid option is a :class:`fmhub.CallOptionError` (an
+        ``InputError``) naming the valid ones.
+        """
+        return parse_call_options(self.call_options, self.call_defaults, options, self.spec.id)
+
+    def _options(self, options: Any) -> CallOptions | None:
+        if options is None or isinstance(options, dict):
+            return self.parse_options(**(options or {}))
+        return options
+
     # -- stages ---------------------------------------------------------------------------------
 
     def _call(self, hook: str, **kwargs):
@@ -135,8 +176,9 @@ class Model:
         return error(f"plugin {self._owner!r} cannot {cannot} {self.spec.id!r}: {why}; "
                      f"implement {hook} — docs/hooks.md#{hook}.")
 
-    def preprocess(self, inputs: Sequence[Any]) -> Any:
-        """Raw inputs (a non-empty sequence) to one batch."""
+    def preprocess(self, inputs: Sequence[Any], options: Any = None) -> Any:
+        """Raw inputs (a non-empty sequence) to one batch; ``options`` as :meth:`parse_options`
+        returns them (or a dict of them; None: the defaults)."""
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise InputError(
                 f"preprocess takes a sequence of inputs, got {type(inputs).__name__}; "
@@ -144,35 +186,42 @@ class Model:
             )
         if not inputs:
             raise InputError("preprocess got an empty sequence of inputs.")
-        batch = self._call("fmhub_preprocess", inputs=inputs)
+        batch = self._call("fmhub_preprocess", inputs=inputs, options=self._options(options))
         if not _holds_array(batch):
             raise self._stage_error("fmhub_preprocess", f"returned {_describe(batch)}, which holds "
                                     "no tensor or array; a batch is what forward feeds the module")
         return batch
 
-    def forward(self, batch: Any, *, grad: bool = False) -> Any:
-        """Run the module on a batch; tensors follow the model's device and dtype."""
+    def forward(self, batch: Any, *, grad: bool = False, options: Any = None,
+                stream: Callable[[int, str], None] | None = None) -> Any:
+        """Run the module on a batch; tensors follow the model's device and dtype.
+
+        ``stream(index, piece)`` is called by a generative plugin with each piece of text of input
+        ``index`` as it is decoded (see :meth:`stream`)."""
         batch = move_batch(batch, self._device, self._dtype)
+        kw = {"options": self._options(options), "stream": stream}
         if grad:
-            outputs = self._call("fmhub_forward", batch=batch)
+            outputs = self._call("fmhub_forward", batch=batch, **kw)
         else:
             with torch.inference_mode():
-                outputs = self._call("fmhub_forward", batch=batch)
+                outputs = self._call("fmhub_forward", batch=batch, **kw)
         if not _holds_array(outputs):
             raise self._stage_error("fmhub_forward", f"returned {_describe(outputs)} instead of "
                                     "the module's outputs (no tensor or array in it)")
         return outputs
 
-    def postprocess(self, outputs: Any, batch: Any) -> list[Any]:
+    def postprocess(self, outputs: Any, batch: Any, options: Any = None) -> list[Any]:
         """Raw outputs to one typed result per input of ``batch``, checked against the task's
         result type (:mod:`fmhub.results`); a result with NaN or infinite numbers raises
         :class:`fmhub.NonFiniteOutputError`."""
-        return self._postprocess(outputs, batch, None)
+        return self._postprocess(outputs, batch, None, options)
 
-    def _postprocess(self, outputs: Any, batch: Any, positions: Sequence[int] | None) -> list[Any]:
+    def _postprocess(self, outputs: Any, batch: Any, positions: Sequence[int] | None,
+                     options: Any = None) -> list[Any]:
         from .results import inspect_result
 
-        results = self._call("fmhub_postprocess", outputs=outputs, batch=batch)
+        results = self._call("fmhub_postprocess", outputs=outputs, batch=batch,
+                             options=self._options(options))
         if results is None or isinstance(results, (str, bytes, Mapping)) or not isinstance(
             results, Iterable
         ):
@@ -226,6 +275,15 @@ class Model:
             raise self._missing("fmhub_training_loss", FineTuneError, "compute a training loss for")
         return loss
 
+    def training_batch(self, examples: list[Any]) -> Any:
+        """A generative model's training batch (``fmhub_training_batch``): inputs and ``labels``,
+        -100 wherever no loss is taken."""
+        batch = self._call("fmhub_training_batch", examples=examples)
+        if batch is None:
+            raise self._missing("fmhub_training_batch", FineTuneError,
+                                "fine-tune as a generative model")
+        return batch
+
     def _save_files(self, path: str) -> None:
         """Write the family's own files into ``path`` (``fmhub_save``); see :meth:`save`."""
         if not self._call("fmhub_save", path=path):
@@ -233,20 +291,27 @@ class Model:
 
     # -- prediction -----------------------------------------------------------------------------
 
-    def __call__(self, x: Any) -> Any:
-        """Predict one input."""
-        return self.predict([x], batch_size=1, progress=False)[0]
+    def __call__(self, x: Any, **options: Any) -> Any:
+        """Predict one input; ``options`` are per-call options (``max_new_tokens=20``...)."""
+        return self.predict([x], batch_size=1, progress=False, **options)[0]
 
     def predict(
-        self, inputs: Iterable[Any], batch_size: int | None = None, progress: bool | None = None
+        self, inputs: Iterable[Any], batch_size: int | None = None, progress: bool | None = None,
+        **options: Any,
     ) -> list[Any]:
         """Predict many inputs in batches; results come back in input order.
 
         ``progress=None`` shows a bar on a terminal once the call has run a couple of seconds.
         An error about one input (:class:`fmhub.InputError`, :class:`fmhub.NonFiniteOutputError`)
         names its position in ``inputs`` (``err.index``), whatever order batches were formed in.
+        ``options`` are per-call options, validated once for the whole call (see
+        :meth:`parse_options`).
         """
         from .inputs import input_list
+
+        opts = self.parse_options(**options)
+        # options only when there are any, so code that wraps the stages stays as it was
+        extra, kw = ((), {}) if opts is None else ((opts,), {"options": opts})
 
         items = input_list(inputs, "predict")
         if not items:
@@ -270,8 +335,8 @@ class Model:
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
                 try:
-                    batch = self.preprocess([items[i] for i in idx])
-                    outs = self._postprocess(self.forward(batch), batch, idx)
+                    batch = self.preprocess([items[i] for i in idx], *extra)
+                    outs = self._postprocess(self.forward(batch, **kw), batch, idx, *extra)
                 except FmhubError as exc:
                     _in_caller_positions(exc, idx)
                     raise
@@ -283,6 +348,20 @@ class Model:
             if bar is not None:
                 bar.close()
         return results
+
+    def stream(self, x: Any, **options: Any) -> TextStream:
+        """Generate for one input, yielding text pieces as they are decoded.
+
+        Returns a :class:`fmhub.TextStream`: iterate it for the pieces (they concatenate to the
+        result's ``text``); its ``result`` (a ``Generation``, a ``Transcription``...) is set once
+        it is exhausted; ``close()`` stops early. Bad inputs and options raise here, before any
+        piece. Every stage runs through its hooks, so cross-cutting wrappers still apply.
+        """
+        opts = self.parse_options(**options)
+        if self.module.training:
+            self.module.eval()
+        batch = self.preprocess([x], opts)
+        return TextStream(self, batch, opts)
 
     # -- persistence ----------------------------------------------------------------------------
 

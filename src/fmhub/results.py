@@ -5,7 +5,11 @@ task                     result of ``model(x)``
 =======================  ======================================================================
 ``classification``       :class:`Classification` — ``label``, ``score``, ``top_k`` (best first)
 ``embedding``            ``numpy.ndarray`` of shape ``(dim,)``, float32
-``transcription``        :class:`Transcription` — ``text``
+``transcription``        :class:`Transcription` — ``text``, ``chunks`` (:class:`Chunk` with
+                         ``start``/``end`` seconds, when the model can tell), ``language``
+``text-generation``      :class:`Generation` — ``text``, ``finish_reason``, ``prompt_tokens``,
+                         ``completion_tokens`` (and the generated ``token_ids``)
+``text2text``            :class:`Generation`, as above
 ``fill-mask``            :class:`FillMask` — ``predictions`` (:class:`TokenScore`, best first)
 ``token-classification`` :class:`Entities` — ``entities`` (:class:`Entity` with character spans)
 ``feature-maps``         :class:`FeatureMaps` — ``maps``, one ``numpy.ndarray`` (C, H, W) a stage
@@ -26,11 +30,13 @@ from typing import Any
 
 __all__ = [
     "TASKS",
+    "Chunk",
     "Classification",
     "Entities",
     "Entity",
     "FeatureMaps",
     "FillMask",
+    "Generation",
     "LabelScore",
     "TokenScore",
     "Transcription",
@@ -62,8 +68,45 @@ class Classification:
 
 
 @dataclass(frozen=True, slots=True)
-class Transcription:
+class Chunk:
+    """A stretch of a transcript with its start and end, in seconds from the recording's start."""
+
     text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    """What was said. ``chunks`` (segments with timestamps) and ``language`` are filled by the
+    models that can tell them (Whisper); a CTC model fills ``text`` only."""
+
+    text: str
+    chunks: tuple[Chunk, ...] = ()
+    language: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Why generation ended: an end-of-sequence token or a stop string (``"stop"``), or the
+#: ``max_new_tokens`` limit (``"length"``).
+FINISH_REASONS = ("stop", "length")
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """Generated text (without the prompt, stop string trimmed), why it ended, and token counts.
+
+    ``completion_tokens`` counts the generated tokens, end-of-sequence token included;
+    ``token_ids`` are the ids ``generate`` produced for this input (padding dropped).
+    """
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +164,8 @@ TASKS: dict[str, str] = {
     "classification": "Classification",
     "embedding": "numpy.ndarray",
     "transcription": "Transcription",
+    "text-generation": "Generation",
+    "text2text": "Generation",
     "fill-mask": "FillMask",
     "token-classification": "Entities",
     "feature-maps": "FeatureMaps",
@@ -177,6 +222,8 @@ def _label(labels, i: int) -> str:
 _RESULT_TYPES: dict[str, type] = {
     "classification": Classification,
     "transcription": Transcription,
+    "text-generation": Generation,
+    "text2text": Generation,
     "fill-mask": FillMask,
     "token-classification": Entities,
     "feature-maps": FeatureMaps,
@@ -243,6 +290,17 @@ def inspect_result(task: str, result: Any) -> tuple[str, str] | None:
     elif isinstance(result, Transcription):
         if not isinstance(result.text, str):
             return "type", f"a Transcription whose text is {type(result.text).__name__}"
+        if not all(isinstance(c, Chunk) and 0 <= c.start <= c.end for c in result.chunks):
+            return "type", f"a Transcription with malformed chunks {result.chunks!r:.80}"
+        if result.language is not None and not isinstance(result.language, str):
+            return "type", f"a Transcription whose language is {result.language!r:.40}"
+    elif isinstance(result, Generation):
+        if not isinstance(result.text, str) or result.finish_reason not in FINISH_REASONS:
+            return "type", (f"a Generation with text {type(result.text).__name__} and "
+                            f"finish_reason {result.finish_reason!r} (one of {FINISH_REASONS})")
+        if result.prompt_tokens < 1 or result.completion_tokens < 0:
+            return "type", (f"a Generation counting {result.prompt_tokens} prompt and "
+                            f"{result.completion_tokens} generated tokens")
     elif isinstance(result, FillMask):
         if not result.predictions or not all(
             isinstance(p, TokenScore) and _number(p.score) for p in result.predictions

@@ -163,6 +163,8 @@ def test_task_override_refuses_a_head_the_checkpoint_lacks(tiny_zoo):
     with pytest.raises(fmhub.PluginError, match="no trained weights for the classification"):
         fmhub.load(str(tiny_zoo["mpnet-emb"]), task="classification")
     with pytest.raises(fmhub.InvalidOptionError, match="not served"):
+        fmhub.load(str(tiny_zoo["mpnet-emb"]), task="feature-maps")
+    with pytest.raises(fmhub.InvalidOptionError, match="no transcription model"):
         fmhub.load(str(tiny_zoo["mpnet-emb"]), task="transcription")
 
 

@@ -193,7 +193,8 @@ def load_adapter(hub: Hub, path: Path, options: dict[str, Any], manifest: Manife
         )
     model = hub.load(base, verify=verify, **{**replayable_options(manifest.options, consent),
                                              **options})
-    head = model.attach_head(manifest.labels or [])
+    generative = not saved.head and not manifest.labels  # nothing was attached when trained
+    head = [] if generative else model.attach_head(manifest.labels or [])
     method, opts = get_method(model, saved.method, saved.options)
     modules = method.targets(model, head, opts)
     check_fingerprint(model, modules, head, saved.fingerprint, path)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Examples", "as_examples"]
+__all__ = ["Examples", "GenerationExamples", "as_examples", "as_generation_examples"]
 
 TEXT_COLUMNS = ("text", "sentence", "input")
 LABEL_COLUMNS = ("label", "labels", "class")
@@ -196,3 +196,88 @@ def as_examples(data: Any, labels: list[str] | None = None, *, text_column: str 
     if len(labels) < 2:
         raise InputError(f"fine-tuning a classifier needs at least two labels, got {labels}.")
     return Examples(data, list(labels))
+
+
+# -- generative models -----------------------------------------------------------------------------
+
+#: Column pairs read as (prompt, completion) / (source, target), in order of preference.
+PAIR_COLUMNS = (("prompt", "completion"), ("source", "target"), ("input", "output"),
+                ("instruction", "response"))
+
+
+class GenerationExamples(Sequence):
+    """Training examples of a generative model: ``("pair", prompt, completion)`` or
+    ``("chat", messages)`` tuples, checked on the way in. ``labels`` is empty (no classes)."""
+
+    def __init__(self, items: list[tuple]):
+        self.items = items
+        self.labels = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _chat_item(messages: Any, i: int) -> tuple:
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise InputError(f"training example {i}: a chat is a non-empty list of messages.")
+    for j, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(
+                m.get("content"), str):
+            raise InputError(f"training example {i}, message {j} is {m!r:.80}; a message is "
+                             "{'role': ..., 'content': '...'}.")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise InputError(f"training example {i} has no assistant message to learn from.")
+    return ("chat", [{"role": m["role"], "content": m["content"]} for m in messages])
+
+
+def _generation_item(item: Any, i: int) -> tuple:
+    if isinstance(item, dict):
+        if "messages" in item:
+            return _chat_item(item["messages"], i)
+        for a, b in PAIR_COLUMNS:
+            if a in item and b in item:
+                item = (item[a], item[b])
+                break
+        else:
+            raise InputError(
+                f"training example {i} has keys {sorted(item)}; use 'prompt'/'completion' (or "
+                "'source'/'target') for pairs, or 'messages' for a chat.")
+    if isinstance(item, (list, tuple)) and item and all(isinstance(m, dict) for m in item):
+        return _chat_item(item, i)
+    if isinstance(item, (list, tuple)) and len(item) == 2:
+        prompt, completion = item
+        if not isinstance(prompt, str) or not isinstance(completion, str) or not prompt or not completion:
+            raise InputError(f"training example {i}: prompt and completion must be non-empty "
+                             f"strings, got {prompt!r:.40} and {completion!r:.40}.")
+        return ("pair", prompt, completion)
+    raise InputError(
+        f"training example {i} is {type(item).__name__} ({item!r:.60}); a generative model trains "
+        "on (prompt, completion) pairs, chats (lists of {'role', 'content'} messages), or dicts "
+        "with 'prompt'/'completion' or 'messages'.")
+
+
+def as_generation_examples(data: Any) -> GenerationExamples:
+    """Normalise a generative model's training data: pairs, chats, dicts, or a ``.jsonl`` file
+    of ``{"prompt", "completion"}`` / ``{"source", "target"}`` / ``{"messages": [...]}`` rows."""
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if not path.is_file():
+            raise InputError(f"training data {str(path)!r} does not exist.")
+        if path.suffix != ".jsonl":
+            raise InputError(f"{str(path)!r}: generative training data must be a .jsonl file.")
+        data = []
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        data.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise InputError(f"{str(path)!r} line {n} is not JSON: {exc}") from None
+    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+        data = list(data)
+    if len(data) == 0:
+        raise InputError("the training data is empty.")
+    return GenerationExamples([_generation_item(data[i], i) for i in range(len(data))])

@@ -29,7 +29,7 @@ from ..manifest import (
 from ..spec import validate_model
 from .adapter import apply_method, save_adapter, train_mode, trainable_state
 from .config import FineTuneConfig
-from .data import Examples, as_examples
+from .data import Examples, GenerationExamples, as_examples, as_generation_examples
 from .methods import FineTuneMethod
 from .plan import get_method
 
@@ -94,15 +94,20 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
         check_outputs(cfg)
     method, mopts = get_method(model, instance if isinstance(instance, FineTuneMethod)
                                else cfg.method, cfg.method_options)
-    data_opts = {"text_column": cfg.text_column, "label_column": cfg.label_column,
-                 "encoding": cfg.encoding}
-    train_ex = as_examples(train, cfg.labels, **data_opts)
-    eval_ex = as_examples(eval, train_ex.labels, **data_opts) if eval is not None else None
+    generative = is_generative(model)
+    if generative:  # prompt/completion pairs or chats; no head, loss on the completions only
+        train_ex = as_generation_examples(train)
+        eval_ex = as_generation_examples(eval) if eval is not None else None
+    else:
+        data_opts = {"text_column": cfg.text_column, "label_column": cfg.label_column,
+                     "encoding": cfg.encoding}
+        train_ex = as_examples(train, cfg.labels, **data_opts)
+        eval_ex = as_examples(eval, train_ex.labels, **data_opts) if eval is not None else None
     if cfg.early_stopping_patience and eval_ex is None:
         raise FineTuneError("early_stopping_patience needs eval data: pass eval=...")
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    head = model.attach_head(train_ex.labels)
+    head = [] if generative else model.attach_head(train_ex.labels)
     model.adapter = apply_method(model, method, mopts, head)
     model.module.to(device=model.device)
     trainer = _Trainer(model, cfg, train_ex, eval_ex, model.adapter.fingerprint)
@@ -233,6 +238,26 @@ def _digest(h, x: Any) -> None:
             h.update(b"r" + repr(x).encode())
 
 
+def is_generative(model: Model) -> bool:
+    """Models of a generation task train on texts to produce (``fmhub_training_batch``)."""
+    from ..generation import GENERATION_TASKS
+
+    return model.task in GENERATION_TASKS
+
+
+def generative_loss(model: Model, examples: list[Any], autocast=None):
+    """The loss of a generative batch, and how many target tokens it covers."""
+    batch = model.training_batch(examples)
+    targets = batch["labels"].to(model.device)
+    if autocast:
+        with torch.autocast(device_type=autocast[0], dtype=autocast[1]):
+            outputs = model.forward(batch, grad=True)
+    else:
+        outputs = model.forward(batch, grad=True)
+    loss = model.training_loss(outputs, targets)
+    return loss.float(), int((targets != -100).sum())
+
+
 def _param_groups(module, weight_decay: float):
     decay, no_decay = [], []
     for name, p in module.named_parameters():
@@ -335,6 +360,8 @@ class _Trainer:
         return [order[i : i + bs] for i in range(0, len(order), bs)]
 
     def _loss(self, idx: list[int]):
+        if isinstance(self.train, GenerationExamples):
+            return generative_loss(self.model, [self.train[i] for i in idx], self.autocast)[0]
         pairs = [self.train[i] for i in idx]
         inputs = [x for x, _ in pairs]
         targets = torch.tensor([y for _, y in pairs], dtype=torch.long, device=self.model.device)
@@ -408,7 +435,7 @@ class _Trainer:
         train_mode(self.model.module)
         if not cfg.early_stopping_patience:
             return
-        key = cfg.early_stopping_metric
+        key = "loss" if isinstance(self.eval, GenerationExamples) else cfg.early_stopping_metric
         better = st.best is None or (
             metrics[key] < st.best[key] if key == "loss" else metrics[key] > st.best[key])
         if better:
@@ -524,12 +551,25 @@ class _Trainer:
 
 
 def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, float]:
-    """Loss (the log loss), accuracy and macro-F1 of a classifier on labelled examples, computed by
-    the same streaming metrics as :func:`fmhub.evaluate`."""
+    """For a generative model, the loss per target token and its perplexity; for a classifier the
+    loss (the log loss), accuracy and macro-F1, computed by the same streaming metrics as
+    :func:`fmhub.evaluate`."""
+    was_training = model.module.training
+    model.module.eval()
+    if isinstance(data, GenerationExamples):
+        total, tokens = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                loss, n = generative_loss(model, [data[i] for i in range(
+                    start, min(start + batch_size, len(data)))])
+                total, tokens = total + float(loss) * n, tokens + n
+        if was_training:
+            train_mode(model.module)
+        mean = total / max(1, tokens)
+        return {"loss": mean, "perplexity": math.exp(min(mean, 50.0))}
     from ..evaluation.data import LabelNames
     from ..evaluation.run import evaluate as run_evaluation
 
-    was_training = model.module.training
     try:
         report = run_evaluation(model, LabelNames(data, data.labels), batch_size=batch_size,
                                 metrics=["accuracy", "f1", "log_loss"], progress=False)

@@ -94,7 +94,9 @@ def finetune_plan(model: Model, method: str | FineTuneMethod = "lora", labels: l
     shadow.module = copy.deepcopy(model.module)
     shadow.processor = copy.copy(model.processor)  # a head hook may adjust the processor
     shadow.info = dict(model.info)
-    head = shadow.attach_head(labels or ["0", "1"])
+    from .loop import is_generative
+
+    head = [] if is_generative(shadow) else shadow.attach_head(labels or ["0", "1"])
     modules = m.targets(shadow, head, opts)
     m.apply(shadow, head, opts)
     params = list(shadow.module.parameters())

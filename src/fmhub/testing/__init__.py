@@ -16,7 +16,11 @@ what predict gives; batched equals one-by-one; different inputs give different o
 classifier has one label per output; dtype/device moves, with bfloat16 results close to
 float32's; save -> load of perturbed weights gives them back; fine-tuning (a head for two labels,
 the default targets of each PEFT method, LoRA steps that change the outputs, adapter save ->
-load); bad inputs raise :class:`fmhub.InputError`. Each check is also a ``check_*`` function. Class-level fixtures (for instance an
+load); bad inputs raise :class:`fmhub.InputError`. Each check is also a ``check_*`` function. For a generative model (its per-call
+options are :class:`fmhub.GenerationOptions`) it also checks that greedy output is deterministic,
+streamed pieces add up to the text, ``max_new_tokens`` and stop strings are honoured, and (through
+the checks above, with ``ConformanceCase.call_options``) that batch equals one-by-one and a save ->
+load round trip generates the same tokens. Class-level fixtures (for instance an
 ``autouse`` one that builds a tiny model into a hub cache) run before every generated test.
 """
 
