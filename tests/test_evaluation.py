@@ -10,6 +10,8 @@ import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ import fmhub
 from fmhub import hookimpl
 from fmhub.cli import main
 from fmhub.evaluation import Accumulator, Metric, MetricResult
-from fmhub.results import Entities, Entity, FillMask, TokenScore, Transcription
+from fmhub.results import Entities, Entity, FillMask, Generation, TokenScore, Transcription
 
 sk = pytest.importorskip("sklearn.metrics")
 
@@ -325,13 +327,16 @@ class Oracle:
                                    enumerate(x.split("[MASK]")[1].split()))) for x in xs]
         if task == "transcription":
             return [Transcription(x.replace("uh ", "")) for x in xs]
-        return [_Generated(" ".join(reversed(x.split())), nll=float(len(x.split())),
+        return [_Generated(" ".join(reversed(x.split())), "stop", 1, 1, nll=float(len(x.split())),
                            tokens=len(x.split())) for x in xs]
 
 
-class _Generated:
-    def __init__(self, text, nll, tokens):
-        self.text, self.nll, self.tokens = text, nll, tokens
+@dataclasses.dataclass(frozen=True)
+class _Generated(Generation):
+    """A generation result that carries its reference's token log-likelihood (a plugin may)."""
+
+    nll: float = 0.0
+    tokens: int = 0
 
 
 @pytest.fixture

@@ -19,12 +19,12 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fmhub"
 
 LAYERS = [
-    {"errors", "results", "spec", "_device", "_quiet", "_progress", "inputs"},
+    {"errors", "results", "spec", "_device", "generation", "_quiet", "_progress", "inputs"},
     {"model", "manifest", "quantize"},
     {"hookspecs"},
     {"_hub"},
     {"finetuning", "evaluation", "_builtin"},
-    {"cli", "_clikit", "finetuning.cli", "evaluation.cli", "testing", "", "__main__"},  # "" is the fmhub package itself
+    {"cli", "_clikit", "_generate_cli", "finetuning.cli", "evaluation.cli", "testing", "", "__main__"},  # "" is the fmhub package itself
 ]
 
 #: Lazy (inside a function) imports of a higher layer, each a deliberate entry point upward.

@@ -114,3 +114,14 @@ def test_a_lora_adapter_is_what_peft_loads(tiny_zoo, tmp_path):
         out = theirs.generate(**ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)
     got = model("The quick brown fox", max_new_tokens=6, min_new_tokens=6)
     assert out[0, ids["input_ids"].shape[1]:].tolist() == list(got.token_ids)
+
+
+def test_evaluate_perplexity_is_fine_tunings_teacher_forced_loss(tiny_zoo):
+    from fmhub.finetuning.loop import evaluate as finetune_evaluate
+
+    model = load("gpt2-lm")
+    report = fmhub.evaluate(model, PAIRS, metrics=["perplexity", "exact_match"], batch_size=3)
+    want = finetune_evaluate(model, as_generation_examples(PAIRS), batch_size=3)
+    # evaluate sums the per-batch token NLL; fine-tuning's eval averages per token likewise
+    assert report.metrics["perplexity"] == pytest.approx(want["perplexity"], rel=1e-4)
+    assert report.n_examples == len(PAIRS) and 0.0 <= report.metrics["exact_match"] <= 1.0

@@ -421,7 +421,7 @@ def _text_pairs(in_field: str, out_field: str, hint: str, result_text, extra=Non
                 batch = {"n": len(xs), "inputs": xs, "results": results}
                 batch.update(result_text(results, refs))
                 if extra is not None:
-                    batch.update(extra(results))
+                    batch.update(extra(results, model=model, inputs=xs, references=refs))
                 yield batch
 
         return rows.description, len(rows), batches()
@@ -437,13 +437,32 @@ def _hyp_ref(results, refs):
     return {"hyp": [r if isinstance(r, str) else r.text for r in results], "ref": refs}
 
 
-def _nll(results):
-    """Token log-likelihoods, when a generation result carries ``nll`` and ``tokens``."""
+def _nll(results, model=None, inputs=(), references=()):
+    """Token negative log-likelihoods of the references: carried by the results (``nll`` and
+    ``tokens``), or, for a model that trains as a generative model (``fmhub_training_batch``),
+    computed teacher-forced on (prompt, reference) -- the loss fine-tuning minimises, so
+    perplexity here equals fine-tuning's. Otherwise none (asking for perplexity is then an error)."""
     nll = [getattr(r, "nll", None) for r in results]
     tokens = [getattr(r, "tokens", None) for r in results]
-    if any(v is None for v in nll) or any(not isinstance(t, (int, np.integer)) for t in tokens):
+    if not any(v is None for v in nll) and all(isinstance(t, (int, np.integer)) for t in tokens):
+        return {"nll": np.asarray(nll, np.float64), "tokens": np.asarray(tokens, np.int64)}
+    if model is None or not all(isinstance(x, str) for x in inputs):
         return {"nll": None, "tokens": None}
-    return {"nll": np.asarray(nll, np.float64), "tokens": np.asarray(tokens, np.int64)}
+    return _teacher_forced_nll(model, inputs, references)
+
+
+def _teacher_forced_nll(model, inputs, references) -> dict[str, Any]:
+    import torch
+
+    if not model.hub.caller("fmhub_training_batch", model._owner).get_hookimpls():
+        return {"nll": None, "tokens": None}
+    batch = model.training_batch([("pair", x, ref) for x, ref in zip(inputs, references)])
+    targets = batch["labels"].to(model.device)
+    with torch.no_grad():
+        outputs = model.forward(batch, grad=True)  # grad=True: the training forward, no cache
+        loss = model.training_loss(outputs, targets)
+    n = int((targets != -100).sum())
+    return {"nll": np.asarray([float(loss) * n], np.float64), "tokens": np.asarray([n], np.int64)}
 
 
 # -- embeddings ---------------------------------------------------------------------------------

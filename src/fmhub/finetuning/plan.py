@@ -94,9 +94,10 @@ def finetune_plan(model: Model, method: str | FineTuneMethod = "lora", labels: l
     shadow.module = copy.deepcopy(model.module)
     shadow.processor = copy.copy(model.processor)  # a head hook may adjust the processor
     shadow.info = dict(model.info)
-    from .loop import is_generative
+    from ..generation import GENERATION_TASKS
 
-    head = [] if is_generative(shadow) else shadow.attach_head(labels or ["0", "1"])
+    generative = shadow.task in GENERATION_TASKS  # trained on texts to produce: no head
+    head = [] if generative else shadow.attach_head(labels or ["0", "1"])
     modules = m.targets(shadow, head, opts)
     m.apply(shadow, head, opts)
     params = list(shadow.module.parameters())
