@@ -90,6 +90,39 @@ def cmd_finetune(args) -> int:
     return run(model, args)
 
 
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    settings = {k: getattr(args, k) for k in ("host", "port", "max_batch", "max_wait_ms",
+                                              "max_queue", "max_body_mb", "timeout_s")}
+    if args.api_key:
+        settings["api_key"] = args.api_key
+    serve(args.models, options=_options(args.option), batching=not args.no_batching, **settings)
+    return 0
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve models over HTTP with dynamic batching "
+                       "(needs fmhub[serve])")
+    p.add_argument("models", nargs="+", metavar="NAME|FOLDER",
+                   help="models to serve (SERVED_NAME=SOURCE names one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32, help="most items per model call")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="longest wait for a batch to fill (ms)")
+    p.add_argument("--no-batching", action="store_true", help="one model call per request")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="requests waiting per model before 503")
+    p.add_argument("--max-body-mb", type=float, default=16.0, help="largest body before 413")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="per-request timeout (504)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1 (or env FMHUB_API_KEY)")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
+                   help="load option for every model, repeatable")
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmhub", description="Pretrained models of every family behind one contract."
@@ -125,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", action="append", metavar="KEY=VALUE", help="FineTuneConfig field")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="load option")
     p.set_defaults(func=cmd_finetune)
+    _add_serve(sub)
     return parser
 
 
