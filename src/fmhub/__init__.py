@@ -12,6 +12,7 @@ from ._hub import FmhubPluginWarning, Hub, PluginRecord, get_hub, set_hub
 from .errors import (
     AmbiguousModelError,
     DeviceError,
+    ExportError,
     FineTuneError,
     FmhubError,
     InputError,
@@ -26,6 +27,7 @@ from .hookspecs import hookimpl
 from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
 if TYPE_CHECKING:
+    from .export import ExportSpec
     from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
     from .model import Loaded, Model
 
@@ -34,6 +36,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AmbiguousModelError",
     "DeviceError",
+    "ExportError",
+    "ExportSpec",
     "FineTuneConfig",
     "FineTuneError",
     "FineTunePlan",
@@ -108,6 +112,7 @@ def finetune_plan(model: Model, method: str = "lora", **config: Any) -> FineTune
 _LAZY = {
     "Model": ("model", "Model"),
     "Loaded": ("model", "Loaded"),
+    "ExportSpec": ("export", "ExportSpec"),
     "FineTuneConfig": ("finetuning.config", "FineTuneConfig"),
     "FineTunePlan": ("finetuning.plan", "FineTunePlan"),
     "FineTuneResult": ("finetuning.loop", "FineTuneResult"),

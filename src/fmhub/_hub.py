@@ -270,7 +270,13 @@ class Hub:
         if _is_adapter_folder(name):
             from .finetuning.adapter import load_adapter
 
-            return load_adapter(self, Path(os.fspath(name)).expanduser(), options)
+            path = Path(os.fspath(name)).expanduser()
+            if options.get("runtime") == "onnxruntime":  # the merged model runs on ONNX Runtime
+                from .export import attach_onnx
+
+                model = load_adapter(self, path, {**options, "runtime": "torch"})
+                return attach_onnx(model, source=str(path.absolute()))
+            return load_adapter(self, path, options)
         return load_model(self, self.resolve(name), options)
 
 

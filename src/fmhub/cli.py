@@ -101,6 +101,25 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import load
+
+    model = load(args.name, **_options(args.option))
+    out = model.export(args.output, format=args.format)
+    print(f"fmhub export: wrote {out}")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a model's forward stage to ONNX, parity-checked "
+                       "(needs fmhub[export])")
+    p.add_argument("name", metavar="NAME|FOLDER", help="model id, alias, saved or adapter folder")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--output", "-O", required=True, help="folder to write (fmhub.load reads it)")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="load option")
+    p.set_defaults(func=cmd_export)
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve models over HTTP with dynamic batching "
                        "(needs fmhub[serve])")
@@ -159,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="load option")
     p.set_defaults(func=cmd_finetune)
     _add_serve(sub)
+    _add_export(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 __all__ = [
     "AmbiguousModelError",
     "DeviceError",
+    "ExportError",
     "FineTuneError",
     "FmhubError",
     "InputError",
@@ -82,6 +83,10 @@ class PluginError(FmhubError, RuntimeError):
 
 class ManifestError(FmhubError, ValueError):
     """A saved model or adapter folder that is missing, corrupt, or does not fit its base model."""
+
+
+class ExportError(FmhubError, RuntimeError):
+    """A model cannot be exported, or its export does not reproduce it within tolerance."""
 
 
 class FineTuneError(FmhubError, RuntimeError):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._device import module_devices, move_batch, resolve_device, resolve_dtype
-from .errors import DeviceError, InputError, PluginError
+from .errors import DeviceError, InputError, InvalidOptionError, PluginError
 from .spec import LoadOptions, ModelSpec, validate_model
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class Model:
         self.info = dict(loaded.info)
         self.adapter: dict[str, Any] | None = None  # set by fine-tuning / adapter loading
         self.quantized: str | None = None  # set by quantize()
+        self.runtime: Any = None  # an ONNX Runtime forward stage (fmhub.export.OrtRunner)
         self._owner = spec.plugin
         self._device = None
         self._dtype = None
@@ -127,6 +128,8 @@ class Model:
 
     def forward(self, batch: Any, *, grad: bool = False) -> Any:
         """Run the module on a batch; tensors follow the model's device and dtype."""
+        if self.runtime is not None and not grad:
+            return self.runtime(batch)
         batch = move_batch(batch, self._device, self._dtype)
         if grad:
             return self._call("fmhub_forward", batch=batch)
@@ -211,6 +214,13 @@ class Model:
 
         return finetune(self, train, eval=eval, **config)
 
+    def export(self, path: str | os.PathLike, format: str = "onnx", **kwargs: Any) -> Path:
+        """Export the forward stage (pooling included, an adapter merged) to a folder that
+        ``fmhub.load`` runs on ONNX Runtime; parity is checked first (see docs/export.md)."""
+        from .export import export
+
+        return export(self, path, format, **kwargs)
+
     def merge(self) -> Model:
         """Fold a LoRA adapter into the base weights (faster inference, same outputs)."""
         from .finetuning.adapter import merge
@@ -260,6 +270,13 @@ def load_model(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> Model:
         model.module.to(device=device, dtype=dtype)
         model._refresh_placement()
     model.module.eval()
+    if opts.runtime == "onnxruntime" and opts.quantize:
+        raise InvalidOptionError("runtime='onnxruntime' and quantize cannot be combined; "
+                                 "choose one.")
     if opts.quantize:
         model.quantize(opts.quantize)
+    if opts.runtime == "onnxruntime":
+        from .export import attach_onnx, exported_folder
+
+        attach_onnx(model, exported_folder(spec.path))
     return model
