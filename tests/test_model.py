@@ -141,7 +141,7 @@ def test_bad_input_is_an_input_error_naming_plugin_and_stage(toy_hub, bad):
     with pytest.raises(fmhub.InputError) as err:
         model(bad)
     assert err.value.plugin == "toy" and err.value.stage == "preprocess"
-    assert "input 0" in str(err.value)
+    assert str(err.value).startswith("Input 0: ") and err.value.index == 0
     assert "(raised in plugin 'toy', stage 'preprocess', model 'toy:embed')" in err.value.__notes__
 
 

@@ -19,10 +19,12 @@ from .errors import (
     InvalidOptionError,
     ManifestError,
     NonFiniteLossError,
+    NonFiniteOutputError,
     PluginError,
     UnknownModelError,
     UnknownNamespaceError,
 )
+from .generation import CallOptionError, CallOptions, GenerationOptions, TextStream
 from .hookspecs import hookimpl
 from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
@@ -30,11 +32,14 @@ if TYPE_CHECKING:
     from .export import ExportSpec
     from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
     from .model import Loaded, Model
+    from .results import Generation, Transcription
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousModelError",
+    "CallOptionError",
+    "CallOptions",
     "DeviceError",
     "ExportError",
     "ExportSpec",
@@ -44,6 +49,8 @@ __all__ = [
     "FineTuneResult",
     "FmhubError",
     "FmhubPluginWarning",
+    "Generation",
+    "GenerationOptions",
     "Hub",
     "InputError",
     "InvalidOptionError",
@@ -54,9 +61,12 @@ __all__ = [
     "ModelSpec",
     "Namespace",
     "NonFiniteLossError",
+    "NonFiniteOutputError",
     "PluginError",
     "PluginRecord",
     "Preprocessing",
+    "TextStream",
+    "Transcription",
     "UnknownModelError",
     "UnknownNamespaceError",
     "finetune",
@@ -117,6 +127,9 @@ _LAZY = {
     "FineTunePlan": ("finetuning.plan", "FineTunePlan"),
     "FineTuneResult": ("finetuning.loop", "FineTuneResult"),
     "results": ("results", None),
+    "Generation": ("results", "Generation"),
+    "Transcription": ("results", "Transcription"),
+    "inputs": ("inputs", None),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import fnmatch
 import importlib
 import importlib.metadata as md
@@ -19,6 +20,7 @@ from . import hookspecs
 from .errors import (
     AmbiguousModelError,
     FmhubError,
+    ManifestError,
     PluginError,
     UnknownModelError,
     UnknownNamespaceError,
@@ -130,8 +132,9 @@ class Hub:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
-                self._fail(ep.name, dist, version, f"import failed: {type(exc).__name__}: {exc}")
+            # a broken plugin, even one calling sys.exit(), must not stop fmhub
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
+                self._fail(ep.name, dist, version, f"import failed: {_exc_text(exc)}")
                 continue
             try:
                 self._add(ep.name, plugin, distribution=dist, version=version, strict=False)
@@ -206,7 +209,7 @@ class Hub:
         caller = self.caller(hook, owner)
         try:
             return caller(**kwargs)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a hook calling sys.exit() must not end the program
             raise plugin_error(exc, self._culprit(exc, caller) or owner, hook, model_id) from exc
 
     def broadcast(self, hook: str, **kwargs) -> list[tuple[str, Any]]:
@@ -217,7 +220,7 @@ class Hub:
             name = self.pm.get_name(impl.plugin) or impl.plugin_name
             try:
                 result = impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise plugin_error(exc, name, hook, None) from exc
             if result is not None:
                 out.append((name, result))
@@ -265,27 +268,59 @@ class Hub:
     # -- loading --------------------------------------------------------------------------------
 
     def load(self, name: str, **options: Any) -> Model:
-        from .model import load_model
+        from ._quiet import known_warnings_hidden
 
-        if _is_adapter_folder(name):
-            from .finetuning.adapter import load_adapter
+        with known_warnings_hidden():  # third-party noise of the libraries plugins import
+            from .model import load_model
 
-            path = Path(os.fspath(name)).expanduser()
-            if options.get("runtime") == "onnxruntime":  # the merged model runs on ONNX Runtime
-                from .export import attach_onnx
+            if _is_adapter_folder(name):
+                from .finetuning.adapter import load_adapter
 
-                model = load_adapter(self, path, {**options, "runtime": "torch"})
-                return attach_onnx(model, source=str(path.absolute()))
-            return load_adapter(self, path, options)
-        return load_model(self, self.resolve(name), options)
+                path = Path(os.fspath(name)).expanduser()
+                outer = _loading_adapter.get()
+                if outer is not None:
+                    same = "its own folder" if outer == path.resolve() else f"{str(path)!r}"
+                    raise ManifestError(
+                        f"The adapter {str(outer)!r} names {same} as its base model, which is an "
+                        "adapter folder; an adapter's base must be a model (an id or a folder "
+                        "written by model.save). Fix the base in its fmhub.json."
+                    )
+                token = _loading_adapter.set(path.resolve())
+                try:
+                    if options.get("runtime") == "onnxruntime":  # the merged model on ORT
+                        from .export import attach_onnx
+
+                        model = load_adapter(self, path, {**options, "runtime": "torch"})
+                        return attach_onnx(model, source=str(path.absolute()))
+                    return load_adapter(self, path, options)
+                finally:
+                    _loading_adapter.reset(token)
+            return load_model(self, self.resolve(name), options)
+
+
+#: The adapter folder whose base model is being loaded (an adapter's base may not be an adapter).
+_loading_adapter: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "fmhub_loading_adapter", default=None)
+
+#: The longest model name taken (Linux's PATH_MAX); longer ones are refused before any file look-up.
+MAX_NAME_LENGTH = 4096
+
+
+def _exists(path: Path, check: str = "exists") -> bool:
+    """``path.exists()`` / ``is_file()`` that answers False for a name the OS cannot look up
+    (a component over 255 bytes, a NUL byte...) instead of raising."""
+    try:
+        return getattr(path, check)()
+    except (OSError, ValueError):
+        return False
 
 
 def _is_adapter_folder(name: Any) -> bool:
     try:
         path = Path(os.fspath(name)).expanduser()
-    except TypeError:
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: '~user' with no such user
         return False
-    if not (path / MANIFEST).is_file():
+    if not _exists(path / MANIFEST, "is_file"):
         return False
     from .manifest import read_manifest
 
@@ -339,9 +374,16 @@ def plugin_error(exc: BaseException, plugin: str | None, hook: str, model_id: st
             exc.plugin, exc.stage = plugin, stage
             exc.add_note(f"(raised in {where})")
         return exc
-    err = PluginError(f"{where} failed: {type(exc).__name__}: {exc}")
+    err = PluginError(f"{where} failed: {_exc_text(exc)}")
     err.plugin, err.stage = plugin, stage
     return err
+
+
+def _exc_text(exc: BaseException) -> str:
+    """``Type: message``; a ``SystemExit`` says that the plugin called ``sys.exit()``."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Registry:
@@ -369,8 +411,8 @@ class _Registry:
                 items: list = []
                 try:
                     _call_registration(impl, items.append)
-                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break fmhub
-                    reg._drop(name, f"{hook} raised {type(exc).__name__}: {exc}")
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolate a broken plugin
+                    reg._drop(name, f"{hook} raised {_exc_text(exc)}")
                     continue
                 collected[hook].extend((name, item) for item in items)
         valid = {
@@ -469,8 +511,22 @@ class _Registry:
         )
 
     def resolve(self, name: str) -> ModelSpec:
-        if not isinstance(name, str) or not name:
-            raise UnknownModelError(f"A model name must be a non-empty string, got {name!r}.")
+        if not isinstance(name, str) or not name.strip():
+            raise UnknownModelError(
+                f"A model name must be a non-empty string, got {_short(name)}; pass an id like "
+                "'hf:org/repo', an alias (see 'fmhub list') or a folder path."
+            )
+        if len(name) > MAX_NAME_LENGTH:
+            raise UnknownModelError(
+                f"A model name of {len(name):,} characters ({_short(name)}) is longer than any id, "
+                f"alias or path ({MAX_NAME_LENGTH:,} at most); pass an id like 'hf:org/repo', an "
+                "alias (see 'fmhub list') or a folder path."
+            )
+        if any(not ch.isprintable() for ch in name):
+            raise UnknownModelError(
+                f"The model name {_short(name)} holds control characters (a NUL, a newline...); "
+                "pass an id like 'hf:org/repo', an alias or a folder path."
+            )
         self._check_conflict(name)
         if name in self.specs:
             return self.with_owner(self.specs[name])
@@ -479,14 +535,18 @@ class _Registry:
         ns, sep, rest = name.partition(":")
         if sep and rest and (ns in self.namespaces or ns + ":" in self.conflicts):
             return self._resolve_in_namespace(ns, rest)
-        path = Path(name).expanduser()
-        if path.exists():
+        try:
+            path = Path(name).expanduser()
+        except RuntimeError:  # '~nosuchuser/...'
+            path = Path(name)
+        if _exists(path):
             return self.resolve_path(path)
         if sep and rest and ns and set(ns) <= _NS_CHARS and len(ns) > 1:
             raise self._no_namespace(ns)
         candidates = list(self.specs) + list(self.aliases)
+        hint = did_you_mean(name, candidates) if len(name) <= 200 else ""
         raise UnknownModelError(
-            f"Unknown model {name!r}.{did_you_mean(name, candidates)} "
+            f"Unknown model {_short(name)}.{hint} "
             "Run 'fmhub list' to see models, or use 'namespace:name' (e.g. 'hf:org/repo') "
             "or the path of a local folder."
         )
@@ -494,8 +554,11 @@ class _Registry:
     def _resolve_in_namespace(self, ns: str, rest: str) -> ModelSpec:
         self._check_conflict(ns + ":")
         namespace = self.namespaces[ns]
-        path = Path(rest).expanduser()
-        if rest.startswith(("/", ".", "~")) and path.exists():
+        try:
+            path = Path(rest).expanduser()
+        except RuntimeError:  # '~nosuchuser/...'
+            path = Path(rest)
+        if rest.startswith(("/", ".", "~")) and _exists(path):
             claims = self.hub.broadcast("fmhub_claim_path", path=str(path.resolve()))
             spec = next((s for _, s in claims if s.namespace == ns), None)
             if spec is None:
@@ -512,7 +575,7 @@ class _Registry:
         if spec is None:
             same = [i for i in self.specs if i.startswith(ns + ":")]
             raise UnknownModelError(
-                f"Unknown model {ns + ':' + rest!r}.{did_you_mean(ns + ':' + rest, same)} "
+                f"Unknown model {_short(ns + ':' + rest)}.{did_you_mean(ns + ':' + rest, same)} "
                 f"Run 'fmhub list {ns}:*' to see the {ns}: models."
             )
         return self.with_owner(spec)
@@ -560,6 +623,11 @@ def _is_method(item: Any) -> bool:
 
 
 _NS_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
 _default: Hub | None = None
 
 

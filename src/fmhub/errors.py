@@ -20,6 +20,7 @@ __all__ = [
     "InvalidOptionError",
     "ManifestError",
     "NonFiniteLossError",
+    "NonFiniteOutputError",
     "PluginError",
     "UnknownModelError",
     "UnknownNamespaceError",
@@ -70,7 +71,48 @@ class InvalidOptionError(FmhubError, ValueError):
 
 
 class InputError(FmhubError, ValueError):
-    """An input a model cannot take (empty, wrong type, too short, unreadable...)."""
+    """An input a model cannot take (empty, wrong type, too short, unreadable...).
+
+    ``index`` is the position of the bad input, or ``None`` when the error is not about one input.
+    A hook raises ``InputError(detail, index=i)`` with ``i`` the position in the list *it*
+    received; :meth:`fmhub.Model.predict` renumbers it to the position in the caller's list. The
+    message reads ``"Input {index}: {detail}"``.
+    """
+
+    def __init__(self, *args: object, index: int | None = None):
+        super().__init__(*args)
+        self.index = index
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.index is None else f"Input {self.index}: {text}"
+
+    def __reduce__(self):  # keep ``index`` through pickling (worker processes, servers)
+        return (_positioned, (type(self), self.args, self.index), self.__dict__)
+
+
+class NonFiniteOutputError(FmhubError, ArithmeticError):
+    """A model produced NaN or infinite numbers for an input (an embedding, a score, a feature map).
+
+    fmhub never returns such a result: ``index`` is the input's position in the caller's list and
+    ``plugin`` / ``stage`` name where the numbers came from. Common causes are float16 overflow
+    (load with ``dtype="float32"``) and corrupt weights.
+    """
+
+    def __init__(self, *args: object, index: int | None = None):
+        super().__init__(*args)
+        self.index = index
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.index is None else f"Input {self.index}: {text}"
+
+    def __reduce__(self):
+        return (_positioned, (type(self), self.args, self.index), self.__dict__)
+
+
+def _positioned(cls: type, args: tuple, index: int | None) -> FmhubError:
+    return cls(*args, index=index)
 
 
 class DeviceError(FmhubError, RuntimeError):

@@ -209,8 +209,7 @@ def parity(work: Model, spec: ExportSpec, runner: OrtRunner) -> dict[str, Any]:
 
     batch = work.preprocess(list(spec.check))
     with torch.inference_mode():
-        expected = [t.float().cpu().numpy() for t in _flat(work._call("fmhub_forward",
-                                                                        batch=batch))]
+        expected = [t.float().cpu().numpy() for t in _flat(work.forward(batch))]
     got = [np.asarray(o, dtype=np.float32) for o in _flat(runner(batch))]
     shape = {n: list(batch[n].shape) for n in spec.input_names}
     report: dict[str, Any] = {"inputs": shape, "max_abs_diff": 0.0}

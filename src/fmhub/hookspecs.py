@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from .export import ExportSpec
     from .finetuning.methods import FineTuneMethod
+    from .generation import CallOptions
     from .model import Loaded, Model
     from .spec import LoadOptions, ModelSpec, Namespace
 
@@ -56,6 +57,7 @@ OWNER_DISPATCHED = (
     "fmhub_finetune_targets",
     "fmhub_attach_head",
     "fmhub_training_loss",
+    "fmhub_training_batch",
     "fmhub_export_spec",
 )
 
@@ -199,7 +201,7 @@ def fmhub_batch_order(model: Model, inputs: Sequence[Any]) -> list[int] | None:
 
 
 @hookspec(firstresult=True)
-def fmhub_preprocess(model: Model, inputs: Sequence[Any]) -> Any:
+def fmhub_preprocess(model: Model, inputs: Sequence[Any], options: CallOptions | None) -> Any:
     """Turn raw inputs into one batch the forward stage takes.
 
     Owner-dispatched. Bad inputs raise :class:`fmhub.InputError` naming the input and the fix.
@@ -212,13 +214,18 @@ def fmhub_preprocess(model: Model, inputs: Sequence[Any]) -> Any:
 
     :param model: The model.
     :param inputs: One batch of raw inputs, at least one.
+    :param options: The validated per-call options (``model(x, max_new_tokens=20)``), an instance
+        of ``model.call_options`` (e.g. :class:`fmhub.GenerationOptions`), or None for a model
+        that takes none.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``options`` added.
     """
 
 
 @hookspec(firstresult=True)
-def fmhub_forward(model: Model, batch: Any) -> Any:
+def fmhub_forward(model: Model, batch: Any, options: CallOptions | None,
+                  stream: Callable[[int, str], None] | None) -> Any:
     """Run the torch module on a batch that is already on the model's device.
 
     Owner-dispatched. The core calls it under ``torch.inference_mode()`` for prediction and with
@@ -230,13 +237,20 @@ def fmhub_forward(model: Model, batch: Any) -> Any:
 
     :param model: The model.
     :param batch: The output of :func:`fmhub_preprocess`, moved to the device.
+    :param options: The validated per-call options, as :func:`fmhub_preprocess` got them.
+    :param stream: None, or (for ``model.stream``) a callback ``stream(index, piece)`` a
+        generative plugin calls with each new piece of text of input ``index`` as it is decoded;
+        the pieces must add up to the result's text. It raises when the consumer stopped
+        listening: let that propagate (it ends the generation).
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``options`` and ``stream`` added.
     """
 
 
 @hookspec(firstresult=True)
-def fmhub_postprocess(model: Model, outputs: Any, batch: Any) -> list[Any] | None:
+def fmhub_postprocess(model: Model, outputs: Any, batch: Any,
+                      options: CallOptions | None) -> list[Any] | None:
     """Turn raw outputs into one typed result per input (see :mod:`fmhub.results`).
 
     Owner-dispatched. The result type depends only on ``model.task``, never on the family.
@@ -248,8 +262,10 @@ def fmhub_postprocess(model: Model, outputs: Any, batch: Any) -> list[Any] | Non
     :param model: The model.
     :param outputs: The output of :func:`fmhub_forward`.
     :param batch: The batch it was computed from.
+    :param options: The validated per-call options, as :func:`fmhub_preprocess` got them.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``options`` added.
     """
 
 
@@ -316,6 +332,29 @@ def fmhub_attach_head(model: Model, labels: Sequence[str]) -> list[str] | None:
 
 
 @hookspec(firstresult=True)
+def fmhub_training_batch(model: Model, examples: Sequence[Any]) -> Any:
+    """Turn training examples of a generative model into one batch that carries its targets.
+
+    Owner-dispatched. Called instead of :func:`fmhub_preprocess` when a model of a generation task
+    (``text-generation``, ``text2text``, ...) is fine-tuned: ``examples`` are
+    ``("pair", prompt, completion)`` tuples or ``("chat", messages)`` tuples (see
+    :mod:`fmhub.finetuning.data`). The batch is a dict of CPU tensors whose ``"labels"`` entry
+    holds the target token ids, ``-100`` wherever no loss is taken (prompt, user turns, padding);
+    the core passes it to :func:`fmhub_forward` in training mode, then ``batch["labels"]`` as
+    ``targets`` to :func:`fmhub_training_loss`. Bad examples raise :class:`fmhub.InputError`.
+
+    Return value: the batch, or None when the plugin cannot fine-tune this model generatively.
+
+    Stops at first non-None result.
+
+    :param model: The model.
+    :param examples: One batch of training examples.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec(firstresult=True)
 def fmhub_training_loss(model: Model, outputs: Any, targets: Any) -> Any:
     """Compute the training loss of a batch.
 
@@ -327,7 +366,8 @@ def fmhub_training_loss(model: Model, outputs: Any, targets: Any) -> Any:
 
     :param model: The model.
     :param outputs: The output of :func:`fmhub_forward` in training mode.
-    :param targets: A ``torch.long`` tensor of class ids on the model's device.
+    :param targets: A ``torch.long`` tensor of class ids on the model's device; for a generative
+        model, the ``labels`` of :func:`fmhub_training_batch` (token ids, ``-100`` ignored).
 
     .. versionadded:: 0.1
     """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +11,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._device import module_devices, move_batch, resolve_device, resolve_dtype
-from .errors import DeviceError, InputError, InvalidOptionError, PluginError
+from .errors import (
+    DeviceError,
+    FmhubError,
+    InputError,
+    InvalidOptionError,
+    NonFiniteOutputError,
+    PluginError,
+)
+from .generation import (
+    GENERATION_TASKS,
+    CallOptions,
+    GenerationOptions,
+    TextStream,
+    parse_call_options,
+)
 from .spec import LoadOptions, ModelSpec, validate_model
 
 if TYPE_CHECKING:
@@ -34,6 +48,11 @@ class Loaded:
     :param placed: True when the plugin placed the module itself (e.g. across several devices);
         the core then never moves it.
     :param info: JSON-ready facts saved in manifests (library versions, resolved revision...).
+    :param call_options: The class per-call options are validated against (a subclass of
+        :class:`fmhub.CallOptions`); None: :class:`fmhub.GenerationOptions` for the generation
+        tasks (``text-generation``, ``text2text``), no per-call options otherwise.
+    :param call_defaults: Defaults for those options from the checkpoint (its
+        ``generation_config.json``); keys the options class does not have are ignored.
     """
 
     module: Any
@@ -42,14 +61,18 @@ class Loaded:
     processor: Any = None
     placed: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    call_options: Any = None
+    call_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 class Model:
     """A loaded model of any family.
 
-    ``model(x)`` predicts one input, ``model.predict(xs)`` many; ``preprocess``/``forward``/
-    ``postprocess`` run the stages by hand. The result type depends only on ``model.task``
-    (see :mod:`fmhub.results`).
+    ``model(x)`` predicts one input, ``model.predict(xs)`` many, ``model.stream(x)`` yields text
+    pieces as a generative model produces them; all three take per-call options
+    (``model(x, max_new_tokens=20)``, see :class:`fmhub.GenerationOptions`). ``preprocess``/
+    ``forward``/``postprocess`` run the stages by hand. The result type depends only on
+    ``model.task`` (see :mod:`fmhub.results`).
     """
 
     default_batch_size = 32
@@ -67,6 +90,8 @@ class Model:
         self.adapter: dict[str, Any] | None = None  # set by fine-tuning / adapter loading
         self.quantized: str | None = None  # set by quantize()
         self.runtime: Any = None  # an ONNX Runtime forward stage (fmhub.export.OrtRunner)
+        self._call_options = loaded.call_options
+        self.call_defaults: dict[str, Any] = dict(loaded.call_defaults)
         self._owner = spec.plugin
         self._device = None
         self._dtype = None
@@ -110,13 +135,41 @@ class Model:
         self._refresh_placement()
         return self
 
+    # -- per-call options -------------------------------------------------------------------
+
+    @property
+    def call_options(self) -> type[CallOptions] | None:
+        """The class of this model's per-call options (None: it takes none)."""
+        if self._call_options is not None:
+            return self._call_options
+        return GenerationOptions if self.task in GENERATION_TASKS else None
+
+    def parse_options(self, **options: Any) -> CallOptions | None:
+        """Validate per-call options on top of the checkpoint's defaults.
+
+        Returns the options object the stage hooks receive (None for a model without per-call
+        options). An unknown or invalid option is a :class:`fmhub.CallOptionError` (an
+        ``InputError``) naming the valid ones.
+        """
+        return parse_call_options(self.call_options, self.call_defaults, options, self.spec.id)
+
+    def _options(self, options: Any) -> CallOptions | None:
+        if options is None or isinstance(options, dict):
+            return self.parse_options(**(options or {}))
+        return options
+
     # -- stages ---------------------------------------------------------------------------------
 
     def _call(self, hook: str, **kwargs):
         return self.hub.call(hook, self._owner, self.spec.id, model=self, **kwargs)
 
-    def preprocess(self, inputs: Sequence[Any]) -> Any:
-        """Raw inputs (a non-empty sequence) to one batch."""
+    def _stage_error(self, hook: str, problem: str) -> PluginError:
+        """A :class:`PluginError` blaming the plugin whose ``hook`` returned something wrong."""
+        return stage_error(self.hub, self._owner, hook, self.spec.id, problem)
+
+    def preprocess(self, inputs: Sequence[Any], options: Any = None) -> Any:
+        """Raw inputs (a non-empty sequence) to one batch; ``options`` as :meth:`parse_options`
+        returns them (or a dict of them; None: the defaults)."""
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise InputError(
                 f"preprocess takes a sequence of inputs, got {type(inputs).__name__}; "
@@ -124,50 +177,105 @@ class Model:
             )
         if not inputs:
             raise InputError("preprocess got an empty sequence of inputs.")
-        return self._call("fmhub_preprocess", inputs=inputs)
+        batch = self._call("fmhub_preprocess", inputs=inputs, options=self._options(options))
+        if not _holds_array(batch):
+            raise self._stage_error("fmhub_preprocess", f"returned {_describe(batch)}, which holds "
+                                    "no tensor or array; a batch is what forward feeds the module")
+        return batch
 
-    def forward(self, batch: Any, *, grad: bool = False) -> Any:
-        """Run the module on a batch; tensors follow the model's device and dtype."""
-        if self.runtime is not None and not grad:
+    def forward(self, batch: Any, *, grad: bool = False, options: Any = None,
+                stream: Callable[[int, str], None] | None = None) -> Any:
+        """Run the module on a batch; tensors follow the model's device and dtype.
+
+        ``stream(index, piece)`` is called by a generative plugin with each piece of text of input
+        ``index`` as it is decoded (see :meth:`stream`)."""
+        if self.runtime is not None and not grad:  # the forward stage on ONNX Runtime
             return self.runtime(batch)
         batch = move_batch(batch, self._device, self._dtype)
+        kw = {"options": self._options(options), "stream": stream}
         if grad:
-            return self._call("fmhub_forward", batch=batch)
-        with torch.inference_mode():
-            return self._call("fmhub_forward", batch=batch)
+            outputs = self._call("fmhub_forward", batch=batch, **kw)
+        else:
+            with torch.inference_mode():
+                outputs = self._call("fmhub_forward", batch=batch, **kw)
+        if not _holds_array(outputs):
+            raise self._stage_error("fmhub_forward", f"returned {_describe(outputs)} instead of "
+                                    "the module's outputs (no tensor or array in it)")
+        return outputs
 
-    def postprocess(self, outputs: Any, batch: Any) -> list[Any]:
-        """Raw outputs to one typed result per input of ``batch``."""
-        results = self._call("fmhub_postprocess", outputs=outputs, batch=batch)
-        if results is None:
-            raise PluginError(f"plugin {self._owner!r} returned no results from postprocess")
-        return list(results)
+    def postprocess(self, outputs: Any, batch: Any, options: Any = None) -> list[Any]:
+        """Raw outputs to one typed result per input of ``batch``, checked against the task's
+        result type (:mod:`fmhub.results`); a result with NaN or infinite numbers raises
+        :class:`fmhub.NonFiniteOutputError`."""
+        return self._postprocess(outputs, batch, None, options)
+
+    def _postprocess(self, outputs: Any, batch: Any, positions: Sequence[int] | None,
+                     options: Any = None) -> list[Any]:
+        from .results import inspect_result
+
+        results = self._call("fmhub_postprocess", outputs=outputs, batch=batch,
+                             options=self._options(options))
+        if results is None or isinstance(results, (str, bytes, Mapping)) or not isinstance(
+            results, Iterable
+        ):
+            raise self._stage_error("fmhub_postprocess", f"returned {_describe(results)}, not a "
+                                    "list with one result per input")
+        results = list(results)
+        positions = range(len(results)) if positions is None else positions
+        if len(results) != len(positions):
+            raise self._stage_error("fmhub_postprocess", f"returned {len(results)} results for "
+                                    f"{len(positions)} inputs")
+        for pos, result in zip(positions, results):
+            problem = inspect_result(self.task, result)
+            if problem is None:
+                continue
+            kind, detail = problem
+            if kind == "non-finite":
+                err = NonFiniteOutputError(
+                    f"model {self.spec.id!r} produced {detail} (plugin {self._owner!r}, stage "
+                    "'postprocess'); fmhub never returns such a result. If the model runs in "
+                    "float16, load it with dtype='float32'; else check its weights.", index=pos)
+                err.plugin, err.stage = self._owner, "postprocess"
+                raise err
+            raise self._stage_error("fmhub_postprocess", f"returned, for input {pos}, {detail}")
+        return results
 
     # -- prediction -----------------------------------------------------------------------------
 
-    def __call__(self, x: Any) -> Any:
-        """Predict one input."""
-        return self.predict([x], batch_size=1, progress=False)[0]
+    def __call__(self, x: Any, **options: Any) -> Any:
+        """Predict one input; ``options`` are per-call options (``max_new_tokens=20``...)."""
+        return self.predict([x], batch_size=1, progress=False, **options)[0]
 
     def predict(
-        self, inputs: Iterable[Any], batch_size: int | None = None, progress: bool | None = None
+        self, inputs: Iterable[Any], batch_size: int | None = None, progress: bool | None = None,
+        **options: Any,
     ) -> list[Any]:
         """Predict many inputs in batches; results come back in input order.
 
         ``progress=None`` shows a bar on a terminal once the call has run a couple of seconds.
+        ``options`` are per-call options, validated once for the whole call (see
+        :meth:`parse_options`).
         """
-        items = list(inputs) if not isinstance(inputs, (str, bytes)) else None
-        if items is None:
-            raise InputError("predict takes a list of inputs; for one input call model(x).")
+        from .inputs import input_list
+
+        opts = self.parse_options(**options)
+        # options only when there are any, so code that wraps the stages stays as it was
+        extra, kw = ((), {}) if opts is None else ((opts,), {"options": opts})
+
+        items = input_list(inputs, "predict")
         if not items:
             return []
         bs = self.default_batch_size if batch_size is None else batch_size
         if not isinstance(bs, int) or bs < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
         order = self._call("fmhub_batch_order", inputs=items) if len(items) > 1 else None
-        order = list(range(len(items))) if order is None else list(order)
+        try:
+            order = list(range(len(items))) if order is None else [int(i) for i in order]
+        except (TypeError, ValueError):
+            order = []
         if sorted(order) != list(range(len(items))):
-            raise PluginError(f"plugin {self._owner!r} returned a batch order that is not a permutation")
+            raise self._stage_error("fmhub_batch_order", "returned a batch order that is not a "
+                                    f"permutation of range({len(items)})")
         results: list[Any] = [None] * len(items)
         bar = _progress(len(items), progress)
         if self.module.training:
@@ -175,12 +283,12 @@ class Model:
         try:
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
-                batch = self.preprocess([items[i] for i in idx])
-                outs = self.postprocess(self.forward(batch), batch)
-                if len(outs) != len(idx):
-                    raise PluginError(
-                        f"plugin {self._owner!r} returned {len(outs)} results for {len(idx)} inputs"
-                    )
+                try:
+                    batch = self.preprocess([items[i] for i in idx], *extra)
+                    outs = self._postprocess(self.forward(batch, **kw), batch, idx, *extra)
+                except FmhubError as exc:
+                    _in_caller_positions(exc, idx)
+                    raise
                 for i, r in zip(idx, outs):
                     results[i] = r
                 if bar is not None:
@@ -189,6 +297,20 @@ class Model:
             if bar is not None:
                 bar.close()
         return results
+
+    def stream(self, x: Any, **options: Any) -> TextStream:
+        """Generate for one input, yielding text pieces as they are decoded.
+
+        Returns a :class:`fmhub.TextStream`: iterate it for the pieces (they concatenate to the
+        result's ``text``); its ``result`` (a ``Generation``, a ``Transcription``...) is set once
+        it is exhausted; ``close()`` stops early. Bad inputs and options raise here, before any
+        piece. Every stage runs through its hooks, so cross-cutting wrappers still apply.
+        """
+        opts = self.parse_options(**options)
+        if self.module.training:
+            self.module.eval()
+        batch = self.preprocess([x], opts)
+        return TextStream(self, batch, opts)
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -240,6 +362,61 @@ class Model:
         )
 
 
+def _in_caller_positions(exc: FmhubError, idx: list[int]) -> None:
+    """Renumber an error about input ``i`` of a batch to the position in the caller's list."""
+    index = getattr(exc, "index", None)
+    if isinstance(exc, (InputError, NonFiniteOutputError)) and index is not None:
+        if not getattr(exc, "_renumbered", False) and 0 <= index < len(idx):
+            exc.index, exc._renumbered = idx[index], True
+    elif isinstance(exc, InputError) and idx != list(range(len(idx))):
+        # a plugin that wrote a position into its message counted within this batch
+        exc.add_note(f"(the batch held inputs {_positions(idx)} of the list passed to predict, "
+                     "in that order)")
+
+
+def _positions(idx: list[int]) -> str:
+    shown = ", ".join(map(str, idx[:10]))
+    return shown + (f", ... ({len(idx)} in all)" if len(idx) > 10 else "")
+
+
+def _holds_array(batch: Any, depth: int = 0) -> bool:
+    """Whether a batch holds a tensor or array (dicts, sequences and dataclasses are walked)."""
+    import dataclasses
+
+    if isinstance(batch, torch.Tensor) or (hasattr(batch, "__array__") and hasattr(batch, "shape")):
+        return True
+    if depth > 4 or isinstance(batch, (str, bytes)):
+        return False
+    if isinstance(batch, Mapping):
+        return any(_holds_array(v, depth + 1) for v in batch.values())
+    if isinstance(batch, (list, tuple)):
+        return any(_holds_array(v, depth + 1) for v in batch[:64])
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        fields = dataclasses.fields(batch)
+        return any(_holds_array(getattr(batch, f.name), depth + 1) for f in fields)
+    return False
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{type(value).__name__} {text}" if value is not None else "None"
+
+
+def stage_error(hub: Hub, owner: str, hook: str, model_id: str | None, problem: str) -> PluginError:
+    """A :class:`PluginError` naming the plugin and stage whose hook returned ``problem``, and the
+    plugins wrapping that hook (their wrapper may have changed what the owner returned)."""
+    stage = hook.removeprefix("fmhub_")
+    names = [hub.pm.get_name(i.plugin) for i in hub.caller(hook, owner).get_hookimpls()]
+    wrappers = sorted({n for n in names if n and n != owner})
+    by = f" (wrapped by plugin {', '.join(map(repr, wrappers))})" if wrappers else ""
+    where = f"stage {stage!r}" + (f", model {model_id!r}" if model_id else "")
+    err = PluginError(f"plugin {owner!r}{by} {problem} ({where}). See {hook} in docs/hooks.md "
+                      "for what the hook must return.")
+    err.plugin, err.stage = owner, stage
+    return err
+
+
 def _progress(total: int, progress: bool | None):
     if progress is False or total < 2:
         return None
@@ -256,6 +433,26 @@ def load_options(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> LoadOpti
     return validate_model(ns.options, {**spec.options, **options}, f"options for {spec.id!r}")
 
 
+def _loaded_problem(loaded: Any) -> str | None:
+    """What is wrong with a value ``fmhub_load`` returned, or None."""
+    if not isinstance(loaded, Loaded):
+        return f"returned {_describe(loaded)}, not an fmhub.Loaded(module=..., task=...)"
+    if not isinstance(loaded.module, torch.nn.Module):
+        return (f"returned a Loaded whose module is {_describe(loaded.module)}, not a "
+                "torch.nn.Module")
+    if loaded.task is not None and not (isinstance(loaded.task, str) and loaded.task):
+        return f"returned a Loaded whose task is {_describe(loaded.task)}, not a task name"
+    labels = loaded.labels
+    if labels is not None and (
+        isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence)
+        or not all(isinstance(x, str) for x in labels)
+    ):
+        return f"returned a Loaded whose labels are {_describe(labels)}, not a sequence of str"
+    if not isinstance(loaded.info, Mapping):
+        return f"returned a Loaded whose info is {_describe(loaded.info)}, not a dict"
+    return None
+
+
 def load_model(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> Model:
     """Validate options, resolve the device, call the owner's load hook and place the module."""
     opts = load_options(hub, spec, options)
@@ -263,8 +460,9 @@ def load_model(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> Model:
     dtype = resolve_dtype(opts.dtype, device)
     loaded = hub.call("fmhub_load", spec.plugin, spec.id, spec=spec, options=opts,
                       device=device, dtype=dtype)
-    if loaded is None:
-        raise PluginError(f"plugin {spec.plugin!r} returned nothing from load for {spec.id!r}")
+    problem = _loaded_problem(loaded)
+    if problem:
+        raise stage_error(hub, spec.plugin, "fmhub_load", spec.id, problem)
     model = Model(hub, spec, loaded, opts)
     if not loaded.placed:
         model.module.to(device=device, dtype=dtype)

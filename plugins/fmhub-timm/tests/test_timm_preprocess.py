@@ -1,4 +1,5 @@
-"""Input coercion: every image mode becomes RGB like timm's datasets; bad inputs are clear errors."""
+"""Input coercion (fmhub.inputs.image_item): 8-bit modes become RGB like timm's datasets; bad inputs are
+clear errors. 16-bit and float modes are tested in tests/test_inputs.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 from PIL import Image
 
 import fmhub
-from fmhub_timm._preprocess import ImageProcessor, coerce
+from fmhub.inputs import image_item
+from fmhub_timm._preprocess import ImageProcessor
 
 CONFIG = {"input_size": (3, 32, 32), "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406),
           "std": (0.229, 0.224, 0.225), "crop_pct": 0.875, "crop_mode": "center"}
@@ -19,7 +21,7 @@ def proc():
     return ImageProcessor(CONFIG)
 
 
-@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "LA", "I;16", "1"])
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "LA", "1"])
 def test_every_mode_becomes_rgb_like_timm(mode, proc, skimage_photos):
     img = Image.fromarray(skimage_photos["astronaut"]).convert(mode)
     got = proc.batch([img])["pixel_values"][0]
@@ -38,12 +40,12 @@ def test_rgba_and_grayscale_photos(proc, skimage_photos):
 def test_mixed_batch_sizes_and_layouts(skimage_photos):
     cl = ImageProcessor(CONFIG, channels_last=True)
     plain = ImageProcessor(CONFIG)
-    inputs = [skimage_photos["chelsea"], skimage_photos["coffee"], Image.new("RGB", (3, 700), "red")]
+    inputs = [skimage_photos["chelsea"], skimage_photos["coffee"], Image.new("RGB", (4, 700), "red")]
     a, b = cl.batch(inputs), plain.batch(inputs)
     assert a["pixel_values"].is_contiguous(memory_format=torch.channels_last)
     assert b["pixel_values"].is_contiguous()
     assert torch.equal(a["pixel_values"], b["pixel_values"])
-    assert a["sizes"] == [(451, 300), (600, 400), (3, 700)]
+    assert a["sizes"] == [(451, 300), (600, 400), (4, 700)]
 
 
 def test_float_and_grayscale_tensors(proc):
@@ -76,16 +78,16 @@ BAD = {
 @pytest.mark.parametrize("bad", BAD.values(), ids=BAD.keys())
 def test_bad_inputs_are_input_errors(bad):
     with pytest.raises(fmhub.InputError, match="Input 0"):
-        coerce(bad)
+        image_item(bad, keep_float_tensor=True)
 
 
 def test_folder_and_non_image_file(tmp_path):
     with pytest.raises(fmhub.InputError, match="folder"):
-        coerce(tmp_path)
+        image_item(tmp_path)
     txt = tmp_path / "notes.txt"
     txt.write_text("hello")
     with pytest.raises(fmhub.InputError, match="not an image"):
-        coerce(str(txt))
+        image_item(str(txt))
 
 
 def test_error_names_the_failing_input_of_a_batch(proc, skimage_photos):

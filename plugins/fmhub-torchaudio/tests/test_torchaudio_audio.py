@@ -155,4 +155,4 @@ def test_bad_arrays_are_clear_errors(model, array, rate, message):
 def test_bad_inputs_are_clear_errors(model, bad, message):
     with pytest.raises(fmhub.InputError, match=message) as info:
         model(bad)
-    assert "input 0" in str(info.value)
+    assert str(info.value).startswith("Input 0: ") and info.value.index == 0

@@ -29,6 +29,14 @@ ZOO = {
     "xlmr-mlm": ("xlm-roberta", "fill-mask", {}, None),
 }
 
+#: Generative models: name -> (arch, hub repo id or None for a local folder only)
+GEN_ZOO = {
+    "gpt2-lm": ("gpt2", None),
+    "llama-lm": ("llama", "tiny-org/llama-lm"),
+    "t5-s2s": ("t5", "tiny-org/t5-s2s"),
+    "bart-s2s": ("bart", None),
+}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def tiny_zoo():
@@ -39,6 +47,12 @@ def tiny_zoo():
     paths = {}
     for name, (arch, task, opts, repo) in ZOO.items():
         paths[name] = build_tiny_model(ROOT / name, arch=arch, task=task, **opts)
+        if repo:
+            install_in_hub_cache(ROOT / "hub", repo, paths[name])
+    from fmhub_transformers.testing import build_tiny_generative
+
+    for name, (arch, repo) in GEN_ZOO.items():
+        paths[name] = build_tiny_generative(ROOT / name, arch)
         if repo:
             install_in_hub_cache(ROOT / "hub", repo, paths[name])
     yield paths

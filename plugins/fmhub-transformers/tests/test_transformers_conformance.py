@@ -38,6 +38,18 @@ class TestTransformersConformance(ConformanceSuite):
         ConformanceCase(model="hf:" + str(ROOT / "xlmr-mlm"), task="fill-mask", heavy_modules=HEAVY,
                         inputs=["Paris is the <mask> of France.", "<mask> man is riding a horse."],
                         bad_inputs=["no mask"], id="xlm-roberta-fill-mask-prefixed-local"),
+        ConformanceCase(model="hf:tiny-org/llama-lm", task="text-generation", heavy_modules=HEAVY,
+                        inputs=[CORPUS[0], CORPUS[9], [{"role": "user", "content": CORPUS[16]}]],
+                        call_options={"max_new_tokens": 8, "min_new_tokens": 4},
+                        bad_inputs=["", None, [{"role": "robot", "content": "hi"}]],
+                        id="llama-text-generation-hub"),
+        ConformanceCase(model="hf:tiny-org/t5-s2s", task="text2text", heavy_modules=HEAVY,
+                        inputs=[CORPUS[10], CORPUS[15], CORPUS[3]],
+                        call_options={"max_new_tokens": 8, "min_new_tokens": 4},
+                        bad_inputs=["", None, 3], id="t5-text2text-hub"),
+        ConformanceCase(model=str(ROOT / "gpt2-lm"), task="text-generation", heavy_modules=HEAVY,
+                        inputs=[CORPUS[1], CORPUS[12]], call_options={"max_new_tokens": 6},
+                        bad_inputs=["", b"bytes"], id="gpt2-text-generation-local"),
     ]
 
     @pytest.fixture(autouse=True)

@@ -163,6 +163,8 @@ def test_task_override_refuses_a_head_the_checkpoint_lacks(tiny_zoo):
     with pytest.raises(fmhub.PluginError, match="no trained weights for the classification"):
         fmhub.load(str(tiny_zoo["mpnet-emb"]), task="classification")
     with pytest.raises(fmhub.InvalidOptionError, match="not served"):
+        fmhub.load(str(tiny_zoo["mpnet-emb"]), task="feature-maps")
+    with pytest.raises(fmhub.InvalidOptionError, match="no transcription model"):
         fmhub.load(str(tiny_zoo["mpnet-emb"]), task="transcription")
 
 
@@ -219,7 +221,7 @@ def test_empty_string_policy(tiny_zoo):
 
 def test_non_text_inputs_name_the_input(tiny_zoo):
     model = fmhub.load(str(tiny_zoo["bert-st"]))
-    with pytest.raises(fmhub.InputError, match=r"Input 1 is a bytes.*decode bytes"):
+    with pytest.raises(fmhub.InputError, match=r"Input 1: got bytes.*decode it first"):
         model.predict(["fine", b"raw"])
 
 

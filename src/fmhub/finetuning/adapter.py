@@ -66,7 +66,10 @@ def save_adapter(model: Model, dest: Path) -> Path:
 
     def write(tmp: Path) -> None:
         if "peft" in adapter:
-            adapter["peft"].save_pretrained(str(tmp))
+            from .._quiet import known_warnings_hidden
+
+            with known_warnings_hidden():  # PEFT's "could not find a config file" when offline
+                adapter["peft"].save_pretrained(str(tmp))
         else:
             from safetensors.torch import save_file
 
@@ -91,7 +94,8 @@ def load_adapter(hub: Hub, path: Path, options: dict[str, Any]) -> Model:
     a = manifest.adapter
     base = manifest.spec.get("path") or manifest.spec["id"]
     model = hub.load(base, **{**manifest.options, **options})
-    head = attach_head(model, manifest.labels or [])
+    generative = not a.get("head") and not manifest.labels  # nothing attached when trained
+    head = [] if generative else attach_head(model, manifest.labels or [])
     method, opts = get_method(model, a["method"], a.get("options", {}))
     modules = method.targets(model, head, opts)
     check_fingerprint(model, modules, head, a.get("fingerprint"), path)

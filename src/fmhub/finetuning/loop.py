@@ -17,7 +17,7 @@ from ..manifest import atomic_folder
 from ..spec import validate_model
 from .adapter import fingerprint, save_adapter, train_mode, trainable_state
 from .config import FineTuneConfig
-from .data import Examples, as_examples
+from .data import Examples, GenerationExamples, as_examples, as_generation_examples
 from .plan import attach_head, get_method
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ class FineTuneResult:
     stopped_early: bool = False
     adapter_path: Path | None = None
     seconds: float = 0.0
+    #: Mean training loss over the last epoch's batches (over the batches run, for a run that
+    #: stopped inside its first epoch or resumed in its last).
+    train_loss: float | None = None
 
     @property
     def metrics(self) -> dict[str, float] | None:
@@ -70,13 +73,20 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     if model.placed:
         raise FineTuneError("fmhub does not fine-tune a model spread over several devices yet.")
     method, mopts = get_method(model, cfg.method, cfg.method_options)
-    train_ex = as_examples(train, cfg.labels)
-    eval_ex = as_examples(eval, train_ex.labels) if eval is not None else None
+    generative = is_generative(model)
+    if generative:  # prompt/completion pairs or chats; no head, loss on the completions only
+        train_ex = as_generation_examples(train)
+        eval_ex = as_generation_examples(eval) if eval is not None else None
+    else:
+        data_opts = {"text_column": cfg.text_column, "label_column": cfg.label_column,
+                     "encoding": cfg.encoding}
+        train_ex = as_examples(train, cfg.labels, **data_opts)
+        eval_ex = as_examples(eval, train_ex.labels, **data_opts) if eval is not None else None
     if cfg.early_stopping_patience and eval_ex is None:
         raise FineTuneError("early_stopping_patience needs eval data: pass eval=...")
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    head = attach_head(model, train_ex.labels)
+    head = [] if generative else attach_head(model, train_ex.labels)
     modules = method.targets(model, head, mopts)
     fp = fingerprint(model, modules, head)
     method.apply(model, head, mopts)
@@ -95,7 +105,34 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     s = trainer.state
     return FineTuneResult(model=model, steps=s.step, history=s.history, best=s.best,
                           stopped_early=trainer.stopped_early, adapter_path=adapter_path,
-                          seconds=time.perf_counter() - started)
+                          seconds=time.perf_counter() - started, train_loss=trainer.train_loss())
+
+
+def is_generative(model: Model) -> bool:
+    """Models of a generation task train on texts to produce (``fmhub_training_batch``)."""
+    from ..generation import GENERATION_TASKS
+
+    return model.task in GENERATION_TASKS
+
+
+def generative_loss(model: Model, examples: list[Any], autocast=None):
+    """The loss of a generative batch, and how many target tokens it covers."""
+    batch = model.hub.call("fmhub_training_batch", model.spec.plugin, model.spec.id,
+                           model=model, examples=examples)
+    if batch is None:
+        raise FineTuneError(f"plugin {model.spec.plugin!r} cannot fine-tune {model.spec.id!r} "
+                            "as a generative model.")
+    targets = batch["labels"].to(model.device)
+    if autocast:
+        with torch.autocast(device_type=autocast[0], dtype=autocast[1]):
+            outputs = model.forward(batch, grad=True)
+    else:
+        outputs = model.forward(batch, grad=True)
+    loss = model.hub.call("fmhub_training_loss", model.spec.plugin, model.spec.id, model=model,
+                          outputs=outputs, targets=targets)
+    if loss is None:
+        raise FineTuneError(f"plugin {model.spec.plugin!r} computed no training loss.")
+    return loss.float(), int((targets != -100).sum())
 
 
 def _param_groups(module, weight_decay: float):
@@ -141,6 +178,7 @@ class _Trainer:
         self.bar = None
         self.seen = 0
         self.last_loss = float("nan")
+        self.epoch_loss, self.epoch_batches = 0.0, 0  # for FineTuneResult.train_loss
         self.t0 = time.perf_counter()
         if cfg.resume:
             self._load_checkpoint()
@@ -159,6 +197,11 @@ class _Trainer:
         scaler = torch.amp.GradScaler("cuda") if mp == "fp16" else None
         return (dev.type, dtype), scaler
 
+    def train_loss(self) -> float | None:
+        if self.epoch_batches:
+            return self.epoch_loss / self.epoch_batches
+        return None if math.isnan(self.last_loss) else self.last_loss
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -172,6 +215,7 @@ class _Trainer:
         accum = cfg.gradient_accumulation
         while st.step < self.total and not self.stopped_early:
             batches = self._epoch_batches(st.epoch)
+            self.epoch_loss, self.epoch_batches = 0.0, 0
             for bi in range(st.batch_in_epoch, len(batches)):
                 self._micro_step(batches[bi], bi)
                 st.batch_in_epoch = bi + 1
@@ -190,6 +234,8 @@ class _Trainer:
         return [order[i : i + bs] for i in range(0, len(order), bs)]
 
     def _loss(self, idx: list[int]):
+        if isinstance(self.train, GenerationExamples):
+            return generative_loss(self.model, [self.train[i] for i in idx], self.autocast)[0]
         pairs = [self.train[i] for i in idx]
         inputs = [x for x, _ in pairs]
         targets = torch.tensor([y for _, y in pairs], dtype=torch.long, device=self.model.device)
@@ -217,6 +263,8 @@ class _Trainer:
                 "batch's inputs and labels."
             )
         self.last_loss = loss.item()
+        self.epoch_loss += self.last_loss
+        self.epoch_batches += 1
         self.seen += len(idx)
         scaled = loss / self.cfg.gradient_accumulation
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
@@ -266,7 +314,7 @@ class _Trainer:
         train_mode(self.model.module)
         if not cfg.early_stopping_patience:
             return
-        key = cfg.early_stopping_metric
+        key = "loss" if isinstance(self.eval, GenerationExamples) else cfg.early_stopping_metric
         better = st.best is None or (
             metrics[key] < st.best[key] if key == "loss" else metrics[key] > st.best[key])
         if better:
@@ -333,9 +381,21 @@ class _Trainer:
 
 
 def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 of a classifier on labelled examples."""
+    """Loss, accuracy and macro-F1 of a classifier on labelled examples; for a generative model,
+    the loss per target token and its perplexity."""
     was_training = model.module.training
     model.module.eval()
+    if isinstance(data, GenerationExamples):
+        total, tokens = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                loss, n = generative_loss(model, [data[i] for i in range(
+                    start, min(start + batch_size, len(data)))])
+                total, tokens = total + float(loss) * n, tokens + n
+        if was_training:
+            train_mode(model.module)
+        mean = total / max(1, tokens)
+        return {"loss": mean, "perplexity": math.exp(min(mean, 50.0))}
     preds, gold, losses = [], [], []
     for start in range(0, len(data), batch_size):
         pairs = [data[i] for i in range(start, min(start + batch_size, len(data)))]
@@ -367,9 +427,7 @@ def classification_metrics(gold: list[int], pred: list[int], n: int) -> dict[str
 
 
 def _bar(total: int, initial: int, progress: bool | None):
-    if progress is False:
-        return None
-    from tqdm.auto import tqdm
+    """A bar on a terminal; away from one, with ``progress=True``, a line every 30 s."""
+    from .._progress import progress_bar
 
-    return tqdm(total=total, initial=initial, unit="step", desc="fine-tune",
-                disable=None if progress is None else False, leave=False)
+    return progress_bar(total, desc="fine-tune", unit="step", enabled=progress, initial=initial)

@@ -77,7 +77,9 @@ def finetune_plan(model: Model, method: str = "lora", labels: list[str] | None =
     shadow.module = copy.deepcopy(model.module)
     shadow.processor = copy.copy(model.processor)  # a head hook may adjust the processor
     shadow.info = dict(model.info)
-    head = attach_head(shadow, labels or ["0", "1"])
+    from .loop import is_generative
+
+    head = [] if is_generative(shadow) else attach_head(shadow, labels or ["0", "1"])
     modules = m.targets(shadow, head, opts)
     m.apply(shadow, head, opts)
     params = list(shadow.module.parameters())

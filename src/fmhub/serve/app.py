@@ -367,7 +367,7 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
             if body.get("stream"):
                 if len(prompts) != 1:
                     raise _HTTPError(422, "Streaming takes one prompt.", "InputError")
-                return _sse(s, prompts[0], options, chat=False)
+                return await _sse(s, prompts[0], options, chat=False)
             results = await run_batch(s, prompts, options)
             choices = [{"index": i, "text": _gen_text(r), "logprobs": None,
                         "finish_reason": _finish(r)} for i, r in enumerate(results)]
@@ -382,10 +382,10 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
             if not isinstance(body, dict) or "model" not in body or "messages" not in body:
                 raise _HTTPError(422, "A chat request needs 'model' and 'messages'.", "InputError")
             s = get_served(str(body["model"]), GENERATION_TASK)
-            prompt = _chat_prompt(s.model, body["messages"])
+            prompt = _chat_messages(body["messages"])
             options = _gen_options(body)
             if body.get("stream"):
-                return _sse(s, prompt, options, chat=True)
+                return await _sse(s, prompt, options, chat=True)
             results = await run_batch(s, [prompt], options)
             choices = [{"index": 0, "finish_reason": _finish(results[0]),
                         "message": {"role": "assistant", "content": _gen_text(results[0])}}]
@@ -393,7 +393,7 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
 
         return await answer("-", "chat.completions", work)
 
-    def _sse(s: Served, prompt: str, options: dict[str, Any], chat: bool) -> Any:
+    async def _sse(s: Served, prompt: Any, options: dict[str, Any], chat: bool) -> Any:
         """Server-sent events: the model's ``stream`` runs on its worker thread, chunks flow out."""
         assert s.batcher is not None
         loop = asyncio.get_running_loop()
@@ -401,12 +401,27 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
         done = object()
         stop = threading.Event()
 
+        finish = {"reason": "stop"}
+        try:  # bad inputs and options raise here, before any event: a plain error response
+            stream = await asyncio.wait_for(
+                s.batcher.call(lambda: s.model.stream(prompt, **options)), config.timeout_s)
+        except asyncio.TimeoutError:
+            raise _HTTPError(504, f"Model {s.name!r} did not start within {config.timeout_s:g} s.",
+                             "timeout") from None
+        except (InputError, InvalidOptionError) as exc:
+            raise _HTTPError(422, str(exc), type(exc).__name__) from None
+
         def produce():
             try:
-                for chunk in s.model.stream(prompt, **options):
-                    if stop.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                try:
+                    for chunk in stream:
+                        if stop.is_set():
+                            break
+                        loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                finally:
+                    if hasattr(stream, "close"):
+                        stream.close()
+                finish["reason"] = _finish(getattr(stream, "result", None))
             except Exception as exc:  # noqa: BLE001 - sent as an error event
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             loop.call_soon_threadsafe(queue.put_nowait, done)
@@ -438,7 +453,7 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
                         yield f"data: {json.dumps(err)}\n\n"
                         break
                     yield event(_gen_text(item), None)
-                yield event(None, "stop")
+                yield event(None, finish["reason"])
                 yield "data: [DONE]\n\n"
             finally:
                 stop.set()
@@ -498,26 +513,27 @@ def _finish(result: Any) -> str:
     return reason if isinstance(reason, str) else "stop"
 
 
-def _completion_body(s: Served, kind: str, choices: list, prompts: list[str], results: list) -> dict:
-    prompt_tokens = _count_tokens(s.model, prompts)
-    completion_tokens = _count_tokens(s.model, [_gen_text(r) for r in results])
+def _completion_body(s: Served, kind: str, choices: list, prompts: list, results: list) -> dict:
+    if all(hasattr(r, "prompt_tokens") for r in results):
+        prompt_tokens = sum(int(r.prompt_tokens) for r in results)
+        completion_tokens = sum(int(r.completion_tokens) for r in results)
+    else:
+        prompt_tokens = _count_tokens(s.model, [p for p in prompts if isinstance(p, str)])
+        completion_tokens = _count_tokens(s.model, [_gen_text(r) for r in results])
     return {"id": f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex[:24]}",
             "object": kind, "created": int(time.time()), "model": s.name, "choices": choices,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}}
 
 
-def _chat_prompt(model: Any, messages: Any) -> str:
-    """Messages to one prompt: the tokenizer's chat template when it has one, else plain turns."""
+def _chat_messages(messages: Any) -> list[dict[str, Any]]:
+    """OpenAI messages as the chat input generation models take (a list of role/content dicts;
+    the plugin applies the tokenizer's chat template)."""
     if (not isinstance(messages, list) or not messages
             or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)):
         raise _HTTPError(422, "'messages' must be a non-empty list of {\"role\", \"content\"} "
                          "objects with text content.", "InputError")
-    tok = getattr(getattr(model, "processor", None), "tokenizer", None)
-    if tok is not None and getattr(tok, "chat_template", None):
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    turns = [f"{m.get('role', 'user')}: {m['content']}" for m in messages]
-    return "\n".join(turns) + "\nassistant:"
+    return [{"role": str(m.get("role", "user")), "content": m["content"]} for m in messages]
 
 
 def env_api_key() -> str | None:

@@ -13,7 +13,11 @@ generates the contract tests for each::
 The suite checks: registration imports nothing heavy; load -> predict end to end; results have the
 task's typed shape; the model object (eval mode, device, module) and the stages run by hand give
 what predict gives; batched equals one-by-one; dtype/device moves; save -> load round trip gives
-the same outputs; bad inputs raise :class:`fmhub.InputError`. Class-level fixtures (for instance an
+the same outputs; bad inputs raise :class:`fmhub.InputError`. For a generative model (its per-call
+options are :class:`fmhub.GenerationOptions`) it also checks that greedy output is deterministic,
+streamed pieces add up to the text, ``max_new_tokens`` and stop strings are honoured, and (through
+the checks above, with ``ConformanceCase.call_options``) that batch equals one-by-one and a save ->
+load round trip generates the same tokens. Class-level fixtures (for instance an
 ``autouse`` one that builds a tiny model into a hub cache) run before every generated test.
 """
 

@@ -31,6 +31,8 @@ class ConformanceCase:
     dtypes: tuple[str, ...] = ("bfloat16",)
     batch_size: int | None = None
     id: str | None = None
+    #: Per-call options for every call (e.g. ``{"max_new_tokens": 8}`` for a generative model).
+    call_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if len(self.inputs) < 2:
@@ -102,9 +104,10 @@ class ConformanceSuite:
             cache[key] = fmhub.load(fmhub_case.model, **fmhub_case.options)
         return cache[key]
 
-    def _predict(self, model, case, inputs=None):
+    def _predict(self, model, case, inputs=None, **options):
         return model.predict(case.inputs if inputs is None else inputs,
-                             batch_size=case.batch_size, progress=False)
+                             batch_size=case.batch_size, progress=False,
+                             **{**case.call_options, **options})
 
     def test_registration_imports_nothing_heavy(self, fmhub_case):
         code = (
@@ -143,16 +146,17 @@ class ConformanceSuite:
         first = next(fmhub_model.module.parameters(), None)
         if first is not None:
             assert fmhub_model.device == first.device
-        batch = fmhub_model.preprocess(fmhub_case.inputs)
-        by_hand = fmhub_model.postprocess(fmhub_model.forward(batch), batch)
+        opts = fmhub_model.parse_options(**fmhub_case.call_options)
+        batch = fmhub_model.preprocess(fmhub_case.inputs, opts)
+        by_hand = fmhub_model.postprocess(fmhub_model.forward(batch, options=opts), batch, opts)
         predicted = fmhub_model.predict(fmhub_case.inputs, batch_size=len(fmhub_case.inputs),
-                                        progress=False)
+                                        progress=False, **fmhub_case.call_options)
         assert_results_close(by_hand, predicted, fmhub_case.atol)
 
     def test_batched_equals_one_by_one(self, fmhub_case, fmhub_model):
         batched = fmhub_model.predict(fmhub_case.inputs, batch_size=len(fmhub_case.inputs),
-                                      progress=False)
-        single = [fmhub_model(x) for x in fmhub_case.inputs]
+                                      progress=False, **fmhub_case.call_options)
+        single = [fmhub_model(x, **fmhub_case.call_options) for x in fmhub_case.inputs]
         assert_results_close(batched, single, fmhub_case.atol)
         reordered = self._predict(fmhub_model, fmhub_case, list(reversed(fmhub_case.inputs)))
         assert_results_close(list(reversed(reordered)), single, fmhub_case.atol)
@@ -161,6 +165,7 @@ class ConformanceSuite:
         import torch
 
         import fmhub
+
         from ..results import check_result
 
         model = fmhub.load(fmhub_case.model, **fmhub_case.options)
@@ -196,4 +201,52 @@ class ConformanceSuite:
 
         for bad in fmhub_case.bad_inputs:
             with pytest.raises(fmhub.InputError):
-                fmhub_model(bad)
+                fmhub_model(bad, **fmhub_case.call_options)
+
+    # -- generative models (models whose per-call options are GenerationOptions) ---------------
+
+    @staticmethod
+    def _generative(model) -> None:
+        from ..generation import GenerationOptions
+
+        cls = model.call_options
+        if cls is None or not issubclass(cls, GenerationOptions):
+            pytest.skip("not a generative model")
+
+    def test_generation_greedy_is_deterministic(self, fmhub_case, fmhub_model):
+        self._generative(fmhub_model)
+        first = self._predict(fmhub_model, fmhub_case, do_sample=False)
+        assert self._predict(fmhub_model, fmhub_case, do_sample=False) == first
+        for r in first:
+            assert isinstance(r.text, str) and r.completion_tokens >= 0
+
+    def test_generation_stream_adds_up_to_the_text(self, fmhub_case, fmhub_model):
+        import fmhub
+
+        self._generative(fmhub_model)
+        for x in fmhub_case.inputs:
+            stream = fmhub_model.stream(x, **fmhub_case.call_options, do_sample=False)
+            assert isinstance(stream, fmhub.TextStream)
+            pieces = list(stream)
+            assert all(isinstance(p, str) and p for p in pieces)
+            assert "".join(pieces) == stream.result.text
+            assert stream.result == fmhub_model(x, **fmhub_case.call_options, do_sample=False)
+
+    def test_generation_max_new_tokens_and_stop_are_honoured(self, fmhub_case, fmhub_model):
+        self._generative(fmhub_model)
+        x = fmhub_case.inputs[0]
+        for n in (1, 3):
+            r = fmhub_model(x, **{**fmhub_case.call_options, "max_new_tokens": n,
+                                  "min_new_tokens": 0}, do_sample=False)
+            assert r.completion_tokens <= n
+            assert r.finish_reason == "stop" or r.completion_tokens == n
+        full = fmhub_model(x, **fmhub_case.call_options, do_sample=False).text
+        cut = next((i for i in range(1, len(full)) if full[i:i + 1].strip()), None)
+        if cut is None:
+            pytest.skip(f"the model generated too little text ({full!r}) to place a stop string")
+        stop = full[cut:cut + 2]
+        r = fmhub_model(x, **fmhub_case.call_options, stop=[stop], do_sample=False)
+        assert r.text == full[: full.find(stop)] and r.finish_reason == "stop"
+        streamed = "".join(fmhub_model.stream(x, **fmhub_case.call_options, stop=[stop],
+                                              do_sample=False))
+        assert streamed == r.text

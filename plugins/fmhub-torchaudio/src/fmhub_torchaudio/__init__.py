@@ -103,10 +103,10 @@ def fmhub_load(spec, options):
 
 @hookimpl
 def fmhub_batch_order(model, inputs):
-    from ._audio import duration
+    from fmhub.inputs import audio_duration
 
     rate = model.options.input_sample_rate
-    lengths = [duration(x, rate) for x in inputs]
+    lengths = [audio_duration(x, rate) for x in inputs]
     return sorted(range(len(inputs)), key=lambda i: -lengths[i])
 
 

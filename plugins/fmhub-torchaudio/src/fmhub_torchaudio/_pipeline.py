@@ -8,7 +8,6 @@ postprocess: CTC greedy decoding, pooled embeddings, or class probabilities.
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from typing import Any
 
@@ -16,36 +15,32 @@ import torch
 import torch.nn.functional as F
 
 import fmhub
+from fmhub.inputs import audio_item
 from fmhub.results import Transcription, top_k_classification
 
-from ._audio import decode, to_mono
 from ._chunks import Segment, frames_for, plan_segments
 from ._module import Speech, SpeechModule, speech_module
 
 __all__ = ["ctc_greedy", "forward", "postprocess", "prepare", "preprocess"]
 
 
-@functools.lru_cache(maxsize=16)
-def _resampler(orig: int, new: int):
-    """``torchaudio.transforms.Resample`` with its kernel built in float32, which gives exactly
-    ``torchaudio.functional.resample(wave, orig, new)``; cached so the kernel is built once."""
-    import torchaudio.transforms
-
-    return torchaudio.transforms.Resample(orig, new, dtype=torch.float32)
-
-
 def prepare(speech: Speech, i: int, x: Any, default_rate: int | None) -> torch.Tensor:
-    """One input to a 1-D float32 waveform at the model's rate, normalised as the model expects."""
-    audio = decode(i, x, default_rate)
-    wave = torch.from_numpy(to_mono(i, audio))
-    if audio.sample_rate != speech.sample_rate:
-        wave = _resampler(audio.sample_rate, speech.sample_rate)(wave)
+    """One input to a 1-D float32 waveform at the model's rate, normalised as the model expects.
+
+    Decoding, mix-down and resampling are fmhub's audio convention (:func:`fmhub.inputs.audio_item`,
+    ``docs/inputs.md``); the receptive-field check and the normalisation are this family's.
+    """
+    samples, _ = audio_item(x, i, target_rate=speech.sample_rate, default_rate=default_rate,
+                            rate_option="input_sample_rate")
+    wave = torch.from_numpy(samples)
     if wave.numel() < speech.field:
         ms = 1000 * wave.numel() / speech.sample_rate
         need = 1000 * speech.field / speech.sample_rate
         raise fmhub.InputError(
-            f"input {i} is {ms:.1f} ms long ({wave.numel()} samples at {speech.sample_rate} Hz); "
-            f"the model needs at least {speech.field} samples ({need:.0f} ms), its receptive field."
+            f"got {ms:.1f} ms of audio ({wave.numel()} samples at {speech.sample_rate} Hz); "
+            f"the model needs at least {speech.field} samples ({need:.0f} ms), its receptive "
+            "field.",
+            index=i,
         )
     if speech.normalize_waveform:
         wave = F.layer_norm(wave, wave.shape)

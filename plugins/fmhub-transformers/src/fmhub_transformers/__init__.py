@@ -20,7 +20,7 @@ from pydantic import Field
 import fmhub
 from fmhub import hookimpl
 
-from ._config import TASKS, CheckpointConfig, detect_task, is_repo_id, read_json
+from ._config import GENERATIVE, TASKS, CheckpointConfig, detect_task, is_repo_id, read_json
 
 __all__ = ["ALIASES", "TransformersOptions"]
 
@@ -151,32 +151,56 @@ def fmhub_load(spec, options):
     return load(spec, options)
 
 
+def _stages(model):
+    """The module implementing the stages of this model's task."""
+    if model.task == "transcription":
+        from . import _speech
+
+        return _speech
+    if model.task in GENERATIVE:
+        from . import _generate
+
+        return _generate
+    from . import _text
+
+    return _text
+
+
 @hookimpl
 def fmhub_batch_order(model, inputs):
+    if model.task in GENERATIVE:
+        return None  # one generate call per batch; padding is cheap next to decoding
     from ._text import batch_order
 
     return batch_order(model, inputs)
 
 
 @hookimpl
-def fmhub_preprocess(model, inputs):
-    from ._text import preprocess
-
-    return preprocess(model, inputs)
-
-
-@hookimpl
-def fmhub_forward(model, batch):
-    from ._text import forward
-
-    return forward(model, batch)
+def fmhub_preprocess(model, inputs, options):
+    stages = _stages(model)
+    if model.task in GENERATIVE:
+        return stages.preprocess(model, inputs, options)
+    return stages.preprocess(model, inputs)
 
 
 @hookimpl
-def fmhub_postprocess(model, outputs, batch):
-    from ._text import postprocess
+def fmhub_forward(model, batch, options, stream):
+    if model.task in GENERATIVE and isinstance(batch, dict) and "labels" in batch:
+        from ._finetune import training_forward
 
-    return postprocess(model, outputs, batch)
+        return training_forward(model, batch)
+    stages = _stages(model)
+    if model.task in GENERATIVE:
+        return stages.forward(model, batch, options, stream)
+    return stages.forward(model, batch)
+
+
+@hookimpl
+def fmhub_postprocess(model, outputs, batch, options):
+    stages = _stages(model)
+    if model.task in GENERATIVE:
+        return stages.postprocess(model, outputs, batch, options)
+    return stages.postprocess(model, outputs, batch)
 
 
 @hookimpl
@@ -199,6 +223,15 @@ def fmhub_attach_head(model, labels):
     from ._finetune import attach_head
 
     return attach_head(model, labels)
+
+
+@hookimpl
+def fmhub_training_batch(model, examples):
+    if model.task not in GENERATIVE:
+        return None
+    from ._finetune import training_batch
+
+    return training_batch(model, examples)
 
 
 @hookimpl

@@ -30,7 +30,12 @@ TASKS: dict[str, str] = {
     "classification": "AutoModelForSequenceClassification",
     "fill-mask": "AutoModelForMaskedLM",
     "token-classification": "AutoModelForTokenClassification",
+    "text-generation": "AutoModelForCausalLM",
+    "text2text": "AutoModelForSeq2SeqLM",
+    "transcription": "AutoModelForSpeechSeq2Seq",
 }
+#: Tasks whose models generate (their stages are in ``_generate`` / ``_speech``).
+GENERATIVE = ("text-generation", "text2text", "transcription")
 
 #: Pooling modes, in the order sentence-transformers concatenates them.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -114,7 +119,13 @@ def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
     model class in ``architectures`` decides (a bare encoder embeds)."""
     if sentence_transformers:
         return "embedding"
+    if config.model_type == "whisper":
+        return "transcription"
     for arch in config.architectures:
+        if arch.endswith(("ForCausalLM", "LMHeadModel")):
+            return "text-generation"
+        if arch.endswith(("ForConditionalGeneration", "MTModel")):
+            return "text2text"
         if arch.endswith("ForSequenceClassification"):
             return "classification"
         if arch.endswith("ForTokenClassification"):

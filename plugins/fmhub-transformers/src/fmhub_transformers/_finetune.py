@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+import fmhub
+
 __all__ = ["TARGETS", "attach_head", "finetune_targets", "training_loss"]
 
 #: method -> model_type -> module-name suffixes (PEFT ``target_modules``). LoRA adapts the
@@ -24,6 +26,25 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "deberta-v2": ["query_proj", "value_proj"],
         "deberta": ["in_proj"],
         "mpnet": ["q", "v"],
+        # generative models: the attention projections
+        "gpt2": ["c_attn"],
+        "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "mixtral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "gemma2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "gemma3_text": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "phi3": ["qkv_proj", "o_proj"],
+        "phi": ["q_proj", "k_proj", "v_proj", "dense"],
+        "smollm3": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "t5": ["q", "v"],
+        "mt5": ["q", "v"],
+        "bart": ["q_proj", "v_proj"],
+        "mbart": ["q_proj", "v_proj"],
+        "marian": ["q_proj", "v_proj"],
+        "whisper": ["q_proj", "v_proj"],
     },
     "ia3": {
         "bert": ["key", "value", "output.dense"],
@@ -87,5 +108,108 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
 
 
 def training_loss(model, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the head's logits against class ids (computed in float32)."""
+    """Cross-entropy of the head's logits against class ids (computed in float32); for a
+    generative model, of each position's logits against the next target token (-100 ignored)."""
+    if targets.dim() == 2:  # token targets of a generative batch
+        logits = outputs
+        if not _config(model.module).is_encoder_decoder:  # position t predicts token t + 1
+            logits, targets = logits[:, :-1], targets[:, 1:]
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=-100)
     return F.cross_entropy(outputs.float(), targets)
+
+
+# -- generative models ---------------------------------------------------------------------------
+
+
+def _chat_ids(model, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Token ids of a rendered chat and its labels: the assistant turns' tokens (their end marker
+    included), -100 elsewhere."""
+    from ._generate import ROLES
+
+    tok = model.processor.tokenizer
+    if not getattr(tok, "chat_template", None):
+        raise fmhub.InputError(f"{model.spec.id} has no chat template, so it cannot train on chats; "
+                               "pass (prompt, completion) pairs.")
+    for m in messages:
+        if m["role"] not in ROLES:
+            raise fmhub.InputError(f"chat role {m['role']!r} is unknown; roles are {', '.join(ROLES)}.")
+    full = tok.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for k, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = tok.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True) if k else ""
+        through = tok.apply_chat_template(messages[: k + 1], tokenize=False)
+        if not full.startswith(through) or not through.startswith(before):
+            raise fmhub.InputError(f"{model.spec.id}'s chat template does not render a chat as a "
+                                   "sequence of turns; fine-tune it on (prompt, completion) pairs.")
+        spans.append((len(before), len(through)))
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    labels = [t if any(a <= s < b for a, b in spans) else -100
+              for t, (s, _) in zip(enc["input_ids"], enc["offset_mapping"])]
+    return list(enc["input_ids"]), labels
+
+
+def training_batch(model, examples) -> dict:
+    """Token ids and labels of generative training examples, right-padded.
+
+    Causal LMs: prompt then completion then the end-of-sequence token, labels on the completion
+    (and end) only; chats: labels on the assistant turns. Seq2seq: the source as encoder input, the
+    target as labels. Sequences longer than the context are cut at its end.
+    """
+    proc = model.processor
+    tok = proc.tokenizer
+    eos = tok.eos_token_id
+    inputs, labels = [], []
+    for i, ex in enumerate(examples):
+        if proc.encoder_decoder:
+            if ex[0] != "pair":
+                raise fmhub.InputError(f"training example {i}: {model.spec.id} trains on "
+                                       "(source, target) pairs, not chats.")
+            inputs.append(tok(ex[1])["input_ids"])
+            labels.append(tok(ex[2])["input_ids"])
+            continue
+        if ex[0] == "chat":
+            ids, lab = _chat_ids(model, ex[1])
+        else:
+            prompt = tok(ex[1], add_special_tokens=True)["input_ids"]
+            completion = tok(ex[2], add_special_tokens=False)["input_ids"]
+            completion = completion + ([eos] if eos is not None else [])
+            ids, lab = prompt + completion, [-100] * len(prompt) + completion
+        inputs.append(ids)
+        labels.append(lab)
+    if proc.context:
+        inputs = [r[: proc.context] for r in inputs]
+        labels = [r[: proc.context] for r in labels]
+    for i, lab in enumerate(labels):
+        if all(t == -100 for t in lab):
+            raise fmhub.InputError(f"training example {i} has no target token left within the "
+                                   f"{proc.context}-token context; shorten its prompt.")
+    pad = tok.pad_token_id or 0
+    width = max(len(r) for r in inputs)
+    ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(inputs), width), dtype=torch.long)
+    for i, r in enumerate(inputs):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    lwidth = max(len(r) for r in labels)
+    target = torch.full((len(labels), lwidth), -100, dtype=torch.long)
+    for i, r in enumerate(labels):
+        target[i, : len(r)] = torch.tensor(r)
+    return {"input_ids": ids, "attention_mask": mask, "labels": target}
+
+
+def training_forward(model, batch: dict) -> torch.Tensor:
+    """Logits of a generative training batch (teacher forcing)."""
+    config = _config(model.module)
+    if not config.is_encoder_decoder:
+        return model.module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"]
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    start = config.decoder_start_token_id
+    decoder = labels.new_full(labels.shape, pad)
+    decoder[:, 1:] = labels[:, :-1]
+    decoder[:, 0] = start
+    decoder[decoder == -100] = pad
+    return model.module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        decoder_input_ids=decoder).logits

@@ -13,7 +13,15 @@ import torch
 
 import fmhub
 
-from ._config import TASKS, CheckpointConfig, Pooling, detect_task, read_json, read_pooling
+from ._config import (
+    GENERATIVE,
+    TASKS,
+    CheckpointConfig,
+    Pooling,
+    detect_task,
+    read_json,
+    read_pooling,
+)
 from ._text import TextProcessor
 
 __all__ = ["load", "save"]
@@ -189,6 +197,12 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     if options.device_map is not None:
         kwargs["device_map"] = options.device_map
     model_class = getattr(transformers, TASKS[task])
+    from transformers import CONFIG_MAPPING
+
+    if cfg.model_type in CONFIG_MAPPING and CONFIG_MAPPING[cfg.model_type] not in model_class._model_mapping:
+        raise fmhub.InvalidOptionError(
+            f"{src.where} (model_type {cfg.model_type!r}) has no {task} model in transformers "
+            f"({TASKS[task]} does not serve it); use another task=.")
     module, info = _quiet(lambda: model_class.from_pretrained(src.location, output_loading_info=True,
                                                               **kwargs))
     _check_loading(info, task, src.where)
@@ -199,7 +213,20 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
             f"{src.where} has no fast (tokenizers) tokenizer, which token classification needs for "
             "character offsets; add a tokenizer.json to the checkpoint."
         )
-    processor = TextProcessor.build(module, tokenizer, pooling, options, src.where)
+    call_defaults: dict[str, Any] = {}
+    call_options = None
+    if task == "transcription":
+        from ._speech import SpeechProcessor, WhisperOptions, speech_defaults
+
+        processor = SpeechProcessor.build(module, src, options)
+        call_options, call_defaults = WhisperOptions, speech_defaults(module)
+    elif task in GENERATIVE:
+        from ._generate import GenProcessor, call_defaults as gen_defaults
+
+        processor = GenProcessor.build(module, tokenizer)
+        call_defaults = gen_defaults(module)
+    else:
+        processor = TextProcessor.build(module, tokenizer, pooling, options, src.where)
     labels = None
     if task in ("classification", "token-classification"):  # names default to LABEL_i
         labels = tuple(str(module.config.id2label[i]) for i in range(module.config.num_labels))
@@ -208,8 +235,9 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
         placed=options.device_map is not None,
         info={"transformers": transformers.__version__, "model_type": cfg.model_type,
               "model_class": type(module).__name__, "revision": src.revision,
-              "max_length": processor.max_length, "pooling": list(pooling.modes),
-              "normalize": pooling.normalize},
+              **({"max_length": processor.max_length, "pooling": list(pooling.modes),
+                  "normalize": pooling.normalize} if task not in GENERATIVE else {})},
+        call_options=call_options, call_defaults=call_defaults,
     )
 
 
@@ -232,10 +260,13 @@ def _quiet(fn: Callable[[], Any]) -> Any:
 def save(model, path: str) -> None:
     """``fmhub_save``: ``save_pretrained`` of module and tokenizer, plus sentence-transformers
     files for embedding models, so the folder also loads in Transformers/sentence-transformers."""
-    proc: TextProcessor = model.processor
+    proc = model.processor
     module = model.module
     module.save_pretrained(path)
-    proc.tokenizer.save_pretrained(path)
+    if hasattr(proc, "save"):  # speech: the feature extractor and tokenizer
+        proc.save(path)
+    else:
+        proc.tokenizer.save_pretrained(path)
     if model.task != "embedding":
         return
     dest = Path(path)

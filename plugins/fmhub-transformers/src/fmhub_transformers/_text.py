@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import fmhub
+from fmhub.inputs import texts as check_texts
 from fmhub.results import Entities, Entity, FillMask, TokenScore, top_k_classification
 
 from ._config import Pooling
@@ -27,7 +29,14 @@ _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer
 
 @dataclass
 class TextProcessor:
-    """What preprocess and postprocess need: the tokenizer and the checkpoint's policies."""
+    """What preprocess and postprocess need: the tokenizer and the checkpoint's policies.
+
+    A fast tokenizer is not thread-safe: each call with other padding/truncation settings
+    rewrites its Rust backend's state, and a call racing that rewrite fails ("Unable to create
+    tensor", "Already borrowed"). Every use of ``tokenizer`` therefore holds ``lock`` (see
+    :meth:`encode` and :meth:`decode`), which makes ``predict`` thread-safe on one model; code
+    that calls the tokenizer itself (generation, say) must hold ``lock`` too.
+    """
 
     tokenizer: Any
     max_length: int
@@ -36,6 +45,17 @@ class TextProcessor:
     truncation: str = "warn"
     top_k: int = 5
     aggregation: str = "simple"
+    lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def encode(self, texts: list[str], **kwargs: Any) -> Any:
+        """``tokenizer(texts, **kwargs)`` under the lock."""
+        with self.lock:
+            return self.tokenizer(texts, **kwargs)
+
+    def decode(self, ids: list[int], **kwargs: Any) -> str:
+        """``tokenizer.decode(ids, **kwargs)`` under the lock."""
+        with self.lock:
+            return self.tokenizer.decode(ids, **kwargs)
 
     @classmethod
     def build(cls, module, tokenizer, pooling: Pooling, options, where: str) -> TextProcessor:
@@ -98,8 +118,8 @@ def batch_order(model, inputs) -> list[int]:
     texts = [(i, x) for i, x in enumerate(inputs) if isinstance(x, str)]
     for start in range(0, len(texts), _ORDER_CHUNK):
         chunk = texts[start:start + _ORDER_CHUNK]
-        ids = proc.tokenizer([x for _, x in chunk], truncation=True, max_length=proc.max_length,
-                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        ids = proc.encode([x for _, x in chunk], truncation=True, max_length=proc.max_length,
+                          return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         for (i, _), row in zip(chunk, ids):
             lengths[i] = len(row)
     return sorted(range(len(inputs)), key=lambda i: -lengths[i])
@@ -108,24 +128,14 @@ def batch_order(model, inputs) -> list[int]:
 # -- preprocess --------------------------------------------------------------------------------
 
 
-def _check_texts(model, inputs) -> list[str]:
-    for i, x in enumerate(inputs):
-        if not isinstance(x, str):
-            raise fmhub.InputError(
-                f"Input {i} is a {type(x).__name__} ({x!r:.60}); {model.spec.id} takes text: pass a "
-                "str (decode bytes first)."
-            )
-    return list(inputs)
-
-
 def preprocess(model, inputs) -> dict[str, Any]:
     """Tokenize one batch: dynamic padding to its longest input, truncation to ``max_length``."""
     proc: TextProcessor = model.processor
-    texts = _check_texts(model, inputs)
+    texts = check_texts(inputs)
     task = model.task
     if task == "fill-mask":
         _check_masks(model, texts)
-    enc = proc.tokenizer(
+    enc = proc.encode(
         texts, padding=True, truncation=True, max_length=proc.max_length, return_tensors="pt",
         return_offsets_mapping=task == "token-classification",
         return_special_tokens_mask=task == "token-classification",
@@ -147,8 +157,8 @@ def _check_masks(model, texts: list[str]) -> None:
         n = t.count(mask)
         if n != 1:
             raise fmhub.InputError(
-                f"Input {i} ({t!r:.60}) has {n} mask tokens; fill-mask takes exactly one {mask!r}, "
-                f"e.g. 'Paris is the {mask} of France.'"
+                f"{t!r:.60} has {n} mask tokens; fill-mask takes exactly one {mask!r}, "
+                f"e.g. 'Paris is the {mask} of France.'", index=i,
             )
 
 
@@ -160,8 +170,8 @@ def _truncation_policy(model, texts: list[str], enc) -> None:
     proc: TextProcessor = model.processor
     if proc.truncation == "error":
         raise fmhub.InputError(
-            f"Input {cut[0]} ({texts[cut[0]]!r:.60}) is longer than {proc.max_length} tokens; "
-            "shorten it, or load with truncation='warn' to truncate."
+            f"{texts[cut[0]]!r:.60} is longer than {proc.max_length} tokens; "
+            "shorten it, or load with truncation='warn' to truncate.", index=cut[0],
         )
     if proc.truncation == "warn":
         warnings.warn(
@@ -236,7 +246,8 @@ def postprocess(model, outputs: torch.Tensor, batch: dict[str, Any]) -> list[Any
 
 
 def _fill_mask(model, logits: torch.Tensor, batch) -> list[FillMask]:
-    tok = model.processor.tokenizer
+    proc: TextProcessor = model.processor
+    tok = proc.tokenizer
     ids = batch["input_ids"].cpu()
     rows, cols = (ids == tok.mask_token_id).nonzero(as_tuple=True)
     probs = logits[rows.to(logits.device), cols.to(logits.device)].softmax(-1)
@@ -250,9 +261,9 @@ def _fill_mask(model, logits: torch.Tensor, batch) -> list[FillMask]:
         preds = []
         for score, token_id in zip(scores, cands):
             seq[c] = token_id
-            preds.append(TokenScore(token=tok.decode([token_id]), token_id=int(token_id),
+            preds.append(TokenScore(token=proc.decode([token_id]), token_id=int(token_id),
                                     score=float(score),
-                                    sequence=tok.decode(seq.tolist(), skip_special_tokens=True)))
+                                    sequence=proc.decode(seq.tolist(), skip_special_tokens=True)))
         out.append(FillMask(predictions=tuple(preds)))
     return out
 

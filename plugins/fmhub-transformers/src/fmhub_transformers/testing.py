@@ -291,3 +291,118 @@ def install_in_hub_cache(
 
 #: Point the hub client at a cache, offline by default (the core's helper, under this plugin's name).
 hub_cache_env = hf_hub_cache
+
+
+# -- generative models ---------------------------------------------------------------------------
+
+#: arch -> (transformers model_type, model class, config overrides) of the tiny generative models.
+GENERATIVE_ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "gpt2": ("gpt2", "AutoModelForCausalLM", {"n_embd": 32, "n_layer": 2, "n_head": 2,
+                                              "n_positions": 128}),
+    "llama": ("llama", "AutoModelForCausalLM", {"hidden_size": 32, "intermediate_size": 48,
+                                                "num_hidden_layers": 2, "num_attention_heads": 4,
+                                                "num_key_value_heads": 2,
+                                                "max_position_embeddings": 128}),
+    "t5": ("t5", "AutoModelForSeq2SeqLM", {"d_model": 32, "d_kv": 8, "d_ff": 48, "num_layers": 2,
+                                           "num_decoder_layers": 2, "num_heads": 4,
+                                           "relative_attention_num_buckets": 8}),
+    "bart": ("bart", "AutoModelForSeq2SeqLM", {"d_model": 32, "encoder_layers": 2,
+                                               "decoder_layers": 2, "encoder_attention_heads": 4,
+                                               "decoder_attention_heads": 4,
+                                               "encoder_ffn_dim": 48, "decoder_ffn_dim": 48,
+                                               "max_position_embeddings": 128}),
+}
+
+#: A small chat template (ChatML-like), given to the tiny Llama.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_lm_tokenizer(arch: str = "gpt2"):
+    """A byte-level BPE tokenizer over :data:`CORPUS` for a generative ``arch``: GPT-2 style
+    (``<|endoftext|>``, nothing added), Llama style (``<s>`` prepended, a chat template), T5
+    style (``</s>`` appended, ``<pad>`` first) or BART style (``<s> x </s>``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = {"gpt2": ["<|endoftext|>"],
+                "llama": ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"],
+                "t5": ["<pad>", "</s>", "<unk>"],
+                "bart": ["<s>", "<pad>", "</s>", "<unk>"]}[arch]
+    pieces = sorted({p for text in CORPUS for p, _ in byte_level.pre_tokenize_str(text)})
+    tokens = list(specials) + sorted(pre_tokenizers.ByteLevel.alphabet())
+    merges: list[tuple[str, str]] = []
+    for piece in pieces:
+        current = piece[0]
+        for ch in piece[1:]:
+            merges.append((current, ch))
+            current += ch
+            tokens.append(current)
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=list(dict.fromkeys(merges))))
+    tok.pre_tokenizer = byte_level
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(specials)
+    ids = {t: tok.token_to_id(t) for t in specials}
+    kwargs: dict[str, Any] = {}
+    if arch == "gpt2":
+        kwargs = dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    elif arch == "llama":
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", ids["<s>"])])
+        kwargs = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    elif arch == "t5":
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", ids["</s>"])])
+        kwargs = dict(eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+            special_tokens=[("<s>", ids["<s>"]), ("</s>", ids["</s>"])])
+        kwargs = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=128, **kwargs)
+    if arch == "llama":
+        out.chat_template = CHAT_TEMPLATE
+    return out
+
+
+def build_tiny_generative(dest: str | os.PathLike, arch: str = "gpt2", *, seed: int = 0,
+                          sizes: dict[str, Any] | None = None) -> Path:
+    """Write a tiny random-weight generative checkpoint (``gpt2``, ``llama``, ``t5``, ``bart``)
+    with its tokenizer and ``generation_config.json`` into ``dest``; return it. ``sizes`` overrides
+    config fields (e.g. a wider model for benchmarks)."""
+    import torch
+    import transformers
+
+    if arch not in GENERATIVE_ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; choose from {sorted(GENERATIVE_ARCHITECTURES)}")
+    model_type, model_class, extra = GENERATIVE_ARCHITECTURES[arch]
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tok = build_lm_tokenizer(arch)
+    ids = dict(vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+               bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
+               pad_token_id=tok.pad_token_id)
+    if arch in ("t5", "bart"):
+        ids["decoder_start_token_id"] = tok.pad_token_id if arch == "t5" else tok.eos_token_id
+    if arch == "bart":
+        ids["forced_eos_token_id"] = tok.eos_token_id
+    config = transformers.AutoConfig.for_model(model_type, **{**extra, **ids, **(sizes or {})})
+    if arch in ("gpt2", "llama"):
+        config.tie_word_embeddings = True
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_class).from_config(config).eval()
+    model.generation_config = transformers.GenerationConfig(
+        **{k: v for k, v in ids.items() if k != "vocab_size" and v is not None}, max_new_tokens=32)
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model.save_pretrained(dest)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    tok.save_pretrained(dest)
+    return dest

@@ -55,17 +55,16 @@ def preprocess(inputs):
                 x = [float(v) for v in x.split(",")]
             except ValueError:
                 raise fmhub.InputError(
-                    f"toy models take {IN_DIM} comma-separated numbers per text input; "
-                    f"input {i} is {x!r}."
+                    f"toy models take {IN_DIM} comma-separated numbers per text input, got {x!r}.",
+                    index=i,
                 ) from None
         try:
             arr = np.asarray(x, dtype=np.float32)
         except (TypeError, ValueError):
             arr = None
         if arr is None or arr.shape != (IN_DIM,):
-            raise fmhub.InputError(
-                f"toy models take {IN_DIM} numbers per input; input {i} is {x!r}."
-            )
+            raise fmhub.InputError(f"toy models take {IN_DIM} numbers per input, got {x!r}.",
+                                   index=i)
         rows.append(arr)
     return {"x": torch.from_numpy(np.stack(rows))}
 
