@@ -453,3 +453,81 @@ def test_metrics_are_prometheus_text(toy_server):
         assert f"# TYPE {name} {kind}" in body
     assert re.search(r'fmhub_request_latency_seconds_bucket\{model="toy:embed",'
                      r'endpoint="predict",le="\+Inf"\} \d+', body)
+
+
+# -- generation: completions and chat, with server-sent events -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory):
+    tt = pytest.importorskip("fmhub_transformers.testing")
+    if not hasattr(tt, "build_tiny_generative"):
+        pytest.skip("generation is not in this fmhub")
+    return tt.build_tiny_generative(tmp_path_factory.mktemp("gpt2") / "gpt2", "gpt2")
+
+
+@pytest.fixture(scope="module")
+def llama_folder(gpt2_folder, tmp_path_factory):
+    from fmhub_transformers.testing import build_tiny_generative
+
+    return build_tiny_generative(tmp_path_factory.mktemp("llama") / "llama", "llama")
+
+
+@pytest.fixture(scope="module")
+def lm_server(gpt2_folder, llama_folder):
+    s = Server(f"lm={gpt2_folder}", f"chat={llama_folder}", "toy:embed",
+               env={"FMHUB_LOAD_PLUGINS": None, "HF_HUB_OFFLINE": "1"})
+    yield s
+    s.close()
+
+
+def _events(response) -> list:
+    out = []
+    for line in response.text.splitlines():
+        if line.startswith("data: "):
+            payload = line[len("data: "):]
+            out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+def test_completions_equal_the_model_and_stream_adds_up(lm_server, gpt2_folder):
+    lm = fmhub.load(gpt2_folder, device="cpu")
+    expected = lm("The capital of France is", max_new_tokens=8)
+    body = {"model": "lm", "prompt": "The capital of France is", "max_tokens": 8}
+    r = lm_server.client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["object"] == "text_completion" and data["choices"][0]["text"] == expected.text
+    assert data["choices"][0]["finish_reason"] == expected.finish_reason
+    assert data["usage"]["completion_tokens"] == expected.completion_tokens
+    streamed = lm_server.client.post("/v1/completions", json={**body, "stream": True})
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = _events(streamed)
+    assert events[-1] == "[DONE]"
+    assert "".join(e["choices"][0]["text"] for e in events[:-1]) == expected.text
+    assert events[-2]["choices"][0]["finish_reason"] == expected.finish_reason
+    many = lm_server.client.post("/v1/completions", json={**body, "prompt": ["Once", "In 1969,"]})
+    assert [c["text"] for c in many.json()["choices"]] == [
+        g.text for g in lm.predict(["Once", "In 1969,"], max_new_tokens=8)]
+
+
+def test_chat_completions_with_the_openai_client(lm_server, llama_folder):
+    openai = pytest.importorskip("openai")
+    lm = fmhub.load(llama_folder, device="cpu")
+    messages = [{"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Name a colour."}]
+    expected = lm(messages, max_new_tokens=6).text
+    client = openai.OpenAI(base_url=lm_server.url + "/v1", api_key="unused")
+    reply = client.chat.completions.create(model="chat", messages=messages, max_tokens=6)
+    assert reply.choices[0].message.content == expected
+    assert reply.choices[0].message.role == "assistant"
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="chat", messages=messages, max_tokens=6, stream=True)]
+    assert "".join(pieces) == expected
+    with pytest.raises(openai.UnprocessableEntityError, match="no chat template"):
+        client.chat.completions.create(model="lm", messages=messages, max_tokens=6)
+    with pytest.raises(openai.BadRequestError, match="text-generation"):
+        client.completions.create(model="toy:embed", prompt="x")
+    bad = lm_server.client.post("/v1/completions", json={"model": "lm", "prompt": "x",
+                                                        "max_tokens": 0, "stream": True})
+    assert bad.status_code == 422, bad.text

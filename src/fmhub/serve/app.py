@@ -442,7 +442,7 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
             return f"data: {json.dumps(body)}\n\n"
 
         async def events():
-            future = s.batcher.call(produce)
+            future = asyncio.ensure_future(s.batcher.call(produce))
             try:
                 while True:
                     item = await asyncio.wait_for(queue.get(), config.timeout_s)
