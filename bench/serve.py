@@ -60,14 +60,15 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def start(kind: str, env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
+def start(kind: str, env: dict[str, str], wait_ms: float = 5.0
+          ) -> tuple[subprocess.Popen, str, str]:
     port = _port()
     if kind == "plain FastAPI":
         cmd = [sys.executable, "-c", PLAIN, str(port)]
         path = "/embed"
     else:
         cmd = [sys.executable, "-m", "fmhub", "serve", "minilm=all-MiniLM-L6-v2", "--port",
-               str(port), "-o", "device=cpu", "--max-batch", "32", "--max-wait-ms", "5"]
+               str(port), "-o", "device=cpu", "--max-batch", "32", "--max-wait-ms", str(wait_ms)]
         if kind == "fmhub no-batching":
             cmd.append("--no-batching")
         path = "/v1/models/minilm/predict"
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=320, help="requests per run at 32 clients")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per server")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="of the batched server")
     args = parser.parse_args()
     kinds = ["fmhub batched", "fmhub no-batching", "plain FastAPI"]
     with tempfile.TemporaryDirectory() as cache:
@@ -133,7 +135,7 @@ def main() -> None:
         env = {**os.environ, "HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1",
                "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
                "TOKENIZERS_PARALLELISM": "false"}
-        servers = {k: start(k, env) for k in kinds}
+        servers = {k: start(k, env, args.max_wait_ms) for k in kinds}
         try:
             for _, url, _ in servers.values():
                 wait_ready(url)
@@ -158,8 +160,17 @@ def main() -> None:
                     r = best[kind, clients]
                     print(f"| {kind} | {clients} | {r['rps']:.1f} | {r['p50']:.1f} | "
                           f"{r['p99']:.1f} | {int(r['failures'])} |")
+            import httpx
+
+            metrics = httpx.get(servers["fmhub batched"][1] + "/metrics").text
+            values = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
+                          if line.startswith("fmhub_batch_size_") and "_bucket" not in line)
+            items = float(values['fmhub_batch_size_sum{model="minilm"}'])
+            calls = float(values['fmhub_batch_size_count{model="minilm"}'])
+            print(f"\nbatched server: {calls:.0f} model calls, {items / calls:.1f} items per call "
+                  f"on average (--max-wait-ms {args.max_wait_ms:g})")
             speedup = best["fmhub batched", 32]["rps"] / best["plain FastAPI", 32]["rps"]
-            print(f"\ndynamic batching vs plain per-request FastAPI at 32 clients: {speedup:.2f}x")
+            print(f"dynamic batching vs plain per-request FastAPI at 32 clients: {speedup:.2f}x")
         finally:
             for proc, _, _ in servers.values():
                 proc.terminate()
