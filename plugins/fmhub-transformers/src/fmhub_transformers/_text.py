@@ -342,6 +342,10 @@ _CHECK = ("Short.", "Paris is the capital of France and Berlin is the capital of
 def export_spec(model) -> fmhub.ExportSpec:
     """The forward stage with its pooling, inputs ``input_ids`` (``token_type_ids``)
     ``attention_mask`` with dynamic batch and sequence axes."""
+    if model.task not in ("embedding", "classification", "fill-mask", "token-classification"):
+        raise fmhub.ExportError(
+            f"{model.spec.id} does task {model.task!r}; fmhub exports encoder tasks (embedding, "
+            "classification, fill-mask, token-classification), not generation loops.")
     proc: TextProcessor = model.processor
     given = proc.tokenizer(["a"]).keys()  # preprocess passes the inputs the tokenizer gives
     model_inputs = tuple(n for n in proc.input_names if n in given)
