@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile $(wildcard plugins/*/pyproject.toml) tests/toy
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q $(TORCH) -e '.[test,finetune,int8,image,audio,plots]' $(foreach p,$(PLUGINS),-e '$(p)[test]') -e tests/toy_plugin
+	$(PIP) install -q $(TORCH) -e '.[test,finetune,int8,image,audio,plots,serve,serve-test,export]' $(foreach p,$(PLUGINS),-e '$(p)[test]') -e tests/toy_plugin
 	touch $@
 
 setup: $(STAMP)

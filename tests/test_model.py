@@ -190,7 +190,7 @@ def test_load_options_are_validated_naming_the_bad_option_and_choices(toy_hub):
         fmhub.load("toy:embed", sede=1)
     msg = str(err.value)
     assert "unknown option 'sede'" in msg and "Did you mean 'seed'" in msg
-    assert "Valid options: device, dtype, quantize, seed, task" in msg
+    assert "Valid options: device, dtype, quantize, runtime, seed, task" in msg
     with pytest.raises(fmhub.InvalidOptionError, match=r"'dtype'.*'auto', 'float32', 'bfloat16'"):
         fmhub.load("toy:embed", dtype="float64")
     with pytest.raises(ValueError, match=r"'seed'.*got 'abc'"):  # still a ValueError

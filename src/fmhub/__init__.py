@@ -13,6 +13,7 @@ from .errors import (
     AmbiguousModelError,
     DestinationError,
     DeviceError,
+    ExportError,
     FineTuneError,
     FmhubError,
     InputError,
@@ -30,6 +31,7 @@ from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
 if TYPE_CHECKING:
     from .evaluation.report import EvalReport
+    from .export import ExportSpec
     from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
     from .finetuning.methods import Adapter, FineTuneMethod, MethodOptions
     from .model import Loaded, Model
@@ -45,6 +47,8 @@ __all__ = [
     "DestinationError",
     "DeviceError",
     "EvalReport",
+    "ExportError",
+    "ExportSpec",
     "FineTuneConfig",
     "FineTuneError",
     "FineTuneMethod",
@@ -146,6 +150,7 @@ def finetune_plan(model: Model, method: str | FineTuneMethod = "lora",
 _LAZY = {
     "Model": ("model", "Model"),
     "Loaded": ("model", "Loaded"),
+    "ExportSpec": ("export", "ExportSpec"),
     "FineTuneConfig": ("finetuning.config", "FineTuneConfig"),
     "FineTunePlan": ("finetuning.plan", "FineTunePlan"),
     "FineTuneResult": ("finetuning.loop", "FineTuneResult"),

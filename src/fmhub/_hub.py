@@ -336,6 +336,12 @@ def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = T
             )
         token = _loading_adapter.set(folder.resolve())
         try:
+            if options.get("runtime") == "onnxruntime":  # the merged model, run on ONNX Runtime
+                from .export import attach_onnx
+
+                model = load_adapter(hub, folder, {**options, "runtime": "torch"},
+                                     manifest=manifest, verify=verify)
+                return attach_onnx(model, source=str(folder))
             return load_adapter(hub, folder, options, manifest=manifest, verify=verify)
         finally:
             _loading_adapter.reset(token)

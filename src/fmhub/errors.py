@@ -14,6 +14,7 @@ __all__ = [
     "AmbiguousModelError",
     "DestinationError",
     "DeviceError",
+    "ExportError",
     "FineTuneError",
     "FmhubError",
     "InputError",
@@ -133,6 +134,10 @@ class DestinationError(FmhubError, FileExistsError):
 
     def __str__(self) -> str:  # OSError would format its arguments
         return str(self.args[0]) if self.args else ""
+
+
+class ExportError(FmhubError, RuntimeError):
+    """A model cannot be exported, or its export does not reproduce it within tolerance."""
 
 
 class FineTuneError(FmhubError, RuntimeError):

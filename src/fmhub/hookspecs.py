@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .evaluation.base import Metric
+    from .export import ExportSpec
     from .finetuning.methods import FineTuneMethod
     from .generation import CallOptions
     from .model import Loaded, Model
@@ -59,6 +60,7 @@ OWNER_DISPATCHED = (
     "fmhub_attach_head",
     "fmhub_training_loss",
     "fmhub_training_batch",
+    "fmhub_export_spec",
 )
 
 #: Hooks asked of every plugin.
@@ -388,4 +390,31 @@ def fmhub_training_loss(model: Model, outputs: Any, targets: Any) -> Any:
         model, the ``labels`` of :func:`fmhub_training_batch` (token ids, ``-100`` ignored).
 
     .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def fmhub_export_spec(model: Model) -> ExportSpec | None:
+    """Describe the model's forward stage for export to ONNX.
+
+    Owner-dispatched. The module of the spec takes the batch's tensors named by ``input_names``
+    (as ``fmhub_preprocess`` gives them) in order and returns exactly what ``fmhub_forward``
+    returns for that batch (pooling and normalisation included), so the exported graph runs behind
+    the plugin's own preprocess and postprocess. ``model`` is already on CPU in float32 with any
+    adapter merged.
+
+    Return value: a :class:`fmhub.ExportSpec` (module, input and output names, example raw inputs,
+    raw inputs of another batch size and length for the parity check, dynamic axes), or None when
+    the model cannot be exported.
+
+    Stops at first non-None result.
+
+    :param model: The model to export.
+
+    .. versionadded:: 0.2
     """

@@ -17,6 +17,7 @@ from .errors import (
     FmhubError,
     InputError,
     ManifestError,
+    InvalidOptionError,
     NonFiniteOutputError,
     PluginError,
 )
@@ -91,6 +92,7 @@ class Model:
         self.info = dict(loaded.info)
         self.adapter: Adapter | None = None  # set by the core: fine-tuning, adapter loading
         self.quantized: str | None = None  # set by quantize()
+        self.runtime: Any = None  # an ONNX Runtime forward stage (fmhub.export.OrtRunner)
         self._call_options = loaded.call_options
         self.call_defaults: dict[str, Any] = dict(loaded.call_defaults)
         self._owner = spec.plugin
@@ -198,6 +200,8 @@ class Model:
 
         ``stream(index, piece)`` is called by a generative plugin with each piece of text of input
         ``index`` as it is decoded (see :meth:`stream`)."""
+        if self.runtime is not None and not grad:  # the forward stage on ONNX Runtime
+            return self.runtime(batch)
         batch = move_batch(batch, self._device, self._dtype)
         kw = {"options": self._options(options), "stream": stream}
         if grad:
@@ -406,6 +410,13 @@ class Model:
 
         return evaluate(self, data, metrics=metrics, batch_size=batch_size, **options)
 
+    def export(self, path: str | os.PathLike, format: str = "onnx", **kwargs: Any) -> Path:
+        """Export the forward stage (pooling included, an adapter merged) to a folder that
+        ``fmhub.load`` runs on ONNX Runtime; parity is checked first (see docs/export.md)."""
+        from .export import export
+
+        return export(self, path, format, **kwargs)
+
     def merge(self) -> Model:
         """Fold a LoRA adapter into the base weights (faster inference, same outputs)."""
         from .finetuning.adapter import merge
@@ -531,6 +542,13 @@ def load_model(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> Model:
         model.module.to(device=device, dtype=dtype)
         model._refresh_placement()
     model.module.eval()
+    if opts.runtime == "onnxruntime" and opts.quantize:
+        raise InvalidOptionError("runtime='onnxruntime' and quantize cannot be combined; "
+                                 "choose one.")
     if opts.quantize:
         model.quantize(opts.quantize)
+    if opts.runtime == "onnxruntime":
+        from .export import attach_onnx, exported_folder
+
+        attach_onnx(model, exported_folder(spec.path))
     return model

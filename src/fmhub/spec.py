@@ -97,13 +97,15 @@ class LoadOptions(_Frozen):
     ``"mps"``. ``dtype``: ``"auto"`` (float32 on CPU and MPS, bfloat16 on CUDA where supported, else
     float16), ``"float32"``, ``"bfloat16"``, ``"float16"`` (refused on CPU). ``task``: override the
     detected task. ``quantize``: ``"int8"`` (or the faster, less accurate ``"int8-fast"``) for
-    int8 inference on CPU, see docs/quantization.md.
+    int8 inference on CPU, see docs/quantization.md. ``runtime``: ``"onnxruntime"`` runs the
+    forward stage on ONNX Runtime (exported to a cache on first use, see docs/export.md).
     """
 
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     task: str | None = None
     quantize: Literal["int8", "int8-fast"] | None = None
+    runtime: Literal["torch", "onnxruntime"] = "torch"
 
     @field_validator("device", mode="before")
     @classmethod

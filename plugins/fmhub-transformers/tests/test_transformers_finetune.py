@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 import fmhub
-from fmhub_transformers import _finetune
 from fmhub_transformers.testing import ARCHITECTURES, CORPUS, build_tiny_model
 
 LABELS = ["a", "b", "c", "d"]

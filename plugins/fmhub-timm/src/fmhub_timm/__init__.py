@@ -160,3 +160,10 @@ def fmhub_training_loss(model, outputs, targets):
     import torch.nn.functional as F
 
     return F.cross_entropy(outputs.float(), targets)
+
+
+@hookimpl
+def fmhub_export_spec(model):
+    from ._load import export_spec
+
+    return export_spec(model)

@@ -382,3 +382,41 @@ def _save_feature_config(module: Any, folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=list))
     out_indices = list(module.feature_info.out_indices)
     (folder / FEATURES_FILE).write_text(json.dumps({"features_only": True, "out_indices": out_indices}))
+
+
+class _ForwardStage(torch.nn.Module):
+    """:func:`forward` as a module of the pixel tensor (logits, pooled features or stage maps)."""
+
+    def __init__(self, module: Any, task: str):
+        super().__init__()
+        self.module, self.task = module, task
+
+    def forward(self, pixel_values: torch.Tensor):
+        if self.task == "embedding":
+            return self.module.forward_head(self.module.forward_features(pixel_values),
+                                            pre_logits=True)
+        out = self.module(pixel_values)
+        return tuple(out) if isinstance(out, (list, tuple)) else out
+
+
+def export_spec(model: Any) -> fmhub.ExportSpec:
+    """Images are resized and cropped to the model's input size by preprocessing, so only the batch
+    axis is dynamic; example and check images are seeded noise of different sizes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def image(h: int, w: int) -> Any:
+        return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+    if model.task == "feature-maps":
+        names = [f"fmhub_stage{i}" for i in range(len(model.module.feature_info))]
+    else:
+        names = ["fmhub_embedding" if model.task == "embedding" else "fmhub_logits"]
+    return fmhub.ExportSpec(
+        module=_ForwardStage(model.module, model.task), input_names=["pixel_values"],
+        output_names=names, example=[image(200, 240), image(180, 160)],
+        check=[image(120, 300), image(256, 256), image(96, 128)],
+        dynamic_axes={"pixel_values": {0: "batch"}},
+        pack=list if model.task == "feature-maps" else None)

@@ -158,3 +158,10 @@ def fmhub_training_loss(model, outputs, targets):
     from ._finetune import loss
 
     return loss(model, outputs, targets)
+
+
+@hookimpl
+def fmhub_export_spec(model):
+    from ._pipeline import export_spec
+
+    return export_spec(model)

@@ -21,7 +21,7 @@ from fmhub.results import Transcription, top_k_classification
 from ._chunks import Segment, frames_for, plan_segments
 from ._module import Speech, SpeechModule, speech_module
 
-__all__ = ["ctc_greedy", "forward", "postprocess", "preprocess", "prepare"]
+__all__ = ["ctc_greedy", "forward", "postprocess", "prepare", "preprocess"]
 
 
 def prepare(speech: Speech, i: int, x: Any, default_rate: int | None) -> torch.Tensor:
@@ -154,3 +154,64 @@ def postprocess(model, outputs, batch) -> list[Any]:
         probs = outputs["logits"].float().softmax(-1)
         return top_k_classification(probs, model.labels, k=min(5, probs.shape[-1]))
     return [row.copy() for row in outputs["embeddings"].float().cpu().numpy()]
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+class _ForwardStage(torch.nn.Module):
+    """:func:`forward` for whole recordings as a module of ``(waveforms, lengths)``: CTC emissions
+    and frame counts, or frame features mean-pooled over each recording's valid frames (plus the
+    head's logits for classifiers)."""
+
+    def __init__(self, module: SpeechModule, task: str, layer: int):
+        super().__init__()
+        self.module, self.task, self.layer = module, task, layer
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
+        if self.task == "transcription":  # frames past a recording's end are zeros, as in forward
+            emissions, frames = self.module.emissions(waveforms, lengths)
+            valid = (torch.arange(emissions.shape[1], device=emissions.device)[None, :]
+                     < frames[:, None]).to(emissions.dtype)
+            return emissions * valid[..., None], frames
+        feats, frames = self.module.features(waveforms, lengths, self.layer)
+        valid = (torch.arange(feats.shape[1], device=feats.device)[None, :]
+                 < frames[:, None]).to(feats.dtype)
+        pooled = (feats * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
+        if self.task == "classification":
+            return pooled, self.module.head(pooled)
+        return pooled
+
+
+def export_spec(model) -> fmhub.ExportSpec:
+    """Recordings run whole (no chunking) with dynamic batch and time axes. A ``group_norm`` front
+    end normalises over the padding of a batch, so such models (wav2vec2 base) are not exported."""
+    speech: Speech = model.processor
+    if not speech.padding_safe:
+        raise fmhub.ExportError(
+            f"{model.spec.id} has a group_norm front end, which fmhub runs one recording at a time "
+            "(padding would change it); an ONNX graph of padded batches would not reproduce it. "
+            "Models with a layer_norm front end (wav2vec2 large, HuBERT large, WavLM ...) export.")
+    rate = speech.sample_rate
+
+    def tone(seconds: float, hz: float):
+        x = torch.arange(int(rate * seconds), dtype=torch.float32) / rate
+        return (0.3 * torch.sin(2 * torch.pi * hz * x)).numpy(), rate
+
+    names = {"transcription": ["fmhub_emissions", "fmhub_frames"],
+             "classification": ["fmhub_embeddings", "fmhub_logits"]}.get(model.task,
+                                                                         ["fmhub_embeddings"])
+
+    def pack(outs):
+        if model.task == "transcription":
+            return {"emissions": outs[0], "frames": outs[1]}
+        if model.task == "classification":
+            return {"embeddings": outs[0], "logits": outs[1]}
+        return {"embeddings": outs[0]}
+
+    return fmhub.ExportSpec(
+        module=_ForwardStage(speech_module(model.module), model.task, speech.layer),
+        input_names=["waveforms", "lengths"], output_names=names,
+        example=[tone(0.6, 220), tone(0.45, 440)],
+        check=[tone(0.3, 330), tone(0.9, 550), tone(0.5, 110)],
+        dynamic_axes={"waveforms": {0: "batch", 1: "time"}, "lengths": {0: "batch"}}, pack=pack)

@@ -241,3 +241,10 @@ def fmhub_training_loss(model, outputs, targets):
     from ._finetune import training_loss
 
     return training_loss(model, outputs, targets)
+
+
+@hookimpl
+def fmhub_export_spec(model):
+    from ._text import export_spec
+
+    return export_spec(model)

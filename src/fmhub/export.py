@@ -1,0 +1,341 @@
+"""Export a model's forward stage to ONNX and run it back on ONNX Runtime (``fmhub[export]``).
+
+A plugin describes its family's forward stage through ``fmhub_export_spec`` (an
+:class:`ExportSpec`): a torch module taking the batch's tensors in order and returning what
+``fmhub_forward`` returns (pooling and normalisation included), example raw inputs, raw inputs of
+another batch size and length for the parity check, and the dynamic axes. The core exports it with
+``torch.onnx.export(..., dynamo=True)``, checks parity on ONNX Runtime, and writes a folder that
+``fmhub.load`` reads back: the plugin's own saved files (so preprocess and postprocess are the
+plugin's), ``model.onnx``, and an ``fmhub.json`` whose options say ``runtime="onnxruntime"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ExportError, FmhubError, InputError, PluginError
+
+if TYPE_CHECKING:
+    from .model import Model
+
+__all__ = [
+    "ONNX_FILE",
+    "TOLERANCE",
+    "ExportSpec",
+    "OrtRunner",
+    "attach_onnx",
+    "cached_export",
+    "export",
+]
+
+ONNX_FILE = "model.onnx"
+#: Parity tolerances by task: embeddings by cosine, classifiers by top-1 and logits, else logits.
+TOLERANCE = {"cosine": 0.9999, "logits": 1e-3}
+
+
+@dataclass
+class ExportSpec:
+    """What a plugin's ``fmhub_export_spec`` returns.
+
+    :param module: A torch module whose ``forward(*tensors)`` takes the batch's tensors named by
+        ``input_names`` in that order and returns what ``fmhub_forward`` returns for the batch, as
+        a tensor or a tuple of tensors (in ``output_names`` order).
+    :param input_names: Keys of the batch ``fmhub_preprocess`` gives, in the module's order.
+    :param output_names: Names of the module's outputs.
+    :param example: Raw inputs (two or more) that preprocess turns into the tracing example.
+    :param check: Raw inputs of another batch size and length, for the parity check.
+    :param dynamic_axes: Input name -> ``{axis: name}`` of its dynamic axes (``"batch"``,
+        ``"sequence"``, ``"time"``...).
+    :param pack: Builds ``fmhub_forward``'s outputs from the output tensors (in ``output_names``
+        order) when they are not one tensor or a tuple (e.g. a dict); None: one tensor as is,
+        several as a tuple.
+    """
+
+    module: Any
+    input_names: Sequence[str]
+    output_names: Sequence[str]
+    example: Sequence[Any]
+    check: Sequence[Any]
+    dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    pack: Callable[[list[Any]], Any] | None = None
+
+
+def _require() -> None:
+    missing = []
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise FmhubError(f"ONNX export needs {', '.join(missing)}; install fmhub[export].")
+
+
+def export_spec(model: Model) -> ExportSpec:
+    spec = model._call("fmhub_export_spec")
+    if spec is None:
+        raise ExportError(f"Model {model.spec.id!r} cannot be exported: plugin "
+                          f"{model.spec.plugin!r} implements no fmhub_export_spec.")
+    if not isinstance(spec, ExportSpec):
+        raise PluginError(f"plugin {model.spec.plugin!r} returned {type(spec).__name__} from "
+                          "fmhub_export_spec, not a fmhub.export.ExportSpec")
+    return spec
+
+
+def _export_copy(model: Model) -> Model:
+    """The model to export: CPU float32, a LoRA adapter merged (the caller's model is untouched)."""
+    import torch
+
+    if model.quantized:
+        raise ExportError(f"A quantized model ({model.quantized}) is not exported; export the float "
+                          "model (ONNX Runtime has its own quantization tools).")
+    if model.placed:
+        raise ExportError(f"Model {model.spec.id!r} is spread over several devices by its plugin; "
+                          "load it on one device to export it.")
+    work = copy.copy(model)
+    work.runtime = None
+    module = model.module
+    if model.adapter is not None and "peft" in model.adapter:
+        module = copy.deepcopy(model.adapter["peft"]).merge_and_unload()
+    elif model.device.type != "cpu" or model.dtype != torch.float32:
+        module = copy.deepcopy(module)
+    module = module.to(device="cpu", dtype=torch.float32).eval()
+    work.module = module
+    work.adapter = None
+    work._refresh_placement()
+    return work
+
+
+def _tensors(batch: Mapping[str, Any], names: Sequence[str], where: str) -> tuple[Any, ...]:
+    missing = [n for n in names if n not in batch]
+    if missing:
+        raise PluginError(f"{where}: the export spec names inputs {missing} that preprocess's "
+                          f"batch lacks (it has {sorted(batch)})")
+    return tuple(batch[n] for n in names)
+
+
+def _onnx_export(work: Model, spec: ExportSpec, file: Path, opset: int | None) -> None:
+    import torch
+    from torch.export import Dim
+
+    if hasattr(spec.module, "eval"):
+        spec.module.eval()
+    batch = work.preprocess(list(spec.example))
+    args = _tensors(batch, spec.input_names, work.spec.id)
+    shapes: Any = tuple({axis: Dim.DYNAMIC for axis in spec.dynamic_axes.get(name, {})} or None
+                        for name in spec.input_names)
+    params = inspect.signature(spec.module.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        shapes = (shapes,)  # forward(*tensors): one argument holding them all
+    kwargs: dict[str, Any] = {}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            program = torch.onnx.export(
+                spec.module, args, dynamo=True, input_names=list(spec.input_names),
+                output_names=list(spec.output_names), dynamic_shapes=shapes, verbose=False,
+                report=False, **kwargs)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportError(f"torch.onnx.export could not export {work.spec.id!r}: "
+                          f"{type(exc).__name__}: {first[:500]}") from exc
+    program.save(str(file), external_data=False)
+
+
+class OrtRunner:
+    """The forward stage on ONNX Runtime: batch tensors in, ``fmhub_forward``-shaped outputs out."""
+
+    def __init__(self, file: str | os.PathLike, input_names: Sequence[str],
+                 pack: Callable[[list[Any]], Any] | None = None, device: Any = None):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if getattr(device, "type", None) == "cuda" and (
+                "CUDAExecutionProvider" in ort.get_available_providers()):
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        threads = os.environ.get("OMP_NUM_THREADS")
+        if threads and threads.isdigit():
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(file), options, providers=providers)
+        self.input_names = list(input_names)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.pack = pack
+        self.file = str(file)
+
+    def run(self, batch: Mapping[str, Any]) -> list[Any]:
+        import numpy as np
+
+        feed = {}
+        for name in self.input_names:
+            value = batch[name]
+            arr = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+            if arr.dtype.kind == "f" and arr.dtype != np.float32:
+                arr = arr.astype(np.float32)
+            feed[name] = np.ascontiguousarray(arr)
+        return self.session.run(self.output_names, feed)
+
+    def __call__(self, batch: Mapping[str, Any]) -> Any:
+        import torch
+
+        outs = [torch.from_numpy(o) for o in self.run(batch)]
+        if self.pack is not None:
+            return self.pack(outs)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _flat(outputs: Any) -> list[Any]:
+    if hasattr(outputs, "detach"):
+        return [outputs]
+    if isinstance(outputs, Mapping):
+        return [v for v in outputs.values() if hasattr(v, "detach")]
+    return [o for o in outputs if hasattr(o, "detach")]
+
+
+def parity(work: Model, spec: ExportSpec, runner: OrtRunner) -> dict[str, Any]:
+    """Torch vs ONNX Runtime on ``spec.check``: the largest difference, and whether it is within
+    the task's tolerance."""
+    import numpy as np
+    import torch
+
+    batch = work.preprocess(list(spec.check))
+    with torch.inference_mode():
+        expected = [t.float().cpu().numpy() for t in _flat(work.forward(batch))]
+    got = [np.asarray(o, dtype=np.float32) for o in _flat(runner(batch))]
+    shape = {n: list(batch[n].shape) for n in spec.input_names}
+    report: dict[str, Any] = {"inputs": shape, "max_abs_diff": 0.0}
+    for e, g in zip(expected, got):
+        if e.shape != g.shape:
+            raise ExportError(f"ONNX output shape {g.shape} differs from torch's {e.shape} on a "
+                              f"batch of shape {shape}; the dynamic axes are wrong.")
+        report["max_abs_diff"] = max(report["max_abs_diff"], float(np.abs(e - g).max(initial=0)))
+    main_e, main_g = expected[-1] if work.task == "classification" else expected[0], (
+        got[-1] if work.task == "classification" else got[0])
+    if work.task == "embedding":
+        e2, g2 = main_e.reshape(len(main_e), -1), main_g.reshape(len(main_g), -1)
+        cos = (e2 * g2).sum(1) / np.maximum(
+            np.linalg.norm(e2, axis=1) * np.linalg.norm(g2, axis=1), 1e-12)
+        report["min_cosine"] = float(cos.min())
+        report["ok"] = report["min_cosine"] >= TOLERANCE["cosine"]
+        report["tolerance"] = f"cosine >= {TOLERANCE['cosine']}"
+    else:
+        report["ok"] = report["max_abs_diff"] <= TOLERANCE["logits"]
+        report["tolerance"] = f"max |logit diff| <= {TOLERANCE['logits']}"
+        if work.task == "classification":
+            same = bool((main_e.argmax(-1) == main_g.argmax(-1)).all())
+            report["same_top1"] = same
+            report["ok"] = report["ok"] and same
+            report["tolerance"] += ", same top-1"
+    return report
+
+
+def export(model: Model, path: str | os.PathLike, format: str = "onnx", *,
+           opset: int | None = None, verbose: bool = True) -> Path:
+    """Export ``model``'s forward stage to ``path`` (see the module docstring); returns the folder.
+
+    Raises :class:`fmhub.ExportError` when the exporter fails or parity is outside tolerance (the
+    folder is then not written).
+    """
+    if format != "onnx":
+        raise InputError(f"Unknown export format {format!r}; fmhub exports 'onnx'.")
+    _require()
+    from .manifest import atomic_folder, model_manifest, write_manifest
+
+    work = _export_copy(model)
+    spec = export_spec(work)
+    report: dict[str, Any] = {}
+
+    def write(tmp: Path) -> None:
+        done = work.hub.call("fmhub_save", work.spec.plugin, work.spec.id, model=work,
+                             path=str(tmp))
+        if not done:
+            raise ExportError(f"plugin {work.spec.plugin!r} cannot save {work.spec.id!r}, so its "
+                              "preprocessing cannot travel with the ONNX file.")
+        _onnx_export(work, spec, tmp / ONNX_FILE, opset)
+        runner = OrtRunner(tmp / ONNX_FILE, spec.input_names, spec.pack)
+        report.update(parity(work, spec, runner))
+        line = (f"fmhub export: {work.spec.id} -> {ONNX_FILE}; parity on inputs "
+                f"{report['inputs']}: max abs diff {report['max_abs_diff']:.3g}"
+                + (f", min cosine {report['min_cosine']:.7f}" if "min_cosine" in report else "")
+                + (f", same top-1 {report['same_top1']}" if "same_top1" in report else ""))
+        if verbose:
+            print(line, flush=True)
+        if not report["ok"]:
+            raise ExportError(f"{line}: outside the tolerance ({report['tolerance']}); the ONNX "
+                              "graph does not reproduce the torch model, nothing was written.")
+        manifest = model_manifest(work)
+        manifest.options = {**manifest.options, "runtime": "onnxruntime"}
+        manifest.info = {**manifest.info, "export": {
+            "format": "onnx", "file": ONNX_FILE, "inputs": list(spec.input_names),
+            "outputs": list(spec.output_names),
+            "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                             for k, v in spec.dynamic_axes.items()},
+            "parity": report}}
+        manifest.versions.update(_versions())
+        write_manifest(tmp, manifest)
+
+    return atomic_folder(Path(path), write)
+
+
+def _versions() -> dict[str, str]:
+    from .manifest import versions
+
+    return versions("onnx", "onnxscript", "onnxruntime")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FMHUB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fmhub")
+    return Path(root) / "onnx"
+
+
+def cached_export(model: Model, source: str | None = None) -> Path:
+    """The ONNX export of ``model`` in fmhub's cache, exported on first use (``source``: the
+    adapter folder a fine-tuned model came from, part of the cache key with its manifest)."""
+    adapter = None
+    if model.adapter is not None:
+        adapter = {k: v for k, v in model.adapter.items() if k != "peft"}
+        if source:
+            adapter["source"] = source
+            adapter["manifest"] = hashlib.sha256(
+                (Path(source) / "fmhub.json").read_bytes()).hexdigest()
+            weights = sorted(Path(source).glob("*.safetensors"))
+            adapter["weights"] = [hashlib.sha256(w.read_bytes()).hexdigest() for w in weights]
+    key = json.dumps({"spec": model.spec.model_dump(mode="json"), "adapter": adapter,
+                      "options": model.options.model_dump(mode="json", exclude={"device", "dtype",
+                                                                                "runtime"}),
+                      "info": model.info, "versions": _versions()}, sort_keys=True, default=str)
+    folder = cache_dir() / hashlib.sha256(key.encode()).hexdigest()[:24]
+    if not (folder / ONNX_FILE).is_file():
+        export(model, folder, verbose=False)
+    return folder
+
+
+def attach_onnx(model: Model, folder: str | os.PathLike | None = None,
+                source: str | None = None) -> Model:
+    """Run ``model``'s forward stage on ONNX Runtime: from ``folder`` (an export), else from the
+    cache (exported on first use; an adapter is merged). Preprocess and postprocess stay the
+    plugin's."""
+    _require()
+    folder = Path(folder) if folder is not None else cached_export(model, source)
+    if model.adapter is not None:
+        model.merge()
+    spec = export_spec(model)
+    model.runtime = OrtRunner(folder / ONNX_FILE, spec.input_names, spec.pack, model.device)
+    return model
+
+
+def exported_folder(path: str | None) -> Path | None:
+    """``path`` when it is a folder written by :func:`export`."""
+    if path and (Path(path) / ONNX_FILE).is_file():
+        return Path(path)
+    return None

@@ -1,0 +1,247 @@
+"""ONNX export through the contract: the three families, an HF encoder with LoRA merged, the toy
+plugin; the exported folder loads back on ONNX Runtime and predicts what the torch model does;
+parity is checked at export time and a bad graph is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import fmhub
+from fmhub.cli import main
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMHUB_CACHE", str(tmp_path / "fmhub-cache"))
+
+
+def _close(a, b, tol=1e-4):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               rtol=tol, atol=tol)
+
+
+def _same_classes(got, expected):
+    assert [r.label for r in got] == [r.label for r in expected]
+    _close([r.score for r in got], [r.score for r in expected])
+
+
+def _manifest(folder):
+    return json.loads((folder / "fmhub.json").read_text())
+
+
+# -- toy -----------------------------------------------------------------------------------------
+
+
+def test_toy_export_cli_loads_back_on_onnxruntime(toy_hub, tmp_path, capsys):
+    out = tmp_path / "toy-onnx"
+    assert main(["export", "toy:classify", "--format", "onnx", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "parity on inputs {'x': [3, 4]}: max abs diff" in printed and "same top-1 True" in printed
+    assert (out / "model.onnx").is_file()
+    m = _manifest(out)
+    assert m["options"]["runtime"] == "onnxruntime"
+    parity = m["info"]["export"]["parity"]
+    assert parity["ok"] and parity["same_top1"] and parity["max_abs_diff"] <= 1e-3
+    assert m["info"]["export"]["dynamic_axes"] == {"x": {"0": "batch"}}
+    torch_model = fmhub.load("toy:classify")
+    onnx_model = fmhub.load(out)
+    assert onnx_model.runtime is not None and torch_model.runtime is None
+    xs = [[0.5, -0.5, 1, 2], [3, 3, 3, 3], [0, 0, 0, 0], [1, 2, 3, 4], [-1, -2, 0.1, 9]]
+    _same_classes(onnx_model.predict(xs), torch_model.predict(xs))
+    # the same folder on torch, when asked
+    assert fmhub.load(out, runtime="torch").runtime is None
+
+
+def test_runtime_option_exports_to_the_cache_once(toy_hub, tmp_path):
+    torch_model = fmhub.load("toy:embed")
+    ort_model = fmhub.load("toy:embed", runtime="onnxruntime")
+    xs = [[0.1, 0.2, 0.3, 0.4], [5, -1, 2, 0]]
+    _close(np.stack(ort_model.predict(xs)), np.stack(torch_model.predict(xs)))
+    files = list((tmp_path / "fmhub-cache" / "onnx").glob("*/model.onnx"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    again = fmhub.load("toy:embed", runtime="onnxruntime")
+    assert again.runtime.file == str(files[0]) and files[0].stat().st_mtime_ns == stamp
+    other_seed = fmhub.load("toy:embed", runtime="onnxruntime", seed=3)  # another model
+    assert other_seed.runtime.file != str(files[0])
+    with pytest.raises(fmhub.InvalidOptionError, match="runtime"):
+        fmhub.load("toy:embed", runtime="tensorrt")
+
+
+def test_parity_outside_tolerance_fails_and_writes_nothing(toy_hub, tmp_path):
+    import torch
+
+    class Skew:
+        """A cross-cutting plugin that makes the exported graph differ from the forward stage."""
+
+        @fmhub.hookimpl(wrapper=True)
+        def fmhub_export_spec(self, model):
+            spec = yield
+
+            class Off(torch.nn.Module):
+                def __init__(self, inner):
+                    super().__init__()
+                    self.inner = inner
+
+                def forward(self, x):
+                    return self.inner(x) + 0.01
+
+            spec.module = Off(spec.module)
+            return spec
+
+    toy_hub.register(Skew(), name="skew")
+    with pytest.raises(fmhub.ExportError, match=r"outside the tolerance .*logit diff.* <= 0.001"):
+        fmhub.load("toy:classify").export(tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bad")]
+
+
+def test_embedding_tolerance_is_cosine(toy_hub, tmp_path):
+    import torch
+
+    class Rotate:
+        @fmhub.hookimpl(wrapper=True)
+        def fmhub_export_spec(self, model):
+            spec = yield
+
+            class Off(torch.nn.Module):
+                def __init__(self, inner):
+                    super().__init__()
+                    self.inner = inner
+
+                def forward(self, x):
+                    y = self.inner(x)
+                    return y + 0.3 * y.flip(-1)
+
+            spec.module = Off(spec.module)
+            return spec
+
+    toy_hub.register(Rotate(), name="rotate")
+    with pytest.raises(fmhub.ExportError, match=r"min cosine 0\.\d+: outside the tolerance \(cosine >= 0.9999\)"):
+        fmhub.load("toy:embed").export(tmp_path / "bad")
+
+
+def test_a_plugin_without_the_hook_or_a_bad_format_is_a_clear_error(family, use_hub, tmp_path,
+                                                                     toy_hub):
+    with pytest.raises(fmhub.InputError, match="Unknown export format 'tflite'"):
+        fmhub.load("toy:embed").export(tmp_path / "x", format="tflite")
+    hub = use_hub(fmhub.Hub(entry_points=False))
+    hub.register(family(), name="fam")
+    with pytest.raises(fmhub.ExportError, match="implements no fmhub_export_spec"):
+        fmhub.load("fam:lin").export(tmp_path / "y")
+
+
+def test_toy_lora_adapter_is_merged_before_export(toy_hub, tmp_path):
+    import random
+
+    rng = random.Random(0)
+    train = [([rng.uniform(-1, 1) for _ in range(4)], "pos" if i % 2 else "neg")
+             for i in range(64)]
+    model = fmhub.load("toy:embed")
+    fmhub.finetune(model, train, method="lora", max_steps=4, learning_rate=5e-2,
+                   batch_size=16, progress=False)
+    assert model.adapter is not None
+    out = model.export(tmp_path / "merged")
+    assert model.adapter is not None  # the caller's model keeps its adapter
+    onnx_model = fmhub.load(out)
+    xs = [x for x, _ in train[:10]]
+    _same_classes(onnx_model.predict(xs), model.predict(xs))
+    model.save(tmp_path / "adapter")
+    from_adapter = fmhub.load(tmp_path / "adapter", runtime="onnxruntime")
+    assert from_adapter.runtime is not None and from_adapter.adapter is None
+    _same_classes(from_adapter.predict(xs), model.predict(xs))
+
+
+# -- the three families --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def family_hub():
+    previous = fmhub.set_hub(fmhub.Hub())
+    yield
+    fmhub.set_hub(previous)
+
+
+def test_transformers_embedding_exports_with_pooling(family_hub, tmp_path):
+    tt = pytest.importorskip("fmhub_transformers.testing")
+    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
+    model = fmhub.load(folder, device="cpu")
+    out = model.export(tmp_path / "onnx")
+    parity = _manifest(out)["info"]["export"]["parity"]
+    assert parity["min_cosine"] >= 0.9999 and parity["inputs"]["input_ids"][0] == 3
+    onnx_model = fmhub.load(out)
+    texts = list(tt.CORPUS[:7])  # other batch sizes and lengths than export or parity
+    got, expected = np.stack(onnx_model.predict(texts)), np.stack(model.predict(texts))
+    cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cos.min() >= 0.9999
+    _close(got, expected)
+    assert onnx_model(texts[0]).shape == model(texts[0]).shape
+
+
+def test_transformers_classifier_with_lora_merged(family_hub, tmp_path):
+    tt = pytest.importorskip("fmhub_transformers.testing")
+    pytest.importorskip("peft")
+    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
+    model = fmhub.load(folder, device="cpu")
+    train = [(t, "long" if len(t) > 40 else "short") for t in tt.CORPUS]
+    fmhub.finetune(model, train, method="lora", max_steps=3, batch_size=8, progress=False)
+    assert model.adapter is not None and model.task == "classification"
+    out = model.export(tmp_path / "onnx")
+    assert _manifest(out)["info"]["export"]["parity"]["same_top1"]
+    onnx_model = fmhub.load(out)
+    assert onnx_model.labels == model.labels
+    texts = list(tt.CORPUS[3:12])
+    _same_classes(onnx_model.predict(texts), model.predict(texts))
+
+
+def test_timm_classifier_and_embedding(family_hub, tmp_path):
+    pytest.importorskip("fmhub_timm")
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (64 + 10 * i, 80, 3), dtype=np.uint8) for i in range(5)]
+    for task in ("classification", "embedding"):
+        model = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu",
+                           task=task)
+        onnx_model = fmhub.load(model.export(tmp_path / task))
+        got, expected = onnx_model.predict(images), model.predict(images)
+        if task == "classification":
+            _same_classes(got, expected)
+        else:
+            _close(np.stack(got), np.stack(expected))
+
+
+def test_torchaudio_transcription_and_embedding(family_hub, tmp_path):
+    ta = pytest.importorskip("fmhub_torchaudio.testing")
+    waves = [(np.sin(np.arange(n) / (5 + n % 7)).astype(np.float32) * 0.3, 16000)
+             for n in (4000, 9000, 6500, 12000)]
+    asr = fmhub.load("torchaudio:models.wav2vec2_model", device="cpu", **ta.tiny_options(asr=True))
+    onnx_asr = fmhub.load(asr.export(tmp_path / "asr"))
+    assert [r.text for r in onnx_asr.predict(waves)] == [r.text for r in asr.predict(waves)]
+    emb = fmhub.load("torchaudio:models.wav2vec2_model", device="cpu", **ta.tiny_options())
+    out = emb.export(tmp_path / "emb")
+    assert _manifest(out)["info"]["export"]["dynamic_axes"]["waveforms"] == {
+        "0": "batch", "1": "time"}
+    _close(np.stack(fmhub.load(out).predict(waves)), np.stack(emb.predict(waves)))
+
+
+def test_torchaudio_group_norm_front_end_is_refused(family_hub, tmp_path):
+    ta = pytest.importorskip("fmhub_torchaudio.testing")
+    model = fmhub.load("torchaudio:models.wav2vec2_model", device="cpu",
+                       **ta.tiny_options(extractor_mode="group_norm"))
+    with pytest.raises(fmhub.ExportError, match="group_norm front end"):
+        model.export(tmp_path / "x")
+
+
+def test_a_generative_model_is_refused(family_hub, tmp_path):
+    tt = pytest.importorskip("fmhub_transformers.testing")
+    if not hasattr(tt, "build_tiny_generative"):
+        pytest.skip("generation is not in this fmhub")
+    lm = fmhub.load(tt.build_tiny_generative(tmp_path / "gpt2", "gpt2"), device="cpu")
+    with pytest.raises(fmhub.ExportError, match="not generation loops"):
+        lm.export(tmp_path / "x")
