@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fmhub"
 
 LAYERS = [
     {"errors", "results", "spec", "_device", "generation", "_quiet", "_progress", "inputs"},
-    {"model", "manifest", "quantize"},
+    {"model", "manifest", "quantize", "export"},
     {"hookspecs"},
     {"_hub"},
     {"finetuning", "evaluation", "_builtin"},

@@ -103,8 +103,8 @@ def _export_copy(model: Model) -> Model:
     work = copy.copy(model)
     work.runtime = None
     module = model.module
-    if model.adapter is not None and "peft" in model.adapter:
-        module = copy.deepcopy(model.adapter["peft"]).merge_and_unload()
+    if model.adapter is not None and model.adapter.peft is not None:
+        module = copy.deepcopy(model.adapter.peft).merge_and_unload()
     elif model.device.type != "cpu" or model.dtype != torch.float32:
         module = copy.deepcopy(module)
     module = module.to(device="cpu", dtype=torch.float32).eval()
@@ -239,7 +239,7 @@ def parity(work: Model, spec: ExportSpec, runner: OrtRunner) -> dict[str, Any]:
 
 
 def export(model: Model, path: str | os.PathLike, format: str = "onnx", *,
-           opset: int | None = None, verbose: bool = True) -> Path:
+           opset: int | None = None, verbose: bool = True, overwrite: bool = False) -> Path:
     """Export ``model``'s forward stage to ``path`` (see the module docstring); returns the folder.
 
     Raises :class:`fmhub.ExportError` when the exporter fails or parity is outside tolerance (the
@@ -248,18 +248,20 @@ def export(model: Model, path: str | os.PathLike, format: str = "onnx", *,
     if format != "onnx":
         raise InputError(f"Unknown export format {format!r}; fmhub exports 'onnx'.")
     _require()
-    from .manifest import atomic_folder, model_manifest, write_manifest
+    from .manifest import as_destination, atomic_folder, model_manifest, seal
+
+    as_destination(path, "export folder")
 
     work = _export_copy(model)
     spec = export_spec(work)
     report: dict[str, Any] = {}
 
     def write(tmp: Path) -> None:
-        done = work.hub.call("fmhub_save", work.spec.plugin, work.spec.id, model=work,
-                             path=str(tmp))
-        if not done:
-            raise ExportError(f"plugin {work.spec.plugin!r} cannot save {work.spec.id!r}, so its "
-                              "preprocessing cannot travel with the ONNX file.")
+        try:
+            work._save_files(str(tmp))
+        except FmhubError as exc:
+            raise ExportError(f"{exc} Without its saved files, the model's preprocessing cannot "
+                              "travel with the ONNX file.") from None
         _onnx_export(work, spec, tmp / ONNX_FILE, opset)
         runner = OrtRunner(tmp / ONNX_FILE, spec.input_names, spec.pack)
         report.update(parity(work, spec, runner))
@@ -281,9 +283,9 @@ def export(model: Model, path: str | os.PathLike, format: str = "onnx", *,
                              for k, v in spec.dynamic_axes.items()},
             "parity": report}}
         manifest.versions.update(_versions())
-        write_manifest(tmp, manifest)
+        seal(tmp, manifest)  # sizes and SHA-256 of every file, model.onnx included
 
-    return atomic_folder(Path(path), write)
+    return atomic_folder(path, write, overwrite=overwrite)
 
 
 def _versions() -> dict[str, str]:
@@ -303,7 +305,7 @@ def cached_export(model: Model, source: str | None = None) -> Path:
     adapter folder a fine-tuned model came from, part of the cache key with its manifest)."""
     adapter = None
     if model.adapter is not None:
-        adapter = {k: v for k, v in model.adapter.items() if k != "peft"}
+        adapter = model.adapter.to_manifest()
         if source:
             adapter["source"] = source
             adapter["manifest"] = hashlib.sha256(
