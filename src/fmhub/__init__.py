@@ -12,6 +12,7 @@ from ._hub import FmhubPluginWarning, Hub, PluginRecord, get_hub, set_hub
 from .errors import (
     AmbiguousModelError,
     DeviceError,
+    DistributedError,
     FineTuneError,
     FmhubError,
     InputError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AmbiguousModelError",
     "DeviceError",
+    "DistributedError",
     "FineTuneConfig",
     "FineTuneError",
     "FineTunePlan",

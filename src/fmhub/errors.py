@@ -13,6 +13,7 @@ from collections.abc import Iterable
 __all__ = [
     "AmbiguousModelError",
     "DeviceError",
+    "DistributedError",
     "FineTuneError",
     "FmhubError",
     "InputError",
@@ -90,3 +91,7 @@ class FineTuneError(FmhubError, RuntimeError):
 
 class NonFiniteLossError(FineTuneError):
     """The training loss became NaN or infinite; no weight was updated with it."""
+
+
+class DistributedError(FmhubError, RuntimeError):
+    """A multi-process run failed: a rank died or stalled, or the ranks disagree."""

@@ -22,6 +22,9 @@ class FineTuneConfig(BaseModel):
         default_factory=dict, description="The method's own options, e.g. {'r': 16, 'alpha': 32}."
     )
     labels: list[str] | None = Field(None, description="Class names in id order; default: sorted.")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="adamw (default), or sgd: plain SGD without momentum."
+    )
     learning_rate: float = Field(5e-4, gt=0)
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")

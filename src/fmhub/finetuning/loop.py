@@ -18,6 +18,7 @@ from ..spec import validate_model
 from .adapter import fingerprint, save_adapter, train_mode, trainable_state
 from .config import FineTuneConfig
 from .data import Examples, as_examples
+from .distributed import Dist, current, require_same, shares
 from .plan import attach_head, get_method
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     if cfg.early_stopping_patience and eval_ex is None:
         raise FineTuneError("early_stopping_patience needs eval data: pass eval=...")
     started = time.perf_counter()
+    dist = current(model.device)  # None unless started by torchrun with WORLD_SIZE > 1
+    if dist:
+        dist.place(model)
     torch.manual_seed(cfg.seed)
     head = attach_head(model, train_ex.labels)
     modules = method.targets(model, head, mopts)
@@ -83,15 +87,24 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     model.adapter.update(method=method.name, options=mopts.model_dump(), head=head,
                          modules=modules, fingerprint=fp)
     model.module.to(device=model.device)
-    trainer = _Trainer(model, cfg, train_ex, eval_ex)
+    if dist:  # identical starting weights; each rank its own dropout masks
+        dist.broadcast_module(model.module)
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)
+    trainer = _Trainer(model, cfg, train_ex, eval_ex, dist)
     try:
         trainer.run()
     finally:
         model.module.eval()
         trainer.close()
+    if dist:
+        dist.check_identical(trainable_state(model.module))
     adapter_path = None
     if cfg.output_dir:
-        adapter_path = save_adapter(model, Path(cfg.output_dir) / ADAPTER)
+        adapter_path = Path(cfg.output_dir) / ADAPTER
+        if dist is None or dist.is_main:  # only rank 0 writes; the others wait for it
+            adapter_path = save_adapter(model, adapter_path)
+        if dist:
+            dist.barrier("waiting for rank 0 to write the adapter")
     s = trainer.state
     return FineTuneResult(model=model, steps=s.step, history=s.history, best=s.best,
                           stopped_early=trainer.stopped_early, adapter_path=adapter_path,
@@ -124,12 +137,15 @@ def _schedule(total: int, warmup: int, kind: str):
 
 
 class _Trainer:
-    def __init__(self, model: Model, cfg: FineTuneConfig, train: Examples, eval: Examples | None):
+    def __init__(self, model: Model, cfg: FineTuneConfig, train: Examples, eval: Examples | None,
+                 dist: Dist | None = None):
         self.model, self.cfg, self.train, self.eval = model, cfg, train, eval
+        self.dist = dist
+        self.bad_loss: str | None = None  # a non-finite loss on this rank, raised at the step
         self.state = _State()
         self.stopped_early = False
-        self.optimizer = torch.optim.AdamW(_param_groups(model.module, cfg.weight_decay),
-                                           lr=cfg.learning_rate)
+        opt = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.AdamW
+        self.optimizer = opt(_param_groups(model.module, cfg.weight_decay), lr=cfg.learning_rate)
         self.batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
         steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation)
         self.total = cfg.max_steps or steps_per_epoch * cfg.epochs
@@ -167,7 +183,8 @@ class _Trainer:
 
     def run(self) -> None:
         cfg, st = self.cfg, self.state
-        self.bar = _bar(self.total, st.step, cfg.progress)
+        main = self.dist is None or self.dist.is_main
+        self.bar = _bar(self.total, st.step, cfg.progress if main else False)
         train_mode(self.model.module)
         accum = cfg.gradient_accumulation
         while st.step < self.total and not self.stopped_early:
@@ -206,23 +223,36 @@ class _Trainer:
             raise FineTuneError(f"plugin {self.model.spec.plugin!r} computed no training loss.")
         return loss.float()
 
-    def _micro_step(self, idx: list[int], bi: int) -> None:
+    def _micro_step(self, batch: list[int], bi: int) -> None:
+        idx = shares(batch, self.dist)  # this rank's share of the global batch
+        self.seen += len(batch)
+        if not idx:
+            return  # a batch smaller than the world: this rank adds zero gradients at the step
         loss = self._loss(idx)
         if not torch.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
+            msg = (
                 f"The training loss became {loss.item()} at step {self.state.step + 1} (epoch "
-                f"{self.state.epoch + 1}, batch {bi + 1}); training stopped before any weight was "
-                "updated with it. Lower learning_rate, keep max_grad_norm set, or check that "
-                "batch's inputs and labels."
+                f"{self.state.epoch + 1}, batch {bi + 1}"
+                f"{f', rank {self.dist.rank}' if self.dist else ''}); training stopped before any "
+                "weight was updated with it. Lower learning_rate, keep max_grad_norm set, or check "
+                "that batch's inputs and labels."
             )
+            if self.dist:  # every rank must stop together: raised at the step, after a vote
+                self.bad_loss = self.bad_loss or msg
+                return
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(msg)
         self.last_loss = loss.item()
-        self.seen += len(idx)
-        scaled = loss / self.cfg.gradient_accumulation
+        # Each rank's mean loss weighs its share of the global batch, so the average over ranks
+        # of the gradients is the gradient of the global batch's mean loss (1 rank: factor 1).
+        share = len(idx) * self.dist.world / len(batch) if self.dist else 1.0
+        scaled = loss * share / self.cfg.gradient_accumulation
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
 
     def _optimizer_step(self) -> None:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.dist:
+            self._sync(params)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm or float("inf"))
@@ -240,6 +270,18 @@ class _Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
+
+    def _sync(self, params: list[torch.Tensor]) -> None:
+        """Stop every rank if one saw a non-finite loss, else average the gradients the optimizer
+        is about to use: whatever module the plugin's hooks ran, no rank steps on its own."""
+        bad = self.dist.any_flag(self.bad_loss is not None, self.model.device,
+                                 "the non-finite loss check")
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(self.bad_loss or (
+                f"The training loss became non-finite on rank(s) {bad} at step "
+                f"{self.state.step + 1}; every rank stopped before any weight was updated with it."))
+        self.dist.sync_gradients(params)
 
     def _after_step(self, epoch_end: bool) -> bool:
         """Progress, evaluation, early stopping, checkpoints; True when training must stop."""
@@ -260,7 +302,14 @@ class _Trainer:
 
     def _evaluate(self) -> None:
         cfg, st = self.cfg, self.state
-        metrics = evaluate(self.model, self.eval, batch_size=cfg.batch_size)
+        if self.dist:  # each rank evaluates its share; metrics on everything gathered
+            part = _eval_pass(self.model, self.eval, shares(range(len(self.eval)), self.dist),
+                              cfg.batch_size)
+            parts = self.dist.all_gather_object(part, "gathering evaluation results")
+            gold, preds, losses = ([x for p in parts for x in p[k]] for k in range(3))
+            metrics = _metrics(gold, preds, losses, self.eval)
+        else:
+            metrics = evaluate(self.model, self.eval, batch_size=cfg.batch_size)
         metrics["step"] = st.step
         st.history.append(metrics)
         train_mode(self.model.module)
@@ -287,27 +336,43 @@ class _Trainer:
 
         st = self.state
         trainable = trainable_state(self.model.module)
+        rngs = None  # every rank's random state (dropout), for an exact resume
+        if self.dist:
+            rngs = self.dist.all_gather_object(torch.get_rng_state(), "saving a checkpoint")
 
         def write(tmp: Path) -> None:
             save_file(trainable, str(tmp / "trainable.safetensors"))
             torch.save({"optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(),
-                        "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+                        "rng": torch.get_rng_state(), "rank_rngs": rngs}, tmp / "optimizer.pt")
             (tmp / "state.json").write_text(json.dumps({
                 "step": st.step, "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch,
                 "history": st.history, "best": st.best, "bad_evals": st.bad_evals,
                 "config": self.cfg.model_dump(exclude={"resume", "progress"}),
-                "labels": self.train.labels}, indent=1))
+                "labels": self.train.labels,
+                "world_size": self.dist.world if self.dist else 1}, indent=1))
 
-        atomic_folder(self._ckpt_dir, write)
+        if self.dist is None or self.dist.is_main:  # only rank 0 writes; the others wait for it
+            atomic_folder(self._ckpt_dir, write)
+        if self.dist:
+            self.dist.barrier("waiting for rank 0 to write a checkpoint")
 
     def _load_checkpoint(self) -> None:
         from safetensors.torch import load_file
 
         folder = self._ckpt_dir
-        if not (folder / "state.json").is_file():
+        found = (folder / "state.json").is_file()
+        require_same(self.dist, found, f"whether {str(folder)!r} holds a checkpoint")
+        if not found:
             return  # nothing to resume: start from scratch
         saved = json.loads((folder / "state.json").read_text())
+        world = self.dist.world if self.dist else 1
+        if saved.get("world_size", 1) != world:
+            raise FineTuneError(
+                f"cannot resume from {str(folder)!r}: it was trained on {saved.get('world_size', 1)} "
+                f"process(es), this run has {world}; resume with the same number of processes "
+                "(the batch shares and random streams depend on it)."
+            )
         if saved["labels"] != self.train.labels:
             raise FineTuneError(
                 f"cannot resume from {str(folder)!r}: it was trained on labels {saved['labels']}, "
@@ -324,21 +389,29 @@ class _Trainer:
         extra = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
         self.optimizer.load_state_dict(extra["optimizer"])
         self.scheduler.load_state_dict(extra["scheduler"])
-        torch.set_rng_state(extra["rng"])
+        rngs = extra.get("rank_rngs")
+        torch.set_rng_state(rngs[self.dist.rank] if self.dist and rngs else extra["rng"])
         st = self.state
         st.step, st.epoch, st.batch_in_epoch = saved["step"], saved["epoch"], saved["batch_in_epoch"]
         st.history, st.best, st.bad_evals = saved["history"], saved["best"], saved["bad_evals"]
         if st.batch_in_epoch >= self.batches_per_epoch:
             st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+        require_same(self.dist, st.step, "the checkpoint step to resume from")
 
 
 def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, float]:
     """Loss, accuracy and macro-F1 of a classifier on labelled examples."""
+    return _metrics(*_eval_pass(model, data, range(len(data)), batch_size), data)
+
+
+def _eval_pass(model: Model, data: Examples, indices, batch_size: int):
+    """Gold labels, predictions and the summed loss over ``data[indices]``."""
+    indices = list(indices)
     was_training = model.module.training
     model.module.eval()
     preds, gold, losses = [], [], []
-    for start in range(0, len(data), batch_size):
-        pairs = [data[i] for i in range(start, min(start + batch_size, len(data)))]
+    for start in range(0, len(indices), batch_size):
+        pairs = [data[i] for i in indices[start : start + batch_size]]
         targets = torch.tensor([y for _, y in pairs], dtype=torch.long, device=model.device)
         batch = model.preprocess([x for x, _ in pairs])
         with torch.no_grad():
@@ -351,6 +424,10 @@ def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, fl
         losses.append(float(loss) * len(pairs))
     if was_training:
         train_mode(model.module)
+    return gold, preds, [sum(losses)]
+
+
+def _metrics(gold: list[int], preds: list[int], losses: list[float], data: Examples):
     return {"loss": sum(losses) / len(data), **classification_metrics(gold, preds, len(data.labels))}
 
 

@@ -1,0 +1,164 @@
+"""Fine-tuning and batch prediction on 2 gloo processes (1 thread each) against 1 process: the
+ranks end with identical weights equal to the 1-process run on the same global batches; only rank 0
+writes; a dead rank or a NaN on one rank stops every rank; resume is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import fmhub
+
+HERE = Path(__file__).parent / "dist"
+sys.path.insert(0, str(HERE))
+import worker  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+
+
+def env(**extra) -> dict[str, str]:
+    e = dict(os.environ, FMHUB_LOAD_PLUGINS="toy", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    e.pop("FMHUB_DISABLE_PLUGINS", None)
+    e.update(extra)
+    return e
+
+
+def torchrun(*args: str, plugins: str = "toy", timeout: float = 180) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--max-restarts", "0", *args]
+    proc = subprocess.run(cmd, env=env(FMHUB_LOAD_PLUGINS=plugins), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def weights(out: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
+    return load_file(str(out / f"{name}.rank{rank}.safetensors"))
+
+
+def assert_close(a: dict, b: dict, tol: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=tol, rtol=0), (k, (a[k] - b[k]).abs().max())
+
+
+def one_process(data, **cfg) -> dict[str, torch.Tensor]:
+    from fmhub.finetuning.adapter import trainable_state
+
+    model = fmhub.load("toy:embed")
+    fmhub.finetune(model, data, **{**worker.TOY, **cfg})
+    return trainable_state(model.module)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy")
+    torchrun(str(HERE / "worker.py"), "toy", str(out))
+    return out
+
+
+def test_two_ranks_equal_one_process_and_each_other(toy_run, toy_hub):
+    a0, a1 = weights(toy_run, "a", 0), weights(toy_run, "a", 1)
+    assert_close(a0, a1, 0.0)  # bit-identical on every rank
+    single = one_process(worker.toy_data(256, 0))
+    assert_close(a0, single, 1e-5)
+    assert any(not torch.equal(single[k], one_process(worker.toy_data(256, 0), epochs=1)[k])
+               for k in single), "the comparison must be able to fail"
+    # evaluation reduced over the ranks: the same metrics on each, over all 64 eval examples
+    h0 = json.loads((toy_run / "a.rank0.json").read_text())
+    h1 = json.loads((toy_run / "a.rank1.json").read_text())
+    assert h0 == h1 and h0["history"][-1]["step"] == h0["steps"] == 32
+    from fmhub.finetuning.data import as_examples
+    from fmhub.finetuning.loop import evaluate
+
+    model = fmhub.load("toy:embed")
+    fmhub.finetune(model, worker.toy_data(256, 0), **worker.TOY)
+    ev = evaluate(model, as_examples(worker.toy_data(64, 1), ["neg", "pos"]), batch_size=16)
+    for key in ("accuracy", "macro_f1"):
+        assert h0["history"][-1][key] == ev[key]
+    assert abs(h0["history"][-1]["loss"] - ev["loss"]) < 1e-5
+
+
+def test_only_rank_zero_wrote_and_the_adapter_loads(toy_run, toy_hub):
+    folder = toy_run / "a" / "adapter"
+    assert (folder / "fmhub.json").is_file() and (toy_run / "a" / "checkpoint").is_dir()
+    state = json.loads((toy_run / "a" / "checkpoint" / "state.json").read_text())
+    assert state["world_size"] == 2
+    # nothing else in the output folder: no per-rank copies, no leftover temporary folders
+    assert sorted(p.name for p in (toy_run / "a").iterdir()) == ["adapter", "checkpoint"]
+    model = fmhub.load(str(folder))
+    from fmhub.finetuning.adapter import trainable_state
+
+    assert_close({k: v for k, v in trainable_state(model.module).items()},
+                 weights(toy_run, "a", 0), 1e-6)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(toy_run):
+    info = json.loads((toy_run / "b.rank0.json").read_text())
+    assert info == {"steps": 32, "resumed_from": 8}
+    for rank in (0, 1):
+        assert_close(weights(toy_run, "b", rank), weights(toy_run, "a", 0), 0.0)
+
+
+def test_nan_on_one_rank_stops_every_rank_before_the_update(toy_run, toy_hub):
+    after_two = one_process(worker.toy_data(256, 0), max_steps=2)
+    for rank in (0, 1):
+        assert_close(weights(toy_run, "nan", rank), after_two, 1e-5)
+        msg = json.loads((toy_run / f"nan.rank{rank}.json").read_text())["error"]
+        assert "step 3" in msg and ("rank 1" in msg or "rank(s) [1]" in msg), msg
+
+
+def test_a_dead_rank_stops_the_others_with_an_error(tmp_path):
+    """Two processes started by hand (no torchrun watching them): rank 1 exits mid-run; rank 0
+    must fail with DistributedError, not hang, within the bounded process-group timeout."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        e = env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port), FMHUB_DIST_TIMEOUT="30")
+        procs.append(subprocess.Popen([sys.executable, str(HERE / "worker.py"), "die", str(tmp_path)],
+                                      env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    t0 = time.perf_counter()
+    outs = [p.communicate(timeout=120) for p in procs]
+    waited = time.perf_counter() - t0
+    assert procs[1].returncode == 17
+    assert procs[0].returncode != 0, outs[0]
+    assert "DistributedError" in outs[0][1], outs[0][1][-3000:]
+    text = (tmp_path / "died.rank0.txt").read_text()
+    print(f"rank 0 stopped after {waited:.1f} s: {text}")
+    assert "rank 0 of 2 lost the other ranks" in text, text
+    assert waited < 100
+
+
+def test_transformers_lora_two_ranks_equal_one_process(tmp_path, tmp_path_factory):
+    pytest.importorskip("peft")
+    tt = pytest.importorskip("fmhub_transformers.testing")
+    model_dir = tt.build_tiny_model(tmp_path_factory.mktemp("tiny-bert"), "bert", "embedding", seed=0)
+    cfg_file = model_dir / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # dropout off
+    cfg_file.write_text(json.dumps(cfg))
+    torchrun(str(HERE / "worker.py"), "hf", str(tmp_path), str(model_dir), plugins="transformers")
+    from fmhub.finetuning.adapter import trainable_state
+
+    model = fmhub.load(str(model_dir))
+    fmhub.finetune(model, worker.text_data(32, 0), method="lora", optimizer="sgd",
+                   learning_rate=0.05, batch_size=8, max_steps=6, scheduler="constant",
+                   warmup_ratio=0.0, weight_decay=0.0, progress=False)
+    single = trainable_state(model.module)
+    assert_close(weights(tmp_path, "hf", 0), weights(tmp_path, "hf", 1), 0.0)
+    assert_close(weights(tmp_path, "hf", 0), single, 1e-5)
+    assert (tmp_path / "hf" / "adapter" / "adapter_model.safetensors").is_file()
