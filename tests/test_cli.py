@@ -23,6 +23,10 @@ def run(capsys, *argv):
     return code, out, err
 
 
+def jsonl(text: str) -> list:
+    return [json.loads(line) for line in text.splitlines()]
+
+
 def test_list(toy_hub, capsys):
     code, out, _ = run(capsys, "list")
     lines = out.splitlines()
@@ -50,7 +54,7 @@ def test_info(toy_hub, capsys):
 
 def test_info_unknown_name_is_a_one_line_error(toy_hub, capsys):
     code, out, err = run(capsys, "info", "toy:embd")
-    assert code == 2 and out == ""
+    assert code == 2 and out == ""  # a usage error: the name on the command line is wrong
     assert err.startswith("fmhub: error: Unknown model 'toy:embd'. Did you mean 'toy:embed'?")
 
 
@@ -75,7 +79,7 @@ def test_plugins_lists_status_namespaces_and_errors(install_plugin, monkeypatch,
 
 def test_predict_prints_json_results(toy_hub, capsys):
     code, out, _ = run(capsys, "predict", "toy:embed", "0.1,0.2,0.3,0.4", "1,-1,0.5,2")
-    data = json.loads(out)
+    data = jsonl(out)
     expected = fmhub.load("toy:embed").predict([[0.1, 0.2, 0.3, 0.4], [1, -1, 0.5, 2]])
     assert code == 0 and [d["input"] for d in data] == ["0.1,0.2,0.3,0.4", "1,-1,0.5,2"]
     np.testing.assert_allclose([d["result"] for d in data], np.stack(expected), rtol=1e-6)
@@ -84,7 +88,7 @@ def test_predict_prints_json_results(toy_hub, capsys):
 def test_predict_classification_with_options(toy_hub, capsys):
     code, out, _ = run(capsys, "predict", "toy-classifier", "3,1,-2,0.5", "-o", "seed=2",
                        "--option", "device=cpu", "--batch-size", "1")
-    (row,) = json.loads(out)
+    (row,) = jsonl(out)
     expected = fmhub.load("toy-classifier", seed=2)([3, 1, -2, 0.5])
     assert code == 0 and row["result"]["label"] == expected.label
     assert row["result"]["score"] == pytest.approx(expected.score)
@@ -92,20 +96,20 @@ def test_predict_classification_with_options(toy_hub, capsys):
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "status", "message"),
     [
-        (["predict", "toy:embed", "1,2"],
+        (["predict", "toy:embed", "1,2"], 1,
          "input 0 is [1.0, 2.0]. (raised in plugin 'toy', stage 'preprocess', model 'toy:embed')"),
-        (["predict", "toy:embed", "1,2,3,4", "-o", "sede=1"], "unknown option 'sede'"),
-        (["predict", "toy:embed", "1,2,3,4", "-o", "seed"], "--option takes KEY=VALUE"),
-        (["predict", "toy:embed", "1,2,3,4", "-o", "dtype=float16", "-o", "device=cpu"],
+        (["predict", "toy:embed", "1,2,3,4", "-o", "sede=1"], 2, "unknown option 'sede'"),
+        (["predict", "toy:embed", "1,2,3,4", "-o", "seed"], 2, "--option takes KEY=VALUE"),
+        (["predict", "toy:embed", "1,2,3,4", "-o", "dtype=float16", "-o", "device=cpu"], 1,
          "not supported on CPU"),
-        (["predict", "timm:resnet18", "cat.png"], "install fmhub-timm"),
+        (["predict", "timm:resnet18", "cat.png"], 2, "install fmhub-timm"),
     ],
 )
-def test_predict_errors_are_messages_not_tracebacks(toy_hub, capsys, argv, message):
+def test_predict_errors_are_messages_not_tracebacks(toy_hub, capsys, argv, status, message):
     code, out, err = run(capsys, *argv)
-    assert code == 2 and out == "" and err.startswith("fmhub: error: ") and message in err
+    assert code == status and out == "" and err.startswith("fmhub: error: ") and message in err
 
 
 def test_help_lists_the_commands(capsys):

@@ -18,8 +18,9 @@ def test_finetune_plan_and_run_from_the_command_line(tmp_path, capsys):
                  "-c", "epochs=20", "-c", "learning_rate=0.02", "-c", "progress=false"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["adapter"].endswith("adapter") and report["metrics"]["accuracy"] >= 0.75
+    assert report["train_loss"] > 0
     assert main(["predict", report["adapter"], "--", "1,1,0,0", "-1,-1,0,0"]) == 0
-    preds = json.loads(capsys.readouterr().out)
+    preds = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [p["result"]["label"] for p in preds] == ["pos", "neg"]
 
 

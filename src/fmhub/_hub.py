@@ -265,13 +265,16 @@ class Hub:
     # -- loading --------------------------------------------------------------------------------
 
     def load(self, name: str, **options: Any) -> Model:
-        from .model import load_model
+        from ._quiet import known_warnings_hidden
 
-        if _is_adapter_folder(name):
-            from .finetuning.adapter import load_adapter
+        with known_warnings_hidden():  # third-party noise of the libraries plugins import
+            from .model import load_model
 
-            return load_adapter(self, Path(os.fspath(name)).expanduser(), options)
-        return load_model(self, self.resolve(name), options)
+            if _is_adapter_folder(name):
+                from .finetuning.adapter import load_adapter
+
+                return load_adapter(self, Path(os.fspath(name)).expanduser(), options)
+            return load_model(self, self.resolve(name), options)
 
 
 def _is_adapter_folder(name: Any) -> bool:

@@ -189,7 +189,7 @@ class Model:
 
     # -- persistence ----------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the model to a folder ``fmhub.load(path)`` reads back; atomic (temp folder, rename).
 
         A fine-tuned model with an adapter is saved as an adapter folder (see fine-tuning docs).

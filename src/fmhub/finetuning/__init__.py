@@ -8,9 +8,12 @@ __all__ = ["finetune", "finetune_plan"]
 
 
 def finetune(model, train, eval=None, **config: Any):
-    from .loop import finetune as _finetune
+    from .._quiet import known_warnings_hidden
 
-    return _finetune(model, train, eval=eval, **config)
+    with known_warnings_hidden():  # PEFT's and transformers' known noise
+        from .loop import finetune as _finetune
+
+        return _finetune(model, train, eval=eval, **config)
 
 
 def finetune_plan(model, method: str = "lora", **config: Any):

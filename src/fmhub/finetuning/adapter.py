@@ -66,7 +66,10 @@ def save_adapter(model: Model, dest: Path) -> Path:
 
     def write(tmp: Path) -> None:
         if "peft" in adapter:
-            adapter["peft"].save_pretrained(str(tmp))
+            from .._quiet import known_warnings_hidden
+
+            with known_warnings_hidden():  # PEFT's "could not find a config file" when offline
+                adapter["peft"].save_pretrained(str(tmp))
         else:
             from safetensors.torch import save_file
 

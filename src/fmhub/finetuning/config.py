@@ -25,6 +25,11 @@ class FineTuneConfig(BaseModel):
     optimizer: Literal["adamw", "sgd"] = Field(
         "adamw", description="adamw (default), or sgd: plain SGD without momentum."
     )
+    text_column: str | None = Field(None, description="CSV/JSONL column of the inputs; default: "
+                                    "text, sentence or input.")
+    label_column: str | None = Field(None, description="CSV/JSONL column of the labels; default: "
+                                     "label, labels or class.")
+    encoding: str | None = Field(None, description="Encoding of CSV/JSONL data files; default UTF-8.")
     learning_rate: float = Field(5e-4, gt=0)
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")

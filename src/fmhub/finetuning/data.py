@@ -2,7 +2,8 @@
 
 Accepted: a list of ``(input, label)`` pairs; a ``torch.utils.data.Dataset`` yielding such pairs;
 a folder with one sub-folder per class (images or audio files); a ``.csv`` or ``.jsonl`` file with
-``text`` and ``label`` columns. String labels are mapped to ids in sorted order unless the caller
+``text`` and ``label`` columns (other names: ``text_column`` / ``label_column``; an encoding other
+than UTF-8: ``encoding``). String labels are mapped to ids in sorted order unless the caller
 gives ``labels``; integer labels are class ids.
 """
 
@@ -60,26 +61,70 @@ def _pair(item: Any, i: int):
     )
 
 
-def _read_table(path: Path) -> list[tuple[Any, Any]]:
-    rows: list[dict] = []
-    if path.suffix == ".jsonl":
-        with path.open() as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    elif path.suffix in (".csv", ".tsv"):
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
-    else:
-        raise InputError(f"{str(path)!r}: training files must be .csv, .tsv or .jsonl.")
+def _codec(encoding: str | None) -> str:
+    """UTF-8 (the default) also reads a file that starts with a byte-order mark."""
+    enc = encoding or "utf-8"
+    return "utf-8-sig" if enc.lower().replace("_", "-") in ("utf-8", "utf8") else enc
+
+
+def _read_rows(path: Path, encoding: str | None) -> list[dict]:
+    enc = encoding or "utf-8"
+    try:
+        if path.suffix == ".jsonl":
+            rows = []
+            with path.open(encoding=_codec(enc)) as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(f"{str(path)!r} line {lineno} is not JSON ({exc.msg}); "
+                                         "a .jsonl file holds one JSON object per line.") from None
+                    if not isinstance(row, dict):
+                        raise InputError(f"{str(path)!r} line {lineno} is a "
+                                         f"{type(row).__name__}, not a JSON object.")
+                    rows.append(row)
+            return rows
+        if path.suffix in (".csv", ".tsv"):
+            with path.open(newline="", encoding=_codec(enc)) as f:
+                return list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{str(path)!r} is not {enc} text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); pass its encoding: encoding='cp1252' or 'latin-1' "
+            "(fmhub finetune: --encoding cp1252)."
+        ) from None
+    except LookupError:
+        raise InputError(f"encoding={enc!r} is not an encoding Python knows (utf-8, latin-1, "
+                         "cp1252, utf-16, ...).") from None
+    except csv.Error as exc:
+        raise InputError(f"{str(path)!r} is not a readable CSV file: {exc}.") from None
+    raise InputError(f"{str(path)!r}: training files must be .csv, .tsv or .jsonl.")
+
+
+def _read_table(path: Path, text_column: str | None = None, label_column: str | None = None,
+                encoding: str | None = None) -> list[tuple[Any, Any]]:
+    rows = _read_rows(path, encoding)
     if not rows:
         raise InputError(f"{str(path)!r} holds no examples.")
     cols = set(rows[0])
-    tc = next((c for c in TEXT_COLUMNS if c in cols), None)
-    lc = next((c for c in LABEL_COLUMNS if c in cols), None)
+    tc = text_column or next((c for c in TEXT_COLUMNS if c in cols), None)
+    lc = label_column or next((c for c in LABEL_COLUMNS if c in cols), None)
+    for given, col in (("text_column", text_column), ("label_column", label_column)):
+        if col is not None and col not in cols:
+            raise InputError(f"{str(path)!r} has no column {col!r} ({given}); its columns are "
+                             f"{sorted(cols)}.")
     if tc is None or lc is None:
         raise InputError(
             f"{str(path)!r} needs a text column ({'/'.join(TEXT_COLUMNS)}) and a label column "
-            f"({'/'.join(LABEL_COLUMNS)}); it has {sorted(cols)}."
+            f"({'/'.join(LABEL_COLUMNS)}); it has {sorted(cols)}. Name others with text_column "
+            "and label_column (fmhub finetune: --text-column, --label-column)."
         )
+    for i, r in enumerate(rows):
+        if r.get(tc) is None or r.get(lc) is None:
+            raise InputError(f"{str(path)!r} row {i + 1} has no {tc if r.get(tc) is None else lc!r}"
+                             " value.")
     return [(r[tc], r[lc]) for r in rows]
 
 
@@ -96,14 +141,17 @@ def _read_folder(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def as_examples(data: Any, labels: list[str] | None = None) -> Examples:
-    """Normalise ``data`` and work out the label list (sorted names unless given)."""
+def as_examples(data: Any, labels: list[str] | None = None, *, text_column: str | None = None,
+                label_column: str | None = None, encoding: str | None = None) -> Examples:
+    """Normalise ``data`` and work out the label list (sorted names unless given).
+
+    ``text_column``, ``label_column`` and ``encoding`` apply to a CSV/TSV/JSONL file."""
     if isinstance(data, (str, Path)):
         path = Path(data)
         if path.is_dir():
             data = _read_folder(path)
         elif path.is_file():
-            data = _read_table(path)
+            data = _read_table(path, text_column, label_column, encoding)
         else:
             raise InputError(f"training data {str(path)!r} does not exist.")
     if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):

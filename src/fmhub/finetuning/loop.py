@@ -41,6 +41,9 @@ class FineTuneResult:
     stopped_early: bool = False
     adapter_path: Path | None = None
     seconds: float = 0.0
+    #: Mean training loss over the last epoch's batches (over the batches run, for a run that
+    #: stopped inside its first epoch or resumed in its last).
+    train_loss: float | None = None
 
     @property
     def metrics(self) -> dict[str, float] | None:
@@ -71,8 +74,10 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     if model.placed:
         raise FineTuneError("fmhub does not fine-tune a model spread over several devices yet.")
     method, mopts = get_method(model, cfg.method, cfg.method_options)
-    train_ex = as_examples(train, cfg.labels)
-    eval_ex = as_examples(eval, train_ex.labels) if eval is not None else None
+    data_opts = {"text_column": cfg.text_column, "label_column": cfg.label_column,
+                 "encoding": cfg.encoding}
+    train_ex = as_examples(train, cfg.labels, **data_opts)
+    eval_ex = as_examples(eval, train_ex.labels, **data_opts) if eval is not None else None
     if cfg.early_stopping_patience and eval_ex is None:
         raise FineTuneError("early_stopping_patience needs eval data: pass eval=...")
     started = time.perf_counter()
@@ -108,7 +113,7 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     s = trainer.state
     return FineTuneResult(model=model, steps=s.step, history=s.history, best=s.best,
                           stopped_early=trainer.stopped_early, adapter_path=adapter_path,
-                          seconds=time.perf_counter() - started)
+                          seconds=time.perf_counter() - started, train_loss=trainer.train_loss())
 
 
 def _param_groups(module, weight_decay: float):
@@ -157,6 +162,7 @@ class _Trainer:
         self.bar = None
         self.seen = 0
         self.last_loss = float("nan")
+        self.epoch_loss, self.epoch_batches = 0.0, 0  # for FineTuneResult.train_loss
         self.t0 = time.perf_counter()
         if cfg.resume:
             self._load_checkpoint()
@@ -175,6 +181,11 @@ class _Trainer:
         scaler = torch.amp.GradScaler("cuda") if mp == "fp16" else None
         return (dev.type, dtype), scaler
 
+    def train_loss(self) -> float | None:
+        if self.epoch_batches:
+            return self.epoch_loss / self.epoch_batches
+        return None if math.isnan(self.last_loss) else self.last_loss
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -189,6 +200,7 @@ class _Trainer:
         accum = cfg.gradient_accumulation
         while st.step < self.total and not self.stopped_early:
             batches = self._epoch_batches(st.epoch)
+            self.epoch_loss, self.epoch_batches = 0.0, 0
             for bi in range(st.batch_in_epoch, len(batches)):
                 self._micro_step(batches[bi], bi)
                 st.batch_in_epoch = bi + 1
@@ -243,6 +255,8 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(msg)
         self.last_loss = loss.item()
+        self.epoch_loss += self.last_loss
+        self.epoch_batches += 1
         # Each rank's mean loss weighs its share of the global batch, so the average over ranks
         # of the gradients is the gradient of the global batch's mean loss (1 rank: factor 1).
         share = len(idx) * self.dist.world / len(batch) if self.dist else 1.0
@@ -444,9 +458,7 @@ def classification_metrics(gold: list[int], pred: list[int], n: int) -> dict[str
 
 
 def _bar(total: int, initial: int, progress: bool | None):
-    if progress is False:
-        return None
-    from tqdm.auto import tqdm
+    """A bar on a terminal; away from one, with ``progress=True``, a line every 30 s."""
+    from .._progress import progress_bar
 
-    return tqdm(total=total, initial=initial, unit="step", desc="fine-tune",
-                disable=None if progress is None else False, leave=False)
+    return progress_bar(total, desc="fine-tune", unit="step", enabled=progress, initial=initial)
