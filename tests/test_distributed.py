@@ -162,3 +162,115 @@ def test_transformers_lora_two_ranks_equal_one_process(tmp_path, tmp_path_factor
     assert_close(weights(tmp_path, "hf", 0), weights(tmp_path, "hf", 1), 0.0)
     assert_close(weights(tmp_path, "hf", 0), single, 1e-5)
     assert (tmp_path / "hf" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+# -- the CLI: fmhub finetune / predict --nproc-per-node ------------------------------------------
+
+
+def fmhub_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fmhub", *args], env=env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_nproc_per_node_gives_the_torchrun_adapter(toy_run, tmp_path, toy_hub):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": x, "label": y}) + "\n"
+                             for x, y in worker.toy_data(256, 0)))
+    cfg = [f"-c{k}={json.dumps(v)}" for k, v in worker.TOY.items() if k not in ("method", "progress")]
+    proc = fmhub_cli("finetune", "toy:embed", "--train", str(train), "--output", str(tmp_path / "o"),
+                     "--nproc-per-node", "2", "-q", *cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])  # printed once, by rank 0
+    assert proc.stdout.count('"steps"') == 1 and summary["steps"] == 32
+    from fmhub.finetuning.adapter import trainable_state
+
+    cli = trainable_state(fmhub.load(str(tmp_path / "o" / "adapter")).module)
+    api = trainable_state(fmhub.load(str(toy_run / "a" / "adapter")).module)
+    assert_close(cli, api, 1e-6)
+
+
+def toy_lines(path: Path, n: int) -> Path:
+    import random
+
+    rng = random.Random(n)
+    path.write_text("".join(",".join(f"{rng.uniform(-1, 1):.4f}" for _ in range(4)) + "\n"
+                            for _ in range(n)))
+    return path
+
+
+def test_sharded_prediction_equals_one_process(tmp_path, toy_hub):
+    from fmhub.cli import main
+
+    src = toy_lines(tmp_path / "in.txt", 230)
+    assert main(["predict", "toy:classify", "--input", str(src), "--output",
+                 str(tmp_path / "one.jsonl"), "--chunk-size", "20", "-q"]) == 0
+    proc = fmhub_cli("predict", "toy:classify", "--input", str(src), "--output",
+                     str(tmp_path / "two.jsonl"), "--chunk-size", "20", "--nproc-per-node", "2", "-q")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = (tmp_path / "one.jsonl").read_bytes()
+    assert one == (tmp_path / "two.jsonl").read_bytes()
+    rows = [json.loads(line) for line in one.decode().splitlines()]
+    assert [r["input"] for r in rows] == src.read_text().split()  # input order
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "one.jsonl", "two.jsonl"]
+
+
+def test_interrupted_prediction_resumes_to_the_same_file(tmp_path, toy_hub, monkeypatch):
+    from fmhub.cli import main
+    from fmhub.model import Model
+
+    src = toy_lines(tmp_path / "in.txt", 170)
+    args = ["predict", "toy:embed", "--input", str(src), "--chunk-size", "16", "-q", "--output"]
+    assert main([*args, str(tmp_path / "full.jsonl")]) == 0
+    assert main([*args, str(tmp_path / "full.npy")]) == 0
+    calls = {"n": 0}
+    real = Model.predict
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    for name in ("part.jsonl", "part.npy"):
+        calls["n"] = 0
+        monkeypatch.setattr(Model, "predict", flaky)
+        assert main([*args, str(tmp_path / name)]) == 130
+        part = tmp_path / f"{name}.partial"
+        assert not (tmp_path / name).exists() and (part / "meta.json").is_file()
+        with next(part.glob("rank0-of-1.*")).open("ab") as f:
+            f.write(b"torn half of a chun")  # as if killed in the middle of a write
+        monkeypatch.setattr(Model, "predict", real)
+        # other arguments than the interrupted run: refused, the partial run is kept
+        assert main([*args[:-2], "--chunk-size", "8", "--output", str(tmp_path / name)]) == 2
+        assert main([*args, str(tmp_path / name)]) == 0
+        assert not part.exists()
+    assert (tmp_path / "part.jsonl").read_bytes() == (tmp_path / "full.jsonl").read_bytes()
+    assert (tmp_path / "part.npy").read_bytes() == (tmp_path / "full.npy").read_bytes()
+    import numpy as np
+
+    vectors = np.load(tmp_path / "full.npy")
+    rows = [json.loads(line)["result"] for line in (tmp_path / "full.jsonl").read_text().splitlines()]
+    assert vectors.shape == (170, 8) and np.allclose(vectors, np.array(rows, dtype=np.float32))
+    # a finished output is never overwritten without --overwrite
+    assert main([*args, str(tmp_path / "full.jsonl")]) == 2
+    assert main([*args, str(tmp_path / "full.jsonl"), "--overwrite"]) == 0
+
+
+def test_batch_inputs_stream_from_csv_jsonl_and_folders(tmp_path):
+    from fmhub.batch import count_inputs, iter_inputs
+
+    (tmp_path / "a.csv").write_text('id,text\n1,"0.1,0.2,0.3,0.4"\n2,hello\n')
+    assert list(iter_inputs(tmp_path / "a.csv")) == [("0.1,0.2,0.3,0.4", {"id": "1"}),
+                                                      ("hello", {"id": "2"})]
+    (tmp_path / "b.jsonl").write_text('{"path": "x.png"}\n\n"plain"\n{"input": [1, 2], "id": 7}\n')
+    assert list(iter_inputs(tmp_path / "b.jsonl")) == [("x.png", {}), ("plain", {}),
+                                                        ([1, 2], {"id": 7})]
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.png", "a.png", "sub/c.wav", ".hidden"):
+        (folder / name).write_bytes(b"")
+    assert [x for x, _ in iter_inputs(folder)] == [str(folder / n) for n in
+                                                    ("a.png", "b.png", "sub/c.wav")]
+    assert count_inputs(folder) == 3
+    with pytest.raises(fmhub.InputError, match="--column"):
+        list(iter_inputs(tmp_path / "a.csv", column="sentence"))

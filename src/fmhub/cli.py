@@ -133,6 +133,20 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
 _options = load_options  # the name older code used
 
 
+def add_launch_options(p: argparse.ArgumentParser) -> None:
+    """``--nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT --node-rank R]``: start the
+    command on several processes through torchrun (see docs/distributed.md)."""
+    g = p.add_argument_group("distributed (torchrun)")
+    g.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                   help="run on N processes on this machine (one per GPU on CUDA; gloo on CPU)")
+    g.add_argument("--nnodes", type=int, default=1, metavar="M",
+                   help="number of machines; run the same command on each (needs --rdzv-endpoint)")
+    g.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="rendezvous address every machine can reach (e.g. the first node's)")
+    g.add_argument("--node-rank", type=int, default=None, metavar="R",
+                   help="this machine's rank (optional with the c10d rendezvous)")
+
+
 def check_model_name(name: str) -> None:
     """Resolve ``name`` without loading anything (an unknown name is exit status 2)."""
     from . import model_info
@@ -317,6 +331,10 @@ def write_jsonl(record: dict[str, Any]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.output is not None:  # a data set to a file: streamed, resumable, sharded
+        from .batch import cmd_predict_file
+
+        return cmd_predict_file(args)
     # 1. Everything the command line says is checked before the model loads.
     if args.inputs and args.input is not None:
         raise UsageError("give inputs as arguments or with --input, not both.")
@@ -368,12 +386,23 @@ def _predict_command(sub: Any) -> None:
                    help="text, or a path to an image/audio file (or use --input)")
     p.add_argument("--input", "-i", metavar="FILE",
                    help="read inputs from FILE, '-' for stdin (one per line, or JSON Lines)")
-    p.add_argument("--format", choices=("lines", "jsonl"), default=None,
+    p.add_argument("--format", choices=("lines", "jsonl", "csv", "tsv"), default=None,
                    help="--input format: 'lines' (one input per line) or 'jsonl' (objects with "
-                   "a text/path/input field); default: jsonl for *.jsonl files, else lines")
+                   "a text/path/input field); with --output also csv/tsv; default: jsonl for "
+                   "*.jsonl files, csv/tsv by suffix, else lines")
     p.add_argument("--encoding", default="utf-8", help="--input text encoding (default utf-8)")
     add_load_options(p)
     p.add_argument("--batch-size", type=int, default=None, help="inputs per batch (default 32)")
+    p.add_argument("--output", metavar="FILE",
+                   help="write results to FILE (JSON Lines, or .npy for embeddings) instead of "
+                   "stdout: --input streamed (a file, or a folder of images/audio), resumable "
+                   "(rerun the same command after an interruption), shardable over processes")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--column", metavar="NAME",
+                   help="with --output: the CSV column / JSONL field holding the inputs")
+    p.add_argument("--chunk-size", type=int, default=512, metavar="N",
+                   help="with --output: inputs per resumable chunk (default 512)")
+    add_launch_options(p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command. An expected failure is one line on stderr (with the plugin and stage it
     came from), never a traceback: exit status 2 for a bad command line, 1 for failed work."""
     args = build_parser().parse_args(argv)  # --help, --version: exit 0; usage errors: exit 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a torchrun re-launch
     level = verbosity(args)
     from ._quiet import show_known_warnings
 
