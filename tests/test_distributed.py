@@ -19,7 +19,7 @@ import fmhub
 
 HERE = Path(__file__).parent / "dist"
 sys.path.insert(0, str(HERE))
-import worker  # noqa: E402
+import worker
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 
@@ -35,7 +35,7 @@ def torchrun(*args: str, plugins: str = "toy", timeout: float = 180) -> subproce
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "--max-restarts", "0", *args]
     proc = subprocess.run(cmd, env=env(FMHUB_LOAD_PLUGINS=plugins), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -46,8 +46,8 @@ def weights(out: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
 
 def assert_close(a: dict, b: dict, tol: float) -> None:
     assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=tol, rtol=0), (k, (a[k] - b[k]).abs().max())
+    for k, v in a.items():
+        assert torch.allclose(v, b[k], atol=tol, rtol=0), (k, (v - b[k]).abs().max())
 
 
 def one_process(data, **cfg) -> dict[str, torch.Tensor]:
@@ -58,14 +58,32 @@ def one_process(data, **cfg) -> dict[str, torch.Tensor]:
     return trainable_state(model.module)
 
 
+def tiny_bert(folder: Path) -> Path | None:
+    """A tiny random BERT with dropout off, or None without the Transformers plugin and PEFT."""
+    try:
+        import peft  # noqa: F401
+        from fmhub_transformers import testing as tt
+    except ImportError:
+        return None
+    model_dir = tt.build_tiny_model(folder, "bert", "embedding", seed=0)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    return model_dir
+
+
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
+def toy_runs(tmp_path_factory):
+    """One torchrun launch of worker.py on 2 processes: the toy runs, then the tiny BERT's."""
     out = tmp_path_factory.mktemp("toy")
-    torchrun(str(HERE / "worker.py"), "toy", str(out))
-    return out
+    bert = tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    extra = [str(bert)] if bert else []
+    torchrun(str(HERE / "worker.py"), "toy", str(out), *extra, plugins="toy,transformers")
+    return out, bert
 
 
-def test_two_ranks_equal_one_process_and_each_other(toy_run, toy_hub):
+def test_two_ranks_equal_one_process_and_each_other(toy_runs, toy_hub):
+    toy_run = toy_runs[0]
     a0, a1 = weights(toy_run, "a", 0), weights(toy_run, "a", 1)
     assert_close(a0, a1, 0.0)  # bit-identical on every rank
     single = one_process(worker.toy_data(256, 0))
@@ -87,7 +105,8 @@ def test_two_ranks_equal_one_process_and_each_other(toy_run, toy_hub):
     assert abs(h0["history"][-1]["loss"] - ev["loss"]) < 1e-5
 
 
-def test_only_rank_zero_wrote_and_the_adapter_loads(toy_run, toy_hub):
+def test_only_rank_zero_wrote_and_the_adapter_loads(toy_runs, toy_hub):
+    toy_run = toy_runs[0]
     folder = toy_run / "a" / "adapter"
     assert (folder / "fmhub.json").is_file() and (toy_run / "a" / "checkpoint").is_dir()
     state = json.loads((toy_run / "a" / "checkpoint" / "state.json").read_text())
@@ -101,14 +120,16 @@ def test_only_rank_zero_wrote_and_the_adapter_loads(toy_run, toy_hub):
                  weights(toy_run, "a", 0), 1e-6)
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(toy_run):
+def test_interrupted_then_resumed_equals_uninterrupted(toy_runs):
+    toy_run = toy_runs[0]
     info = json.loads((toy_run / "b.rank0.json").read_text())
     assert info == {"steps": 32, "resumed_from": 8}
     for rank in (0, 1):
         assert_close(weights(toy_run, "b", rank), weights(toy_run, "a", 0), 0.0)
 
 
-def test_nan_on_one_rank_stops_every_rank_before_the_update(toy_run, toy_hub):
+def test_nan_on_one_rank_stops_every_rank_before_the_update(toy_runs, toy_hub):
+    toy_run = toy_runs[0]
     after_two = one_process(worker.toy_data(256, 0), max_steps=2)
     for rank in (0, 1):
         assert_close(weights(toy_run, "nan", rank), after_two, 1e-5)
@@ -143,25 +164,20 @@ def test_a_dead_rank_stops_the_others_with_an_error(tmp_path):
     assert waited < 100
 
 
-def test_transformers_lora_two_ranks_equal_one_process(tmp_path, tmp_path_factory):
-    pytest.importorskip("peft")
-    tt = pytest.importorskip("fmhub_transformers.testing")
-    model_dir = tt.build_tiny_model(tmp_path_factory.mktemp("tiny-bert"), "bert", "embedding", seed=0)
-    cfg_file = model_dir / "config.json"
-    cfg = json.loads(cfg_file.read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # dropout off
-    cfg_file.write_text(json.dumps(cfg))
-    torchrun(str(HERE / "worker.py"), "hf", str(tmp_path), str(model_dir), plugins="transformers")
+def test_transformers_lora_two_ranks_equal_one_process(toy_runs):
+    out, bert = toy_runs
+    if bert is None:
+        pytest.skip("needs fmhub-transformers and peft")
     from fmhub.finetuning.adapter import trainable_state
 
-    model = fmhub.load(str(model_dir))
+    model = fmhub.load(str(bert))
     fmhub.finetune(model, worker.text_data(32, 0), method="lora", optimizer="sgd",
                    learning_rate=0.05, batch_size=8, max_steps=6, scheduler="constant",
                    warmup_ratio=0.0, weight_decay=0.0, progress=False)
     single = trainable_state(model.module)
-    assert_close(weights(tmp_path, "hf", 0), weights(tmp_path, "hf", 1), 0.0)
-    assert_close(weights(tmp_path, "hf", 0), single, 1e-5)
-    assert (tmp_path / "hf" / "adapter" / "adapter_model.safetensors").is_file()
+    assert_close(weights(out, "hf", 0), weights(out, "hf", 1), 0.0)
+    assert_close(weights(out, "hf", 0), single, 1e-5)
+    assert (out / "hf" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 # -- the CLI: fmhub finetune / predict --nproc-per-node ------------------------------------------
@@ -169,10 +185,11 @@ def test_transformers_lora_two_ranks_equal_one_process(tmp_path, tmp_path_factor
 
 def fmhub_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fmhub", *args], env=env(), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
-def test_cli_nproc_per_node_gives_the_torchrun_adapter(toy_run, tmp_path, toy_hub):
+def test_cli_nproc_per_node_gives_the_torchrun_adapter(toy_runs, tmp_path, toy_hub):
+    toy_run = toy_runs[0]
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"text": x, "label": y}) + "\n"
                              for x, y in worker.toy_data(256, 0)))

@@ -358,7 +358,7 @@ def cmd_predict_file(args: Any) -> int:
     meta = {"model": args.name, "options": options, "input": str(src), "input_bytes": st.st_size,
             "input_mtime_ns": st.st_mtime_ns, "format": fmt, "column": args.column,
             "encoding": args.encoding, "batch_size": args.batch_size, "inputs": total}
-    world = args.nproc_per_node * args.nnodes if launching else int(os.environ.get("WORLD_SIZE", 1))
+    world = args.nproc_per_node * args.nnodes if launching else int(os.environ.get("WORLD_SIZE", "1"))
     if int(os.environ.get("RANK", "0")) == 0:
         try:
             check_output(output, {**meta, "world_size": world, "chunk": args.chunk_size},

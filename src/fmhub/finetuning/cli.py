@@ -13,12 +13,12 @@ from typing import Any
 from ..cli import (
     UsageError,
     add_command,
+    add_launch_options,
     add_load_options,
     check_input_file,
     check_model_name,
     key_values,
     load_options,
-    add_launch_options,
     subcommand,
     verbosity,
 )

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ..model import Model
 
-__all__ = ["Dist", "current", "launch", "LAUNCH_FLAGS", "under_launcher"]
+__all__ = ["LAUNCH_FLAGS", "Dist", "current", "launch", "require_same", "shares", "under_launcher"]
 
 T = TypeVar("T")
 
@@ -220,7 +220,7 @@ def current(device: Any = None) -> Dist | None:
             ) from exc
         atexit.register(_shutdown)
     if _CURRENT is None or _CURRENT.world != td.get_world_size():
-        _CURRENT = Dist(td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        _CURRENT = Dist(td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     return _CURRENT
 
 
@@ -230,7 +230,7 @@ def _shutdown() -> None:
     if td.is_initialized():
         try:
             td.destroy_process_group()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:  # noqa: BLE001, S110 - best effort at exit
             pass
 
 
