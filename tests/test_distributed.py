@@ -291,3 +291,42 @@ def test_batch_inputs_stream_from_csv_jsonl_and_folders(tmp_path):
     assert count_inputs(folder) == 3
     with pytest.raises(fmhub.InputError, match="--column"):
         list(iter_inputs(tmp_path / "a.csv", column="sentence"))
+
+
+def test_resume_refuses_another_world_size(tmp_path, toy_hub):
+    data = worker.toy_data(64, 0)
+    fmhub.finetune(fmhub.load("toy:embed"), data, output_dir=str(tmp_path), checkpoint_every=2,
+                   **{**worker.TOY, "epochs": 1})
+    state = tmp_path / "checkpoint" / "state.json"
+    saved = json.loads(state.read_text())
+    assert saved["world_size"] == 1
+    state.write_text(json.dumps({**saved, "world_size": 2}))
+    with pytest.raises(fmhub.FineTuneError, match="trained on 2 process"):
+        fmhub.finetune(fmhub.load("toy:embed"), data, output_dir=str(tmp_path), checkpoint_every=2,
+                       resume=True, **{**worker.TOY, "epochs": 1})
+
+
+def test_a_failed_launch_names_the_rank(monkeypatch):
+    """What torchrun reports when a worker fails becomes one DistributedError naming the rank (the
+    launch itself is exercised by the CLI tests above)."""
+    import torch.distributed.run as trun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from fmhub.finetuning.distributed import launch, strip_launch_flags
+
+    seen = {}
+
+    def fail(args):
+        seen["args"] = args
+        failure = ProcessFailure(local_rank=1, pid=1, exitcode=3, error_file="/nonexistent")
+        raise ChildFailedError("fmhub", {1: failure})
+
+    monkeypatch.setattr(trun, "run", fail)
+    argv = ["finetune", "toy:embed", "--nproc-per-node", "2", "--train", "t.csv", "--nnodes=1"]
+    assert strip_launch_flags(argv) == ["finetune", "toy:embed", "--train", "t.csv"]
+    with pytest.raises(fmhub.DistributedError, match="rank 1 exited with code 3"):
+        launch(argv, 2)
+    assert seen["args"].nproc_per_node == "2" and seen["args"].standalone
+    assert seen["args"].training_script_args == ["finetune", "toy:embed", "--train", "t.csv"]
+    with pytest.raises(fmhub.DistributedError, match="rdzv-endpoint"):
+        launch(argv, 2, nnodes=2)
