@@ -193,3 +193,234 @@ def test_real_command_lists_a_broken_plugin_and_warns_in_one_line(install_plugin
     proc = subprocess.run([sys.executable, "-m", "fmhub", "list"], capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode == 0 and "toy:embed" in proc.stdout  # the others work
+
+
+# ---------------------------------------------------------------------------------------------
+# A Unix tool: exit statuses, --version, inputs from files and stdin, JSON Lines, broken pipes.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"fmhub {fmhub.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["predict", "toy:embed"], "no inputs"),
+        (["predict", "toy:embed", "1,2,3,4", "--input", "-"], "not both"),
+        (["predict", "toy:embed", "--input", "missing.txt"], "'missing.txt' does not exist"),
+        (["predict", "toy:embed", "--input", "in.txt", "--encoding", "nope"], "--encoding 'nope'"),
+        (["predict", "toy:embd", "--input", "in.txt"], "Did you mean 'toy:embed'?"),
+        (["predict", "toy:embed", "--input", "in.jsonl"], "line 2 is not JSON"),
+        (["predict", "toy:embed", "1,2,3,4", "--batch-size", "0"], "--batch-size must be"),
+    ],
+)
+def test_usage_errors_exit_2_before_any_model_loads(toy_hub, capsys, monkeypatch, tmp_path, argv,
+                                                     message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.txt").write_text("1,2,3,4\n")
+    (tmp_path / "in.jsonl").write_text('{"text": "1,2,3,4"}\n{"text": \n')
+    monkeypatch.setattr(fmhub.Hub, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and message in err
+    assert err.startswith("fmhub: error: ") and err.count("\n") == 1
+
+
+def test_argparse_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict"])
+    assert exit_.value.code == 2 and "usage: fmhub predict" in capsys.readouterr().err
+
+
+def test_predict_reads_a_file_of_lines_and_writes_json_lines(toy_hub, capsys, tmp_path):
+    xs = [f"{i},{-i},0.5,{i / 10}" for i in range(70)]
+    (tmp_path / "in.txt").write_text("\n".join(xs[:40]) + "\n\n" + "\r\n".join(xs[40:]) + "\n")
+    code, out, _ = run(capsys, "predict", "toy:embed", "--input", str(tmp_path / "in.txt"),
+                       "--batch-size", "8")
+    rows = jsonl(out)
+    assert code == 0 and [r["input"] for r in rows] == xs  # one line per input, in order
+    expected = fmhub.load("toy:embed").predict([[float(v) for v in x.split(",")] for x in xs])
+    np.testing.assert_allclose([r["result"] for r in rows], np.stack(expected), rtol=1e-6)
+
+
+def test_predict_reads_jsonl_from_stdin(toy_hub, capsys, monkeypatch):
+    import io
+
+    lines = ['{"id": 7, "text": "3,1,-2,0.5"}', '"1,1,1,1"', '{"input": "0,0,1,0"}']
+    stdin = io.TextIOWrapper(io.BytesIO(("\n".join(lines) + "\n").encode()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    code, out, _ = run(capsys, "predict", "toy-classifier", "--input", "-", "--format", "jsonl")
+    rows = jsonl(out)
+    model = fmhub.load("toy-classifier")
+    assert code == 0 and [r.get("id") for r in rows] == [7, None, None]
+    assert [r["input"] for r in rows] == ["3,1,-2,0.5", "1,1,1,1", "0,0,1,0"]
+    for row, x in zip(rows, ([3, 1, -2, 0.5], [1, 1, 1, 1], [0, 0, 1, 0])):
+        expected = model(x)
+        assert row["result"]["label"] == expected.label
+        assert row["result"]["score"] == pytest.approx(expected.score)
+        assert [t["index"] for t in row["result"]["top_k"]] == [t.index for t in expected.top_k]
+
+
+def test_predict_non_utf8_input_is_one_line_naming_encoding(toy_hub, capsys, tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes("1,2,3,4 # caf\xe9\n".encode("latin-1"))
+    code, out, err = run(capsys, "predict", "toy:embed", "--input", str(path))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "is not utf-8 text (byte 0xe9" in err and "--encoding" in err
+
+
+def test_a_failure_while_working_exits_1(toy_hub, capsys, tmp_path):
+    (tmp_path / "in.txt").write_text("1,2,3,4\n1,2\n")
+    code, out, err = run(capsys, "predict", "toy:embed", "--input", str(tmp_path / "in.txt"))
+    assert code == 1 and out == "" and err.startswith("fmhub: error: ")
+    assert "input 1 is [1.0, 2.0]" in err
+
+
+def test_predict_progress_lines_away_from_a_terminal(toy_hub, capsys, monkeypatch):
+    from fmhub import _progress
+
+    monkeypatch.setenv(_progress.INTERVAL_ENV, "0.0001")
+    code, _, err = run(capsys, "predict", "toy:embed", *["1,2,3,4"] * 600)
+    lines = [line for line in err.splitlines() if line.startswith("predict: ")]
+    assert code == 0 and lines and lines[-1].startswith("predict: 600/600 inputs (100%)")
+    code, _, err = run(capsys, "-q", "predict", "toy:embed", *["1,2,3,4"] * 600)
+    assert code == 0 and err == ""
+
+
+def test_heartbeat_prints_at_a_steady_interval():
+    import io
+    import time
+
+    from fmhub._progress import Heartbeat
+
+    buf = io.StringIO()
+    hb = Heartbeat(total=10, desc="fine-tune", unit="step", interval=0.02, stream=buf)
+    hb.update(3)
+    hb.set_postfix(loss="0.5000")
+    deadline = time.monotonic() + 30
+    while buf.getvalue().count("\n") < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    hb.update(7)
+    hb.close()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) >= 4  # three while running, one at the end
+    assert lines[0].startswith("fine-tune: 3/10 steps (30%), loss=0.5000, ")
+    assert "elapsed" in lines[0] and "left" in lines[0]
+    assert lines[-1].startswith("fine-tune: 10/10 steps (100%), loss=0.5000, ")
+
+
+def many_models_plugin(install_plugin, n: int = 4000) -> Path:
+    site, _ = install_plugin("many", f"""
+        import fmhub
+        from fmhub import hookimpl
+
+        @hookimpl
+        def fmhub_register_namespaces(register):
+            register(fmhub.Namespace(name="many", distribution="fmhub-many"))
+
+        @hookimpl
+        def fmhub_register_models(register):
+            for i in range({n}):
+                register(fmhub.ModelSpec(id=f"many:model-{{i:05d}}", task="embedding",
+                                         modality="vector"))
+        """)
+    return site
+
+
+@pytest.mark.parametrize("argv", [["list"], ["predict", "toy:embed", "--input", "-"]])
+def test_a_closed_pipe_ends_the_command_quietly(install_plugin, argv):
+    """``fmhub list | head -3``: the reader goes away; no traceback, exit status 141."""
+    site = many_models_plugin(install_plugin)
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "FMHUB_LOAD_PLUGINS": "toy,many"}
+    proc = subprocess.Popen([sys.executable, "-m", "fmhub", *argv], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    if argv[0] == "predict":  # far more output than a pipe holds
+        proc.stdin.write(b"1,2,3,4\n" * 5000)
+    proc.stdin.close()
+    head = [proc.stdout.readline() for _ in range(3)]
+    proc.stdout.close()
+    try:
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert all(head) and (argv[0] != "list" or head[0].startswith(b"many:model-00000"))
+    assert err == "" and code == 141
+
+
+def test_known_warnings_are_hidden_only_inside_the_block_and_nest(monkeypatch):
+    import logging
+    import threading
+    import warnings
+
+    from fmhub._quiet import known_warnings_hidden, show_known_warnings
+
+    monkeypatch.delenv("FMHUB_SHOW_WARNINGS", raising=False)
+    pytree = logging.getLogger("torch.utils._pytree")
+    note = "<enum 'KernelPreference'> is an Enum subclass and is now natively supported by " \
+           "torch.compile as an opaque value type."
+
+    def emit() -> list[str]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.filterwarnings("always", append=True)  # after fmhub's entries
+            warnings.warn_explicit("`is_gradient_checkpointing` is deprecated and will be removed",
+                                   FutureWarning, "modeling_utils.py", 1,
+                                   module="transformers.modeling_utils")
+            warnings.warn("something else", UserWarning, stacklevel=1)
+        records: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda r: records.append(r.getMessage())
+        pytree.addHandler(handler)
+        try:
+            pytree.warning(note)
+        finally:
+            pytree.removeHandler(handler)
+        return [str(w.message) for w in seen] + records
+
+    before = list(warnings.filters)
+    assert len(emit()) == 3
+    with show_known_warnings(), known_warnings_hidden():  # fmhub -v
+        assert len(emit()) == 3
+    with known_warnings_hidden():
+        with known_warnings_hidden():
+            assert emit() == ["something else"]
+        warnings.filterwarnings("ignore", message="installed by a library meanwhile")
+        assert emit() == ["something else"]
+        done = threading.Event()
+
+        def other_thread() -> None:
+            with known_warnings_hidden():
+                pass
+            done.set()
+
+        threading.Thread(target=other_thread).start()
+        assert done.wait(30) and emit() == ["something else"]  # its block did not end ours
+    assert len(emit()) == 3
+    # ours are gone, the filter a library installed inside the block stays
+    assert warnings.filters[0][1].pattern == "installed by a library meanwhile"
+    warnings.filters.remove(warnings.filters[0])
+    assert warnings.filters == before
+
+
+def test_an_os_error_while_working_is_one_line_exit_1(toy_hub, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/data/out")
+
+    monkeypatch.setattr(fmhub.Hub, "load", fail)
+    code, out, err = run(capsys, "predict", "toy:embed", "1,2,3,4")
+    assert (code, out, err) == (1, "", "fmhub: error: Permission denied: '/data/out'\n")
+
+
+def test_verbosity_flags_go_before_or_after_the_subcommand(toy_hub, capsys, monkeypatch):
+    from fmhub import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "cmd_list", lambda args: seen.append(cli.verbosity(args)) or 0)
+    for argv, level in ((["list"], 0), (["-v", "list"], 1), (["list", "-v", "-v"], 2),
+                        (["-q", "list"], -1), (["list", "--quiet"], -1)):
+        seen.clear()
+        assert main(argv) == 0 and seen == [level], argv

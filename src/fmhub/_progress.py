@@ -66,7 +66,7 @@ class Heartbeat:
         with self._lock:
             n, postfix = self.n, dict(self.postfix)
         elapsed = time.monotonic() - self._t0
-        unit = self.unit + ("s" if n != 1 else "")
+        unit = self.unit + ("s" if (self.total if self.total else n) != 1 else "")
         parts = [f"{self.desc}: {n}/{self.total} {unit}" if self.total else f"{self.desc}: {n} {unit}"]
         if self.total:
             parts[0] += f" ({100 * n / self.total:.0f}%)"

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,25 +86,58 @@ class _LogFilter(logging.Filter):
         return not any(p.match(text) for p in self.patterns)
 
 
+_lock = threading.Lock()
+_depth = 0
+_installed: list[tuple] = []  # the warnings.filters entries we added
+_log_filters: list[tuple[logging.Logger, logging.Filter]] = []
+
+
+def _install() -> None:
+    loggers: dict[str, list[re.Pattern]] = {}
+    for w in KNOWN_WARNINGS:
+        if w.logger:
+            loggers.setdefault(w.module, []).append(re.compile(w.message))
+        else:
+            warnings.filterwarnings("ignore", message=w.message, category=w.category,
+                                    module=w.module)
+            _installed.append(warnings.filters[0])
+    for name, patterns in loggers.items():
+        logger, f = logging.getLogger(name), _LogFilter(patterns)
+        logger.addFilter(f)
+        _log_filters.append((logger, f))
+
+
+def _uninstall() -> None:
+    for entry in _installed:
+        with contextlib.suppress(ValueError):  # someone reset the filters meanwhile
+            warnings.filters.remove(entry)
+    _installed.clear()
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if mutated is not None:  # let warnings seen while hidden show again
+        mutated()
+    for logger, f in _log_filters:
+        logger.removeFilter(f)
+    _log_filters.clear()
+
+
 @contextlib.contextmanager
 def known_warnings_hidden() -> Iterator[None]:
-    """Hide the :data:`KNOWN_WARNINGS` raised inside the block (unless they are being shown)."""
+    """Hide the :data:`KNOWN_WARNINGS` raised inside the block (unless they are being shown).
+
+    Only fmhub's own filter entries are added and removed again (nested blocks and threads share
+    them), so filters that the libraries imported inside the block install stay in place."""
+    global _depth
     if _showing():
         yield
         return
-    loggers: dict[str, list[re.Pattern]] = {}
-    with warnings.catch_warnings():
-        for w in KNOWN_WARNINGS:
-            if w.logger:
-                loggers.setdefault(w.module, []).append(re.compile(w.message))
-            else:
-                warnings.filterwarnings("ignore", message=w.message, category=w.category,
-                                        module=w.module)
-        filters = [(logging.getLogger(name), _LogFilter(pats)) for name, pats in loggers.items()]
-        for logger, f in filters:
-            logger.addFilter(f)
-        try:
-            yield
-        finally:
-            for logger, f in filters:
-                logger.removeFilter(f)
+    with _lock:
+        if _depth == 0:
+            _install()
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _uninstall()

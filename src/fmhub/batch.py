@@ -327,7 +327,6 @@ def _merge(folder: Path, output: Path, world: int, chunk: int, total: int, npy: 
 def cmd_predict_file(args: Any) -> int:
     """``fmhub predict NAME --input FILE|DIR --output FILE [--nproc-per-node N]``: everything is
     checked before a model loads (or torchrun starts); rank 0 prints a JSON summary."""
-    from ._quiet import known_warnings_hidden
     from .cli import UsageError, check_input_file, check_model_name, load_options, verbosity
     from .finetuning.distributed import launch, under_launcher
 
@@ -370,8 +369,7 @@ def cmd_predict_file(args: Any) -> int:
                       args.node_rank)
     from . import load
 
-    with known_warnings_hidden():
-        model = load(args.name, **options)
+    model = load(args.name, **options)
     try:
         summary = predict_file(model, src, output, meta=meta, fmt=fmt, encoding=args.encoding,
                                column=args.column, batch_size=args.batch_size,

@@ -353,11 +353,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # 2. The work.
     from . import load
     from ._progress import progress_bar
-    from ._quiet import known_warnings_hidden
     from .results import to_jsonable
 
-    with known_warnings_hidden():
-        model = load(args.name, **options)
+    model = load(args.name, **options)
     bs = args.batch_size or model.default_batch_size
     chunk = max(bs * 16, 512)  # results stream out chunk by chunk
     bar = progress_bar(len(items), desc="predict", unit="input",
@@ -455,9 +453,13 @@ def main(argv: list[str] | None = None) -> int:
     except FmhubError as exc:
         _print_error(exc)
         return EXIT_USAGE if isinstance(exc, (UsageError, *USAGE_ERRORS)) else EXIT_FAILURE
+    except OSError as exc:  # a full disk, a folder that vanished, a permission taken away
+        where = f": {exc.filename!r}" if exc.filename else ""
+        _print_error(f"{exc.strerror or exc}{where}")
+        return EXIT_FAILURE
 
 
-def _print_error(exc: BaseException) -> None:
+def _print_error(exc: BaseException | str) -> None:
     notes = "".join(f" {n}" for n in getattr(exc, "__notes__", ()))
     try:
         print(f"fmhub: error: {exc}{notes}", file=sys.stderr)

@@ -65,11 +65,9 @@ def save_adapter(model: Model, dest: Path) -> Path:
     info = {k: v for k, v in adapter.items() if k not in ("peft",)}
 
     def write(tmp: Path) -> None:
-        if "peft" in adapter:
-            from .._quiet import known_warnings_hidden
-
-            with known_warnings_hidden():  # PEFT's "could not find a config file" when offline
-                adapter["peft"].save_pretrained(str(tmp))
+        if "peft" in adapter:  # fmhub never resizes the vocabulary: no embedding copy, and no
+            # question to the hub about the base model's config (slow offline, and a warning)
+            adapter["peft"].save_pretrained(str(tmp), save_embedding_layers=False)
         else:
             from safetensors.torch import save_file
 

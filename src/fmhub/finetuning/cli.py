@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,13 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
                 raise UsageError(f"{flag} and -c {key}= disagree; give one.")
             config[key] = value
     check_model_name(args.name)
+    if "output_dir" in config:
+        raise UsageError("give the output folder with --output, not -c output_dir=.")
+    if not args.output and (config.get("checkpoint_every") or config.get("resume")):
+        raise UsageError("checkpoint_every and resume need --output DIR.")
     try:
-        cfg = validate_model(FineTuneConfig, {"method": args.method, **config},
-                             "fine-tuning config")
+        cfg = validate_model(FineTuneConfig, {"method": args.method, **config, **(
+            {"output_dir": args.output} if args.output else {})}, "fine-tuning config")
     except FmhubError as exc:
         raise UsageError(str(exc)) from None
     _check_method(args.method, cfg.method_options)
@@ -72,15 +77,16 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         out = Path(args.output)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--output {args.output!r} is a file; give a folder.")
+        existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise UsageError(f"--output {args.output!r}: {str(existing)!r} is a file.")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"--output {args.output!r}: cannot write in {str(existing)!r}.")
         if (out / ADAPTER).exists() and not args.overwrite:
             raise UsageError(
                 f"--output {args.output!r} already holds an adapter ({out / ADAPTER}); pass "
                 "--overwrite to replace it, or choose another --output."
             )
-        if "output_dir" in config:
-            raise UsageError("give the output folder with --output, not -c output_dir=.")
-    elif cfg.checkpoint_every or cfg.resume:
-        raise UsageError("checkpoint_every and resume need --output DIR.")
     return config
 
 
@@ -141,7 +147,6 @@ def run(model: Any, args: argparse.Namespace, config: dict[str, Any] | None = No
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .. import load
-    from .._quiet import known_warnings_hidden
 
     config = check(args)
     options = load_options(args)
@@ -152,8 +157,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise UsageError("--nproc-per-node and --nnodes must be at least 1.")
         return launch(args.argv, args.nproc_per_node, args.nnodes, args.rdzv_endpoint,
                       args.node_rank)
-    with known_warnings_hidden():
-        model = load(args.name, **options)
+    model = load(args.name, **options)
     return run(model, args, config)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +32,7 @@ class _Source:
     revision: str | None
     local: bool
     where: str  # how to name it in messages
+    cache_only: bool = False  # the hub cannot be reached: read the cache, never retry the network
 
     def fetch(self, filename: str, required: bool = False) -> str | None:
         """Local path of ``filename`` (downloaded or from the cache); None when it does not exist."""
@@ -54,7 +58,8 @@ def _hub_file(src: _Source, filename: str, required: bool) -> str | None:
     )
 
     try:
-        return hf_hub_download(src.location, filename, revision=src.revision)
+        return hf_hub_download(src.location, filename, revision=src.revision,
+                               local_files_only=src.cache_only)
     except GatedRepoError as exc:
         raise fmhub.PluginError(f"{src.where} is gated: accept its terms on the hub and log in "
                                 f"(huggingface-cli login). {exc}") from None
@@ -73,7 +78,8 @@ def _hub_file(src: _Source, filename: str, required: bool) -> str | None:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         raise fmhub.PluginError(
             f"{src.where} is not in the local Hugging Face cache"
-            + (" and HF_HUB_OFFLINE is set" if offline else " and the hub cannot be reached")
+            + (" and HF_HUB_OFFLINE is set" if offline else
+               f" and the hub ({_endpoint_label()}) cannot be reached")
             + f" (cache: {_cache_dir()}). Download it once online, set HF_HUB_CACHE to a cache "
             "that holds it, or load a local folder."
         ) from None
@@ -82,6 +88,86 @@ def _hub_file(src: _Source, filename: str, required: bool) -> str | None:
             raise fmhub.ManifestError(f"{src.where} has no {filename}; it is not a Transformers "
                                       "model repo.") from None
         return None
+
+
+#: Seconds the connection probe may take before the hub counts as unreachable (0: no probe).
+PROBE_TIMEOUT_ENV = "FMHUB_HF_PROBE_TIMEOUT"
+PROBE_TIMEOUT = 3.0
+_PROBE_TTL = 60.0  # a probe's answer is reused this long
+_probes: dict[tuple[str, int], tuple[float, bool]] = {}
+
+
+def _probe_timeout() -> float:
+    raw = os.environ.get(PROBE_TIMEOUT_ENV, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else PROBE_TIMEOUT
+    except ValueError:
+        return PROBE_TIMEOUT
+
+
+def _endpoint_address() -> tuple[str, int] | None:
+    """Host and port a request to the hub connects to first: the endpoint, or its proxy."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    if not url.hostname:
+        return None
+    proxy = getproxies().get(url.scheme)
+    if proxy and not proxy_bypass(url.hostname):
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if p.hostname:
+            return p.hostname, p.port or (443 if p.scheme == "https" else 80)
+    return url.hostname, url.port or (443 if url.scheme == "https" else 80)
+
+
+def _connects(address: tuple[str, int], timeout: float) -> bool:
+    """A TCP connection to ``address`` opens within ``timeout`` seconds (name lookup included:
+    it runs in a thread, so a resolver that hangs cannot stall the load)."""
+    done = threading.Event()
+    ok: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection(address, timeout=timeout):
+                ok.append(True)
+        except OSError:
+            pass
+        finally:
+            done.set()
+
+    threading.Thread(target=attempt, name="fmhub-hub-probe", daemon=True).start()
+    return done.wait(timeout) and bool(ok)
+
+
+def hub_unreachable() -> bool:
+    """True when the hub cannot be reached right now, found in at most a few seconds: the load
+    then reads only the local cache instead of spending minutes in the hub client's retries.
+    ``HF_HUB_OFFLINE=1`` already means cache only (no probe); ``FMHUB_HF_PROBE_TIMEOUT=0`` turns
+    the probe off."""
+    from huggingface_hub import constants
+
+    timeout = _probe_timeout()
+    if constants.HF_HUB_OFFLINE or timeout == 0:
+        return False
+    address = _endpoint_address()
+    if address is None:
+        return False
+    now = time.monotonic()
+    seen = _probes.get(address)
+    if seen is not None and now - seen[0] < _PROBE_TTL:
+        return not seen[1]
+    reachable = _connects(address, timeout)
+    _probes[address] = (now, reachable)
+    return not reachable
+
+
+def _endpoint_label() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
 
 
 def _cache_dir() -> str:
@@ -94,7 +180,8 @@ def _source(spec: fmhub.ModelSpec, options) -> _Source:
     if spec.path:
         return _Source(spec.path, None, True, f"local folder {spec.path!r}")
     return _Source(spec.name, options.revision, False,
-                   f"hf:{spec.name}" + (f" (revision {options.revision!r})" if options.revision else ""))
+                   f"hf:{spec.name}" + (f" (revision {options.revision!r})" if options.revision else ""),
+                   cache_only=hub_unreachable())
 
 
 def _resolved_revision(config_path: str) -> str | None:
@@ -186,6 +273,8 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
         )
     kwargs: dict[str, Any] = dict(revision=src.revision, trust_remote_code=options.trust_remote_code,
                                   dtype=_load_dtype(options), use_safetensors=options.use_safetensors)
+    if src.cache_only:  # the adapter lookup takes its own flag
+        kwargs.update(local_files_only=True, adapter_kwargs={"local_files_only": True})
     if options.device_map is not None:
         kwargs["device_map"] = options.device_map
     model_class = getattr(transformers, TASKS[task])
@@ -193,7 +282,8 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
                                                               **kwargs))
     _check_loading(info, task, src.where)
     tokenizer = _quiet(lambda: transformers.AutoTokenizer.from_pretrained(
-        src.location, revision=src.revision, trust_remote_code=options.trust_remote_code))
+        src.location, revision=src.revision, trust_remote_code=options.trust_remote_code,
+        **({"local_files_only": True} if src.cache_only else {})))
     if task == "token-classification" and not getattr(tokenizer, "is_fast", False):
         raise fmhub.PluginError(
             f"{src.where} has no fast (tokenizers) tokenizer, which token classification needs for "
