@@ -284,7 +284,14 @@ def _json_default(obj: Any) -> Any:
 
 def _merge(folder: Path, output: Path, world: int, chunk: int, total: int, npy: bool) -> None:
     """Interleave the ranks' parts chunk by chunk into ``output`` (temp file, then rename)."""
-    parts = [_part(folder, r, world, npy).open("rb") for r in range(world)]
+    missing = [r for r in range(world) if not _part(folder, r, world, npy).exists()]
+    if missing and total:
+        raise FmhubError(
+            f"{str(folder)!r} lacks the parts of rank(s) {missing}: on several machines, --output "
+            "must be on storage every machine shares."
+        )
+    parts = [_part(folder, r, world, npy).open("rb") if r not in missing else None
+             for r in range(world)]
     tmp = output.with_name(f".{output.name}.fmhub-tmp-{os.getpid()}")
     try:
         with tmp.open("wb") as out:
@@ -292,7 +299,7 @@ def _merge(folder: Path, output: Path, world: int, chunk: int, total: int, npy: 
             if npy:
                 import numpy as np
 
-                dims = {struct.unpack("<q", p.read(8))[0] for p in parts if p.peek(1)}
+                dims = {struct.unpack("<q", p.read(8))[0] for p in parts if p and p.peek(1)}
                 dim = dims.pop() if len(dims) == 1 else 0
                 header = {"descr": "<f4", "fortran_order": False, "shape": (total, dim)}
                 np.lib.format.write_array_header_1_0(out, header)
@@ -317,7 +324,8 @@ def _merge(folder: Path, output: Path, world: int, chunk: int, total: int, npy: 
         raise
     finally:
         for p in parts:
-            p.close()
+            if p:
+                p.close()
     shutil.rmtree(folder)
 
 
