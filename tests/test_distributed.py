@@ -98,7 +98,8 @@ def test_two_ranks_equal_one_process_and_each_other(toy_runs, toy_hub):
     from fmhub.finetuning.loop import evaluate
 
     model = fmhub.load("toy:embed")
-    fmhub.finetune(model, worker.toy_data(256, 0), **worker.TOY)
+    res = fmhub.finetune(model, worker.toy_data(256, 0), **worker.TOY)
+    assert abs(h0["train_loss"] - res.train_loss) < 1e-5  # the mean over every rank's batches
     ev = evaluate(model, as_examples(worker.toy_data(64, 1), ["neg", "pos"]), batch_size=16)
     for key in ("accuracy", "macro_f1"):
         assert h0["history"][-1][key] == ev[key]

@@ -182,6 +182,10 @@ class _Trainer:
         return (dev.type, dtype), scaler
 
     def train_loss(self) -> float | None:
+        if self.dist:  # the mean over every rank's batches, the same on each rank
+            sums = self.dist.all_gather_object((self.epoch_loss, self.epoch_batches), "train loss")
+            total, count = sum(s for s, _ in sums), sum(n for _, n in sums)
+            return total / count if count else None
         if self.epoch_batches:
             return self.epoch_loss / self.epoch_batches
         return None if math.isnan(self.last_loss) else self.last_loss
