@@ -15,6 +15,7 @@ from typing import Any
 from .errors import FmhubError, InvalidOptionError, UnknownModelError
 
 __all__ = [
+    "add_launch_options",
     "USAGE_ERRORS",
     "check_input_file",
     "check_model_name",
@@ -117,6 +118,20 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 _options = load_options  # the name older code used
+
+
+def add_launch_options(p: argparse.ArgumentParser) -> None:
+    """``--nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT --node-rank R]``: start the
+    command on several processes through torchrun (see docs/distributed.md)."""
+    g = p.add_argument_group("distributed (torchrun)")
+    g.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                   help="run on N processes on this machine (one per GPU on CUDA; gloo on CPU)")
+    g.add_argument("--nnodes", type=int, default=1, metavar="M",
+                   help="number of machines; run the same command on each (needs --rdzv-endpoint)")
+    g.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="rendezvous address every machine can reach (e.g. the first node's)")
+    g.add_argument("--node-rank", type=int, default=None, metavar="R",
+                   help="this machine's rank (optional with the c10d rendezvous)")
 
 
 def check_model_name(name: str) -> None:

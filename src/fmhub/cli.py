@@ -47,6 +47,7 @@ from ._clikit import (  # noqa: F401 - re-exported: the public names of the comm
     _parse_value,
     _verbosity_parent,
     add_command,
+    add_launch_options,
     add_load_options,
     check_input_file,
     check_model_name,
@@ -135,6 +136,10 @@ def _plugins_command(sub: Any) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.output is not None:  # a data set to a file: streamed, resumable, sharded
+        from .batch import cmd_predict_file
+
+        return cmd_predict_file(args)
     # 1. Everything the command line says is checked before the model loads.
     if args.inputs and args.input is not None:
         raise UsageError("give inputs as arguments or with --input, not both.")
@@ -184,12 +189,23 @@ def _predict_command(sub: Any) -> None:
                    help="text, or a path to an image/audio file (or use --input)")
     p.add_argument("--input", "-i", metavar="FILE",
                    help="read inputs from FILE, '-' for stdin (one per line, or JSON Lines)")
-    p.add_argument("--format", choices=("lines", "jsonl"), default=None,
+    p.add_argument("--format", choices=("lines", "jsonl", "csv", "tsv"), default=None,
                    help="--input format: 'lines' (one input per line) or 'jsonl' (objects with "
-                   "a text/path/input field); default: jsonl for *.jsonl files, else lines")
+                   "a text/path/input field); with --output also csv/tsv; default: jsonl for "
+                   "*.jsonl files, csv/tsv by suffix, else lines")
     p.add_argument("--encoding", default="utf-8", help="--input text encoding (default utf-8)")
     add_load_options(p)
     p.add_argument("--batch-size", type=int, default=None, help="inputs per batch (default 32)")
+    p.add_argument("--output", metavar="FILE",
+                   help="write results to FILE (JSON Lines, or .npy for embeddings) instead of "
+                   "stdout: --input streamed (a file, or a folder of images/audio), resumable "
+                   "(rerun the same command after an interruption), shardable over processes")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--column", metavar="NAME",
+                   help="with --output: the CSV column / JSONL field holding the inputs")
+    p.add_argument("--chunk-size", type=int, default=512, metavar="N",
+                   help="with --output: inputs per resumable chunk (default 512)")
+    add_launch_options(p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command. An expected failure is one line on stderr (with the plugin and stage it
     came from), never a traceback: exit status 2 for a bad command line, 1 for failed work."""
     args = build_parser().parse_args(argv)  # --help, --version: exit 0; usage errors: exit 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a torchrun re-launch
     level = verbosity(args)
     from ._quiet import show_known_warnings
 

@@ -15,6 +15,7 @@ __all__ = [
     "DestinationError",
     "DeviceError",
     "ExportError",
+    "DistributedError",
     "FineTuneError",
     "FmhubError",
     "InputError",
@@ -146,3 +147,7 @@ class FineTuneError(FmhubError, RuntimeError):
 
 class NonFiniteLossError(FineTuneError):
     """The training loss became NaN or infinite; no weight was updated with it."""
+
+
+class DistributedError(FmhubError, RuntimeError):
+    """A multi-process run failed: a rank died or stalled, or the ranks disagree."""

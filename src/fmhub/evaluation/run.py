@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,24 @@ class EvalOptions(BaseModel):
     metric_options: dict[str, Any] = Field(
         default_factory=dict, description="Free options for third-party metrics."
     )
+
+
+def score_batches(model: Model, task: str, batches: Iterable[dict[str, Any]],
+                  metrics: Sequence[str] | None = None, **options: Any) -> dict[str, float]:
+    """The metric values of batches already in the task's batch form (what the task's runner
+    yields): how fine-tuning under torchrun scores the predictions gathered from every rank with
+    the same metric code as :func:`evaluate`."""
+    opts: EvalOptions = validate_model(EvalOptions, options, "evaluation options")
+    context = EvalContext(task=task, labels=tuple(model.labels) if model.labels else None,
+                          options=_TaskOptions(opts, task))
+    accumulators = [m.start(context) for m in pick_metrics(model.hub, task, metrics)]
+    for batch in batches:
+        for acc in accumulators:
+            acc.update(batch)
+    values: dict[str, float] = {}
+    for acc in accumulators:
+        values.update({k: float(v) for k, v in acc.result().values.items()})
+    return values
 
 
 def evaluate(

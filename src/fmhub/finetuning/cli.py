@@ -14,6 +14,7 @@ from typing import Any
 from .._clikit import (
     UsageError,
     add_command,
+    add_launch_options,
     add_load_options,
     check_input_file,
     check_model_name,
@@ -23,6 +24,7 @@ from .._clikit import (
     verbosity,
 )
 from ..errors import FmhubError
+from .distributed import current, launch, under_launcher
 
 ADAPTER = "adapter"  # the adapter goes to OUTPUT/adapter, checkpoints to OUTPUT/checkpoint
 
@@ -119,10 +121,19 @@ def run(model: Any, args: argparse.Namespace, config: dict[str, Any] | None = No
     checkpoints = bool(config.get("checkpoint_every") or config.get("resume"))
     if args.output and checkpoints:  # the trainer writes OUTPUT/checkpoint and OUTPUT/adapter
         config["output_dir"] = args.output
+        config.setdefault("overwrite", bool(args.overwrite))
     result = finetune(model, args.train, eval=args.eval, method=args.method, **config)
     adapter = result.adapter_path
+    dist = current()  # set when torchrun started this process
+    is_main = dist is None or dist.is_main
     if args.output and not checkpoints:
-        adapter = model.save(Path(args.output) / ADAPTER, overwrite=args.overwrite)
+        adapter = Path(args.output) / ADAPTER
+        if is_main:  # only rank 0 writes; the others wait for it
+            adapter = model.save(adapter, overwrite=args.overwrite)
+        if dist:
+            dist.barrier("waiting for rank 0 to save the adapter")
+    if not is_main:
+        return 0
     evaluation = _final_evaluation(model, args, config) if args.eval else None
     print(json.dumps({
         "steps": result.steps,
@@ -159,7 +170,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .. import load
 
     config = check(args)
-    model = load(args.name, **load_options(args))
+    options = load_options(args)
+    if args.nproc_per_node and not under_launcher():  # start torchrun, which runs this again
+        if args.plan:
+            raise UsageError("--plan runs in one process; drop --nproc-per-node.")
+        if args.nproc_per_node < 1 or args.nnodes < 1:
+            raise UsageError("--nproc-per-node and --nnodes must be at least 1.")
+        return launch(args.argv, args.nproc_per_node, args.nnodes, args.rdzv_endpoint,
+                      args.node_rank)
+    model = load(args.name, **options)
     return run(model, args, config)
 
 
@@ -186,3 +205,4 @@ def _finetune_command(sub: Any) -> None:
     p.add_argument("--config", "-c", action="append", metavar="KEY=VALUE",
                    help="a FineTuneConfig field, repeatable (epochs=3, learning_rate=1e-4, ...)")
     add_load_options(p)
+    add_launch_options(p)

@@ -22,6 +22,9 @@ class FineTuneConfig(BaseModel):
         default_factory=dict, description="The method's own options, e.g. {'r': 16, 'alpha': 32}."
     )
     labels: list[str] | None = Field(None, description="Class names in id order; default: sorted.")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="adamw (default), or sgd: plain SGD without momentum."
+    )
     text_column: str | None = Field(None, description="CSV/JSONL column of the inputs; default: "
                                     "text, sentence or input.")
     label_column: str | None = Field(None, description="CSV/JSONL column of the labels; default: "

@@ -30,6 +30,7 @@ from ..spec import validate_model
 from .adapter import apply_method, save_adapter, train_mode, trainable_state
 from .config import FineTuneConfig
 from .data import Examples, GenerationExamples, as_examples, as_generation_examples
+from .distributed import Dist, current, require_same, shares
 from .methods import FineTuneMethod
 from .plan import get_method
 
@@ -106,23 +107,34 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     if cfg.early_stopping_patience and eval_ex is None:
         raise FineTuneError("early_stopping_patience needs eval data: pass eval=...")
     started = time.perf_counter()
+    dist = current(model.device)  # None unless started by torchrun with WORLD_SIZE > 1
+    if dist:
+        dist.place(model)
     torch.manual_seed(cfg.seed)
     head = [] if generative else model.attach_head(train_ex.labels)
     model.adapter = apply_method(model, method, mopts, head)
     model.module.to(device=model.device)
-    trainer = _Trainer(model, cfg, train_ex, eval_ex, model.adapter.fingerprint)
+    if dist:  # identical starting weights; each rank its own dropout masks
+        dist.broadcast_module(model.module)
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)
+    trainer = _Trainer(model, cfg, train_ex, eval_ex, model.adapter.fingerprint, dist)
     try:
         trainer.run()
     finally:
         model.module.eval()
         trainer.close()
+    if dist:
+        dist.check_identical(trainable_state(model.module))
     s = trainer.state
     seconds = time.perf_counter() - started
     model.adapter.training = training_facts(cfg, train, train_ex, eval, eval_ex, trainer, seconds)
     adapter_path = None
     if cfg.output_dir:
-        adapter_path = save_adapter(model, Path(cfg.output_dir) / ADAPTER,
-                                    overwrite=cfg.overwrite or cfg.resume)
+        adapter_path = Path(cfg.output_dir) / ADAPTER
+        if dist is None or dist.is_main:  # only rank 0 writes; the others wait for it
+            adapter_path = save_adapter(model, adapter_path, overwrite=cfg.overwrite or cfg.resume)
+        if dist:
+            dist.barrier("waiting for rank 0 to write the adapter")
     return FineTuneResult(model=model, steps=s.step, history=s.history, best=s.best,
                           stopped_early=trainer.stopped_early, adapter_path=adapter_path,
                           seconds=seconds, train_loss=trainer.train_loss())
@@ -285,14 +297,16 @@ def _schedule(total: int, warmup: int, kind: str):
 
 class _Trainer:
     def __init__(self, model: Model, cfg: FineTuneConfig, train: Examples, eval: Examples | None,
-                 fingerprint: dict[str, Any] | None = None):
+                 fingerprint: dict[str, Any] | None = None, dist: Dist | None = None):
         self.model, self.cfg, self.train, self.eval = model, cfg, train, eval
         self.fingerprint = (fingerprint or {}).get("sha256")
         self._identity: dict[str, Any] | None = None
+        self.dist = dist
+        self.bad_loss: str | None = None  # a non-finite loss on this rank, raised at the step
         self.state = _State()
         self.stopped_early = False
-        self.optimizer = torch.optim.AdamW(_param_groups(model.module, cfg.weight_decay),
-                                           lr=cfg.learning_rate)
+        opt = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.AdamW
+        self.optimizer = opt(_param_groups(model.module, cfg.weight_decay), lr=cfg.learning_rate)
         self.batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
         steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation)
         self.total = cfg.max_steps or steps_per_epoch * cfg.epochs
@@ -324,6 +338,10 @@ class _Trainer:
         return (dev.type, dtype), scaler
 
     def train_loss(self) -> float | None:
+        if self.dist:  # the mean over every rank's batches, the same on each rank
+            sums = self.dist.all_gather_object((self.epoch_loss, self.epoch_batches), "train loss")
+            total, count = sum(s for s, _ in sums), sum(n for _, n in sums)
+            return total / count if count else None
         if self.epoch_batches:
             return self.epoch_loss / self.epoch_batches
         return None if math.isnan(self.last_loss) else self.last_loss
@@ -336,7 +354,8 @@ class _Trainer:
 
     def run(self) -> None:
         cfg, st = self.cfg, self.state
-        self.bar = _bar(self.total, st.step, cfg.progress)
+        main = self.dist is None or self.dist.is_main
+        self.bar = _bar(self.total, st.step, cfg.progress if main else False)
         train_mode(self.model.module)
         accum = cfg.gradient_accumulation
         while st.step < self.total and not self.stopped_early:
@@ -373,25 +392,38 @@ class _Trainer:
             outputs = self.model.forward(batch, grad=True)
         return self.model.training_loss(outputs, targets).float()
 
-    def _micro_step(self, idx: list[int], bi: int) -> None:
+    def _micro_step(self, batch: list[int], bi: int) -> None:
+        idx = shares(batch, self.dist)  # this rank's share of the global batch
+        self.seen += len(batch)
+        if not idx:
+            return  # a batch smaller than the world: this rank adds zero gradients at the step
         loss = self._loss(idx)
         if not torch.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
+            msg = (
                 f"The training loss became {loss.item()} at step {self.state.step + 1} (epoch "
-                f"{self.state.epoch + 1}, batch {bi + 1}); training stopped before any weight was "
-                "updated with it. Lower learning_rate, keep max_grad_norm set, or check that "
-                "batch's inputs and labels."
+                f"{self.state.epoch + 1}, batch {bi + 1}"
+                f"{f', rank {self.dist.rank}' if self.dist else ''}); training stopped before any "
+                "weight was updated with it. Lower learning_rate, keep max_grad_norm set, or check "
+                "that batch's inputs and labels."
             )
+            if self.dist:  # every rank must stop together: raised at the step, after a vote
+                self.bad_loss = self.bad_loss or msg
+                return
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(msg)
         self.last_loss = loss.item()
         self.epoch_loss += self.last_loss
         self.epoch_batches += 1
-        self.seen += len(idx)
-        scaled = loss / self.cfg.gradient_accumulation
+        # Each rank's mean loss weighs its share of the global batch, so the average over ranks
+        # of the gradients is the gradient of the global batch's mean loss (1 rank: factor 1).
+        share = len(idx) * self.dist.world / len(batch) if self.dist else 1.0
+        scaled = loss * share / self.cfg.gradient_accumulation
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
 
     def _optimizer_step(self) -> None:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.dist:
+            self._sync(params)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm or float("inf"))
@@ -409,6 +441,18 @@ class _Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
+
+    def _sync(self, params: list[torch.Tensor]) -> None:
+        """Stop every rank if one saw a non-finite loss, else average the gradients the optimizer
+        is about to use: whatever module the plugin's hooks ran, no rank steps on its own."""
+        bad = self.dist.any_flag(self.bad_loss is not None, self.model.device,
+                                 "the non-finite loss check")
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(self.bad_loss or (
+                f"The training loss became non-finite on rank(s) {bad} at step "
+                f"{self.state.step + 1}; every rank stopped before any weight was updated with it."))
+        self.dist.sync_gradients(params)
 
     def _after_step(self, epoch_end: bool) -> bool:
         """Progress, evaluation, early stopping, checkpoints; True when training must stop."""
@@ -429,7 +473,15 @@ class _Trainer:
 
     def _evaluate(self) -> None:
         cfg, st = self.cfg, self.state
-        metrics = evaluate(self.model, self.eval, batch_size=cfg.batch_size)
+        if self.dist and not isinstance(self.eval, GenerationExamples):
+            # each rank predicts its share; the metrics are computed on everything gathered, by
+            # the same streaming metric code as fmhub.evaluate
+            part = _eval_share(self.model, self.eval, shares(range(len(self.eval)), self.dist),
+                               cfg.batch_size)
+            parts = self.dist.all_gather_object(part, "gathering evaluation results")
+            metrics = _gathered_metrics(self.model, parts)
+        else:  # one process, or a generative model (its loss: every rank, the same weights)
+            metrics = evaluate(self.model, self.eval, batch_size=cfg.batch_size)
         metrics["step"] = st.step
         st.history.append(metrics)
         train_mode(self.model.module)
@@ -471,30 +523,46 @@ class _Trainer:
 
         st = self.state
         trainable = trainable_state(self.model.module)
+        rngs = None  # every rank's random state (dropout), for an exact resume
+        if self.dist:
+            rngs = self.dist.all_gather_object(torch.get_rng_state(), "saving a checkpoint")
 
         def write(tmp: Path) -> None:
             save_file(trainable, str(tmp / "trainable.safetensors"))
             torch.save({"optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(),
-                        "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+                        "rng": torch.get_rng_state(), "rank_rngs": rngs}, tmp / "optimizer.pt")
             (tmp / "state.json").write_text(json.dumps({
                 "step": st.step, "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch,
                 "history": st.history, "best": st.best, "bad_evals": st.bad_evals,
                 "config": self.cfg.model_dump(mode="json", exclude={"resume", "progress"}),
-                "labels": self.train.labels, "identity": self.identity()}, indent=1))
+                "labels": self.train.labels, "identity": self.identity(),
+                "world_size": self.dist.world if self.dist else 1}, indent=1))
             seal(tmp, model_manifest(self.model, kind="checkpoint"))
 
-        atomic_folder(self._ckpt_dir, write, overwrite=True, what="checkpoint folder")
+        if self.dist is None or self.dist.is_main:  # only rank 0 writes; the others wait for it
+            atomic_folder(self._ckpt_dir, write, overwrite=True, what="checkpoint folder")
+        if self.dist:
+            self.dist.barrier("waiting for rank 0 to write a checkpoint")
 
     def _load_checkpoint(self) -> None:
         from safetensors.torch import load_file
 
         folder = self._ckpt_dir
         recover(folder)
-        if not (folder / "state.json").is_file():
+        found = (folder / "state.json").is_file()
+        require_same(self.dist, found, f"whether {str(folder)!r} holds a checkpoint")
+        if not found:
             return  # nothing to resume: start from scratch
         verify_folder(folder, read_manifest(folder))  # a corrupt checkpoint never resumes
         saved = json.loads((folder / "state.json").read_text())
+        world = self.dist.world if self.dist else 1
+        if saved.get("world_size", 1) != world:
+            raise FineTuneError(
+                f"cannot resume from {str(folder)!r}: it was trained on {saved.get('world_size', 1)} "
+                f"process(es), this run has {world}; resume with the same number of processes "
+                "(the batch shares and random streams depend on it)."
+            )
         if saved["labels"] != self.train.labels:
             raise FineTuneError(
                 f"cannot resume from {str(folder)!r}: it was trained on labels {saved['labels']}, "
@@ -512,12 +580,14 @@ class _Trainer:
         extra = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
         self.optimizer.load_state_dict(extra["optimizer"])
         self.scheduler.load_state_dict(extra["scheduler"])
-        torch.set_rng_state(extra["rng"])
+        rngs = extra.get("rank_rngs")
+        torch.set_rng_state(rngs[self.dist.rank] if self.dist and rngs else extra["rng"])
         st = self.state
         st.step, st.epoch, st.batch_in_epoch = saved["step"], saved["epoch"], saved["batch_in_epoch"]
         st.history, st.best, st.bad_evals = saved["history"], saved["best"], saved["bad_evals"]
         if st.batch_in_epoch >= self.batches_per_epoch:
             st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+        require_same(self.dist, st.step, "the checkpoint step to resume from")
 
     def _check_identity(self, saved: dict[str, Any] | None, folder: Path) -> None:
         """Refuse a checkpoint made with anything that changes the result; a data set given as a
@@ -572,12 +642,55 @@ def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, fl
 
     try:
         report = run_evaluation(model, LabelNames(data, data.labels), batch_size=batch_size,
-                                metrics=["accuracy", "f1", "log_loss"], progress=False)
+                                metrics=_EVAL_METRICS, progress=False)
     finally:
         if was_training:
             train_mode(model.module)
-    m = report.metrics
+    return _classification_summary(report.metrics)
+
+
+_EVAL_METRICS = ["accuracy", "f1", "log_loss"]
+
+
+def _classification_summary(m: dict[str, float]) -> dict[str, float]:
     return {"loss": m["log_loss"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+
+def _eval_share(model: Model, data: Examples, indices, batch_size: int):
+    """This rank's class probabilities and gold labels for ``data[indices]``."""
+    import numpy as np
+
+    from ..results import full_distribution
+
+    pairs = [data[i] for i in indices]
+    probs = np.full((len(pairs), len(data.labels)), np.nan)
+    if pairs:
+        was_training = model.module.training
+        try:
+            with full_distribution():
+                results = model.predict([x for x, _ in pairs], batch_size=batch_size,
+                                        progress=False)
+        finally:
+            if was_training:
+                train_mode(model.module)
+        for i, r in enumerate(results):
+            for ls in r.top_k:
+                if 0 <= ls.index < len(data.labels):
+                    probs[i, ls.index] = ls.score
+    return probs, np.asarray([y for _, y in pairs], dtype=np.int64)
+
+
+def _gathered_metrics(model: Model, parts) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 of every rank's share together."""
+    import numpy as np
+
+    from ..evaluation.run import score_batches
+
+    probs = np.concatenate([p for p, _ in parts])
+    targets = np.concatenate([t for _, t in parts])
+    batch = {"n": len(targets), "probs": probs, "targets": targets,
+             "inputs": [None] * len(targets), "results": []}
+    return _classification_summary(score_batches(model, "classification", [batch], _EVAL_METRICS))
 
 
 def _bar(total: int, initial: int, progress: bool | None):

@@ -1,0 +1,333 @@
+"""Fine-tuning and batch prediction on 2 gloo processes (1 thread each) against 1 process: the
+ranks end with identical weights equal to the 1-process run on the same global batches; only rank 0
+writes; a dead rank or a NaN on one rank stops every rank; resume is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import fmhub
+
+HERE = Path(__file__).parent / "dist"
+sys.path.insert(0, str(HERE))
+import worker
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+
+
+def env(**extra) -> dict[str, str]:
+    e = dict(os.environ, FMHUB_LOAD_PLUGINS="toy", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    e.pop("FMHUB_DISABLE_PLUGINS", None)
+    e.update(extra)
+    return e
+
+
+def torchrun(*args: str, plugins: str = "toy", timeout: float = 180) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--max-restarts", "0", *args]
+    proc = subprocess.run(cmd, env=env(FMHUB_LOAD_PLUGINS=plugins), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def weights(out: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
+    return load_file(str(out / f"{name}.rank{rank}.safetensors"))
+
+
+def assert_close(a: dict, b: dict, tol: float) -> None:
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        assert torch.allclose(v, b[k], atol=tol, rtol=0), (k, (v - b[k]).abs().max())
+
+
+def one_process(data, **cfg) -> dict[str, torch.Tensor]:
+    from fmhub.finetuning.adapter import trainable_state
+
+    model = fmhub.load("toy:embed")
+    fmhub.finetune(model, data, **{**worker.TOY, **cfg})
+    return trainable_state(model.module)
+
+
+def tiny_bert(folder: Path) -> Path | None:
+    """A tiny random BERT with dropout off, or None without the Transformers plugin and PEFT."""
+    try:
+        import peft  # noqa: F401
+        from fmhub_transformers import testing as tt
+    except ImportError:
+        return None
+    model_dir = tt.build_tiny_model(folder, "bert", "embedding", seed=0)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def toy_runs(tmp_path_factory):
+    """One torchrun launch of worker.py on 2 processes: the toy runs, then the tiny BERT's."""
+    out = tmp_path_factory.mktemp("toy")
+    bert = tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    extra = [str(bert)] if bert else []
+    torchrun(str(HERE / "worker.py"), "toy", str(out), *extra, plugins="toy,transformers")
+    return out, bert
+
+
+def test_two_ranks_equal_one_process_and_each_other(toy_runs, toy_hub):
+    toy_run = toy_runs[0]
+    a0, a1 = weights(toy_run, "a", 0), weights(toy_run, "a", 1)
+    assert_close(a0, a1, 0.0)  # bit-identical on every rank
+    single = one_process(worker.toy_data(256, 0))
+    assert_close(a0, single, 1e-5)
+    assert any(not torch.equal(single[k], one_process(worker.toy_data(256, 0), epochs=1)[k])
+               for k in single), "the comparison must be able to fail"
+    # evaluation reduced over the ranks: the same metrics on each, over all 64 eval examples
+    h0 = json.loads((toy_run / "a.rank0.json").read_text())
+    h1 = json.loads((toy_run / "a.rank1.json").read_text())
+    assert h0 == h1 and h0["history"][-1]["step"] == h0["steps"] == 32
+    from fmhub.finetuning.data import as_examples
+    from fmhub.finetuning.loop import evaluate
+
+    model = fmhub.load("toy:embed")
+    res = fmhub.finetune(model, worker.toy_data(256, 0), **worker.TOY)
+    assert abs(h0["train_loss"] - res.train_loss) < 1e-5  # the mean over every rank's batches
+    ev = evaluate(model, as_examples(worker.toy_data(64, 1), ["neg", "pos"]), batch_size=16)
+    for key in ("accuracy", "macro_f1"):
+        assert h0["history"][-1][key] == ev[key]
+    assert abs(h0["history"][-1]["loss"] - ev["loss"]) < 1e-5
+
+
+def test_only_rank_zero_wrote_and_the_adapter_loads(toy_runs, toy_hub):
+    toy_run = toy_runs[0]
+    folder = toy_run / "a" / "adapter"
+    assert (folder / "fmhub.json").is_file() and (toy_run / "a" / "checkpoint").is_dir()
+    state = json.loads((toy_run / "a" / "checkpoint" / "state.json").read_text())
+    assert state["world_size"] == 2
+    # nothing else in the output folder: no per-rank copies, no leftover temporary folders
+    assert sorted(p.name for p in (toy_run / "a").iterdir()) == ["adapter", "checkpoint"]
+    model = fmhub.load(str(folder))
+    from fmhub.finetuning.adapter import trainable_state
+
+    assert_close({k: v for k, v in trainable_state(model.module).items()},
+                 weights(toy_run, "a", 0), 1e-6)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(toy_runs):
+    toy_run = toy_runs[0]
+    info = json.loads((toy_run / "b.rank0.json").read_text())
+    assert info == {"steps": 32, "resumed_from": 8}
+    for rank in (0, 1):
+        assert_close(weights(toy_run, "b", rank), weights(toy_run, "a", 0), 0.0)
+
+
+def test_nan_on_one_rank_stops_every_rank_before_the_update(toy_runs, toy_hub):
+    toy_run = toy_runs[0]
+    after_two = one_process(worker.toy_data(256, 0), max_steps=2)
+    for rank in (0, 1):
+        assert_close(weights(toy_run, "nan", rank), after_two, 1e-5)
+        msg = json.loads((toy_run / f"nan.rank{rank}.json").read_text())["error"]
+        assert "step 3" in msg and ("rank 1" in msg or "rank(s) [1]" in msg), msg
+
+
+def test_a_dead_rank_stops_the_others_with_an_error(tmp_path):
+    """Two processes started by hand (no torchrun watching them): rank 1 exits mid-run; rank 0
+    must fail with DistributedError, not hang, within the bounded process-group timeout."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        e = env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port), FMHUB_DIST_TIMEOUT="30")
+        procs.append(subprocess.Popen([sys.executable, str(HERE / "worker.py"), "die", str(tmp_path)],
+                                      env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    t0 = time.perf_counter()
+    outs = [p.communicate(timeout=120) for p in procs]
+    waited = time.perf_counter() - t0
+    assert procs[1].returncode == 17
+    assert procs[0].returncode != 0, outs[0]
+    assert "DistributedError" in outs[0][1], outs[0][1][-3000:]
+    text = (tmp_path / "died.rank0.txt").read_text()
+    print(f"rank 0 stopped after {waited:.1f} s: {text}")
+    assert "rank 0 of 2 lost the other ranks" in text, text
+    assert waited < 100
+
+
+def test_transformers_lora_two_ranks_equal_one_process(toy_runs):
+    out, bert = toy_runs
+    if bert is None:
+        pytest.skip("needs fmhub-transformers and peft")
+    from fmhub.finetuning.adapter import trainable_state
+
+    model = fmhub.load(str(bert))
+    fmhub.finetune(model, worker.text_data(32, 0), method="lora", optimizer="sgd",
+                   learning_rate=0.05, batch_size=8, max_steps=6, scheduler="constant",
+                   warmup_ratio=0.0, weight_decay=0.0, progress=False)
+    single = trainable_state(model.module)
+    assert_close(weights(out, "hf", 0), weights(out, "hf", 1), 0.0)
+    assert_close(weights(out, "hf", 0), single, 1e-5)
+    assert (out / "hf" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+# -- the CLI: fmhub finetune / predict --nproc-per-node ------------------------------------------
+
+
+def fmhub_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fmhub", *args], env=env(), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_cli_nproc_per_node_gives_the_torchrun_adapter(toy_runs, tmp_path, toy_hub):
+    toy_run = toy_runs[0]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": x, "label": y}) + "\n"
+                             for x, y in worker.toy_data(256, 0)))
+    cfg = [f"-c{k}={json.dumps(v)}" for k, v in worker.TOY.items() if k not in ("method", "progress")]
+    proc = fmhub_cli("finetune", "toy:embed", "--train", str(train), "--output", str(tmp_path / "o"),
+                     "--nproc-per-node", "2", "-q", *cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])  # printed once, by rank 0
+    assert proc.stdout.count('"steps"') == 1 and summary["steps"] == 32
+    from fmhub.finetuning.adapter import trainable_state
+
+    cli = trainable_state(fmhub.load(str(tmp_path / "o" / "adapter")).module)
+    api = trainable_state(fmhub.load(str(toy_run / "a" / "adapter")).module)
+    assert_close(cli, api, 1e-6)
+
+
+def toy_lines(path: Path, n: int) -> Path:
+    import random
+
+    rng = random.Random(n)
+    path.write_text("".join(",".join(f"{rng.uniform(-1, 1):.4f}" for _ in range(4)) + "\n"
+                            for _ in range(n)))
+    return path
+
+
+def test_sharded_prediction_equals_one_process(tmp_path, toy_hub):
+    from fmhub.cli import main
+
+    src = toy_lines(tmp_path / "in.txt", 230)
+    assert main(["predict", "toy:classify", "--input", str(src), "--output",
+                 str(tmp_path / "one.jsonl"), "--chunk-size", "20", "-q"]) == 0
+    proc = fmhub_cli("predict", "toy:classify", "--input", str(src), "--output",
+                     str(tmp_path / "two.jsonl"), "--chunk-size", "20", "--nproc-per-node", "2", "-q")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = (tmp_path / "one.jsonl").read_bytes()
+    assert one == (tmp_path / "two.jsonl").read_bytes()
+    rows = [json.loads(line) for line in one.decode().splitlines()]
+    assert [r["input"] for r in rows] == src.read_text().split()  # input order
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "one.jsonl", "two.jsonl"]
+
+
+def test_interrupted_prediction_resumes_to_the_same_file(tmp_path, toy_hub, monkeypatch):
+    from fmhub.cli import main
+    from fmhub.model import Model
+
+    src = toy_lines(tmp_path / "in.txt", 170)
+    args = ["predict", "toy:embed", "--input", str(src), "--chunk-size", "16", "-q", "--output"]
+    assert main([*args, str(tmp_path / "full.jsonl")]) == 0
+    assert main([*args, str(tmp_path / "full.npy")]) == 0
+    calls = {"n": 0}
+    real = Model.predict
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    for name in ("part.jsonl", "part.npy"):
+        calls["n"] = 0
+        monkeypatch.setattr(Model, "predict", flaky)
+        assert main([*args, str(tmp_path / name)]) == 130
+        part = tmp_path / f"{name}.partial"
+        assert not (tmp_path / name).exists() and (part / "meta.json").is_file()
+        with next(part.glob("rank0-of-1.*")).open("ab") as f:
+            f.write(b"torn half of a chun")  # as if killed in the middle of a write
+        monkeypatch.setattr(Model, "predict", real)
+        # other arguments than the interrupted run: refused, the partial run is kept
+        assert main([*args[:-2], "--chunk-size", "8", "--output", str(tmp_path / name)]) == 2
+        assert main([*args, str(tmp_path / name)]) == 0
+        assert not part.exists()
+    assert (tmp_path / "part.jsonl").read_bytes() == (tmp_path / "full.jsonl").read_bytes()
+    assert (tmp_path / "part.npy").read_bytes() == (tmp_path / "full.npy").read_bytes()
+    import numpy as np
+
+    vectors = np.load(tmp_path / "full.npy")
+    rows = [json.loads(line)["result"] for line in (tmp_path / "full.jsonl").read_text().splitlines()]
+    assert vectors.shape == (170, 8) and np.allclose(vectors, np.array(rows, dtype=np.float32))
+    # a finished output is never overwritten without --overwrite
+    assert main([*args, str(tmp_path / "full.jsonl")]) == 2
+    assert main([*args, str(tmp_path / "full.jsonl"), "--overwrite"]) == 0
+
+
+def test_batch_inputs_stream_from_csv_jsonl_and_folders(tmp_path):
+    from fmhub.batch import count_inputs, iter_inputs
+
+    (tmp_path / "a.csv").write_text('id,text\n1,"0.1,0.2,0.3,0.4"\n2,hello\n')
+    assert list(iter_inputs(tmp_path / "a.csv")) == [("0.1,0.2,0.3,0.4", {"id": "1"}),
+                                                      ("hello", {"id": "2"})]
+    (tmp_path / "b.jsonl").write_text('{"path": "x.png"}\n\n"plain"\n{"input": [1, 2], "id": 7}\n')
+    assert list(iter_inputs(tmp_path / "b.jsonl")) == [("x.png", {}), ("plain", {}),
+                                                        ([1, 2], {"id": 7})]
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.png", "a.png", "sub/c.wav", ".hidden"):
+        (folder / name).write_bytes(b"")
+    assert [x for x, _ in iter_inputs(folder)] == [str(folder / n) for n in
+                                                    ("a.png", "b.png", "sub/c.wav")]
+    assert count_inputs(folder) == 3
+    with pytest.raises(fmhub.InputError, match="--column"):
+        list(iter_inputs(tmp_path / "a.csv", column="sentence"))
+
+
+def test_resume_refuses_another_world_size(tmp_path, toy_hub):
+    data = worker.toy_data(64, 0)
+    fmhub.finetune(fmhub.load("toy:embed"), data, output_dir=str(tmp_path), checkpoint_every=2,
+                   **{**worker.TOY, "epochs": 1})
+    state = tmp_path / "checkpoint" / "state.json"
+    saved = json.loads(state.read_text())
+    assert saved["world_size"] == 1
+    state.write_text(json.dumps({**saved, "world_size": 2}))
+    with pytest.raises(fmhub.FineTuneError, match="trained on 2 process"):
+        fmhub.finetune(fmhub.load("toy:embed"), data, output_dir=str(tmp_path), checkpoint_every=2,
+                       resume=True, **{**worker.TOY, "epochs": 1})
+
+
+def test_a_failed_launch_names_the_rank(monkeypatch):
+    """What torchrun reports when a worker fails becomes one DistributedError naming the rank (the
+    launch itself is exercised by the CLI tests above)."""
+    import torch.distributed.run as trun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from fmhub.finetuning.distributed import launch, strip_launch_flags
+
+    seen = {}
+
+    def fail(args):
+        seen["args"] = args
+        failure = ProcessFailure(local_rank=1, pid=1, exitcode=3, error_file="/nonexistent")
+        raise ChildFailedError("fmhub", {1: failure})
+
+    monkeypatch.setattr(trun, "run", fail)
+    argv = ["finetune", "toy:embed", "--nproc-per-node", "2", "--train", "t.csv", "--nnodes=1"]
+    assert strip_launch_flags(argv) == ["finetune", "toy:embed", "--train", "t.csv"]
+    with pytest.raises(fmhub.DistributedError, match="rank 1 exited with code 3"):
+        launch(argv, 2)
+    assert seen["args"].nproc_per_node == "2" and seen["args"].standalone
+    assert seen["args"].training_script_args == ["finetune", "toy:embed", "--train", "t.csv"]
+    with pytest.raises(fmhub.DistributedError, match="rdzv-endpoint"):
+        launch(argv, 2, nnodes=2)
