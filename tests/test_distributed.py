@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import fmhub
 
-HERE = Path(__file__).parent / "dist"
+HERE = Path(__file__).parent / "ddp"  # not "dist": .gitignore keeps build output out
 sys.path.insert(0, str(HERE))
 import worker
 
