@@ -302,6 +302,9 @@ def test_resume_refuses_another_world_size(tmp_path, toy_hub):
     saved = json.loads(state.read_text())
     assert saved["world_size"] == 1
     state.write_text(json.dumps({**saved, "world_size": 2}))
+    from fmhub.manifest import read_manifest, seal
+
+    seal(state.parent, read_manifest(state.parent))  # as if written so: past the hash check
     with pytest.raises(fmhub.FineTuneError, match="trained on 2 process"):
         fmhub.finetune(fmhub.load("toy:embed"), data, output_dir=str(tmp_path), checkpoint_every=2,
                        resume=True, **{**worker.TOY, "epochs": 1})

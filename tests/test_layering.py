@@ -24,7 +24,7 @@ LAYERS = [
     {"hookspecs"},
     {"_hub"},
     {"finetuning", "evaluation", "_builtin"},
-    {"cli", "_clikit", "_generate_cli", "_deploy_cli", "serve", "finetuning.cli", "evaluation.cli", "testing", "", "__main__"},  # "" is the fmhub package itself
+    {"cli", "_clikit", "_generate_cli", "_deploy_cli", "serve", "batch", "finetuning.cli", "evaluation.cli", "testing", "", "__main__"},  # "" is the fmhub package itself
 ]
 
 #: Lazy (inside a function) imports of a higher layer, each a deliberate entry point upward.
