@@ -297,10 +297,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 # Subcommands defined in other modules register themselves when imported here.
-from .finetuning import cli as _finetune_cli  # noqa: F401
+from . import _deploy_cli, _generate_cli  # noqa: E402, F401
 from .evaluation import cli as _evaluation_cli  # noqa: E402, F401
-from . import _generate_cli  # noqa: E402, F401
-from . import _deploy_cli  # noqa: E402, F401
+from .finetuning import cli as _finetune_cli  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

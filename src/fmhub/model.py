@@ -16,8 +16,8 @@ from .errors import (
     FineTuneError,
     FmhubError,
     InputError,
-    ManifestError,
     InvalidOptionError,
+    ManifestError,
     NonFiniteOutputError,
     PluginError,
 )
