@@ -22,6 +22,8 @@ demo: setup
 	$(PY) examples/demo.py
 
 test: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 bench: setup

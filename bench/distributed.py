@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
-from finetune import dataset, minilm_path, sentences  # bench/finetune.py
+from finetune import dataset, minilm_path, sentences  # noqa: E402 (bench/finetune.py)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SETTINGS = {"batch_size": 16, "learning_rate": 1e-3, "seed": 0, "warmup_ratio": 0.0,

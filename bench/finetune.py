@@ -95,7 +95,7 @@ def run_peft(steps: int) -> float:
         for i in range(0, len(order), bs):
             pairs = [data[j] for j in order[i : i + bs]]
             batch = tok([x for x, _ in pairs], padding=True, truncation=True, return_tensors="pt")
-            y = torch.tensor([labels[l] for _, l in pairs])
+            y = torch.tensor([labels[lab] for _, lab in pairs])
             loss = torch.nn.functional.cross_entropy(model(**batch).logits, y)
             if not math.isfinite(loss.item()):
                 raise RuntimeError("non-finite loss")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fmhub_transformers.testing import CORPUS, build_tiny_generative, build_tiny_whisper
 
 import fmhub
+from fmhub_transformers.testing import CORPUS, build_tiny_generative, build_tiny_whisper
 
 LM_SIZES = {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 4,
             "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 512}

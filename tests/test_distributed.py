@@ -19,7 +19,7 @@ import fmhub
 
 HERE = Path(__file__).parent / "ddp"  # not "dist": .gitignore keeps build output out
 sys.path.insert(0, str(HERE))
-import worker
+import worker  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 
@@ -62,6 +62,7 @@ def tiny_bert(folder: Path) -> Path | None:
     """A tiny random BERT with dropout off, or None without the Transformers plugin and PEFT."""
     try:
         import peft  # noqa: F401
+
         from fmhub_transformers import testing as tt
     except ImportError:
         return None

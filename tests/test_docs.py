@@ -120,6 +120,7 @@ def test_the_plugin_package_in_writing_a_plugin_works(tmp_path):
     (a dist-info on the path), and run the package's own tests, conformance kit included."""
     import subprocess
     import sys
+
     import tomllib
 
     files = doc_files(ROOT / "docs" / "writing-a-plugin.md")

@@ -4,13 +4,12 @@ fine-tuning's evaluation running the same code."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
-
-import dataclasses
 
 import numpy as np
 import pytest

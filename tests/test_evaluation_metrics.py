@@ -162,7 +162,7 @@ def test_perfect_and_hopeless_classifiers():
 # -- token classification: seqeval ----------------------------------------------------------------
 
 seqeval = pytest.importorskip("seqeval.metrics")
-from seqeval.scheme import IOB2
+from seqeval.scheme import IOB2  # noqa: E402
 
 
 def entity_batches(y_true, y_pred, rng):

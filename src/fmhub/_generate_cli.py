@@ -21,8 +21,8 @@ def _add_options(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     from . import load
-    from ._quiet import known_warnings_hidden
     from ._clikit import check_model_name
+    from ._quiet import known_warnings_hidden
 
     check_model_name(args.name)
     options = key_values(args.option, "--option")

@@ -107,7 +107,7 @@ class Hub:
         self._registry = None
         self._callers.clear()
         try:
-            self.registry  # run its registration hooks now, so a failure surfaces here
+            self.registry  # noqa: B018 (runs its registration hooks now: a failure surfaces here)
         except PluginError:
             self.unregister(name)
             raise
@@ -316,8 +316,14 @@ def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = T
     when every file matched; on a mismatch the load's result, or its error, gives way to the
     ManifestError.
     """
-    from .manifest import (CONSENT_OPTIONS, consent_options, read_manifest, replayable_options,
-                           verify_folder, verify_hashes)
+    from .manifest import (
+        CONSENT_OPTIONS,
+        consent_options,
+        read_manifest,
+        replayable_options,
+        verify_folder,
+        verify_hashes,
+    )
     from .model import load_model
 
     manifest = read_manifest(folder)
@@ -510,9 +516,9 @@ class _Registry:
             reg._add_namespace(plugin, ns)
         for plugin, spec in keep("fmhub_register_models"):
             reg._add_spec(plugin, spec)
-        for plugin, method in keep("fmhub_register_finetune_methods"):
+        for _plugin, method in keep("fmhub_register_finetune_methods"):
             reg.methods.setdefault(method.name, method)
-        for plugin, metric in keep("fmhub_register_metrics"):
+        for _plugin, metric in keep("fmhub_register_metrics"):
             for task in metric.tasks:
                 reg.metrics.setdefault(task, {}).setdefault(metric.name, metric)
         return reg

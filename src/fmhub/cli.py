@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import warnings
-from typing import Any
+from typing import Any, TextIO
 
 from ._clikit import (  # noqa: F401 - re-exported: the public names of the command-line kit
     _COMMON,
@@ -286,7 +286,8 @@ def _silence_stdout() -> None:
 _original_showwarning = warnings.showwarning
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
     """A skipped plugin is one line on stderr, not a source location and a code excerpt."""
     from ._hub import FmhubPluginWarning
 
@@ -297,10 +298,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 # Subcommands defined in other modules register themselves when imported here.
-from .finetuning import cli as _finetune_cli  # noqa: F401
+from . import _deploy_cli, _generate_cli  # noqa: E402, F401
 from .evaluation import cli as _evaluation_cli  # noqa: E402, F401
-from . import _generate_cli  # noqa: E402, F401
-from . import _deploy_cli  # noqa: E402, F401
+from .finetuning import cli as _finetune_cli  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

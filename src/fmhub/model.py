@@ -16,8 +16,8 @@ from .errors import (
     FineTuneError,
     FmhubError,
     InputError,
-    ManifestError,
     InvalidOptionError,
+    ManifestError,
     NonFiniteOutputError,
     PluginError,
 )
@@ -32,6 +32,8 @@ from .spec import LoadOptions, ModelSpec, validate_model
 
 if TYPE_CHECKING:
     from ._hub import Hub
+    from .evaluation.report import EvalReport
+    from .finetuning.loop import FineTuneResult
     from .finetuning.methods import Adapter
 
 __all__ = ["Loaded", "Model", "load_model"]
@@ -103,12 +105,12 @@ class Model:
     # -- placement ------------------------------------------------------------------------------
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         """The device inputs are sent to (the first parameter's, for a model spread by a plugin)."""
         return self._device
 
     @property
-    def dtype(self):
+    def dtype(self) -> torch.dtype:
         """The floating dtype of the model's parameters."""
         return self._dtype
 
@@ -397,14 +399,14 @@ class Model:
 
     # -- fine-tuning and inference variants ----------------------------------------------------
 
-    def finetune(self, train: Any, eval: Any = None, **config: Any):
+    def finetune(self, train: Any, eval: Any = None, **config: Any) -> FineTuneResult:
         """Fine-tune in place; see :func:`fmhub.finetune`."""
         from .finetuning import finetune
 
         return finetune(self, train, eval=eval, **config)
 
     def evaluate(self, data: Any, metrics: Sequence[str] | None = None,
-                 batch_size: int | None = None, **options: Any):
+                 batch_size: int | None = None, **options: Any) -> EvalReport:
         """Measure the model on labelled data; see :func:`fmhub.evaluate`."""
         from .evaluation import evaluate
 

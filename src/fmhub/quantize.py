@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from .errors import DeviceError, InvalidOptionError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .model import Model
 
 __all__ = ["MODES", "quantize"]
@@ -54,7 +56,7 @@ def _float32():
     return torch.float32
 
 
-def _torchao_int8(module) -> None:
+def _torchao_int8(module: nn.Module) -> None:
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError:
@@ -63,13 +65,13 @@ def _torchao_int8(module) -> None:
         ) from None
     import torch
 
-    def eligible(mod, _fqn) -> bool:  # tiny layers gain nothing and some shapes are unsupported
+    def eligible(mod: nn.Module, _fqn: str) -> bool:  # tiny layers gain nothing and some shapes are unsupported
         return isinstance(mod, torch.nn.Linear) and mod.in_features >= 16 and mod.out_features >= 16
 
     quantize_(module, Int8DynamicActivationInt8WeightConfig(), filter_fn=eligible)
 
 
-def _eager_dynamic(module) -> None:
+def _eager_dynamic(module: nn.Module) -> None:
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 

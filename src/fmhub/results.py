@@ -22,11 +22,15 @@ Text, image and audio classifiers all return :class:`Classification`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 __all__ = [
     "TASKS",
@@ -187,7 +191,8 @@ def full_distribution() -> Iterator[None]:
         _FULL_DISTRIBUTION.reset(token)
 
 
-def top_k_classification(probs, labels, k: int = 5) -> list[Classification]:
+def top_k_classification(probs: np.ndarray | torch.Tensor, labels: Sequence[str] | Mapping[int, str],
+                         k: int = 5) -> list[Classification]:
     """Build :class:`Classification` results from a (batch, classes) probability array/tensor.
 
     ``labels`` maps class index to name (a sequence or a dict); a missing name becomes the index.
@@ -211,7 +216,7 @@ def top_k_classification(probs, labels, k: int = 5) -> list[Classification]:
     return out
 
 
-def _label(labels, i: int) -> str:
+def _label(labels: Sequence[str] | Mapping[int, str], i: int) -> str:
     try:
         return str(labels[i])
     except (KeyError, IndexError, TypeError):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fmhub_torchaudio.testing import tiny_options
 
 import fmhub
+from fmhub_torchaudio.testing import tiny_options
 
 
 def _flip(file, n: int = 4096) -> None:

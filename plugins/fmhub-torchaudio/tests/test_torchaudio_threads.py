@@ -7,9 +7,9 @@ import threading
 
 import numpy as np
 import pytest
-from fmhub_torchaudio.testing import tiny_options
 
 import fmhub
+from fmhub_torchaudio.testing import tiny_options
 
 
 @pytest.fixture(scope="module")

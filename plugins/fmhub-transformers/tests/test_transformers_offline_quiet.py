@@ -20,9 +20,9 @@ import warnings
 from pathlib import Path
 
 import pytest
-from fmhub_transformers import _load
 
 import fmhub
+from fmhub_transformers import _load
 
 ROOT = Path(tempfile.gettempdir()) / f"fmhub-tf-tests-{os.getpid()}"  # see conftest
 REPO = "tiny-org/bert-st"  # in ROOT/hub

@@ -8,10 +8,10 @@ import json
 import shutil
 
 import pytest
-from fmhub_transformers.testing import CORPUS
 
 import fmhub
 from fmhub.manifest import MANIFEST, Manifest, read_manifest, seal
+from fmhub_transformers.testing import CORPUS
 
 pytestmark = pytest.mark.usefixtures("offline_hub")
 

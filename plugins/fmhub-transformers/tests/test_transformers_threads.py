@@ -8,9 +8,9 @@ import threading
 
 import numpy as np
 import pytest
-from fmhub_transformers.testing import CORPUS
 
 import fmhub
+from fmhub_transformers.testing import CORPUS
 
 
 def hammer(model, pool: list, threads: int = 8, calls: int = 40, seed: int = 0) -> list:

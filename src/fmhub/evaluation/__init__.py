@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 from .base import EVAL_TASKS, Accumulator, EvalContext, Metric, MetricResult
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..model import Model
     from .report import EvalReport
     from .run import EvalOptions
 
@@ -26,7 +29,8 @@ __all__ = [
 ]
 
 
-def evaluate(model, data, metrics=None, batch_size=None, **options: Any) -> EvalReport:
+def evaluate(model: Model, data: Any, metrics: Sequence[str] | None = None,
+             batch_size: int | None = None, **options: Any) -> EvalReport:
     """See :func:`fmhub.evaluate`."""
     from .run import evaluate as _evaluate
 

@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING
 from ..errors import FmhubError
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from matplotlib.figure import Figure
+
     from .report import EvalReport
 
 __all__ = ["write_plots"]
@@ -33,14 +37,14 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     os.replace(tmp, path)
     return path
 
 
-def _confusion(plt, report: EvalReport, folder: Path) -> Path:
+def _confusion(plt: ModuleType, report: EvalReport, folder: Path) -> Path:
     import numpy as np
 
     cm = report.details["confusion_matrix"]
@@ -76,7 +80,7 @@ def _confusion(plt, report: EvalReport, folder: Path) -> Path:
     return path
 
 
-def _reliability(plt, report: EvalReport, folder: Path) -> Path:
+def _reliability(plt: ModuleType, report: EvalReport, folder: Path) -> Path:
     rel = report.details["reliability"]
     edges, count = rel["edges"], rel["count"]
     centers = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
@@ -111,7 +115,7 @@ def _reliability(plt, report: EvalReport, folder: Path) -> Path:
     return path
 
 
-def _per_class_f1(plt, report: EvalReport, folder: Path) -> Path:
+def _per_class_f1(plt: ModuleType, report: EvalReport, folder: Path) -> Path:
     names = list(report.per_class)
     f1 = [report.per_class[n].get("f1", 0.0) for n in names]
     fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(names) + 2), 4))
@@ -133,7 +137,7 @@ def _per_class_f1(plt, report: EvalReport, folder: Path) -> Path:
     return path
 
 
-def _recall_at_k(plt, report: EvalReport, folder: Path) -> Path:
+def _recall_at_k(plt: ModuleType, report: EvalReport, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for key, label in (("recall_at_k", "recall@k"), ("ndcg_at_k", "nDCG@k"), ("mrr_at_k", "MRR@k")):
         curve = report.details.get(key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,7 +220,7 @@ def _bar(total: int | None, progress: bool | None):
     )
 
 
-def _chunks(rows, size: int) -> Iterator[list[tuple[str, Any]]]:
+def _chunks(rows: Iterable[tuple[str, Any]], size: int) -> Iterator[list[tuple[str, Any]]]:
     chunk: list[tuple[str, Any]] = []
     for item in rows:
         chunk.append(item)
@@ -419,7 +419,9 @@ def _token_classification(model: Model, data: Any, bs: int, opts: EvalOptions):
 # -- fill-mask, transcription, generation: (input, expected text) pairs ------------------------
 
 
-def _text_pairs(in_field: str, out_field: str, hint: str, result_text, extra=None):
+def _text_pairs(in_field: str, out_field: str, hint: str,
+                result_text: Callable[[list[Any], list[str]], dict[str, Any]],
+                extra: Callable[..., dict[str, Any]] | None = None):
     def runner(model: Model, data: Any, bs: int, opts: EvalOptions):
         rows = rows_of(data)
 
@@ -447,15 +449,16 @@ def _text_pairs(in_field: str, out_field: str, hint: str, result_text, extra=Non
     return runner
 
 
-def _fill_mask_fields(results, refs):
+def _fill_mask_fields(results: list[Any], refs: list[str]):
     return {"candidates": [[p.token for p in r.predictions] for r in results], "gold": refs}
 
 
-def _hyp_ref(results, refs):
+def _hyp_ref(results: list[Any], refs: list[str]):
     return {"hyp": [r if isinstance(r, str) else r.text for r in results], "ref": refs}
 
 
-def _nll(results, model=None, inputs=(), references=()):
+def _nll(results: list[Any], model: Model | None = None, inputs: Sequence[Any] = (),
+         references: Sequence[str] = ()):
     """Token negative log-likelihoods of the references: carried by the results (``nll`` and
     ``tokens``), or, for a model that trains as a generative model (``fmhub_training_batch``),
     computed teacher-forced on (prompt, reference) -- the loss fine-tuning minimises, so
@@ -469,7 +472,8 @@ def _nll(results, model=None, inputs=(), references=()):
     return _teacher_forced_nll(model, inputs, references)
 
 
-def _teacher_forced_nll(model, inputs, references) -> dict[str, Any]:
+def _teacher_forced_nll(model: Model, inputs: Sequence[str],
+                        references: Sequence[str]) -> dict[str, Any]:
     import torch
 
     if not model.hub.caller("fmhub_training_batch", model._owner).get_hookimpls():

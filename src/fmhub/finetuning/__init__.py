@@ -6,14 +6,19 @@ importable from here and from :mod:`fmhub`; it imports no torch.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .methods import Adapter, FineTuneMethod, MethodOptions
+
+if TYPE_CHECKING:
+    from ..model import Model
+    from .loop import FineTuneResult
+    from .plan import FineTunePlan
 
 __all__ = ["Adapter", "FineTuneMethod", "MethodOptions", "finetune", "finetune_plan"]
 
 
-def finetune(model, train, eval=None, **config: Any):
+def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineTuneResult:
     from .._quiet import known_warnings_hidden
 
     with known_warnings_hidden():  # PEFT's and transformers' known noise
@@ -22,7 +27,8 @@ def finetune(model, train, eval=None, **config: Any):
         return _finetune(model, train, eval=eval, **config)
 
 
-def finetune_plan(model, method: str = "lora", **config: Any):
+def finetune_plan(model: Model, method: str | FineTuneMethod = "lora",
+                  **config: Any) -> FineTunePlan:
     from .plan import finetune_plan as _plan
 
     return _plan(model, method, **config)

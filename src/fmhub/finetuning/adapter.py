@@ -39,6 +39,8 @@ from .methods import Adapter, FineTuneMethod, MethodOptions
 from .plan import get_method
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .._hub import Hub
     from ..model import Model
 
@@ -75,7 +77,7 @@ def apply_method(model: Model, method: FineTuneMethod, options: MethodOptions,
                    modules=modules, fingerprint=fp, peft=result if method.uses_peft else None)
 
 
-def trainable_state(module) -> dict[str, Any]:
+def trainable_state(module: nn.Module) -> dict[str, Any]:
     """The trainable parameters, plus the buffers (e.g. BatchNorm running statistics) of every
     module that has a trainable parameter: all that training changed."""
     state = {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad}
@@ -86,7 +88,7 @@ def trainable_state(module) -> dict[str, Any]:
     return state
 
 
-def train_mode(module) -> None:
+def train_mode(module: nn.Module) -> None:
     """``module.train()``, except that normalisation layers whose parameters are all frozen keep
     their running statistics (eval mode): a frozen backbone must stay the base model's."""
     module.train()
@@ -208,7 +210,8 @@ def load_adapter(hub: Hub, path: Path, options: dict[str, Any], manifest: Manife
     return model
 
 
-def check_fingerprint(model, modules, head, expected, path) -> None:
+def check_fingerprint(model: Model, modules: list[str], head: list[str],
+                      expected: dict[str, Any] | None, path: str | Path) -> None:
     if not expected:
         return
     got = fingerprint(model, modules, head)

@@ -6,7 +6,7 @@ core's own plugin registers :data:`BUILTIN_METHODS` through ``fmhub_register_fin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -14,6 +14,9 @@ from ..errors import FineTuneError
 from .methods import FineTuneMethod, MethodOptions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
     from ..model import Model
 
 
@@ -21,7 +24,8 @@ def in_head(name: str, head: list[str]) -> bool:
     return any(name == h or name.startswith(h + ".") for h in head)
 
 
-def matched_modules(model: Model, head: list[str], suffixes: list[str] | None, kinds=None) -> list[str]:
+def matched_modules(model: Model, head: list[str], suffixes: list[str] | None,
+                    kinds: tuple[type, ...] | None = None) -> list[str]:
     """Full names of modules whose name ends with one of ``suffixes`` (PEFT's rule), outside the
     head; with ``suffixes=None`` every module of one of ``kinds`` (default ``nn.Linear``)."""
     from torch import nn
@@ -53,7 +57,7 @@ def _require_peft():
     return peft
 
 
-def _set_trainable(model: Model, predicate) -> None:
+def _set_trainable(model: Model, predicate: Callable[[str], bool]) -> None:
     for name, p in model.module.named_parameters():
         p.requires_grad_(bool(predicate(name)))
 
@@ -61,7 +65,7 @@ def _set_trainable(model: Model, predicate) -> None:
 class _PeftMethod(FineTuneMethod):
     uses_peft = True
 
-    def targets(self, model, head, options):
+    def targets(self, model: Model, head: list[str], options: MethodOptions) -> list[str]:
         suffixes = (options.targets if options.targets is not None
                     else model.finetune_targets(self.name))
         names = matched_modules(model, head, suffixes)
@@ -73,7 +77,7 @@ class _PeftMethod(FineTuneMethod):
             )
         return names
 
-    def apply(self, model, head, options):
+    def apply(self, model: Model, head: list[str], options: MethodOptions) -> Any:
         peft = _require_peft()
         config = self.peft_config(peft, self.targets(model, head, options), head, options)
         model.module.requires_grad_(False)
@@ -97,7 +101,8 @@ class LoRA(_PeftMethod):
     description = "Low-rank adapters on the targeted layers (PEFT LoRA)."
     Options = LoRAOptions
 
-    def peft_config(self, peft, names, head, o):
+    def peft_config(self, peft: ModuleType, names: list[str], head: list[str],
+                    o: LoRAOptions) -> Any:
         return peft.LoraConfig(r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout,
                                target_modules=names, modules_to_save=list(head) or None,
                                bias=o.bias)
@@ -114,7 +119,8 @@ class IA3(_PeftMethod):
     description = "Learned rescaling vectors on the targeted layers (PEFT IA3)."
     Options = IA3Options
 
-    def peft_config(self, peft, names, head, o):
+    def peft_config(self, peft: ModuleType, names: list[str], head: list[str],
+                    o: IA3Options) -> Any:
         ff = [n for n in names if any(n == s or n.endswith("." + s) for s in o.feedforward)]
         return peft.IA3Config(target_modules=names, feedforward_modules=ff,
                               modules_to_save=list(head) or None)
@@ -124,11 +130,11 @@ class BitFit(FineTuneMethod):
     name = "bitfit"
     description = "Train only the biases (and the head)."
 
-    def targets(self, model, head, options):
+    def targets(self, model: Model, head: list[str], options: MethodOptions) -> list[str]:
         return sorted({n.rpartition(".")[0] for n, _ in model.module.named_parameters()
                        if n.endswith("bias") and not in_head(n, head)})
 
-    def apply(self, model, head, options):
+    def apply(self, model: Model, head: list[str], options: MethodOptions) -> None:
         _set_trainable(model, lambda n: n.endswith("bias") or in_head(n, head))
 
 
@@ -136,10 +142,10 @@ class HeadOnly(FineTuneMethod):
     name = "head"
     description = "Freeze the backbone, train the head only (linear probing)."
 
-    def targets(self, model, head, options):
+    def targets(self, model: Model, head: list[str], options: MethodOptions) -> list[str]:
         return []
 
-    def apply(self, model, head, options):
+    def apply(self, model: Model, head: list[str], options: MethodOptions) -> None:
         _set_trainable(model, lambda n: in_head(n, head))
 
 
@@ -147,11 +153,11 @@ class Full(FineTuneMethod):
     name = "full"
     description = "Train every parameter."
 
-    def targets(self, model, head, options):
+    def targets(self, model: Model, head: list[str], options: MethodOptions) -> list[str]:
         return sorted({n.rpartition(".")[0] for n, _ in model.module.named_parameters()
                        if not in_head(n, head)})
 
-    def apply(self, model, head, options):
+    def apply(self, model: Model, head: list[str], options: MethodOptions) -> None:
         _set_trainable(model, lambda n: True)
 
 

@@ -37,7 +37,7 @@ class Examples(Sequence):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple[Any, int]:
         x, y = _pair(self.source[i], i)
         return x, self.label_id(_check_label(y, i), i)
 
@@ -216,7 +216,7 @@ class GenerationExamples(Sequence):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple:
         return self.items[i]
 
 

@@ -35,6 +35,10 @@ from .methods import FineTuneMethod
 from .plan import get_method
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
+
     from ..model import Model
 
 __all__ = ["FineTuneResult", "finetune", "evaluate"]
@@ -217,7 +221,7 @@ def data_digest(examples: Examples | None) -> str | None:
     return h.hexdigest()
 
 
-def _digest(h, x: Any) -> None:
+def _digest(h: hashlib._Hash, x: Any) -> None:
     if isinstance(x, str):
         h.update(b"s%d:" % len(x) + x.encode("utf-8", "surrogatepass"))
     elif isinstance(x, (bytes, bytearray)):
@@ -257,7 +261,8 @@ def is_generative(model: Model) -> bool:
     return model.task in GENERATION_TASKS
 
 
-def generative_loss(model: Model, examples: list[Any], autocast=None):
+def generative_loss(model: Model, examples: list[Any],
+                    autocast: tuple[str, torch.dtype] | None = None) -> tuple[torch.Tensor, int]:
     """The loss of a generative batch, and how many target tokens it covers."""
     batch = model.training_batch(examples)
     targets = batch["labels"].to(model.device)
@@ -270,7 +275,7 @@ def generative_loss(model: Model, examples: list[Any], autocast=None):
     return loss.float(), int((targets != -100).sum())
 
 
-def _param_groups(module, weight_decay: float):
+def _param_groups(module: torch.nn.Module, weight_decay: float):
     decay, no_decay = [], []
     for name, p in module.named_parameters():
         if p.requires_grad:
@@ -656,7 +661,7 @@ def _classification_summary(m: dict[str, float]) -> dict[str, float]:
     return {"loss": m["log_loss"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 
-def _eval_share(model: Model, data: Examples, indices, batch_size: int):
+def _eval_share(model: Model, data: Examples, indices: Sequence[int], batch_size: int):
     """This rank's class probabilities and gold labels for ``data[indices]``."""
     import numpy as np
 
@@ -680,7 +685,7 @@ def _eval_share(model: Model, data: Examples, indices, batch_size: int):
     return probs, np.asarray([y for _, y in pairs], dtype=np.int64)
 
 
-def _gathered_metrics(model: Model, parts) -> dict[str, float]:
+def _gathered_metrics(model: Model, parts: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """Loss, accuracy and macro-F1 of every rank's share together."""
     import numpy as np
 

@@ -10,10 +10,10 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -23,6 +23,9 @@ from ..errors import FmhubError, InputError, InvalidOptionError
 from .batching import Batcher, QueueFull
 from .inputs import decode_items, from_multipart
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
 
 __all__ = ["GENERATION_TASK", "ServeConfig", "create_app"]
 
@@ -98,7 +101,7 @@ class _Limits:
         self.app, self.config, self.metrics = app, config, metrics
         self.max_body = int(config.max_body_mb * 1024 * 1024)
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
@@ -134,13 +137,14 @@ class _Limits:
             return await self.app(scope, replay, send)
         return await self.app(scope, receive, send)
 
-    async def _too_large(self, send, path: str):
+    async def _too_large(self, send: Send, path: str):
         return await self._reject(send, path, 413, f"The request body is larger than "
                                   f"{self.config.max_body_mb:g} MiB; send fewer or smaller inputs, "
                                   "or start the server with a larger --max-body-mb.",
                                   "request_too_large")
 
-    async def _reject(self, send, path, status, message, kind, headers=None):
+    async def _reject(self, send: Send, path: str, status: int, message: str, kind: str,
+                      headers: Mapping[str, str] | None = None):
         self.metrics.request("-", path, status, 0.0)
         body = json.dumps({"error": {"message": message, "type": kind}}).encode()
         hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -162,7 +166,7 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
     def start_batcher(s: Served) -> None:
         model = s.model
 
-        def predict(items, **options):
+        def predict(items: list[Any], **options: Any):
             return model.predict(items, batch_size=config.max_batch, progress=False, **options)
 
         s.batcher = Batcher(s.name, predict, max_batch=config.max_batch,
@@ -188,7 +192,7 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
             start_batcher(s)
 
     @asynccontextmanager
-    async def lifespan(app) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.get_running_loop().create_task(load_all())
         app.state.loader = loader
         try:
@@ -241,7 +245,8 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
         except Exception as exc:  # noqa: BLE001 - a failing batch fails its own requests
             raise _HTTPError(500, f"{type(exc).__name__}: {exc}", "server_error") from None
 
-    async def answer(name: str, endpoint: str, work) -> Response:
+    async def answer(name: str, endpoint: str,
+                     work: Callable[[], Awaitable[Response]]) -> Response:
         started = time.monotonic()
         _current_model.set("-")
         try:

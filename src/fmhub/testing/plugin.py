@@ -3,10 +3,16 @@ fresh-hub fixture. Importing it imports neither torch nor any plugin."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
 
+if TYPE_CHECKING:
+    from fmhub import Hub
 
-def pytest_generate_tests(metafunc):
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "fmhub_case" not in metafunc.fixturenames or metafunc.cls is None:
         return
     cases = getattr(metafunc.cls, "cases", None) or []
@@ -14,7 +20,7 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture
-def fmhub_hub():
+def fmhub_hub() -> Iterator[Hub]:
     """A fresh :class:`fmhub.Hub` from the installed entry points, made the default for the test."""
     import fmhub
 

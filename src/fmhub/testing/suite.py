@@ -11,9 +11,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 __all__ = [
     "FINETUNE_HOOKS",
@@ -386,7 +389,7 @@ class ConformanceSuite:
     _loaded: ClassVar[dict[str, Any]]
 
     @pytest.fixture
-    def fmhub_model(self, fmhub_case):
+    def fmhub_model(self, fmhub_case: ConformanceCase) -> Model:
         cache = type(self).__dict__.get("_loaded")
         if cache is None:
             cache = {}
@@ -396,10 +399,11 @@ class ConformanceSuite:
             cache[key] = load_case(fmhub_case)
         return cache[key]
 
-    def _predict(self, model, case, inputs=None, **options):
+    def _predict(self, model: Model, case: ConformanceCase, inputs: list[Any] | None = None,
+                 **options: Any) -> Any:
         return predict(model, case, inputs, **options)
 
-    def test_registration_imports_nothing_heavy(self, fmhub_case):
+    def test_registration_imports_nothing_heavy(self, fmhub_case: ConformanceCase) -> None:
         code = (
             "import fmhub; fmhub.list_models(); fmhub.plugins(); "
             f"fmhub.model_info({fmhub_case.model!r})"
@@ -407,14 +411,14 @@ class ConformanceSuite:
         heavy = imported_after(code, fmhub_case.heavy_modules)
         assert heavy == [], f"listing and resolving {fmhub_case.model!r} imported {heavy}"
 
-    def test_info_names_owner(self, fmhub_case):
+    def test_info_names_owner(self, fmhub_case: ConformanceCase) -> None:
         import fmhub
 
         spec = fmhub.model_info(fmhub_case.model)
         assert spec.plugin, "the resolved spec must name the plugin that serves it"
         assert spec.id.startswith(spec.namespace + ":")
 
-    def test_predict_end_to_end(self, fmhub_case, fmhub_model):
+    def test_predict_end_to_end(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         from ..results import check_result
 
         if fmhub_case.task is not None:
@@ -424,7 +428,7 @@ class ConformanceSuite:
         for r in results:
             check_result(fmhub_model.task, r)
 
-    def test_model_object_and_stages_by_hand(self, fmhub_case, fmhub_model):
+    def test_model_object_and_stages_by_hand(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         import torch
 
         import fmhub
@@ -443,7 +447,7 @@ class ConformanceSuite:
                                         progress=False, **fmhub_case.call_options)
         assert_results_close(by_hand, predicted, fmhub_case.atol)
 
-    def test_batched_equals_one_by_one(self, fmhub_case, fmhub_model):
+    def test_batched_equals_one_by_one(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         batched = fmhub_model.predict(fmhub_case.inputs, batch_size=len(fmhub_case.inputs),
                                       progress=False, **fmhub_case.call_options)
         single = [fmhub_model(x, **fmhub_case.call_options) for x in fmhub_case.inputs]
@@ -451,13 +455,13 @@ class ConformanceSuite:
         reordered = self._predict(fmhub_model, fmhub_case, list(reversed(fmhub_case.inputs)))
         assert_results_close(list(reversed(reordered)), single, fmhub_case.atol)
 
-    def test_different_inputs_give_different_outputs(self, fmhub_case, fmhub_model):
+    def test_different_inputs_give_different_outputs(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         check_different_inputs_differ(fmhub_case, fmhub_model)
 
-    def test_labels_match_the_output_size(self, fmhub_case, fmhub_model):
+    def test_labels_match_the_output_size(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         check_labels_match_outputs(fmhub_case, fmhub_model)
 
-    def test_device_and_dtype_moves(self, fmhub_case):
+    def test_device_and_dtype_moves(self, fmhub_case: ConformanceCase) -> None:
         import fmhub
 
 
@@ -470,16 +474,16 @@ class ConformanceSuite:
         again = load_case(fmhub_case)  # a round trip through bfloat16 rounds the weights
         assert_results_close(self._predict(again, fmhub_case), reference, fmhub_case.atol)
 
-    def test_save_load_round_trip(self, fmhub_case, tmp_path):
+    def test_save_load_round_trip(self, fmhub_case: ConformanceCase, tmp_path: Path) -> None:
         check_save_load(fmhub_case, tmp_path)
 
-    def test_finetune(self, fmhub_case, tmp_path):
+    def test_finetune(self, fmhub_case: ConformanceCase, tmp_path: Path) -> None:
         if not fmhub_case.finetune:
             pytest.skip("finetune=False: this model is not fine-tuned")
         pytest.importorskip("peft")
         check_finetune(fmhub_case, tmp_path)
 
-    def test_saved_files_are_verified_on_load(self, fmhub_case, fmhub_model, tmp_path):
+    def test_saved_files_are_verified_on_load(self, fmhub_case: ConformanceCase, fmhub_model: Model, tmp_path: Path) -> None:
         """The manifest lists every file the plugin wrote; one flipped byte in the largest is a
         ManifestError naming it (docs/reliability.md)."""
         import fmhub
@@ -495,7 +499,7 @@ class ConformanceSuite:
         with pytest.raises(fmhub.ManifestError, match=name.split("/")[-1]):
             fmhub.load(str(folder))
 
-    def test_bad_inputs_are_clear_errors(self, fmhub_case, fmhub_model):
+    def test_bad_inputs_are_clear_errors(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         import fmhub
 
         for bad in fmhub_case.bad_inputs:
@@ -505,7 +509,7 @@ class ConformanceSuite:
     # -- generative models (models whose per-call options are GenerationOptions) ---------------
 
     @staticmethod
-    def _generative(model) -> None:
+    def _generative(model: Model) -> None:
         from ..generation import GenerationOptions
         from ..results import TASKS
 
@@ -515,14 +519,14 @@ class ConformanceSuite:
         if TASKS.get(model.task) != "Generation":
             pytest.skip(f"{model.task} results are not Generation results")
 
-    def test_generation_greedy_is_deterministic(self, fmhub_case, fmhub_model):
+    def test_generation_greedy_is_deterministic(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         self._generative(fmhub_model)
         first = self._predict(fmhub_model, fmhub_case, do_sample=False)
         assert self._predict(fmhub_model, fmhub_case, do_sample=False) == first
         for r in first:
             assert isinstance(r.text, str) and r.completion_tokens >= 0
 
-    def test_generation_stream_adds_up_to_the_text(self, fmhub_case, fmhub_model):
+    def test_generation_stream_adds_up_to_the_text(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         import fmhub
 
         self._generative(fmhub_model)
@@ -534,7 +538,7 @@ class ConformanceSuite:
             assert "".join(pieces) == stream.result.text
             assert stream.result == fmhub_model(x, **fmhub_case.call_options, do_sample=False)
 
-    def test_generation_max_new_tokens_and_stop_are_honoured(self, fmhub_case, fmhub_model):
+    def test_generation_max_new_tokens_and_stop_are_honoured(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         self._generative(fmhub_model)
         x = fmhub_case.inputs[0]
         for n in (1, 3):

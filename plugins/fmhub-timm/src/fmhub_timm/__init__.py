@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 from pydantic import Field
 
@@ -31,17 +30,17 @@ class TimmOptions(fmhub.LoadOptions):
     pretrained: bool = Field(
         True, description="Load the pretrained weights through timm (Hugging Face cache, then "
                           "download); False builds the architecture with random weights.")
-    checkpoint: Optional[str] = Field(
+    checkpoint: str | None = Field(
         None, description="A local .safetensors or .pth/.pt/.bin state dict loaded after building "
                           "(torch.load with weights_only=True).")
-    num_classes: Optional[int] = Field(
+    num_classes: int | None = Field(
         None, ge=0, description="Classifier size; a size other than the pretrained one gets a fresh "
                                 "head, 0 removes the head (embedding model).")
     top_k: int = Field(5, ge=1, description="How many labels a classification result lists.")
-    channels_last: Optional[bool] = Field(
+    channels_last: bool | None = Field(
         None, description="Run in the channels_last memory format; None (default) turns it on for "
                           "convolutional networks, where it is faster on CPU with equal outputs.")
-    out_indices: Optional[tuple[int, ...]] = Field(
+    out_indices: tuple[int, ...] | None = Field(
         None, description="feature-maps task: which stages to return (timm's out_indices); "
                           "None returns every stage timm exposes.")
 

@@ -19,9 +19,14 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmhub.testing import hf_hub_cache
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from torch import nn
 
 __all__ = ["TINY_MODELS", "offline_hub", "photos", "tiny_model", "write_checkpoint", "write_hub_model"]
 
@@ -34,7 +39,7 @@ TINY_MODELS = (
 )
 
 
-def tiny_model(name: str, seed: int = 0, noise: float = 0.05, **kwargs: Any):
+def tiny_model(name: str, seed: int = 0, noise: float = 0.05, **kwargs: Any) -> nn.Module:
     """A timm model with seeded random weights (``pretrained=False``), perturbed so outputs vary.
 
     timm's initialisation zeroes some heads and scales; the perturbation makes logits differ from
@@ -104,7 +109,7 @@ def write_checkpoint(path: str | os.PathLike, name: str = "test_resnet", seed: i
     return path
 
 
-def offline_hub(cache_dir: str | os.PathLike):
+def offline_hub(cache_dir: str | os.PathLike) -> AbstractContextManager[Path]:
     """Use ``cache_dir`` as the Hugging Face cache, offline, inside the ``with`` block
     (:func:`fmhub.testing.hf_hub_cache`)."""
     return hf_hub_cache(cache_dir, offline=True)

@@ -24,9 +24,12 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmhub.testing import hf_hub_cache
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = [
     "ARCHITECTURES",
@@ -85,7 +88,8 @@ _MAX_TOKENS = 64
 _LAYERS, _HEADS, _HIDDEN, _FFN = 2, 2, 32, 37
 
 
-def build_tiny_tokenizer(style: str = "wordpiece", max_length: int = _MAX_TOKENS):
+def build_tiny_tokenizer(style: str = "wordpiece",
+                         max_length: int = _MAX_TOKENS) -> PreTrainedTokenizerFast:
     """A fast tokenizer whose vocabulary is built deterministically from :data:`CORPUS`:
     ``"wordpiece"`` (BERT-like, lower-cased, ``[CLS] x [SEP]``, every corpus word plus single
     characters) or ``"bpe"`` (RoBERTa-like byte-level BPE, ``<s> x </s>``, merges that spell every
@@ -141,7 +145,8 @@ def build_tiny_tokenizer(style: str = "wordpiece", max_length: int = _MAX_TOKENS
     )
 
 
-def _config(arch: str, tokenizer, task: str, labels: Sequence[str] | None):
+def _config(arch: str, tokenizer: PreTrainedTokenizerFast, task: str,
+            labels: Sequence[str] | None):
     from transformers import AutoConfig
 
     model_type, style, extra = ARCHITECTURES[arch]
