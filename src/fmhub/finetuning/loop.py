@@ -183,7 +183,7 @@ def data_description(data: Any, examples: Examples) -> dict[str, Any]:
     else:
         source = f"a {type(data).__module__}.{type(data).__qualname__}"
     out: dict[str, Any] = {"examples": len(examples), "source": source}
-    if isinstance(examples.source, (list, tuple)):
+    if isinstance(getattr(examples, "source", None), (list, tuple)):
         counts = dict.fromkeys(examples.labels, 0)
         for i in range(len(examples)):
             counts[examples.labels[examples[i][1]]] += 1
@@ -213,7 +213,14 @@ def training_facts(cfg: FineTuneConfig, train: Any, train_ex: Examples, eval: An
 def data_digest(examples: Examples | None) -> str | None:
     """SHA-256 of every (input, label) of an in-memory data set (lists, files read by fmhub);
     None for a torch Dataset, which fmhub cannot read without the cost of a pass over it."""
-    if examples is None or not isinstance(examples.source, (list, tuple)):
+    if examples is None:
+        return None
+    if isinstance(getattr(examples, "items", None), list):  # generation examples, read by fmhub
+        h = hashlib.sha256()
+        for item in examples.items:
+            _digest(h, item)
+        return h.hexdigest()
+    if not isinstance(getattr(examples, "source", None), (list, tuple)):
         return None
     h = hashlib.sha256()
     for i in range(len(examples)):

@@ -193,6 +193,12 @@ def check_different_inputs_differ(case: ConformanceCase, model: Any) -> None:
     import numpy as np
 
     results = predict(model, case)
+    if results and all(hasattr(r, "token_ids") for r in results):  # generations: their tokens
+        ids = {(tuple(r.token_ids), r.prompt_tokens) for r in results}
+        assert len(ids) > 1 or len(results) < 2, (
+            f"{case.model}: {len(results)} different prompts all generated the same tokens from "
+            "prompts of the same length; the preprocess or forward stage ignores its input")
+        return
     vectors = [_numbers(r) for r in results]
     if any(v is None for v in vectors):  # text-like results: compare the raw outputs
         raws = [raw_outputs(model, [x]) for x in case.inputs]
@@ -336,7 +342,12 @@ def check_finetune(case: ConformanceCase, tmp_path: Path) -> None:
     change the outputs and train the adapted modules, adapter save -> load equal predictions."""
     import fmhub
 
+    from ..generation import GENERATION_TASKS
+
     model = load_case(case)
+    if model.task in GENERATION_TASKS:
+        check_finetune_generative(case, model, tmp_path)
+        return
     check_finetune_hooks(model)
     labels = ["first", "second"]
     for method in case.peft_methods:
@@ -372,9 +383,42 @@ def check_finetune(case: ConformanceCase, tmp_path: Path) -> None:
     )
     changed = any(_rel_error(_numbers(a), _numbers(b)) > 1e-6 for a, b in zip(after, before))
     assert changed, f"{case.model}: {result.steps} LoRA steps did not change the outputs"
-    again = fmhub.load(str(result.adapter_path))
+    # the case's own load options (a checkpoint=..., say) are the caller's: fmhub never replays
+    # those that need consent from a manifest
+    again = fmhub.load(str(result.adapter_path), **case.options)
     assert again.labels == tuple(labels) and again.adapter is not None
     assert_results_close(predict(again, case), after, max(case.atol, 1e-5))
+
+
+def check_finetune_generative(case: ConformanceCase, model: Any, tmp_path: Path) -> None:
+    """A generative model: LoRA on (prompt, completion) pairs trains the adapted modules and lowers
+    the loss of those completions (teacher-forced perplexity), and the adapter folder loads back
+    generating the same tokens."""
+    import fmhub
+
+    for hook in ("fmhub_finetune_targets", "fmhub_training_loss", "fmhub_training_batch"):
+        if not model.hub.caller(hook, model.spec.plugin).get_hookimpls():
+            raise AssertionError(f"{case.model}: implement {hook} — docs/hooks.md#{hook}")
+    plan = fmhub.finetune_plan(model, "lora")
+    assert plan.modules, f"{case.model}: lora's default targets match no module"
+    train = [(x, " the end.") for x in case.inputs if isinstance(x, str)] or None
+    assert train, f"{case.model}: a generative case needs text prompts as inputs"
+    before = fmhub.evaluate(model, train, metrics=["perplexity"]).metrics["perplexity"]
+    result = fmhub.finetune(model, train, method="lora", max_steps=3, learning_rate=5e-2,
+                            warmup_ratio=0.0, batch_size=len(train), seed=0, progress=False,
+                            output_dir=str(Path(tmp_path) / "run"))
+    moved = [n for n, p in model.module.named_parameters()
+             if "lora_B" in n and p.detach().abs().sum().item() > 0]
+    assert moved, f"{case.model}: after {result.steps} LoRA steps every lora_B is still zero"
+    after = fmhub.evaluate(model, train, metrics=["perplexity"]).metrics["perplexity"]
+    assert after < before, (
+        f"{case.model}: {result.steps} LoRA steps did not lower the completions' perplexity "
+        f"({before:.4g} -> {after:.4g})")
+    again = fmhub.load(str(result.adapter_path), **case.options)
+    assert again.adapter is not None
+    want = [r.token_ids for r in predict(model, case)]
+    assert [r.token_ids for r in predict(again, case)] == want, (
+        f"{case.model}: the reloaded adapter generates other tokens than the trained model")
 
 
 # ---------------------------------------------------------------------------------------------
