@@ -20,6 +20,7 @@ from pydantic import Field
 import fmhub
 from fmhub import hookimpl
 
+from ._catalog import ROWS, Row
 from ._config import GENERATIVE, TASKS, CheckpointConfig, detect_task, is_repo_id, read_json
 
 __all__ = ["ALIASES", "TransformersOptions"]
@@ -56,33 +57,8 @@ class TransformersOptions(fmhub.LoadOptions):
                               "entities (pipeline 'simple'); 'none' returns one entity per token.")
 
 
-#: alias -> (repo id, default task, max tokens, licence, description)
-ALIASES: dict[str, tuple[str, str, int, str, str]] = {
-    "bert-base": ("google-bert/bert-base-uncased", "fill-mask", 512, "apache-2.0",
-                  "BERT base, uncased English (110M)."),
-    "bert-base-cased": ("google-bert/bert-base-cased", "fill-mask", 512, "apache-2.0",
-                        "BERT base, cased English (110M)."),
-    "bert-large": ("google-bert/bert-large-uncased", "fill-mask", 512, "apache-2.0",
-                   "BERT large, uncased English (340M)."),
-    "distilbert-base": ("distilbert/distilbert-base-uncased", "fill-mask", 512, "apache-2.0",
-                        "DistilBERT base, uncased English (66M)."),
-    "roberta-base": ("FacebookAI/roberta-base", "fill-mask", 512, "mit", "RoBERTa base (125M)."),
-    "roberta-large": ("FacebookAI/roberta-large", "fill-mask", 512, "mit", "RoBERTa large (355M)."),
-    "xlm-roberta-base": ("FacebookAI/xlm-roberta-base", "fill-mask", 512, "mit",
-                         "XLM-RoBERTa base, 100 languages (270M)."),
-    "deberta-v3-base": ("microsoft/deberta-v3-base", "embedding", 512, "mit",
-                        "DeBERTa-v3 base encoder (184M)."),
-    "electra-base": ("google/electra-base-discriminator", "embedding", 512, "apache-2.0",
-                     "ELECTRA base discriminator encoder (110M)."),
-    "all-MiniLM-L6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "embedding", 256, "apache-2.0",
-                         "Sentence embeddings, 384-d, mean pooling, normalised (22M)."),
-    "all-mpnet-base-v2": ("sentence-transformers/all-mpnet-base-v2", "embedding", 384, "apache-2.0",
-                          "Sentence embeddings, 768-d, mean pooling, normalised (110M)."),
-    "distilbert-sst2": ("distilbert/distilbert-base-uncased-finetuned-sst-2-english",
-                        "classification", 512, "apache-2.0", "English sentiment (SST-2)."),
-    "bert-ner": ("dslim/bert-base-NER", "token-classification", 512, "mit",
-                 "English named entities (CoNLL-2003: PER, ORG, LOC, MISC)."),
-}
+#: alias -> catalog row (the table itself is ``_catalog.ROWS``).
+ALIASES: dict[str, Row] = {alias: row for row in ROWS for alias in row.aliases}
 
 
 def _spec(repo_id: str, **fields) -> fmhub.ModelSpec:
@@ -99,10 +75,10 @@ def fmhub_register_namespaces(register):
 
 @hookimpl
 def fmhub_register_models(register):
-    for alias, (repo, task, max_tokens, licence, description) in ALIASES.items():
-        register(_spec(repo, aliases=(alias,), task=task, license=licence, description=description,
-                       architecture=alias.split("-")[0] if "MiniLM" not in alias else "bert",
-                       preprocessing=fmhub.Preprocessing(max_tokens=max_tokens)))
+    for row in ROWS:
+        register(_spec(row.id, aliases=row.aliases, task=row.task, license=row.license,
+                       description=row.description, architecture=row.architecture,
+                       preprocessing=fmhub.Preprocessing(max_tokens=row.max_tokens)))
 
 
 @hookimpl
