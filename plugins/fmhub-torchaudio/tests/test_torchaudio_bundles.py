@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fmhub
-from fmhub_torchaudio._bundles import BUNDLES, FACTORIES, bundle_by_file, receptive_field
+from fmhub_torchaudio._catalog import BUNDLES, FACTORIES, bundle_by_file, receptive_field
 
 
 def _pipelines():

@@ -4,7 +4,7 @@
 load the ``torchaudio.pipelines`` bundles through their own path (the torch hub checkpoint cache
 under ``TORCH_HOME``), ``torchaudio:models.<factory>`` builds a ``torchaudio.models`` architecture
 for training from scratch. Registration imports neither torch nor torchaudio: what it needs is the
-static table in :mod:`fmhub_torchaudio._bundles`. See ``docs/plugins/torchaudio.md``.
+static table in :mod:`fmhub_torchaudio._catalog`. See ``docs/plugins/torchaudio.md``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import Field
 import fmhub
 from fmhub import hookimpl
 
-from ._bundles import BUNDLES, FACTORIES, bundle_by_file
+from ._catalog import BUNDLES, FACTORIES, bundle_by_file
 
 __all__ = ["TorchaudioOptions"]
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import fmhub
 
-from ._bundles import BUNDLES, FACTORIES, BundleInfo
+from ._catalog import BUNDLES, FACTORIES, BundleInfo
 from ._module import Speech, SpeechModule, conv_geometry, padding_safe
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "hub_checkpoint_path", "load", "save"]

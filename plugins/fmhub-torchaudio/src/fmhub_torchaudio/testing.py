@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._bundles import BUNDLES, CONV_LAYERS
+from ._catalog import BUNDLES, CONV_LAYERS
 
 __all__ = [
     "EN_LABELS",
