@@ -17,7 +17,7 @@ from pydantic import Field
 import fmhub
 from fmhub import hookimpl
 
-from ._catalog import BUNDLES, FACTORIES, bundle_by_file
+from ._catalog import BUNDLES, FACTORIES, Row, bundle_by_file
 
 __all__ = ["TorchaudioOptions"]
 
@@ -58,12 +58,12 @@ def fmhub_register_namespaces(register):
         description="torchaudio wav2vec 2.0 / HuBERT / WavLM bundles and model factories."))
 
 
-def _bundle_spec(info) -> fmhub.ModelSpec:
+def _bundle_spec(info: Row) -> fmhub.ModelSpec:
     tasks = ("transcription", "embedding", "classification") if info.asr else (
         "embedding", "classification")
     return fmhub.ModelSpec(
-        id=f"{NAMESPACE}:{info.name}", aliases=(info.alias,), task=tasks[0], tasks=tasks,
-        modality="audio", architecture=info.family, description=info.description,
+        id=f"{NAMESPACE}:{info.id}", aliases=info.aliases, task=info.task, tasks=tasks,
+        modality="audio", architecture=info.architecture, description=info.description,
         license=info.license, source=info.source,
         preprocessing=fmhub.Preprocessing(sample_rate=info.sample_rate,
                                           normalize_waveform=info.normalize_waveform))

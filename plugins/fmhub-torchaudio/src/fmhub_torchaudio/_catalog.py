@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BUNDLES", "BundleInfo", "FACTORIES", "bundle_by_file", "receptive_field"]
+__all__ = ["BUNDLES", "FACTORIES", "ROWS", "Row", "bundle_by_file", "receptive_field"]
 
 #: The convolutional feature extractor of every wav2vec 2.0 / HuBERT / WavLM bundle:
 #: (channels, kernel, stride) per layer. One output frame sees 400 samples; frames are 320 apart.
@@ -22,15 +22,17 @@ _FAIRSEQ = "https://github.com/facebookresearch/fairseq/tree/main/examples/"
 _MIT = "MIT"
 
 
-@dataclass(frozen=True)
-class BundleInfo:
+@dataclass(frozen=True, kw_only=True)
+class Row:
     """What fmhub knows about one ``torchaudio.pipelines`` bundle without importing torchaudio.
 
-    :param name: The fmhub name (the bundle constant in lower case).
-    :param attr: The constant in :mod:`torchaudio.pipelines`.
+    Keyword-only: a row reads as ``field=value`` and cannot shift.
+
+    :param id: The fmhub name (the bundle constant in lower case).
+    :param aliases: Short names (the id with ``-`` for ``_``).
+    :param architecture: ``"wav2vec2"``, ``"hubert"`` or ``"wavlm"`` (decides fine-tune targets).
+    :param task: The default task: ``"transcription"`` for CTC bundles, else ``"embedding"``.
     :param file: The checkpoint file name in ``torch.hub.get_dir()/checkpoints``.
-    :param model_type: ``"Wav2Vec2"`` or ``"WavLM"`` (the factory torchaudio builds it with).
-    :param family: ``"wav2vec2"``, ``"hubert"`` or ``"wavlm"`` (decides fine-tune targets).
     :param extractor_mode: ``"group_norm"`` or ``"layer_norm"`` (padding-safe only for the latter).
     :param normalize_waveform: The bundle layer-normalises each waveform before the model.
     :param num_layers: Transformer layers.
@@ -38,38 +40,34 @@ class BundleInfo:
     :param num_labels: CTC outputs, blank included (None: not fine-tuned for ASR).
     """
 
-    name: str
-    attr: str
+    id: str
+    aliases: tuple[str, ...]
+    architecture: str
+    task: str
     file: str
-    model_type: str
-    family: str
     extractor_mode: str
     normalize_waveform: bool
     num_layers: int
     embed_dim: int
     num_labels: int | None
     license: str
-    description: str
     source: str
+    description: str
     sample_rate: int = 16000
+
+    @property
+    def attr(self) -> str:
+        """The constant in :mod:`torchaudio.pipelines`."""
+        return self.id.upper()
+
+    @property
+    def model_type(self) -> str:
+        """``"Wav2Vec2"`` or ``"WavLM"``: the factory torchaudio builds the bundle with."""
+        return "WavLM" if self.architecture == "wavlm" else "Wav2Vec2"
 
     @property
     def asr(self) -> bool:
         return self.num_labels is not None
-
-    @property
-    def alias(self) -> str:
-        return self.name.replace("_", "-")
-
-
-def _b(name, file, family, mode, norm, layers, dim, labels, desc, lic=_MIT, src=None, mtype=None):
-    return BundleInfo(
-        name=name, attr=name.upper(), file=file,
-        model_type=mtype or ("WavLM" if family == "wavlm" else "Wav2Vec2"), family=family,
-        extractor_mode=mode, normalize_waveform=norm, num_layers=layers, embed_dim=dim,
-        num_labels=labels, license=lic, description=desc,
-        source=src or _FAIRSEQ + ("hubert" if family == "hubert" else "wav2vec"),
-    )
 
 
 _G, _L = "group_norm", "layer_norm"
@@ -77,72 +75,154 @@ _LS = "LibriSpeech 960 h"
 _VP = "https://github.com/facebookresearch/voxpopuli"
 _WAVLM = "https://github.com/microsoft/unilm/tree/master/wavlm"
 
-#: Every bundle served, keyed by fmhub name.
-BUNDLES: dict[str, BundleInfo] = {b.name: b for b in (
-    _b("wav2vec2_base", "wav2vec2_fairseq_base_ls960.pth", "wav2vec2", _G, False, 12, 768, None,
-       f"wav2vec 2.0 base, self-supervised on {_LS}, not fine-tuned."),
-    _b("wav2vec2_large", "wav2vec2_fairseq_large_ls960.pth", "wav2vec2", _G, False, 24, 1024, None,
-       f"wav2vec 2.0 large, self-supervised on {_LS}, not fine-tuned."),
-    _b("wav2vec2_large_lv60k", "wav2vec2_fairseq_large_lv60k.pth", "wav2vec2", _L, True, 24, 1024,
-       None, "wav2vec 2.0 large, self-supervised on Libri-Light 60k h, not fine-tuned."),
-    _b("wav2vec2_asr_base_10m", "wav2vec2_fairseq_base_ls960_asr_ll10m.pth", "wav2vec2", _G, False,
-       12, 768, 29, f"wav2vec 2.0 base ({_LS}), CTC fine-tuned on 10 min of Libri-Light; English."),
-    _b("wav2vec2_asr_base_100h", "wav2vec2_fairseq_base_ls960_asr_ls100.pth", "wav2vec2", _G, False,
-       12, 768, 29, f"wav2vec 2.0 base ({_LS}), CTC fine-tuned on LibriSpeech 100 h; English."),
-    _b("wav2vec2_asr_base_960h", "wav2vec2_fairseq_base_ls960_asr_ls960.pth", "wav2vec2", _G, False,
-       12, 768, 29, f"wav2vec 2.0 base, CTC fine-tuned on {_LS}; English."),
-    _b("wav2vec2_asr_large_10m", "wav2vec2_fairseq_large_ls960_asr_ll10m.pth", "wav2vec2", _G,
-       False, 24, 1024, 29, f"wav2vec 2.0 large ({_LS}), CTC fine-tuned on 10 min; English."),
-    _b("wav2vec2_asr_large_100h", "wav2vec2_fairseq_large_ls960_asr_ls100.pth", "wav2vec2", _G,
-       False, 24, 1024, 29, f"wav2vec 2.0 large ({_LS}), CTC fine-tuned on 100 h; English."),
-    _b("wav2vec2_asr_large_960h", "wav2vec2_fairseq_large_ls960_asr_ls960.pth", "wav2vec2", _G,
-       False, 24, 1024, 29, f"wav2vec 2.0 large, CTC fine-tuned on {_LS}; English."),
-    _b("wav2vec2_asr_large_lv60k_10m", "wav2vec2_fairseq_large_lv60k_asr_ll10m.pth", "wav2vec2", _L,
-       True, 24, 1024, 29, "wav2vec 2.0 large (Libri-Light 60k h), CTC fine-tuned on 10 min."),
-    _b("wav2vec2_asr_large_lv60k_100h", "wav2vec2_fairseq_large_lv60k_asr_ls100.pth", "wav2vec2",
-       _L, True, 24, 1024, 29, "wav2vec 2.0 large (Libri-Light 60k h), CTC fine-tuned on 100 h."),
-    _b("wav2vec2_asr_large_lv60k_960h", "wav2vec2_fairseq_large_lv60k_asr_ls960.pth", "wav2vec2",
-       _L, True, 24, 1024, 29, f"wav2vec 2.0 large (Libri-Light 60k h), CTC fine-tuned on {_LS}."),
-    _b("wav2vec2_xlsr53", "wav2vec2_fairseq_large_xlsr53.pth", "wav2vec2", _L, True, 24, 1024, None,
-       "XLSR-53: wav2vec 2.0 large, self-supervised on 56k h in 53 languages."),
-    _b("wav2vec2_xlsr_300m", "wav2vec2_xlsr_300m.pth", "wav2vec2", _L, True, 24, 1024, None,
-       "XLS-R 300M: wav2vec 2.0, self-supervised on 436k h in 128 languages."),
-    _b("wav2vec2_xlsr_1b", "wav2vec2_xlsr_1b.pth", "wav2vec2", _L, True, 48, 1280, None,
-       "XLS-R 1B: wav2vec 2.0, self-supervised on 436k h in 128 languages."),
-    _b("wav2vec2_xlsr_2b", "wav2vec2_xlsr_2b.pth", "wav2vec2", _L, True, 48, 1920, None,
-       "XLS-R 2B: wav2vec 2.0, self-supervised on 436k h in 128 languages."),
-    _b("voxpopuli_asr_base_10k_en", "wav2vec2_voxpopuli_base_10k_asr_en.pt", "wav2vec2", _G, False,
-       12, 768, 28, "wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; English.", "CC-BY-NC-4.0",
-       _VP),
-    _b("voxpopuli_asr_base_10k_es", "wav2vec2_voxpopuli_base_10k_asr_es.pt", "wav2vec2", _G, False,
-       12, 768, 35, "wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; Spanish.", "CC-BY-NC-4.0",
-       _VP),
-    _b("voxpopuli_asr_base_10k_de", "wav2vec2_voxpopuli_base_10k_asr_de.pt", "wav2vec2", _G, False,
-       12, 768, 32, "wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; German.", "CC-BY-NC-4.0",
-       _VP),
-    _b("voxpopuli_asr_base_10k_fr", "wav2vec2_voxpopuli_base_10k_asr_fr.pt", "wav2vec2", _G, False,
-       12, 768, 43, "wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; French.", "CC-BY-NC-4.0",
-       _VP),
-    _b("voxpopuli_asr_base_10k_it", "wav2vec2_voxpopuli_base_10k_asr_it.pt", "wav2vec2", _G, False,
-       12, 768, 37, "wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; Italian.", "CC-BY-NC-4.0",
-       _VP),
-    _b("hubert_base", "hubert_fairseq_base_ls960.pth", "hubert", _G, False, 12, 768, None,
-       f"HuBERT base, self-supervised on {_LS}, not fine-tuned."),
-    _b("hubert_large", "hubert_fairseq_large_ll60k.pth", "hubert", _L, True, 24, 1024, None,
-       "HuBERT large, self-supervised on Libri-Light 60k h, not fine-tuned."),
-    _b("hubert_xlarge", "hubert_fairseq_xlarge_ll60k.pth", "hubert", _L, True, 48, 1280, None,
-       "HuBERT extra large, self-supervised on Libri-Light 60k h, not fine-tuned."),
-    _b("hubert_asr_large", "hubert_fairseq_large_ll60k_asr_ls960.pth", "hubert", _L, True, 24, 1024,
-       29, f"HuBERT large (Libri-Light 60k h), CTC fine-tuned on {_LS}; English."),
-    _b("hubert_asr_xlarge", "hubert_fairseq_xlarge_ll60k_asr_ls960.pth", "hubert", _L, True, 48,
-       1280, 29, f"HuBERT extra large (Libri-Light 60k h), CTC fine-tuned on {_LS}; English."),
-    _b("wavlm_base", "wavlm_base.pth", "wavlm", _G, False, 12, 768, None,
-       f"WavLM base, self-supervised on {_LS}, not fine-tuned.", src=_WAVLM),
-    _b("wavlm_base_plus", "wavlm_base_plus.pth", "wavlm", _G, False, 12, 768, None,
-       "WavLM base+, self-supervised on 94k h (Libri-Light, GigaSpeech, VoxPopuli).", src=_WAVLM),
-    _b("wavlm_large", "wavlm_large.pth", "wavlm", _L, True, 24, 1024, None,
-       "WavLM large, self-supervised on 94k h (Libri-Light, GigaSpeech, VoxPopuli).", src=_WAVLM),
-)}
+#: Every bundle served, one keyword row each.
+ROWS: tuple[Row, ...] = (
+    Row(id="wav2vec2_base", aliases=("wav2vec2-base",), architecture="wav2vec2", task="embedding",
+        file="wav2vec2_fairseq_base_ls960.pth", extractor_mode=_G, normalize_waveform=False,
+        num_layers=12, embed_dim=768, num_labels=None, license=_MIT, source=_FAIRSEQ + "wav2vec",
+        description=f"wav2vec 2.0 base, self-supervised on {_LS}, not fine-tuned."),
+    Row(id="wav2vec2_large", aliases=("wav2vec2-large",), architecture="wav2vec2",
+        task="embedding", file="wav2vec2_fairseq_large_ls960.pth", extractor_mode=_G,
+        normalize_waveform=False, num_layers=24, embed_dim=1024, num_labels=None, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description=f"wav2vec 2.0 large, self-supervised on {_LS}, not fine-tuned."),
+    Row(id="wav2vec2_large_lv60k", aliases=("wav2vec2-large-lv60k",), architecture="wav2vec2",
+        task="embedding", file="wav2vec2_fairseq_large_lv60k.pth", extractor_mode=_L,
+        normalize_waveform=True, num_layers=24, embed_dim=1024, num_labels=None, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description="wav2vec 2.0 large, self-supervised on Libri-Light 60k h, not fine-tuned."),
+    Row(id="wav2vec2_asr_base_10m", aliases=("wav2vec2-asr-base-10m",), architecture="wav2vec2",
+        task="transcription", file="wav2vec2_fairseq_base_ls960_asr_ll10m.pth", extractor_mode=_G,
+        normalize_waveform=False, num_layers=12, embed_dim=768, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description=f"wav2vec 2.0 base ({_LS}), CTC fine-tuned on 10 min of Libri-Light; English."),
+    Row(id="wav2vec2_asr_base_100h", aliases=("wav2vec2-asr-base-100h",), architecture="wav2vec2",
+        task="transcription", file="wav2vec2_fairseq_base_ls960_asr_ls100.pth", extractor_mode=_G,
+        normalize_waveform=False, num_layers=12, embed_dim=768, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description=f"wav2vec 2.0 base ({_LS}), CTC fine-tuned on LibriSpeech 100 h; English."),
+    Row(id="wav2vec2_asr_base_960h", aliases=("wav2vec2-asr-base-960h",), architecture="wav2vec2",
+        task="transcription", file="wav2vec2_fairseq_base_ls960_asr_ls960.pth", extractor_mode=_G,
+        normalize_waveform=False, num_layers=12, embed_dim=768, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description=f"wav2vec 2.0 base, CTC fine-tuned on {_LS}; English."),
+    Row(id="wav2vec2_asr_large_10m", aliases=("wav2vec2-asr-large-10m",), architecture="wav2vec2",
+        task="transcription", file="wav2vec2_fairseq_large_ls960_asr_ll10m.pth", extractor_mode=_G,
+        normalize_waveform=False, num_layers=24, embed_dim=1024, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description=f"wav2vec 2.0 large ({_LS}), CTC fine-tuned on 10 min; English."),
+    Row(id="wav2vec2_asr_large_100h", aliases=("wav2vec2-asr-large-100h",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_fairseq_large_ls960_asr_ls100.pth", extractor_mode=_G,
+        normalize_waveform=False, num_layers=24, embed_dim=1024, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description=f"wav2vec 2.0 large ({_LS}), CTC fine-tuned on 100 h; English."),
+    Row(id="wav2vec2_asr_large_960h", aliases=("wav2vec2-asr-large-960h",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_fairseq_large_ls960_asr_ls960.pth", extractor_mode=_G,
+        normalize_waveform=False, num_layers=24, embed_dim=1024, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description=f"wav2vec 2.0 large, CTC fine-tuned on {_LS}; English."),
+    Row(id="wav2vec2_asr_large_lv60k_10m", aliases=("wav2vec2-asr-large-lv60k-10m",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_fairseq_large_lv60k_asr_ll10m.pth", extractor_mode=_L,
+        normalize_waveform=True, num_layers=24, embed_dim=1024, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description="wav2vec 2.0 large (Libri-Light 60k h), CTC fine-tuned on 10 min."),
+    Row(id="wav2vec2_asr_large_lv60k_100h", aliases=("wav2vec2-asr-large-lv60k-100h",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_fairseq_large_lv60k_asr_ls100.pth", extractor_mode=_L,
+        normalize_waveform=True, num_layers=24, embed_dim=1024, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description="wav2vec 2.0 large (Libri-Light 60k h), CTC fine-tuned on 100 h."),
+    Row(id="wav2vec2_asr_large_lv60k_960h", aliases=("wav2vec2-asr-large-lv60k-960h",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_fairseq_large_lv60k_asr_ls960.pth", extractor_mode=_L,
+        normalize_waveform=True, num_layers=24, embed_dim=1024, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description=f"wav2vec 2.0 large (Libri-Light 60k h), CTC fine-tuned on {_LS}."),
+    Row(id="wav2vec2_xlsr53", aliases=("wav2vec2-xlsr53",), architecture="wav2vec2",
+        task="embedding", file="wav2vec2_fairseq_large_xlsr53.pth", extractor_mode=_L,
+        normalize_waveform=True, num_layers=24, embed_dim=1024, num_labels=None, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description="XLSR-53: wav2vec 2.0 large, self-supervised on 56k h in 53 languages."),
+    Row(id="wav2vec2_xlsr_300m", aliases=("wav2vec2-xlsr-300m",), architecture="wav2vec2",
+        task="embedding", file="wav2vec2_xlsr_300m.pth", extractor_mode=_L,
+        normalize_waveform=True, num_layers=24, embed_dim=1024, num_labels=None, license=_MIT,
+        source=_FAIRSEQ + "wav2vec",
+        description="XLS-R 300M: wav2vec 2.0, self-supervised on 436k h in 128 languages."),
+    Row(id="wav2vec2_xlsr_1b", aliases=("wav2vec2-xlsr-1b",), architecture="wav2vec2",
+        task="embedding", file="wav2vec2_xlsr_1b.pth", extractor_mode=_L, normalize_waveform=True,
+        num_layers=48, embed_dim=1280, num_labels=None, license=_MIT, source=_FAIRSEQ + "wav2vec",
+        description="XLS-R 1B: wav2vec 2.0, self-supervised on 436k h in 128 languages."),
+    Row(id="wav2vec2_xlsr_2b", aliases=("wav2vec2-xlsr-2b",), architecture="wav2vec2",
+        task="embedding", file="wav2vec2_xlsr_2b.pth", extractor_mode=_L, normalize_waveform=True,
+        num_layers=48, embed_dim=1920, num_labels=None, license=_MIT, source=_FAIRSEQ + "wav2vec",
+        description="XLS-R 2B: wav2vec 2.0, self-supervised on 436k h in 128 languages."),
+    Row(id="voxpopuli_asr_base_10k_en", aliases=("voxpopuli-asr-base-10k-en",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_voxpopuli_base_10k_asr_en.pt", extractor_mode=_G, normalize_waveform=False,
+        num_layers=12, embed_dim=768, num_labels=28, license="CC-BY-NC-4.0", source=_VP,
+        description="wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; English."),
+    Row(id="voxpopuli_asr_base_10k_es", aliases=("voxpopuli-asr-base-10k-es",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_voxpopuli_base_10k_asr_es.pt", extractor_mode=_G, normalize_waveform=False,
+        num_layers=12, embed_dim=768, num_labels=35, license="CC-BY-NC-4.0", source=_VP,
+        description="wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; Spanish."),
+    Row(id="voxpopuli_asr_base_10k_de", aliases=("voxpopuli-asr-base-10k-de",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_voxpopuli_base_10k_asr_de.pt", extractor_mode=_G, normalize_waveform=False,
+        num_layers=12, embed_dim=768, num_labels=32, license="CC-BY-NC-4.0", source=_VP,
+        description="wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; German."),
+    Row(id="voxpopuli_asr_base_10k_fr", aliases=("voxpopuli-asr-base-10k-fr",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_voxpopuli_base_10k_asr_fr.pt", extractor_mode=_G, normalize_waveform=False,
+        num_layers=12, embed_dim=768, num_labels=43, license="CC-BY-NC-4.0", source=_VP,
+        description="wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; French."),
+    Row(id="voxpopuli_asr_base_10k_it", aliases=("voxpopuli-asr-base-10k-it",),
+        architecture="wav2vec2", task="transcription",
+        file="wav2vec2_voxpopuli_base_10k_asr_it.pt", extractor_mode=_G, normalize_waveform=False,
+        num_layers=12, embed_dim=768, num_labels=37, license="CC-BY-NC-4.0", source=_VP,
+        description="wav2vec 2.0 base (VoxPopuli 10k h), CTC fine-tuned; Italian."),
+    Row(id="hubert_base", aliases=("hubert-base",), architecture="hubert", task="embedding",
+        file="hubert_fairseq_base_ls960.pth", extractor_mode=_G, normalize_waveform=False,
+        num_layers=12, embed_dim=768, num_labels=None, license=_MIT, source=_FAIRSEQ + "hubert",
+        description=f"HuBERT base, self-supervised on {_LS}, not fine-tuned."),
+    Row(id="hubert_large", aliases=("hubert-large",), architecture="hubert", task="embedding",
+        file="hubert_fairseq_large_ll60k.pth", extractor_mode=_L, normalize_waveform=True,
+        num_layers=24, embed_dim=1024, num_labels=None, license=_MIT, source=_FAIRSEQ + "hubert",
+        description="HuBERT large, self-supervised on Libri-Light 60k h, not fine-tuned."),
+    Row(id="hubert_xlarge", aliases=("hubert-xlarge",), architecture="hubert", task="embedding",
+        file="hubert_fairseq_xlarge_ll60k.pth", extractor_mode=_L, normalize_waveform=True,
+        num_layers=48, embed_dim=1280, num_labels=None, license=_MIT, source=_FAIRSEQ + "hubert",
+        description="HuBERT extra large, self-supervised on Libri-Light 60k h, not fine-tuned."),
+    Row(id="hubert_asr_large", aliases=("hubert-asr-large",), architecture="hubert",
+        task="transcription", file="hubert_fairseq_large_ll60k_asr_ls960.pth", extractor_mode=_L,
+        normalize_waveform=True, num_layers=24, embed_dim=1024, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "hubert",
+        description=f"HuBERT large (Libri-Light 60k h), CTC fine-tuned on {_LS}; English."),
+    Row(id="hubert_asr_xlarge", aliases=("hubert-asr-xlarge",), architecture="hubert",
+        task="transcription", file="hubert_fairseq_xlarge_ll60k_asr_ls960.pth", extractor_mode=_L,
+        normalize_waveform=True, num_layers=48, embed_dim=1280, num_labels=29, license=_MIT,
+        source=_FAIRSEQ + "hubert",
+        description=f"HuBERT extra large (Libri-Light 60k h), CTC fine-tuned on {_LS}; English."),
+    Row(id="wavlm_base", aliases=("wavlm-base",), architecture="wavlm", task="embedding",
+        file="wavlm_base.pth", extractor_mode=_G, normalize_waveform=False, num_layers=12,
+        embed_dim=768, num_labels=None, license=_MIT, source=_WAVLM,
+        description=f"WavLM base, self-supervised on {_LS}, not fine-tuned."),
+    Row(id="wavlm_base_plus", aliases=("wavlm-base-plus",), architecture="wavlm", task="embedding",
+        file="wavlm_base_plus.pth", extractor_mode=_G, normalize_waveform=False, num_layers=12,
+        embed_dim=768, num_labels=None, license=_MIT, source=_WAVLM,
+        description="WavLM base+, self-supervised on 94k h (Libri-Light, GigaSpeech, VoxPopuli)."),
+    Row(id="wavlm_large", aliases=("wavlm-large",), architecture="wavlm", task="embedding",
+        file="wavlm_large.pth", extractor_mode=_L, normalize_waveform=True, num_layers=24,
+        embed_dim=1024, num_labels=None, license=_MIT, source=_WAVLM,
+        description="WavLM large, self-supervised on 94k h (Libri-Light, GigaSpeech, VoxPopuli)."),
+)
+
+#: The rows keyed by fmhub name.
+BUNDLES: dict[str, Row] = {row.id: row for row in ROWS}
+
 
 #: Model factories of :mod:`torchaudio.models` served as ``torchaudio:models.<factory>`` for
 #: training from scratch (random weights, or a local ``checkpoint`` file): factory -> family.
@@ -163,7 +243,7 @@ FACTORIES: dict[str, str] = {
 }
 
 
-def bundle_by_file(file_name: str) -> BundleInfo | None:
+def bundle_by_file(file_name: str) -> Row | None:
     """The bundle whose checkpoint file has this name, if any."""
     for info in BUNDLES.values():
         if info.file == file_name:

@@ -12,7 +12,7 @@ from torch import nn
 
 import fmhub
 
-from ._catalog import BUNDLES, FACTORIES, BundleInfo
+from ._catalog import BUNDLES, FACTORIES, Row
 from ._module import Speech, SpeechModule, conv_geometry, padding_safe
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "hub_checkpoint_path", "load", "save"]
@@ -22,12 +22,12 @@ WEIGHTS_FILE = "model.safetensors"
 _FORMAT = 1
 
 
-def hub_checkpoint_path(info: BundleInfo) -> Path:
+def hub_checkpoint_path(info: Row) -> Path:
     """Where ``bundle.get_model()`` looks for (and downloads) the bundle's weights."""
     return Path(torch.hub.get_dir()) / "checkpoints" / info.file
 
 
-def _bundle(info: BundleInfo):
+def _bundle(info: Row):
     import torchaudio.pipelines
 
     return getattr(torchaudio.pipelines, info.attr)
@@ -66,7 +66,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.model if type(model).__name__ == "_Wav2Vec2Model" else model
 
 
-def _bundle_model(info: BundleInfo, checkpoint: str | None) -> nn.Module:
+def _bundle_model(info: Row, checkpoint: str | None) -> nn.Module:
     from torchaudio.pipelines._wav2vec2 import utils
 
     bundle = _bundle(info)
@@ -78,11 +78,11 @@ def _bundle_model(info: BundleInfo, checkpoint: str | None) -> nn.Module:
             if cached.is_file():
                 first = (str(exc).splitlines() or [""])[0]
                 raise fmhub.PluginError(
-                    f"The cached weights {str(cached)!r} of torchaudio:{info.name} do not load "
+                    f"The cached weights {str(cached)!r} of torchaudio:{info.id} do not load "
                     f"({type(exc).__name__}: {first}); delete the file to download it again."
                 ) from None
             raise fmhub.PluginError(
-                f"The weights of torchaudio:{info.name} are not in the torch hub cache "
+                f"The weights of torchaudio:{info.id} are not in the torch hub cache "
                 f"({str(cached)!r}) and downloading them failed ({type(exc).__name__}: {exc}). "
                 "Connect once to download, copy the file there (TORCH_HOME sets the folder), or "
                 "load with checkpoint='<local file>'."
@@ -218,7 +218,7 @@ def load(spec, options):
     labels = bundle.get_labels() if info.asr else None
     factory = "wavlm_model" if info.model_type == "WavLM" else "wav2vec2_model"
     speech = _processor(model, sample_rate=bundle.sample_rate, normalize=info.normalize_waveform,
-                        family=info.family, labels=labels, layer=options.layer,
+                        family=info.architecture, labels=labels, layer=options.layer,
                         config={"factory": factory, "kwargs": bundle._params})
     return _loaded(spec, options, model, speech, None, {"bundle": info.attr})
 
