@@ -112,21 +112,21 @@ def fmhub_batch_order(model, inputs):
 
 @hookimpl
 def fmhub_preprocess(model, inputs):
-    from ._pipeline import preprocess
+    from ._stages import preprocess
 
     return preprocess(model, inputs)
 
 
 @hookimpl
 def fmhub_forward(model, batch):
-    from ._pipeline import forward
+    from ._stages import forward
 
     return forward(model, batch)
 
 
 @hookimpl
 def fmhub_postprocess(model, outputs, batch):
-    from ._pipeline import postprocess
+    from ._stages import postprocess
 
     return postprocess(model, outputs, batch)
 
@@ -162,6 +162,6 @@ def fmhub_training_loss(model, outputs, targets):
 
 @hookimpl
 def fmhub_export_spec(model):
-    from ._pipeline import export_spec
+    from ._stages import export_spec
 
     return export_spec(model)

@@ -129,33 +129,33 @@ def fmhub_load(spec, options):
     return load(spec, options)
 
 
-def _stages(model):
+def _stage_module(model):
     """The module implementing the stages of this model's task."""
     if model.task == "transcription":
-        from . import _speech
+        from . import _stages_speech
 
-        return _speech
+        return _stages_speech
     if model.task in GENERATIVE:
-        from . import _generate
+        from . import _stages_generate
 
-        return _generate
-    from . import _text
+        return _stages_generate
+    from . import _stages
 
-    return _text
+    return _stages
 
 
 @hookimpl
 def fmhub_batch_order(model, inputs):
     if model.task in GENERATIVE:
         return None  # one generate call per batch; padding is cheap next to decoding
-    from ._text import batch_order
+    from ._stages import batch_order
 
     return batch_order(model, inputs)
 
 
 @hookimpl
 def fmhub_preprocess(model, inputs, options):
-    stages = _stages(model)
+    stages = _stage_module(model)
     if model.task in GENERATIVE:
         return stages.preprocess(model, inputs, options)
     return stages.preprocess(model, inputs)
@@ -167,7 +167,7 @@ def fmhub_forward(model, batch, options, stream):
         from ._finetune import training_forward
 
         return training_forward(model, batch)
-    stages = _stages(model)
+    stages = _stage_module(model)
     if model.task in GENERATIVE:
         return stages.forward(model, batch, options, stream)
     return stages.forward(model, batch)
@@ -175,7 +175,7 @@ def fmhub_forward(model, batch, options, stream):
 
 @hookimpl
 def fmhub_postprocess(model, outputs, batch, options):
-    stages = _stages(model)
+    stages = _stage_module(model)
     if model.task in GENERATIVE:
         return stages.postprocess(model, outputs, batch, options)
     return stages.postprocess(model, outputs, batch)
@@ -221,6 +221,6 @@ def fmhub_training_loss(model, outputs, targets):
 
 @hookimpl
 def fmhub_export_spec(model):
-    from ._text import export_spec
+    from ._stages import export_spec
 
     return export_spec(model)

@@ -34,7 +34,7 @@ TASKS: dict[str, str] = {
     "text2text": "AutoModelForSeq2SeqLM",
     "transcription": "AutoModelForSpeechSeq2Seq",
 }
-#: Tasks whose models generate (their stages are in ``_generate`` / ``_speech``).
+#: Tasks whose models generate (their stages are in ``_stages_generate`` / ``_stages_speech``).
 GENERATIVE = ("text-generation", "text2text", "transcription")
 
 #: Pooling modes, in the order sentence-transformers concatenates them.

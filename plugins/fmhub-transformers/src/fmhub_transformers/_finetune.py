@@ -125,7 +125,7 @@ def training_loss(model, outputs: torch.Tensor, targets: torch.Tensor) -> torch.
 def _chat_ids(model, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Token ids of a rendered chat and its labels: the assistant turns' tokens (their end marker
     included), -100 elsewhere."""
-    from ._generate import ROLES
+    from ._stages_generate import ROLES
 
     tok = model.processor.tokenizer
     if not getattr(tok, "chat_template", None):

@@ -25,7 +25,7 @@ from ._config import (
     read_json,
     read_pooling,
 )
-from ._text import TextProcessor
+from ._stages import TextProcessor
 
 __all__ = ["load", "save"]
 
@@ -334,13 +334,13 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     call_defaults: dict[str, Any] = {}
     call_options = None
     if task == "transcription":
-        from ._speech import SpeechProcessor, WhisperOptions, speech_defaults
+        from ._stages_speech import SpeechProcessor, WhisperOptions, speech_defaults
 
         processor = SpeechProcessor.build(module, src, options)
         call_options, call_defaults = WhisperOptions, speech_defaults(module)
     elif task in GENERATIVE:
-        from ._generate import GenProcessor
-        from ._generate import call_defaults as gen_defaults
+        from ._stages_generate import GenProcessor
+        from ._stages_generate import call_defaults as gen_defaults
 
         processor = GenProcessor.build(module, tokenizer)
         call_defaults = gen_defaults(module)

@@ -17,7 +17,7 @@ from fmhub.generation import GenerationOptions
 from fmhub.inputs import to_mono_audio
 from fmhub.results import Chunk, Transcription
 
-from ._generate import generation_config
+from ._stages_generate import generation_config
 from ._load import _quiet
 
 __all__ = ["SpeechProcessor", "WhisperOptions", "forward", "postprocess", "preprocess",
