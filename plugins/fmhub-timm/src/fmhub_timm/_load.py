@@ -145,7 +145,7 @@ def _create(name: str, kwargs: dict[str, Any], model_id: str):
                 repo, what = name.removeprefix("hf-hub:"), "config.json and weights"
             else:
                 repo, what = f"timm/{_default_tagged(name)}", "pretrained weights"
-            raise fmhub.FmhubError(
+            raise fmhub.PluginError(
                 f"The {what} of {model_id!r} (Hub repo {repo!r}) are not in the Hugging Face "
                 f"cache ({_hf_cache()}) and could not be downloaded ({type(exc).__name__}). "
                 f"Connect to the Hub once, point HF_HUB_CACHE at a cache holding {repo}, pass "

@@ -80,6 +80,8 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     fresh head of ``len(labels)`` outputs. Returns the head's module names."""
     from transformers import AutoModelForSequenceClassification
 
+    if len(labels) < 1:
+        raise fmhub.FineTuneError("A classification head needs at least one label.")
     old = model.module
     prefix = old.base_model_prefix
     encoder = getattr(old, prefix, old)  # a bare encoder (AutoModel) is its own base
