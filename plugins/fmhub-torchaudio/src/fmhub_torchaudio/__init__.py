@@ -41,6 +41,7 @@ class TorchaudioOptions(fmhub.LoadOptions):
     chunk_context_seconds: float = Field(
         2.0, ge=0, description="Audio each chunk sees on each side of the frames it keeps.")
     chunk_batch: int = Field(4, ge=1, description="Chunks run through the model at once.")
+    top_k: int = Field(5, ge=1, description="How many labels a classification result lists.")
     config: dict[str, Any] = Field(
         default_factory=dict, description="models.* only: keyword arguments of the factory.")
     labels: list[str] | None = Field(
