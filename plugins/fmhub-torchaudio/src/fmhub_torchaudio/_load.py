@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 import fmhub
+from fmhub.manifest import read_config
 
 from ._catalog import BUNDLES, FACTORIES, Row
+from ._config import SavedConfig
 from ._module import Speech, SpeechModule, conv_geometry, padding_safe
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "hub_checkpoint_path", "load", "save"]
@@ -227,17 +229,13 @@ def _load_saved(spec, options, folder: Path):
     import torchaudio.models
     from safetensors.torch import load_file
 
-    cfg_file = folder / CONFIG_FILE
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise fmhub.ManifestError(f"Cannot read {str(cfg_file)!r}: {exc}") from None
+    cfg = read_config(folder / CONFIG_FILE, SavedConfig)
     try:  # strict: weights that do not fit the described architecture are refused whole
-        factory = getattr(torchaudio.models, cfg["config"]["factory"])
-        model = factory(**cfg["config"]["kwargs"])
+        factory = getattr(torchaudio.models, cfg.config.factory)
+        model = factory(**cfg.config.kwargs)
         head = None
-        if cfg.get("head"):
-            head = nn.Linear(cfg["head"]["in"], cfg["head"]["out"])
+        if cfg.head is not None:
+            head = nn.Linear(cfg.head.in_features, cfg.head.out_features)
         module = SpeechModule(model, head)
         module.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
@@ -247,11 +245,11 @@ def _load_saved(spec, options, folder: Path):
             f"architecture {CONFIG_FILE} describes, or that file is invalid "
             f"({type(exc).__name__}: {first}). Restore the files the folder was saved with."
         ) from None
-    layer = options.layer if "layer" in options.model_fields_set else cfg["layer"]
-    speech = _processor(model, sample_rate=cfg["sample_rate"], normalize=cfg["normalize_waveform"],
-                        family=cfg["family"], labels=cfg["ctc_labels"], config=cfg["config"],
-                        layer=layer, class_labels=cfg.get("class_labels"))
-    return _loaded(spec, options, model, speech, head, dict(cfg.get("info", {})))
+    layer = options.layer if "layer" in options.model_fields_set else cfg.layer
+    speech = _processor(model, sample_rate=cfg.sample_rate, normalize=cfg.normalize_waveform,
+                        family=cfg.family, labels=cfg.ctc_labels, config=cfg.config.model_dump(),
+                        layer=layer, class_labels=cfg.class_labels)
+    return _loaded(spec, options, model, speech, head, dict(cfg.info))
 
 
 def save(model, path: str) -> None:
@@ -275,6 +273,7 @@ def save(model, path: str) -> None:
         "class_labels": list(model.labels) if model.labels is not None else None,
         "info": {k: v for k, v in model.info.items() if k in ("bundle", "factory")},
     }
+    SavedConfig.model_validate(cfg)  # what is written reads back
     Path(path, CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(Path(path, WEIGHTS_FILE)))
