@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 import fmhub
+from fmhub.manifest import read_config
 
 from ._catalog import TASKS, split_name
+from ._config import FeaturesConfig, TimmConfig
 from ._stages import ImageProcessor
 
 __all__ = ["load", "save"]
@@ -249,11 +251,12 @@ def _load_saved(path: str, features: bool, options: Any):
 def _load_saved_strict(path: str, features: bool, options: Any):
     import timm
 
+    read_config(Path(path) / "config.json", TimmConfig)  # before timm reads it
     marker = Path(path) / FEATURES_FILE
     if marker.is_file():
-        meta = json.loads(marker.read_text())
+        meta = read_config(marker, FeaturesConfig)
         module = timm.create_model(f"local-dir:{path}", pretrained=False, features_only=True,
-                                   out_indices=tuple(meta["out_indices"]))
+                                   out_indices=meta.out_indices)
         from safetensors.torch import load_file
 
         module.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
