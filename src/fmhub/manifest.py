@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, RootModel, ValidationError
 
 from .errors import DestinationError, InputError, ManifestError
 from .spec import ModelSpec
@@ -614,7 +614,8 @@ def read_config(path: str | os.PathLike[str], model: type[_Config], *,
 
     Any problem is a :class:`ManifestError` naming the file and, for a bad value, each field by
     its dotted path: the file is missing or unreadable, larger than ``max_bytes`` or nested deeper
-    than a manifest may be, not JSON, not a JSON object, or a field is missing or of the wrong type.
+    than a manifest may be, not JSON, not a JSON object (unless ``model`` is a pydantic
+    ``RootModel``, e.g. of a list), or a field is missing or of the wrong type.
     """
     file = Path(path)
     try:
@@ -633,7 +634,7 @@ def read_config(path: str | os.PathLike[str], model: type[_Config], *,
         data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ManifestError(f"Cannot read {str(file)!r}: not JSON ({exc}).") from None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) and not issubclass(model, RootModel):
         raise ManifestError(f"Invalid {str(file)!r}: a JSON {type(data).__name__}, not an object.")
     try:
         return model.model_validate(data)

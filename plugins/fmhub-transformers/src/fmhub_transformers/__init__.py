@@ -21,7 +21,15 @@ import fmhub
 from fmhub import hookimpl
 
 from ._catalog import ROWS, Row
-from ._config import GENERATIVE, TASKS, CheckpointConfig, detect_task, is_repo_id, read_json
+from ._config import (
+    GENERATIVE,
+    TASKS,
+    CheckpointConfig,
+    detect_task,
+    is_repo_id,
+    read_config,
+    read_json,
+)
 
 __all__ = ["ALIASES", "TransformersOptions"]
 
@@ -111,7 +119,7 @@ def fmhub_claim_path(path):
     if not isinstance(data.get("model_type"), str):
         return None  # another family's config.json
     try:  # ours: a config with other problems is claimed, and load reports them precisely
-        cfg = CheckpointConfig.from_dict(data, path)
+        cfg = read_config(config, CheckpointConfig)
         task, arch = detect_task(cfg, os.path.isfile(os.path.join(path, "modules.json"))), cfg.model_type
     except fmhub.FmhubError:
         task, arch = None, None

@@ -21,8 +21,9 @@ from ._config import (
     TASKS,
     CheckpointConfig,
     Pooling,
+    SentenceModules,
     detect_task,
-    read_json,
+    read_config,
     read_pooling,
 )
 from ._stages import TextProcessor
@@ -204,10 +205,9 @@ def _pooling(src: _Source, options) -> Pooling:
     modules = src.fetch("modules.json")
     files: dict[str, str | None] = {"modules.json": modules}
     if modules:
-        entries = read_json(modules, "modules.json", expect=list)
-        for m in entries:
-            if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling"):
-                folder = str(m.get("path") or "")
+        for m in read_config(modules, SentenceModules).root:
+            if m.type.endswith(".Pooling"):
+                folder = m.path
                 if ".." in Path(folder).parts or os.path.isabs(folder):
                     raise fmhub.ManifestError(f"{src.where}: modules.json has a bad path {folder!r}.")
                 files["pooling"] = src.fetch(f"{folder}/config.json" if folder else "config.json")
@@ -297,7 +297,7 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
 
     src = _source(spec, options)
     config_path = src.fetch("config.json", required=True)
-    cfg = CheckpointConfig.from_dict(read_json(config_path, "config.json"), src.where)
+    cfg = read_config(config_path, CheckpointConfig)
     _check_code(cfg, options, src.where)
     if not src.local:  # pin every further file to the commit the config came from
         src.revision = _resolved_revision(config_path) or src.revision
