@@ -29,9 +29,9 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, RootModel, ValidationError
 
 from .errors import DestinationError, InputError, ManifestError
 from .spec import ModelSpec
@@ -47,6 +47,7 @@ __all__ = [
     "Manifest",
     "atomic_folder",
     "check_destination",
+    "read_config",
     "read_manifest",
     "recover",
     "replayable_options",
@@ -601,3 +602,46 @@ def saved_folder(hub: Hub, name: Any) -> Path | None:
         return path.resolve() if (path / MANIFEST).is_file() else None
     except (OSError, ValueError, RuntimeError):  # too long, NUL byte, ~user unknown: not a folder
         return None
+
+
+_Config = TypeVar("_Config", bound=BaseModel)
+
+
+def read_config(path: str | os.PathLike[str], model: type[_Config], *,
+                max_bytes: int = MAX_MANIFEST_BYTES) -> _Config:
+    """Read a JSON config file of a model folder (one a plugin wrote, or one it reads, such as
+    ``torchaudio.json`` or a checkpoint's ``config.json``) into the pydantic ``model``.
+
+    Any problem is a :class:`ManifestError` naming the file and, for a bad value, each field by
+    its dotted path: the file is missing or unreadable, larger than ``max_bytes`` or nested deeper
+    than a manifest may be, not JSON, not a JSON object (unless ``model`` is a pydantic
+    ``RootModel``, e.g. of a list), or a field is missing or of the wrong type.
+    """
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+        if size > max_bytes:
+            raise ManifestError(f"{str(file)!r} is {size} bytes; refusing a config over {max_bytes}.")
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{str(file)!r} is missing; restore the folder's files.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"Cannot read {str(file)!r}: {exc}") from None
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ManifestError(f"{str(file)!r} is nested {depth} levels deep (at most {MAX_JSON_DEPTH}).")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"Cannot read {str(file)!r}: not JSON ({exc}).") from None
+    if not isinstance(data, dict) and not issubclass(model, RootModel):
+        raise ManifestError(f"Invalid {str(file)!r}: a JSON {type(data).__name__}, not an object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(file)"
+            got = "" if err["type"] == "missing" else f" (got {err.get('input')!r:.80})"
+            problems.append(f"field {loc!r}: {err['msg']}{got}")
+        raise ManifestError(f"Invalid {str(file)!r}: " + "; ".join(problems)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fmhub.testing import imported_after
-from fmhub_timm._catalog import CATALOG, catalog_specs
+from fmhub_timm._catalog import ROWS, catalog_specs
 
 
 @pytest.mark.parametrize("spec", catalog_specs(), ids=lambda s: s.id)
@@ -22,7 +22,7 @@ def test_registered_preprocessing_matches_timm(spec):
 
 
 def test_aliases_are_unique():
-    aliases = [a for e in CATALOG for a in e.aliases]
+    aliases = [a for e in ROWS for a in e.aliases]
     assert len(aliases) == len(set(aliases))
 
 

@@ -59,11 +59,11 @@ def test_unknown_tag_lists_the_tags():
 
 def test_missing_weights_explain_the_cache():
     # test_byobnet.r160_in1k is never written into the offline cache.
-    with pytest.raises(fmhub.FmhubError, match="Hub repo 'timm/test_byobnet.r160_in1k'.*HF_HUB_CACHE"):
+    with pytest.raises(fmhub.PluginError, match="Hub repo 'timm/test_byobnet.r160_in1k'.*HF_HUB_CACHE"):
         fmhub.load("timm:test_byobnet.r160_in1k", device="cpu")
-    with pytest.raises(fmhub.FmhubError, match="Hub repo 'timm/test_byobnet.r160_in1k'"):
+    with pytest.raises(fmhub.PluginError, match="Hub repo 'timm/test_byobnet.r160_in1k'"):
         fmhub.load("timm:test_byobnet", device="cpu")  # the default tag's repo is named
-    with pytest.raises(fmhub.FmhubError, match="config.json and weights.*'org/missing'"):
+    with pytest.raises(fmhub.PluginError, match="config.json and weights.*'org/missing'"):
         fmhub.load("timm:hf-hub:org/missing", device="cpu")
 
 

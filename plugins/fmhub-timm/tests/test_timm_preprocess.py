@@ -10,7 +10,7 @@ from PIL import Image
 
 import fmhub
 from fmhub.inputs import image_item
-from fmhub_timm._preprocess import ImageProcessor
+from fmhub_timm._stages import ImageProcessor
 
 CONFIG = {"input_size": (3, 32, 32), "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406),
           "std": (0.229, 0.224, 0.225), "crop_pct": 0.875, "crop_mode": "center"}

@@ -10,7 +10,7 @@ import torch
 
 import fmhub
 from fmhub.results import FeatureMaps
-from fmhub_timm._load import postprocess
+from fmhub_timm._stages import postprocess
 
 
 def _model(output_fmt):

@@ -38,3 +38,25 @@ def test_config_that_no_longer_fits_the_weights_is_refused_whole(tmp_path):
     (folder / MANIFEST).unlink()  # a plain timm folder gets the same strictness
     with pytest.raises(fmhub.ManifestError, match="do not fit the architecture"):
         fmhub.load(str(folder))
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda c: c.update(num_classes="many"), "num_classes"),  # wrong type
+    (lambda c: c.pop("architecture"), "architecture"),  # missing field
+    (lambda c: c["pretrained_cfg"].update(input_size=[3, 160]), "pretrained_cfg.input_size"),
+])
+def test_bad_config_json_is_a_manifest_error_naming_file_and_field(tmp_path, edit, field):
+    folder = fmhub.load("timm:test_resnet.r160_in1k", device="cpu").save(tmp_path / "saved")
+    cfg = json.loads((folder / "config.json").read_text())
+    edit(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(fmhub.ManifestError, match=rf"config\.json'.*field '{field}"):
+        fmhub.load(folder, verify=False)
+
+
+def test_bad_features_file_is_a_manifest_error_naming_file_and_field(tmp_path):
+    model = fmhub.load("timm:test_resnet.r160_in1k", task="feature-maps", device="cpu")
+    folder = model.save(tmp_path / "saved")
+    (folder / "fmhub_timm.json").write_text(json.dumps({"features_only": True}))
+    with pytest.raises(fmhub.ManifestError, match=r"fmhub_timm\.json'.*field 'out_indices'"):
+        fmhub.load(folder, verify=False)

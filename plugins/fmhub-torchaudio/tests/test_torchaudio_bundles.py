@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fmhub
-from fmhub_torchaudio._bundles import BUNDLES, FACTORIES, bundle_by_file, receptive_field
+from fmhub_torchaudio._catalog import BUNDLES, FACTORIES, bundle_by_file, receptive_field
 
 
 def _pipelines():
@@ -28,7 +28,8 @@ def test_table_row_matches_torchaudio(name):
     info = BUNDLES[name]
     bundle = getattr(P, info.attr)
     params = bundle._params
-    assert info.name == info.attr.lower() and info.alias == name.replace("_", "-")
+    assert info.id == info.attr.lower() and info.aliases == (name.replace("_", "-"),)
+    assert info.task == ("transcription" if info.asr else "embedding")
     assert bundle._path.rsplit("/", 1)[-1] == info.file
     assert bundle.sample_rate == info.sample_rate
     assert bundle._normalize_waveform == info.normalize_waveform
@@ -82,8 +83,8 @@ class TestEveryBundleLoads:
         assert model.task == ("transcription" if info.asr else "embedding")
         assert model.processor.normalize_waveform == info.normalize_waveform
         assert model.processor.padding_safe == (
-            info.extractor_mode == "layer_norm" and info.family != "wavlm")
-        assert model.processor.encoder_padding_safe == (info.family != "wavlm")
+            info.extractor_mode == "layer_norm" and info.architecture != "wavlm")
+        assert model.processor.encoder_padding_safe == (info.architecture != "wavlm")
         wave = np.sin(np.arange(8000) / 7.0).astype(np.float32) * 0.3
         batch = model.preprocess([(wave, 16000)])
         out = model.forward(batch)

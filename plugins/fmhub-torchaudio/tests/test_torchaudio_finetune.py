@@ -63,6 +63,13 @@ def test_head_over_pooled_features_and_loss():
     probs = out["logits"].softmax(-1)
     assert results[1].score == pytest.approx(float(probs[1].max()), abs=1e-6)
 
+    top2 = fmhub.load("torchaudio:models.wav2vec2_model", layer=1, top_k=2, **tiny_options(asr=True))
+    with_head(top2)
+    top2.module.head.load_state_dict(model.module.head.state_dict())
+    two = top2.postprocess(top2.forward(top2.preprocess(CLIPS)), batch)
+    assert [len(r.top_k) for r in two] == [2, 2, 2]  # the same option, meaning as timm/transformers
+    assert [r.top_k for r in two] == [r.top_k[:2] for r in results]
+
     model.module.train()
     out = model.forward(model.preprocess(CLIPS), grad=True)
     targets = torch.tensor([0, 2, 1])

@@ -37,3 +37,18 @@ def test_flipped_bytes_and_a_config_that_no_longer_fits_are_refused(tmp_path):
     (other / "torchaudio.json").write_text(json.dumps(cfg))
     with pytest.raises(fmhub.ManifestError, match="TypeError"):
         fmhub.load(other, verify=False)
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda c: c.update(sample_rate="fast"), "sample_rate"),  # wrong type
+    (lambda c: c.pop("family"), "family"),  # missing field
+    (lambda c: c["config"].pop("factory"), "config.factory"),  # missing nested field
+])
+def test_bad_torchaudio_json_is_a_manifest_error_naming_file_and_field(tmp_path, edit, field):
+    model = fmhub.load("torchaudio:models.wav2vec2_model", **tiny_options(asr=True))
+    folder = model.save(tmp_path / "saved")
+    cfg = json.loads((folder / "torchaudio.json").read_text())
+    edit(cfg)
+    (folder / "torchaudio.json").write_text(json.dumps(cfg))
+    with pytest.raises(fmhub.ManifestError, match=rf"torchaudio\.json'.*field '{field}'"):
+        fmhub.load(folder, verify=False)

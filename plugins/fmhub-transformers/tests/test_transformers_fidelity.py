@@ -106,7 +106,7 @@ def test_pooling_equals_sentence_transformers_module_for_either_padding_side(sid
     import torch
     from sentence_transformers.models import Pooling
 
-    from fmhub_transformers._text import pool
+    from fmhub_transformers._stages import pool
 
     torch.manual_seed(0)
     hidden = torch.randn(4, 7, 8)

@@ -106,12 +106,15 @@ def _copy(tiny_zoo, tmp_path, name="mpnet-emb"):
 
 
 @pytest.mark.parametrize("content,match", [
-    ("{not json", "Cannot read config.json"),
-    ("[1, 2]", "holds a JSON list"),
-    (json.dumps({"architectures": ["BertModel"]}), "no 'model_type'"),
-    (json.dumps({"model_type": "bert", "architectures": "BertModel"}), "must be a list"),
-    (json.dumps({"model_type": "bert", "id2label": {"zero": "a"}}), "keys must be integers"),
-    (json.dumps({"model_type": "bert", "id2label": {"0": "a", "2": "b"}}), "number classes 0..N-1"),
+    ("{not json", r"Cannot read '.*config\.json': not JSON"),
+    ("[1, 2]", r"config\.json': a JSON list, not an object"),
+    (json.dumps({"architectures": ["BertModel"]}), r"config\.json': field 'model_type': Field required"),
+    (json.dumps({"model_type": "bert", "architectures": "BertModel"}),
+     r"config\.json': field 'architectures': Input should be a valid tuple"),
+    (json.dumps({"model_type": "bert", "id2label": {"zero": "a"}}),
+     r"config\.json': field 'id2label\.zero\.\[key\]': Input should be a valid integer"),
+    (json.dumps({"model_type": "bert", "id2label": {"0": "a", "2": "b"}}),
+     r"field 'id2label':.*number classes 0..N-1"),
 ])
 def test_bad_config_json_from_the_hub_is_refused_clearly(tiny_zoo, tmp_path, offline_hub,
                                                          content, match):
@@ -126,7 +129,7 @@ def test_bad_config_json_from_the_hub_is_refused_clearly(tiny_zoo, tmp_path, off
 def test_bad_config_json_in_a_prefixed_local_folder_is_reported(tiny_zoo, tmp_path):
     folder = _copy(tiny_zoo, tmp_path)
     (folder / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": 1}))
-    with pytest.raises(fmhub.ManifestError, match="must be a list"):
+    with pytest.raises(fmhub.ManifestError, match=r"config\.json': field 'architectures'"):
         fmhub.load("hf:" + str(folder))
 
 
@@ -139,6 +142,18 @@ def test_remote_code_is_never_run_unless_asked(tiny_zoo, tmp_path):
     with pytest.raises(fmhub.InvalidOptionError, match="trust_remote_code=True"):
         fmhub.load(str(folder))
     assert TransformersOptions().trust_remote_code is False
+
+
+@pytest.mark.parametrize("file,content,field", [
+    ("sentence_bert_config.json", {"max_seq_length": "long"}, "max_seq_length"),  # wrong type
+    ("modules.json", [{"idx": 0, "name": "0", "path": ""}], "0.type"),  # missing field
+])
+def test_bad_sentence_transformers_file_names_file_and_field(tiny_zoo, tmp_path, file, content,
+                                                             field):
+    folder = _copy(tiny_zoo, tmp_path, "bert-st")
+    (folder / file).write_text(json.dumps(content))
+    with pytest.raises(fmhub.ManifestError, match=rf"{file}': field '{field}'"):
+        fmhub.load(str(folder))
 
 
 def test_unsupported_sentence_transformers_module_is_refused(tiny_zoo, tmp_path):

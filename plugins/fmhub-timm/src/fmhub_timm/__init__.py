@@ -6,7 +6,7 @@ The ``timm:`` namespace is open: ``timm:resnet50``, ``timm:convnext_tiny.in12k_f
 ``embedding`` (pooled pre-logits features) and ``feature-maps`` (``features_only`` stages).
 
 Registration and name resolution import neither torch nor timm; the hooks that need them import
-the private ``_load``, ``_preprocess`` and ``_finetune`` modules inside their bodies.
+the private ``_load``, ``_stages`` and ``_finetune`` modules inside their bodies.
 """
 
 from __future__ import annotations
@@ -120,14 +120,14 @@ def fmhub_preprocess(model, inputs):
 
 @hookimpl
 def fmhub_forward(model, batch):
-    from ._load import forward
+    from ._stages import forward
 
     return forward(model, batch)
 
 
 @hookimpl
 def fmhub_postprocess(model, outputs, batch):
-    from ._load import postprocess
+    from ._stages import postprocess
 
     return postprocess(model, outputs)
 
@@ -163,6 +163,6 @@ def fmhub_training_loss(model, outputs, targets):
 
 @hookimpl
 def fmhub_export_spec(model):
-    from ._load import export_spec
+    from ._stages import export_spec
 
     return export_spec(model)

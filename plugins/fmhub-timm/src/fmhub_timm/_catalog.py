@@ -8,11 +8,11 @@ against the installed timm so they cannot drift silently.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import fmhub
 
-__all__ = ["CATALOG", "Entry", "catalog_specs", "open_spec", "split_name"]
+__all__ = ["ROWS", "Row", "catalog_specs", "open_spec", "split_name"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,11 +20,17 @@ INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
-class Entry(NamedTuple):
-    """One registered model: ``timm`` name (``arch.tag``), short aliases and what timm says of it."""
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One registered model: the timm name (``arch.tag``), short aliases and what timm says of it.
 
-    name: str
+    Keyword-only: a row reads as ``field=value`` and cannot shift.
+    """
+
+    id: str  #: timm's ``arch.tag`` name
     aliases: tuple[str, ...]
+    architecture: str  #: timm's architecture (the name before the tag)
+    task: str
     description: str
     crop_pct: float
     interpolation: str = "bicubic"
@@ -36,36 +42,56 @@ class Entry(NamedTuple):
     num_classes: int = 1000
 
 
-CATALOG: tuple[Entry, ...] = (
-    Entry("resnet18.a1_in1k", ("resnet18",), "ResNet-18, ResNet Strikes Back A1 recipe, ImageNet-1k.",
-          0.95, paper="arXiv:2110.00476"),
-    Entry("resnet50.a1_in1k", ("resnet50",), "ResNet-50, ResNet Strikes Back A1 recipe, ImageNet-1k.",
-          0.95, paper="arXiv:2110.00476"),
-    Entry("resnet50.tv_in1k", ("resnet50-torchvision",), "ResNet-50 with torchvision's original weights.",
-          0.875, interpolation="bilinear", license="bsd-3-clause"),
-    Entry("vit_base_patch16_224.augreg2_in21k_ft_in1k", ("vit-base", "vit-base-patch16-224"),
-          "ViT-B/16, AugReg ImageNet-21k pretraining, ImageNet-1k fine-tune.", 0.9,
-          mean=INCEPTION_MEAN, std=INCEPTION_STD),
-    Entry("vit_small_patch16_224.augreg_in21k_ft_in1k", ("vit-small", "vit-small-patch16-224"),
-          "ViT-S/16, AugReg ImageNet-21k pretraining, ImageNet-1k fine-tune.", 0.9,
-          mean=INCEPTION_MEAN, std=INCEPTION_STD),
-    Entry("deit_small_patch16_224.fb_in1k", ("deit-small",), "DeiT-S/16 (data-efficient ViT), ImageNet-1k.",
-          0.9),
-    Entry("convnext_tiny.in12k_ft_in1k", ("convnext-tiny",),
-          "ConvNeXt-T, ImageNet-12k pretraining, ImageNet-1k fine-tune.", 0.95),
-    Entry("efficientnet_b0.ra_in1k", ("efficientnet-b0",), "EfficientNet-B0, RandAugment recipe, ImageNet-1k.",
-          0.875),
-    Entry("efficientnet_lite0.ra_in1k", ("efficientnet-lite0",), "EfficientNet-Lite0, ImageNet-1k.", 0.875),
-    Entry("mobilenetv3_large_100.ra_in1k", ("mobilenetv3-large", "mobilenet-v3-large"),
-          "MobileNetV3-Large 1.0, ImageNet-1k.", 0.875),
-    Entry("mobilenetv3_small_100.lamb_in1k", ("mobilenetv3-small", "mobilenet-v3-small"),
-          "MobileNetV3-Small 1.0, ImageNet-1k.", 0.875),
-    Entry("swin_tiny_patch4_window7_224.ms_in1k", ("swin-tiny",), "Swin-T, window 7, ImageNet-1k.", 0.9,
-          license="mit"),
-    Entry("regnety_016.tv2_in1k", ("regnety-016",), "RegNetY-1.6GF, torchvision v2 recipe, ImageNet-1k.",
-          0.965, license="bsd-3-clause"),
-    Entry("vit_small_patch14_dinov2.lvd142m", ("dinov2-small",),
-          "DINOv2 ViT-S/14 self-supervised image embeddings (no classifier).", 1.0, size=518, num_classes=0),
+ROWS: tuple[Row, ...] = (
+    Row(id="resnet18.a1_in1k", aliases=("resnet18",), architecture="resnet18",
+        task="classification",
+        description="ResNet-18, ResNet Strikes Back A1 recipe, ImageNet-1k.", crop_pct=0.95,
+        paper="arXiv:2110.00476"),
+    Row(id="resnet50.a1_in1k", aliases=("resnet50",), architecture="resnet50",
+        task="classification",
+        description="ResNet-50, ResNet Strikes Back A1 recipe, ImageNet-1k.", crop_pct=0.95,
+        paper="arXiv:2110.00476"),
+    Row(id="resnet50.tv_in1k", aliases=("resnet50-torchvision",), architecture="resnet50",
+        task="classification", description="ResNet-50 with torchvision's original weights.",
+        crop_pct=0.875, interpolation="bilinear", license="bsd-3-clause"),
+    Row(id="vit_base_patch16_224.augreg2_in21k_ft_in1k",
+        aliases=("vit-base", "vit-base-patch16-224"), architecture="vit_base_patch16_224",
+        task="classification",
+        description="ViT-B/16, AugReg ImageNet-21k pretraining, ImageNet-1k fine-tune.",
+        crop_pct=0.9, mean=INCEPTION_MEAN, std=INCEPTION_STD),
+    Row(id="vit_small_patch16_224.augreg_in21k_ft_in1k",
+        aliases=("vit-small", "vit-small-patch16-224"), architecture="vit_small_patch16_224",
+        task="classification",
+        description="ViT-S/16, AugReg ImageNet-21k pretraining, ImageNet-1k fine-tune.",
+        crop_pct=0.9, mean=INCEPTION_MEAN, std=INCEPTION_STD),
+    Row(id="deit_small_patch16_224.fb_in1k", aliases=("deit-small",),
+        architecture="deit_small_patch16_224", task="classification",
+        description="DeiT-S/16 (data-efficient ViT), ImageNet-1k.", crop_pct=0.9),
+    Row(id="convnext_tiny.in12k_ft_in1k", aliases=("convnext-tiny",), architecture="convnext_tiny",
+        task="classification",
+        description="ConvNeXt-T, ImageNet-12k pretraining, ImageNet-1k fine-tune.", crop_pct=0.95),
+    Row(id="efficientnet_b0.ra_in1k", aliases=("efficientnet-b0",), architecture="efficientnet_b0",
+        task="classification", description="EfficientNet-B0, RandAugment recipe, ImageNet-1k.",
+        crop_pct=0.875),
+    Row(id="efficientnet_lite0.ra_in1k", aliases=("efficientnet-lite0",),
+        architecture="efficientnet_lite0", task="classification",
+        description="EfficientNet-Lite0, ImageNet-1k.", crop_pct=0.875),
+    Row(id="mobilenetv3_large_100.ra_in1k", aliases=("mobilenetv3-large", "mobilenet-v3-large"),
+        architecture="mobilenetv3_large_100", task="classification",
+        description="MobileNetV3-Large 1.0, ImageNet-1k.", crop_pct=0.875),
+    Row(id="mobilenetv3_small_100.lamb_in1k", aliases=("mobilenetv3-small", "mobilenet-v3-small"),
+        architecture="mobilenetv3_small_100", task="classification",
+        description="MobileNetV3-Small 1.0, ImageNet-1k.", crop_pct=0.875),
+    Row(id="swin_tiny_patch4_window7_224.ms_in1k", aliases=("swin-tiny",),
+        architecture="swin_tiny_patch4_window7_224", task="classification",
+        description="Swin-T, window 7, ImageNet-1k.", crop_pct=0.9, license="mit"),
+    Row(id="regnety_016.tv2_in1k", aliases=("regnety-016",), architecture="regnety_016",
+        task="classification", description="RegNetY-1.6GF, torchvision v2 recipe, ImageNet-1k.",
+        crop_pct=0.965, license="bsd-3-clause"),
+    Row(id="vit_small_patch14_dinov2.lvd142m", aliases=("dinov2-small",),
+        architecture="vit_small_patch14_dinov2", task="embedding",
+        description="DINOv2 ViT-S/14 self-supervised image embeddings (no classifier).",
+        crop_pct=1.0, size=518, num_classes=0),
 )
 
 TASKS = ("classification", "embedding", "feature-maps")
@@ -101,18 +127,17 @@ def _check_syntax(name: str) -> str | None:
 def catalog_specs() -> list[fmhub.ModelSpec]:
     """The registered models, with their preprocessing contract and provenance."""
     specs = []
-    for e in CATALOG:
-        arch, _ = split_name(e.name)
+    for e in ROWS:
         specs.append(fmhub.ModelSpec(
-            id=f"timm:{e.name}",
+            id=f"timm:{e.id}",
             aliases=e.aliases,
-            task="classification" if e.num_classes else "embedding",
+            task=e.task,
             tasks=TASKS if e.num_classes else TASKS[1:],
             modality="image",
-            architecture=arch,
+            architecture=e.architecture,
             description=e.description,
             license=e.license,
-            source=f"hf-hub:timm/{e.name}",
+            source=f"hf-hub:timm/{e.id}",
             paper=e.paper,
             preprocessing=fmhub.Preprocessing(
                 input_size=(3, e.size, e.size), mean=e.mean, std=e.std,

@@ -83,6 +83,8 @@ def finetune_targets(module: nn.Module) -> list[str] | None:
 
 def attach_head(model: Any, labels: Sequence[str]) -> list[str]:
     """Replace the classifier with a fresh one of ``len(labels)`` outputs (timm's reset_classifier)."""
+    if len(labels) < 1:
+        raise fmhub.FineTuneError("A classification head needs at least one label.")
     module = model.module
     target = module
     if not hasattr(target, "reset_classifier"):
@@ -90,8 +92,6 @@ def attach_head(model: Any, labels: Sequence[str]) -> list[str]:
             f"{model.spec.id!r} was loaded for feature maps and has no classifier to train; load it "
             "with task='classification' or task='embedding' to fine-tune a head."
         )
-    if len(labels) < 1:
-        raise fmhub.FineTuneError("A classification head needs at least one label.")
     device, dtype = model.device, model.dtype
     target.reset_classifier(len(labels))
     names = head_names(target)

@@ -1,4 +1,4 @@
-"""Building timm models (names, weights, checkpoints, saved folders), running them, saving them."""
+"""Building timm models (names, weights, checkpoints, saved folders) and saving them."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 import fmhub
-from fmhub.results import FeatureMaps, top_k_classification
+from fmhub.manifest import read_config
 
 from ._catalog import TASKS, split_name
-from ._preprocess import ImageProcessor
+from ._config import FeaturesConfig, TimmConfig
+from ._stages import ImageProcessor
 
-__all__ = ["forward", "load", "postprocess", "save"]
+__all__ = ["load", "save"]
 
 #: Written beside timm's config.json by ``save`` for feature-map models.
 FEATURES_FILE = "fmhub_timm.json"
@@ -146,7 +147,7 @@ def _create(name: str, kwargs: dict[str, Any], model_id: str):
                 repo, what = name.removeprefix("hf-hub:"), "config.json and weights"
             else:
                 repo, what = f"timm/{_default_tagged(name)}", "pretrained weights"
-            raise fmhub.FmhubError(
+            raise fmhub.PluginError(
                 f"The {what} of {model_id!r} (Hub repo {repo!r}) are not in the Hugging Face "
                 f"cache ({_hf_cache()}) and could not be downloaded ({type(exc).__name__}). "
                 f"Connect to the Hub once, point HF_HUB_CACHE at a cache holding {repo}, pass "
@@ -250,11 +251,12 @@ def _load_saved(path: str, features: bool, options: Any):
 def _load_saved_strict(path: str, features: bool, options: Any):
     import timm
 
+    read_config(Path(path) / "config.json", TimmConfig)  # before timm reads it
     marker = Path(path) / FEATURES_FILE
     if marker.is_file():
-        meta = json.loads(marker.read_text())
+        meta = read_config(marker, FeaturesConfig)
         module = timm.create_model(f"local-dir:{path}", pretrained=False, features_only=True,
-                                   out_indices=tuple(meta["out_indices"]))
+                                   out_indices=meta.out_indices)
         from safetensors.torch import load_file
 
         module.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
@@ -304,44 +306,6 @@ def resolve_labels(module: torch.nn.Module) -> tuple[str, ...] | None:
     return None
 
 
-# -- forward / postprocess ---------------------------------------------------------------------
-
-
-def forward(model: Any, batch: dict[str, Any]) -> Any:
-    """``fmhub_forward``: logits, pooled pre-logits features, or the list of stage maps."""
-    x = batch["pixel_values"]
-    module = model.module
-    if model.task == "embedding":
-        feats = module.forward_features(x)
-        return module.forward_head(feats, pre_logits=True)
-    return module(x)
-
-
-def postprocess(model: Any, outputs: Any) -> list[Any]:
-    """``fmhub_postprocess``: one typed result per image."""
-    if model.task == "classification":
-        probs = outputs.float().softmax(-1)
-        return top_k_classification(probs, model.labels, k=model.options.top_k)
-    if model.task == "embedding":
-        emb = outputs.float().flatten(1).cpu().numpy()
-        return list(emb)
-    if model.task == "feature-maps":
-        if any(m.ndim != 4 for m in outputs):
-            shapes = [tuple(m.shape) for m in outputs]
-            raise fmhub.InvalidOptionError(
-                f"timm's feature extractor for {model.spec.id!r} returns {shapes}, not (N, C, H, W) "
-                "maps; load it with task='embedding' instead."
-            )
-        maps = [_nchw(model.module, m).float().cpu().numpy() for m in outputs]
-        return [FeatureMaps(maps=tuple(m[i] for m in maps)) for i in range(maps[0].shape[0])]
-    raise fmhub.InvalidOptionError(f"timm models cannot do task {model.task!r}; use one of {TASKS}.")
-
-
-def _nchw(module: Any, t: torch.Tensor) -> torch.Tensor:
-    fmt = str(getattr(module, "output_fmt", "NCHW"))
-    return t.permute(0, 3, 1, 2) if fmt.endswith("NHWC") else t
-
-
 # -- save --------------------------------------------------------------------------------------
 
 
@@ -382,41 +346,3 @@ def _save_feature_config(module: Any, folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=list))
     out_indices = list(module.feature_info.out_indices)
     (folder / FEATURES_FILE).write_text(json.dumps({"features_only": True, "out_indices": out_indices}))
-
-
-class _ForwardStage(torch.nn.Module):
-    """:func:`forward` as a module of the pixel tensor (logits, pooled features or stage maps)."""
-
-    def __init__(self, module: Any, task: str):
-        super().__init__()
-        self.module, self.task = module, task
-
-    def forward(self, pixel_values: torch.Tensor):
-        if self.task == "embedding":
-            return self.module.forward_head(self.module.forward_features(pixel_values),
-                                            pre_logits=True)
-        out = self.module(pixel_values)
-        return tuple(out) if isinstance(out, (list, tuple)) else out
-
-
-def export_spec(model: Any) -> fmhub.ExportSpec:
-    """Images are resized and cropped to the model's input size by preprocessing, so only the batch
-    axis is dynamic; example and check images are seeded noise of different sizes."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-
-    def image(h: int, w: int) -> Any:
-        return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-    if model.task == "feature-maps":
-        names = [f"fmhub_stage{i}" for i in range(len(model.module.feature_info))]
-    else:
-        names = ["fmhub_embedding" if model.task == "embedding" else "fmhub_logits"]
-    return fmhub.ExportSpec(
-        module=_ForwardStage(model.module, model.task), input_names=["pixel_values"],
-        output_names=names, example=[image(200, 240), image(180, 160)],
-        check=[image(120, 300), image(256, 256), image(96, 128)],
-        dynamic_axes={"pixel_values": {0: "batch"}},
-        pack=list if model.task == "feature-maps" else None)

@@ -4,7 +4,7 @@
 load the ``torchaudio.pipelines`` bundles through their own path (the torch hub checkpoint cache
 under ``TORCH_HOME``), ``torchaudio:models.<factory>`` builds a ``torchaudio.models`` architecture
 for training from scratch. Registration imports neither torch nor torchaudio: what it needs is the
-static table in :mod:`fmhub_torchaudio._bundles`. See ``docs/plugins/torchaudio.md``.
+static table in :mod:`fmhub_torchaudio._catalog`. See ``docs/plugins/torchaudio.md``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import Field
 import fmhub
 from fmhub import hookimpl
 
-from ._bundles import BUNDLES, FACTORIES, bundle_by_file
+from ._catalog import BUNDLES, FACTORIES, Row, bundle_by_file
 
 __all__ = ["TorchaudioOptions"]
 
@@ -41,6 +41,7 @@ class TorchaudioOptions(fmhub.LoadOptions):
     chunk_context_seconds: float = Field(
         2.0, ge=0, description="Audio each chunk sees on each side of the frames it keeps.")
     chunk_batch: int = Field(4, ge=1, description="Chunks run through the model at once.")
+    top_k: int = Field(5, ge=1, description="How many labels a classification result lists.")
     config: dict[str, Any] = Field(
         default_factory=dict, description="models.* only: keyword arguments of the factory.")
     labels: list[str] | None = Field(
@@ -58,12 +59,12 @@ def fmhub_register_namespaces(register):
         description="torchaudio wav2vec 2.0 / HuBERT / WavLM bundles and model factories."))
 
 
-def _bundle_spec(info) -> fmhub.ModelSpec:
+def _bundle_spec(info: Row) -> fmhub.ModelSpec:
     tasks = ("transcription", "embedding", "classification") if info.asr else (
         "embedding", "classification")
     return fmhub.ModelSpec(
-        id=f"{NAMESPACE}:{info.name}", aliases=(info.alias,), task=tasks[0], tasks=tasks,
-        modality="audio", architecture=info.family, description=info.description,
+        id=f"{NAMESPACE}:{info.id}", aliases=info.aliases, task=info.task, tasks=tasks,
+        modality="audio", architecture=info.architecture, description=info.description,
         license=info.license, source=info.source,
         preprocessing=fmhub.Preprocessing(sample_rate=info.sample_rate,
                                           normalize_waveform=info.normalize_waveform))
@@ -112,21 +113,21 @@ def fmhub_batch_order(model, inputs):
 
 @hookimpl
 def fmhub_preprocess(model, inputs):
-    from ._pipeline import preprocess
+    from ._stages import preprocess
 
     return preprocess(model, inputs)
 
 
 @hookimpl
 def fmhub_forward(model, batch):
-    from ._pipeline import forward
+    from ._stages import forward
 
     return forward(model, batch)
 
 
 @hookimpl
 def fmhub_postprocess(model, outputs, batch):
-    from ._pipeline import postprocess
+    from ._stages import postprocess
 
     return postprocess(model, outputs, batch)
 
@@ -162,6 +163,6 @@ def fmhub_training_loss(model, outputs, targets):
 
 @hookimpl
 def fmhub_export_spec(model):
-    from ._pipeline import export_spec
+    from ._stages import export_spec
 
     return export_spec(model)

@@ -39,7 +39,7 @@ def targets(model, method: str) -> list[str]:
 def attach_head(model, labels: Sequence[str]) -> list[str]:
     """A fresh ``nn.Linear(dim, len(labels))`` over the pooled features of the chosen layer."""
     if len(labels) < 1:
-        raise fmhub.InputError("a classification head needs at least one label.")
+        raise fmhub.FineTuneError("A classification head needs at least one label.")
     module = speech_module(model.module)
     ref = next(module.model.parameters())
     module.head = nn.Linear(model.processor.embed_dim, len(labels)).to(ref.device, ref.dtype)

@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 import fmhub
+from fmhub.manifest import read_config
 
-from ._bundles import BUNDLES, FACTORIES, BundleInfo
+from ._catalog import BUNDLES, FACTORIES, Row
+from ._config import SavedConfig
 from ._module import Speech, SpeechModule, conv_geometry, padding_safe
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "hub_checkpoint_path", "load", "save"]
@@ -22,12 +24,12 @@ WEIGHTS_FILE = "model.safetensors"
 _FORMAT = 1
 
 
-def hub_checkpoint_path(info: BundleInfo) -> Path:
+def hub_checkpoint_path(info: Row) -> Path:
     """Where ``bundle.get_model()`` looks for (and downloads) the bundle's weights."""
     return Path(torch.hub.get_dir()) / "checkpoints" / info.file
 
 
-def _bundle(info: BundleInfo):
+def _bundle(info: Row):
     import torchaudio.pipelines
 
     return getattr(torchaudio.pipelines, info.attr)
@@ -66,7 +68,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.model if type(model).__name__ == "_Wav2Vec2Model" else model
 
 
-def _bundle_model(info: BundleInfo, checkpoint: str | None) -> nn.Module:
+def _bundle_model(info: Row, checkpoint: str | None) -> nn.Module:
     from torchaudio.pipelines._wav2vec2 import utils
 
     bundle = _bundle(info)
@@ -78,11 +80,11 @@ def _bundle_model(info: BundleInfo, checkpoint: str | None) -> nn.Module:
             if cached.is_file():
                 first = (str(exc).splitlines() or [""])[0]
                 raise fmhub.PluginError(
-                    f"The cached weights {str(cached)!r} of torchaudio:{info.name} do not load "
+                    f"The cached weights {str(cached)!r} of torchaudio:{info.id} do not load "
                     f"({type(exc).__name__}: {first}); delete the file to download it again."
                 ) from None
             raise fmhub.PluginError(
-                f"The weights of torchaudio:{info.name} are not in the torch hub cache "
+                f"The weights of torchaudio:{info.id} are not in the torch hub cache "
                 f"({str(cached)!r}) and downloading them failed ({type(exc).__name__}: {exc}). "
                 "Connect once to download, copy the file there (TORCH_HOME sets the folder), or "
                 "load with checkpoint='<local file>'."
@@ -218,7 +220,7 @@ def load(spec, options):
     labels = bundle.get_labels() if info.asr else None
     factory = "wavlm_model" if info.model_type == "WavLM" else "wav2vec2_model"
     speech = _processor(model, sample_rate=bundle.sample_rate, normalize=info.normalize_waveform,
-                        family=info.family, labels=labels, layer=options.layer,
+                        family=info.architecture, labels=labels, layer=options.layer,
                         config={"factory": factory, "kwargs": bundle._params})
     return _loaded(spec, options, model, speech, None, {"bundle": info.attr})
 
@@ -227,17 +229,13 @@ def _load_saved(spec, options, folder: Path):
     import torchaudio.models
     from safetensors.torch import load_file
 
-    cfg_file = folder / CONFIG_FILE
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise fmhub.ManifestError(f"Cannot read {str(cfg_file)!r}: {exc}") from None
+    cfg = read_config(folder / CONFIG_FILE, SavedConfig)
     try:  # strict: weights that do not fit the described architecture are refused whole
-        factory = getattr(torchaudio.models, cfg["config"]["factory"])
-        model = factory(**cfg["config"]["kwargs"])
+        factory = getattr(torchaudio.models, cfg.config.factory)
+        model = factory(**cfg.config.kwargs)
         head = None
-        if cfg.get("head"):
-            head = nn.Linear(cfg["head"]["in"], cfg["head"]["out"])
+        if cfg.head is not None:
+            head = nn.Linear(cfg.head.in_features, cfg.head.out_features)
         module = SpeechModule(model, head)
         module.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
@@ -247,11 +245,11 @@ def _load_saved(spec, options, folder: Path):
             f"architecture {CONFIG_FILE} describes, or that file is invalid "
             f"({type(exc).__name__}: {first}). Restore the files the folder was saved with."
         ) from None
-    layer = options.layer if "layer" in options.model_fields_set else cfg["layer"]
-    speech = _processor(model, sample_rate=cfg["sample_rate"], normalize=cfg["normalize_waveform"],
-                        family=cfg["family"], labels=cfg["ctc_labels"], config=cfg["config"],
-                        layer=layer, class_labels=cfg.get("class_labels"))
-    return _loaded(spec, options, model, speech, head, dict(cfg.get("info", {})))
+    layer = options.layer if "layer" in options.model_fields_set else cfg.layer
+    speech = _processor(model, sample_rate=cfg.sample_rate, normalize=cfg.normalize_waveform,
+                        family=cfg.family, labels=cfg.ctc_labels, config=cfg.config.model_dump(),
+                        layer=layer, class_labels=cfg.class_labels)
+    return _loaded(spec, options, model, speech, head, dict(cfg.info))
 
 
 def save(model, path: str) -> None:
@@ -275,6 +273,7 @@ def save(model, path: str) -> None:
         "class_labels": list(model.labels) if model.labels is not None else None,
         "info": {k: v for k, v in model.info.items() if k in ("bundle", "factory")},
     }
+    SavedConfig.model_validate(cfg)  # what is written reads back
     Path(path, CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(Path(path, WEIGHTS_FILE)))

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._bundles import BUNDLES, CONV_LAYERS
+from ._catalog import BUNDLES, CONV_LAYERS
 
 __all__ = [
     "EN_LABELS",
@@ -138,7 +138,7 @@ def tiny_bundle_params(name: str) -> dict[str, Any]:
 
     info = BUNDLES[name]
     full = getattr(torchaudio.pipelines, info.attr)._params
-    tiny = tiny_config(family=info.family, extractor_mode=full["extractor_mode"],
+    tiny = tiny_config(family=info.architecture, extractor_mode=full["extractor_mode"],
                        aux_num_out=full["aux_num_out"])
     tiny["encoder_layer_norm_first"] = full["encoder_layer_norm_first"]
     tiny["extractor_conv_bias"] = full["extractor_conv_bias"]

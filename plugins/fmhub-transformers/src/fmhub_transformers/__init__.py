@@ -20,7 +20,16 @@ from pydantic import Field
 import fmhub
 from fmhub import hookimpl
 
-from ._config import GENERATIVE, TASKS, CheckpointConfig, detect_task, is_repo_id, read_json
+from ._catalog import ROWS, Row
+from ._config import (
+    GENERATIVE,
+    TASKS,
+    CheckpointConfig,
+    detect_task,
+    is_repo_id,
+    read_config,
+    read_json,
+)
 
 __all__ = ["ALIASES", "TransformersOptions"]
 
@@ -56,33 +65,8 @@ class TransformersOptions(fmhub.LoadOptions):
                               "entities (pipeline 'simple'); 'none' returns one entity per token.")
 
 
-#: alias -> (repo id, default task, max tokens, licence, description)
-ALIASES: dict[str, tuple[str, str, int, str, str]] = {
-    "bert-base": ("google-bert/bert-base-uncased", "fill-mask", 512, "apache-2.0",
-                  "BERT base, uncased English (110M)."),
-    "bert-base-cased": ("google-bert/bert-base-cased", "fill-mask", 512, "apache-2.0",
-                        "BERT base, cased English (110M)."),
-    "bert-large": ("google-bert/bert-large-uncased", "fill-mask", 512, "apache-2.0",
-                   "BERT large, uncased English (340M)."),
-    "distilbert-base": ("distilbert/distilbert-base-uncased", "fill-mask", 512, "apache-2.0",
-                        "DistilBERT base, uncased English (66M)."),
-    "roberta-base": ("FacebookAI/roberta-base", "fill-mask", 512, "mit", "RoBERTa base (125M)."),
-    "roberta-large": ("FacebookAI/roberta-large", "fill-mask", 512, "mit", "RoBERTa large (355M)."),
-    "xlm-roberta-base": ("FacebookAI/xlm-roberta-base", "fill-mask", 512, "mit",
-                         "XLM-RoBERTa base, 100 languages (270M)."),
-    "deberta-v3-base": ("microsoft/deberta-v3-base", "embedding", 512, "mit",
-                        "DeBERTa-v3 base encoder (184M)."),
-    "electra-base": ("google/electra-base-discriminator", "embedding", 512, "apache-2.0",
-                     "ELECTRA base discriminator encoder (110M)."),
-    "all-MiniLM-L6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "embedding", 256, "apache-2.0",
-                         "Sentence embeddings, 384-d, mean pooling, normalised (22M)."),
-    "all-mpnet-base-v2": ("sentence-transformers/all-mpnet-base-v2", "embedding", 384, "apache-2.0",
-                          "Sentence embeddings, 768-d, mean pooling, normalised (110M)."),
-    "distilbert-sst2": ("distilbert/distilbert-base-uncased-finetuned-sst-2-english",
-                        "classification", 512, "apache-2.0", "English sentiment (SST-2)."),
-    "bert-ner": ("dslim/bert-base-NER", "token-classification", 512, "mit",
-                 "English named entities (CoNLL-2003: PER, ORG, LOC, MISC)."),
-}
+#: alias -> catalog row (the table itself is ``_catalog.ROWS``).
+ALIASES: dict[str, Row] = {alias: row for row in ROWS for alias in row.aliases}
 
 
 def _spec(repo_id: str, **fields) -> fmhub.ModelSpec:
@@ -99,10 +83,10 @@ def fmhub_register_namespaces(register):
 
 @hookimpl
 def fmhub_register_models(register):
-    for alias, (repo, task, max_tokens, licence, description) in ALIASES.items():
-        register(_spec(repo, aliases=(alias,), task=task, license=licence, description=description,
-                       architecture=alias.split("-")[0] if "MiniLM" not in alias else "bert",
-                       preprocessing=fmhub.Preprocessing(max_tokens=max_tokens)))
+    for row in ROWS:
+        register(_spec(row.id, aliases=row.aliases, task=row.task, license=row.license,
+                       description=row.description, architecture=row.architecture,
+                       preprocessing=fmhub.Preprocessing(max_tokens=row.max_tokens)))
 
 
 @hookimpl
@@ -135,7 +119,7 @@ def fmhub_claim_path(path):
     if not isinstance(data.get("model_type"), str):
         return None  # another family's config.json
     try:  # ours: a config with other problems is claimed, and load reports them precisely
-        cfg = CheckpointConfig.from_dict(data, path)
+        cfg = read_config(config, CheckpointConfig)
         task, arch = detect_task(cfg, os.path.isfile(os.path.join(path, "modules.json"))), cfg.model_type
     except fmhub.FmhubError:
         task, arch = None, None
@@ -153,33 +137,33 @@ def fmhub_load(spec, options):
     return load(spec, options)
 
 
-def _stages(model):
+def _stage_module(model):
     """The module implementing the stages of this model's task."""
     if model.task == "transcription":
-        from . import _speech
+        from . import _stages_speech
 
-        return _speech
+        return _stages_speech
     if model.task in GENERATIVE:
-        from . import _generate
+        from . import _stages_generate
 
-        return _generate
-    from . import _text
+        return _stages_generate
+    from . import _stages
 
-    return _text
+    return _stages
 
 
 @hookimpl
 def fmhub_batch_order(model, inputs):
     if model.task in GENERATIVE:
         return None  # one generate call per batch; padding is cheap next to decoding
-    from ._text import batch_order
+    from ._stages import batch_order
 
     return batch_order(model, inputs)
 
 
 @hookimpl
 def fmhub_preprocess(model, inputs, options):
-    stages = _stages(model)
+    stages = _stage_module(model)
     if model.task in GENERATIVE:
         return stages.preprocess(model, inputs, options)
     return stages.preprocess(model, inputs)
@@ -191,7 +175,7 @@ def fmhub_forward(model, batch, options, stream):
         from ._finetune import training_forward
 
         return training_forward(model, batch)
-    stages = _stages(model)
+    stages = _stage_module(model)
     if model.task in GENERATIVE:
         return stages.forward(model, batch, options, stream)
     return stages.forward(model, batch)
@@ -199,7 +183,7 @@ def fmhub_forward(model, batch, options, stream):
 
 @hookimpl
 def fmhub_postprocess(model, outputs, batch, options):
-    stages = _stages(model)
+    stages = _stage_module(model)
     if model.task in GENERATIVE:
         return stages.postprocess(model, outputs, batch, options)
     return stages.postprocess(model, outputs, batch)
@@ -245,6 +229,6 @@ def fmhub_training_loss(model, outputs, targets):
 
 @hookimpl
 def fmhub_export_spec(model):
-    from ._text import export_spec
+    from ._stages import export_spec
 
     return export_spec(model)

@@ -1,7 +1,9 @@
 """Reading a checkpoint's JSON files as untrusted input, and deciding its task.
 
 Nothing here imports torch or transformers: ``fmhub_claim_path`` and task detection run on plain
-JSON. Every file is size-capped and type-checked; nothing in it is executed or imported.
+JSON. Every file is size-capped and validated with a pydantic model (:func:`read_config`: a missing
+field or a value of the wrong type is a :class:`fmhub.ManifestError` naming the file and the field);
+nothing in it is executed or imported.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 import fmhub
+from fmhub.manifest import read_config as _read_config
 
 __all__ = [
     "TASKS",
@@ -20,6 +25,7 @@ __all__ = [
     "Pooling",
     "detect_task",
     "is_repo_id",
+    "read_config",
     "read_json",
     "read_pooling",
 ]
@@ -34,7 +40,7 @@ TASKS: dict[str, str] = {
     "text2text": "AutoModelForSeq2SeqLM",
     "transcription": "AutoModelForSpeechSeq2Seq",
 }
-#: Tasks whose models generate (their stages are in ``_generate`` / ``_speech``).
+#: Tasks whose models generate (their stages are in ``_stages_generate`` / ``_stages_speech``).
 GENERATIVE = ("text-generation", "text2text", "transcription")
 
 #: Pooling modes, in the order sentence-transformers concatenates them.
@@ -76,42 +82,76 @@ def read_json(path: str, what: str, *, expect: type = dict) -> Any:
     return data
 
 
-@dataclass(frozen=True)
-class CheckpointConfig:
-    """The facts fmhub reads from ``config.json``, validated."""
+_M = TypeVar("_M", bound=BaseModel)
 
-    model_type: str
-    architectures: tuple[str, ...]
-    labels: tuple[str, ...] | None
-    auto_map: bool
 
+def read_config(path: str, model: type[_M]) -> _M:
+    """Read the checkpoint JSON file at ``path`` into ``model`` (size-capped as :func:`read_json`)."""
+    return _read_config(path, model, max_bytes=_MAX_JSON_BYTES)
+
+
+class CheckpointConfig(BaseModel):
+    """The facts fmhub reads from ``config.json``, validated (other keys are transformers')."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model_type: str = Field(min_length=1, description="Transformers' architecture family.")
+    architectures: tuple[str, ...] | None = None
+    id2label: dict[int, str] | None = None
+    auto_map: dict[str, Any] | None = None
+
+    @field_validator("id2label")
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str) -> CheckpointConfig:
-        model_type = data.get("model_type")
-        if not isinstance(model_type, str) or not model_type:
-            raise fmhub.ManifestError(
-                f"config.json of {where} has no 'model_type'; it is not a Transformers checkpoint."
-            )
-        archs = data.get("architectures")
-        archs = [] if archs is None else archs
-        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
-            raise fmhub.ManifestError(f"config.json of {where}: 'architectures' must be a list of names.")
-        return cls(model_type, tuple(archs), _labels(data.get("id2label"), where),
-                   bool(data.get("auto_map")))
+    def _numbered(cls, v: dict[int, str] | None) -> dict[int, str] | None:
+        if v is not None and sorted(v) != list(range(len(v))):
+            raise ValueError("id2label must number classes 0..N-1")
+        return v
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """Class names in index order, or None."""
+        return None if self.id2label is None else tuple(self.id2label[i] for i in sorted(self.id2label))
+
+    @property
+    def architecture_names(self) -> tuple[str, ...]:
+        return self.architectures or ()
 
 
-def _labels(id2label: Any, where: str) -> tuple[str, ...] | None:
-    if id2label is None:
-        return None
-    if not isinstance(id2label, dict):
-        raise fmhub.ManifestError(f"config.json of {where}: 'id2label' must be an object.")
-    try:
-        pairs = sorted((int(k), str(v)) for k, v in id2label.items())
-    except (TypeError, ValueError):
-        raise fmhub.ManifestError(f"config.json of {where}: 'id2label' keys must be integers.") from None
-    if [i for i, _ in pairs] != list(range(len(pairs))):
-        raise fmhub.ManifestError(f"config.json of {where}: 'id2label' must number classes 0..N-1.")
-    return tuple(name for _, name in pairs)
+class SentenceModule(BaseModel):
+    """One entry of sentence-transformers' ``modules.json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    path: str = ""
+
+
+class SentenceModules(RootModel[list[SentenceModule]]):
+    """sentence-transformers' ``modules.json``: the module pipeline, in order."""
+
+
+class SentenceBertConfig(BaseModel):
+    """sentence-transformers' ``sentence_bert_config.json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_seq_length: int | None = Field(None, ge=1)
+    do_lower_case: bool = False
+
+
+class PoolingConfig(BaseModel):
+    """sentence-transformers' pooling ``config.json`` (new ``pooling_mode`` or legacy flags)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pooling_mode: str | list[str] | None = None
+    include_prompt: bool = True
+    pooling_mode_cls_token: bool = False
+    pooling_mode_max_tokens: bool = False
+    pooling_mode_mean_tokens: bool = False
+    pooling_mode_mean_sqrt_len_tokens: bool = False
+    pooling_mode_weightedmean_tokens: bool = False
+    pooling_mode_lasttoken: bool = False
 
 
 def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
@@ -121,7 +161,7 @@ def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
         return "embedding"
     if config.model_type == "whisper":
         return "transcription"
-    for arch in config.architectures:
+    for arch in config.architecture_names:
         if arch.endswith(("ForCausalLM", "LMHeadModel")):
             return "text-generation"
         if arch.endswith(("ForConditionalGeneration", "MTModel")):
@@ -156,42 +196,38 @@ def read_pooling(files: dict[str, str | None], where: str) -> Pooling:
     """
     if not files.get("modules.json"):
         return Pooling()
-    modules = read_json(files["modules.json"], "modules.json", expect=list)
     kinds = []
-    for m in modules:
-        kind = str(m.get("type", "")).rsplit(".", 1)[-1] if isinstance(m, dict) else ""
+    for m in read_config(files["modules.json"], SentenceModules).root:
+        kind = m.type.rsplit(".", 1)[-1]
         if kind not in _ST_SUPPORTED:
             raise fmhub.PluginError(
-                f"{where} is a sentence-transformers model with a {kind or repr(m)!r} module, which "
-                f"fmhub does not reproduce (it runs {', '.join(sorted(_ST_SUPPORTED))}); load it "
-                "with sentence-transformers, or pass task= to use the bare encoder."
+                f"{where} is a sentence-transformers model with a {kind or repr(m.type)!r} module, "
+                f"which fmhub does not reproduce (it runs {', '.join(sorted(_ST_SUPPORTED))}); load "
+                "it with sentence-transformers, or pass task= to use the bare encoder."
             )
         kinds.append(kind)
     modes: tuple[str, ...] = ("mean",)
     if files.get("pooling"):
-        modes = _pooling_modes(read_json(files["pooling"], "pooling config"), where)
-    bert: dict[str, Any] = {}
+        modes = _pooling_modes(read_config(files["pooling"], PoolingConfig), where)
+    bert = SentenceBertConfig()
     if files.get("sentence_bert_config.json"):
-        bert = read_json(files["sentence_bert_config.json"], "sentence_bert_config.json")
-    max_len = bert.get("max_seq_length")
-    if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
-        raise fmhub.ManifestError(f"{where}: max_seq_length must be a positive integer, got {max_len!r}.")
-    return Pooling(modes=modes, normalize="Normalize" in kinds, max_seq_length=max_len,
-                   do_lower_case=bool(bert.get("do_lower_case", False)),
-                   from_sentence_transformers=True)
+        bert = read_config(files["sentence_bert_config.json"], SentenceBertConfig)
+    return Pooling(modes=modes, normalize="Normalize" in kinds, max_seq_length=bert.max_seq_length,
+                   do_lower_case=bert.do_lower_case, from_sentence_transformers=True)
 
 
-def _pooling_modes(cfg: dict[str, Any], where: str) -> tuple[str, ...]:
-    if "pooling_mode" in cfg:
-        raw = cfg["pooling_mode"]
-        modes = (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, list) else ()
+def _pooling_modes(cfg: PoolingConfig, where: str) -> tuple[str, ...]:
+    if cfg.pooling_mode is not None:
+        raw = cfg.pooling_mode
+        modes = (raw,) if isinstance(raw, str) else tuple(raw)
     else:
-        modes = tuple(mode for key, mode in _LEGACY_POOLING.items() if cfg.get(key) is True)
+        modes = tuple(mode for key, mode in _LEGACY_POOLING.items() if getattr(cfg, key))
     bad = [m for m in modes if m not in POOLING_MODES]
     if not modes or bad:
         raise fmhub.ManifestError(
-            f"{where}: unsupported pooling configuration {cfg!r}; valid modes are {POOLING_MODES}."
+            f"{where}: unsupported pooling configuration {cfg.model_dump(exclude_unset=True)!r}; "
+            f"valid modes are {POOLING_MODES}."
         )
-    if cfg.get("include_prompt") is False:
+    if cfg.include_prompt is False:
         raise fmhub.PluginError(f"{where}: pooling that excludes the prompt is not supported by fmhub.")
     return modes  # concatenated in this order, as sentence-transformers does

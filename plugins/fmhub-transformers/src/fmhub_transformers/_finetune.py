@@ -80,6 +80,8 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     fresh head of ``len(labels)`` outputs. Returns the head's module names."""
     from transformers import AutoModelForSequenceClassification
 
+    if len(labels) < 1:
+        raise fmhub.FineTuneError("A classification head needs at least one label.")
     old = model.module
     prefix = old.base_model_prefix
     encoder = getattr(old, prefix, old)  # a bare encoder (AutoModel) is its own base
@@ -125,7 +127,7 @@ def training_loss(model, outputs: torch.Tensor, targets: torch.Tensor) -> torch.
 def _chat_ids(model, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Token ids of a rendered chat and its labels: the assistant turns' tokens (their end marker
     included), -100 elsewhere."""
-    from ._generate import ROLES
+    from ._stages_generate import ROLES
 
     tok = model.processor.tokenizer
     if not getattr(tok, "chat_template", None):

@@ -22,11 +22,12 @@ from ._config import (
     TASKS,
     CheckpointConfig,
     Pooling,
+    SentenceModules,
     detect_task,
-    read_json,
+    read_config,
     read_pooling,
 )
-from ._text import TextProcessor
+from ._stages import TextProcessor
 
 __all__ = ["load", "save"]
 
@@ -205,10 +206,9 @@ def _pooling(src: _Source, options) -> Pooling:
     modules = src.fetch("modules.json")
     files: dict[str, str | None] = {"modules.json": modules}
     if modules:
-        entries = read_json(modules, "modules.json", expect=list)
-        for m in entries:
-            if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling"):
-                folder = str(m.get("path") or "")
+        for m in read_config(modules, SentenceModules).root:
+            if m.type.endswith(".Pooling"):
+                folder = m.path
                 if ".." in Path(folder).parts or os.path.isabs(folder):
                     raise fmhub.ManifestError(f"{src.where}: modules.json has a bad path {folder!r}.")
                 files["pooling"] = src.fetch(f"{folder}/config.json" if folder else "config.json")
@@ -298,7 +298,7 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
 
     src = _source(spec, options)
     config_path = src.fetch("config.json", required=True)
-    cfg = CheckpointConfig.from_dict(read_json(config_path, "config.json"), src.where)
+    cfg = read_config(config_path, CheckpointConfig)
     _check_code(cfg, options, src.where)
     if not src.local:  # pin every further file to the commit the config came from
         src.revision = _resolved_revision(config_path) or src.revision
@@ -335,13 +335,13 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     call_defaults: dict[str, Any] = {}
     call_options = None
     if task == "transcription":
-        from ._speech import SpeechProcessor, WhisperOptions, speech_defaults
+        from ._stages_speech import SpeechProcessor, WhisperOptions, speech_defaults
 
         processor = SpeechProcessor.build(module, src, options)
         call_options, call_defaults = WhisperOptions, speech_defaults(module)
     elif task in GENERATIVE:
-        from ._generate import GenProcessor
-        from ._generate import call_defaults as gen_defaults
+        from ._stages_generate import GenProcessor
+        from ._stages_generate import call_defaults as gen_defaults
 
         processor = GenProcessor.build(module, tokenizer)
         call_defaults = gen_defaults(module)

@@ -17,8 +17,8 @@ from fmhub.generation import GenerationOptions
 from fmhub.inputs import to_mono_audio
 from fmhub.results import Chunk, Transcription
 
-from ._generate import generation_config
 from ._load import _quiet
+from ._stages_generate import generation_config
 
 __all__ = ["SpeechProcessor", "WhisperOptions", "forward", "postprocess", "preprocess",
            "speech_defaults"]

@@ -1,4 +1,6 @@
-"""Image inputs to one batch, exactly as timm's eval transform would make it, but batched.
+"""The stages of timm models: preprocess, forward, postprocess, and the export spec.
+
+Image inputs to one batch, exactly as timm's eval transform would make it, but batched.
 
 timm's eval transform is ``Resize -> CenterCrop -> MaybeToTensor -> Normalize`` (built by
 ``timm.data.create_transform`` from the model's pretrained config). The geometric part runs per image
@@ -23,9 +25,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+import fmhub
 from fmhub.inputs import image_item
+from fmhub.results import FeatureMaps, top_k_classification
 
-__all__ = ["ImageProcessor"]
+from ._catalog import TASKS
+
+__all__ = ["ImageProcessor", "export_spec", "forward", "postprocess"]
 
 
 class ImageProcessor:
@@ -97,3 +103,82 @@ def _size(img: Any) -> tuple[int, int]:
     if isinstance(img, Image.Image):
         return img.size
     return int(img.shape[-1]), int(img.shape[-2])
+
+
+# -- forward / postprocess ---------------------------------------------------------------------
+
+
+def forward(model: Any, batch: dict[str, Any]) -> Any:
+    """``fmhub_forward``: logits, pooled pre-logits features, or the list of stage maps."""
+    x = batch["pixel_values"]
+    module = model.module
+    if model.task == "embedding":
+        feats = module.forward_features(x)
+        return module.forward_head(feats, pre_logits=True)
+    return module(x)
+
+
+def postprocess(model: Any, outputs: Any) -> list[Any]:
+    """``fmhub_postprocess``: one typed result per image."""
+    if model.task == "classification":
+        probs = outputs.float().softmax(-1)
+        return top_k_classification(probs, model.labels, k=model.options.top_k)
+    if model.task == "embedding":
+        emb = outputs.float().flatten(1).cpu().numpy()
+        return list(emb)
+    if model.task == "feature-maps":
+        if any(m.ndim != 4 for m in outputs):
+            shapes = [tuple(m.shape) for m in outputs]
+            raise fmhub.InvalidOptionError(
+                f"timm's feature extractor for {model.spec.id!r} returns {shapes}, not (N, C, H, W) "
+                "maps; load it with task='embedding' instead."
+            )
+        maps = [_nchw(model.module, m).float().cpu().numpy() for m in outputs]
+        return [FeatureMaps(maps=tuple(m[i] for m in maps)) for i in range(maps[0].shape[0])]
+    raise fmhub.InvalidOptionError(f"timm models cannot do task {model.task!r}; use one of {TASKS}.")
+
+
+def _nchw(module: Any, t: torch.Tensor) -> torch.Tensor:
+    fmt = str(getattr(module, "output_fmt", "NCHW"))
+    return t.permute(0, 3, 1, 2) if fmt.endswith("NHWC") else t
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+class _ForwardStage(torch.nn.Module):
+    """:func:`forward` as a module of the pixel tensor (logits, pooled features or stage maps)."""
+
+    def __init__(self, module: Any, task: str):
+        super().__init__()
+        self.module, self.task = module, task
+
+    def forward(self, pixel_values: torch.Tensor):
+        if self.task == "embedding":
+            return self.module.forward_head(self.module.forward_features(pixel_values),
+                                            pre_logits=True)
+        out = self.module(pixel_values)
+        return tuple(out) if isinstance(out, (list, tuple)) else out
+
+
+def export_spec(model: Any) -> fmhub.ExportSpec:
+    """Images are resized and cropped to the model's input size by preprocessing, so only the batch
+    axis is dynamic; example and check images are seeded noise of different sizes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def image(h: int, w: int) -> Any:
+        return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+    if model.task == "feature-maps":
+        names = [f"fmhub_stage{i}" for i in range(len(model.module.feature_info))]
+    else:
+        names = ["fmhub_embedding" if model.task == "embedding" else "fmhub_logits"]
+    return fmhub.ExportSpec(
+        module=_ForwardStage(model.module, model.task), input_names=["pixel_values"],
+        output_names=names, example=[image(200, 240), image(180, 160)],
+        check=[image(120, 300), image(256, 256), image(96, 128)],
+        dynamic_axes={"pixel_values": {0: "batch"}},
+        pack=list if model.task == "feature-maps" else None)

@@ -152,7 +152,7 @@ def postprocess(model, outputs, batch) -> list[Any]:
                 for j, n in enumerate(frames)]
     if model.task == "classification":
         probs = outputs["logits"].float().softmax(-1)
-        return top_k_classification(probs, model.labels, k=min(5, probs.shape[-1]))
+        return top_k_classification(probs, model.labels, k=model.options.top_k)
     return [row.copy() for row in outputs["embeddings"].float().cpu().numpy()]
 
 

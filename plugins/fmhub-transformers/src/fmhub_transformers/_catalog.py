@@ -1,0 +1,66 @@
+"""The registered ``hf:`` aliases, as keyword rows.
+
+Nothing here imports torch or transformers: ``fmhub list`` and ``fmhub info`` read it.
+``architecture`` is the checkpoint's ``model_type`` (what ``config.json`` says), the same value a
+local folder of that checkpoint reports through ``fmhub_claim_path``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ROWS", "Row"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One registered model. Keyword-only: a row reads as ``field=value`` and cannot shift."""
+
+    id: str  #: the hub repo id
+    aliases: tuple[str, ...]
+    architecture: str  #: the checkpoint's ``model_type``
+    task: str
+    description: str
+    license: str
+    max_tokens: int
+
+
+ROWS: tuple[Row, ...] = (
+    Row(id="google-bert/bert-base-uncased", aliases=("bert-base",), architecture="bert",
+        task="fill-mask", max_tokens=512, license="apache-2.0",
+        description="BERT base, uncased English (110M)."),
+    Row(id="google-bert/bert-base-cased", aliases=("bert-base-cased",), architecture="bert",
+        task="fill-mask", max_tokens=512, license="apache-2.0",
+        description="BERT base, cased English (110M)."),
+    Row(id="google-bert/bert-large-uncased", aliases=("bert-large",), architecture="bert",
+        task="fill-mask", max_tokens=512, license="apache-2.0",
+        description="BERT large, uncased English (340M)."),
+    Row(id="distilbert/distilbert-base-uncased", aliases=("distilbert-base",),
+        architecture="distilbert", task="fill-mask", max_tokens=512, license="apache-2.0",
+        description="DistilBERT base, uncased English (66M)."),
+    Row(id="FacebookAI/roberta-base", aliases=("roberta-base",), architecture="roberta",
+        task="fill-mask", max_tokens=512, license="mit", description="RoBERTa base (125M)."),
+    Row(id="FacebookAI/roberta-large", aliases=("roberta-large",), architecture="roberta",
+        task="fill-mask", max_tokens=512, license="mit", description="RoBERTa large (355M)."),
+    Row(id="FacebookAI/xlm-roberta-base", aliases=("xlm-roberta-base",),
+        architecture="xlm-roberta", task="fill-mask", max_tokens=512, license="mit",
+        description="XLM-RoBERTa base, 100 languages (270M)."),
+    Row(id="microsoft/deberta-v3-base", aliases=("deberta-v3-base",), architecture="deberta-v2",
+        task="embedding", max_tokens=512, license="mit",
+        description="DeBERTa-v3 base encoder (184M)."),
+    Row(id="google/electra-base-discriminator", aliases=("electra-base",), architecture="electra",
+        task="embedding", max_tokens=512, license="apache-2.0",
+        description="ELECTRA base discriminator encoder (110M)."),
+    Row(id="sentence-transformers/all-MiniLM-L6-v2", aliases=("all-MiniLM-L6-v2",),
+        architecture="bert", task="embedding", max_tokens=256, license="apache-2.0",
+        description="Sentence embeddings, 384-d, mean pooling, normalised (22M)."),
+    Row(id="sentence-transformers/all-mpnet-base-v2", aliases=("all-mpnet-base-v2",),
+        architecture="mpnet", task="embedding", max_tokens=384, license="apache-2.0",
+        description="Sentence embeddings, 768-d, mean pooling, normalised (110M)."),
+    Row(id="distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+        aliases=("distilbert-sst2",), architecture="distilbert", task="classification",
+        max_tokens=512, license="apache-2.0", description="English sentiment (SST-2)."),
+    Row(id="dslim/bert-base-NER", aliases=("bert-ner",), architecture="bert",
+        task="token-classification", max_tokens=512, license="mit",
+        description="English named entities (CoNLL-2003: PER, ORG, LOC, MISC)."),
+)
