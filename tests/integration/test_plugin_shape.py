@@ -92,8 +92,9 @@ def test_all_mpnet_base_v2_is_an_mpnet():
 
 
 def test_transformers_architectures_are_model_types_transformers_knows():
-    from fmhub_transformers._catalog import ROWS
     from transformers import CONFIG_MAPPING
+
+    from fmhub_transformers._catalog import ROWS
 
     for row in ROWS:
         assert row.architecture in CONFIG_MAPPING, row
