@@ -21,8 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import (DeviceError, ExportError, FmhubError, InputError,
-                     InvalidOptionError, PluginError)
+from .errors import (
+    DeviceError,
+    ExportError,
+    FmhubError,
+    InputError,
+    InvalidOptionError,
+    PluginError,
+)
 
 if TYPE_CHECKING:
     from .model import Model
@@ -164,7 +170,7 @@ def _fuse(file: Path, out: Path) -> dict[str, int]:
         return {}
     try:
         model, stats = optimize_for_ort(ir.load(str(file)))
-    except Exception:  # a graph the rewriter cannot handle runs unfused (parity still checked)
+    except Exception:  # noqa: BLE001 - a graph the rewriter cannot handle runs unfused
         return {}
     stats = {k: int(v) for k, v in stats.items() if v}
     if stats:
