@@ -299,7 +299,7 @@ def test_onnxruntime_int8_keeps_embeddings_and_leaves_sources_alone(family_hub, 
         q2.save(tmp_path / "saved")
 
 
-def test_int8_keeps_the_feed_forward_down_projection_in_float():
+def test_int8_keeps_the_feed_forward_down_projection_and_the_head_in_float():
     from onnx import TensorProto, helper
 
     from fmhub.export import _keep_float
@@ -307,13 +307,27 @@ def test_int8_keeps_the_feed_forward_down_projection_in_float():
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
              helper.make_node("Gelu", ["h"], ["g"], name="act", domain="com.microsoft"),
              helper.make_node("MatMul", ["g", "w2"], ["y"], name="down"),
-             helper.make_node("MatMul", ["y", "w3"], ["z"], name="head")]
+             helper.make_node("MatMul", ["y", "w3"], ["z"], name="inner"),
+             helper.make_node("Relu", ["z"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w4"], ["hh"], name="head"),
+             helper.make_node("Add", ["hh", "b"], ["logits"], name="bias")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info(
-            "z", TensorProto.FLOAT, [1, 4])])
-    assert _keep_float(graph) == ["down"]
+            "logits", TensorProto.FLOAT, [1, 4])])
+    assert _keep_float(graph) == ["down", "head"]
 
 
 def test_bad_onnxruntime_quantize_combinations_are_clear_errors(toy_hub):
     with pytest.raises(fmhub.InvalidOptionError, match="int8-fast"):
         fmhub.load("toy:embed", runtime="onnxruntime", quantize="int8-fast")
+
+
+def test_onnxruntime_int8_classifier_keeps_its_top1(family_hub, tmp_path):
+    pytest.importorskip("fmhub_timm")
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (64 + 6 * i, 72, 3), dtype=np.uint8) for i in range(6)]
+    model = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu")
+    q = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu",
+                   runtime="onnxruntime", quantize="int8")
+    assert q.quantized == "int8"
+    assert [r.label for r in q.predict(images)] == [r.label for r in model.predict(images)]

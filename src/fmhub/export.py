@@ -414,13 +414,35 @@ INT8_OPS = ("MatMul", "Attention")
 
 
 def _keep_float(graph: Any) -> list[str]:
-    """The nodes left in float by the int8 path, chosen by measurement on all-MiniLM-L6-v2 (see
+    """The nodes left in float by the int8 path, chosen by measurement (see
     docs/quantization.md): the feed-forward down-projections, the MatMuls fed by a GELU, whose
-    inputs have the widest activation range and lose the most when quantized per tensor."""
+    inputs have the widest activation range and lose the most when quantized per tensor (all-
+    MiniLM-L6-v2); and the output head, a MatMul whose result reaches a graph output through bias
+    and shape ops only (a classifier's logits: quantizing it flipped top-1 on a timm resnet18 for
+    no speed, it is a sliver of the compute)."""
     gelu = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu"}
-    made_by = {out: node.op_type for node in graph.node for out in node.output}
-    return [node.name for node in graph.node
-            if node.op_type == "MatMul" and made_by.get(node.input[0]) in gelu]
+    passthrough = {"Add", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
+    made_by = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def reaches_output(name: str, depth: int = 0) -> bool:
+        if name in outputs:
+            return True
+        return depth < 8 and any(n.op_type in passthrough and reaches_output(n.output[0], depth + 1)
+                                 for n in consumers.get(name, []) if n.output)
+
+    keep = []
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        source = made_by.get(node.input[0])
+        if (source is not None and source.op_type in gelu) or reaches_output(node.output[0]):
+            keep.append(node.name)
+    return keep
 
 
 def quantized_onnx(file: str | os.PathLike) -> Path:
@@ -431,7 +453,7 @@ def quantized_onnx(file: str | os.PathLike) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
-    key = hashlib.sha256(json.dumps([digest, _versions(), INT8_OPS, "keep-ffn-down-v1"])
+    key = hashlib.sha256(json.dumps([digest, _versions(), INT8_OPS, "keep-ffn-down-and-head-v2"])
                          .encode()).hexdigest()[:24]
     out = cache_dir() / "int8" / f"{key}.onnx"
     if out.is_file():
