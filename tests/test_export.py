@@ -327,7 +327,6 @@ def test_onnxruntime_int8_classifier_keeps_its_top1(family_hub, tmp_path):
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (64 + 6 * i, 72, 3), dtype=np.uint8) for i in range(6)]
     model = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu")
-    q = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu",
-                   runtime="onnxruntime", quantize="int8")
+    q = fmhub.load(model.export(tmp_path / "onnx"), quantize="int8")  # random weights: one model
     assert q.quantized == "int8"
     assert [r.label for r in q.predict(images)] == [r.label for r in model.predict(images)]

@@ -442,6 +442,8 @@ def _keep_float(graph: Any) -> list[str]:
         source = made_by.get(node.input[0])
         if (source is not None and source.op_type in gelu) or reaches_output(node.output[0]):
             keep.append(node.name)
+            if node.op_type == "Gemm":  # the quantizer first rewrites Gemm X as MatMul X_MatMul
+                keep.append(f"{node.name}_MatMul")
     return keep
 
 
