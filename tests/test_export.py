@@ -157,6 +157,10 @@ def test_toy_lora_adapter_is_merged_before_export(toy_hub, tmp_path):
     from_adapter = fmhub.load(tmp_path / "adapter", runtime="onnxruntime")
     assert from_adapter.runtime is not None and from_adapter.adapter is None
     _same_classes(from_adapter.predict(xs), model.predict(xs))
+    # int8 on ONNX Runtime from the adapter folder: merged, exported, then quantized by ORT
+    q = fmhub.load(tmp_path / "adapter", runtime="onnxruntime", quantize="int8")
+    assert q.quantized == "int8" and q.adapter is None and "int8" in q.runtime.file
+    assert [r.label for r in q.predict(xs)] == [r.label for r in model.predict(xs)]
 
 
 # -- the three families --------------------------------------------------------------------------
