@@ -71,44 +71,72 @@ def timed(model, inputs, batch: int) -> float:
     return time.perf_counter() - t0
 
 
+def agreement(reference, got, task: str) -> str:
+    """Cosine per input (min / mean) for embeddings, top-1 agreement for classifiers."""
+    if task == "embedding":
+        a = np.stack([np.asarray(r, dtype=np.float32).ravel() for r in reference])
+        b = np.stack([np.asarray(g, dtype=np.float32).ravel() for g in got])
+        cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1),
+                                          1e-12)
+        return f"cosine min {cos.min():.4f} / mean {cos.mean():.4f}"
+    same = [r.label == g.label for r, g in zip(reference, got)]
+    return f"top-1 agreement {sum(same)}/{len(same)}"
+
+
 def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default=None, help="run the contenders whose name has this")
     args = parser.parse_args()
-    print(f"CPU, {torch.get_num_threads()} torch thread(s), ONNX Runtime intra-op threads = "
-          f"OMP_NUM_THREADS ({os.environ.get('OMP_NUM_THREADS', 'unset')}), {args.rounds} "
-          "interleaved rounds, best kept\n", flush=True)
+    load_avg = os.getloadavg()
+    print(f"CPU, {torch.get_num_threads()} torch thread(s) = ONNX Runtime intra-op threads, "
+          f"{args.rounds} interleaved rounds, best kept; load average {load_avg[0]:.2f}\n",
+          flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         import fmhub
 
         for name, load, inputs, batch in contenders(Path(tmp)):
+            if args.only and args.only not in name:
+                continue
             torch_model = load()
             folder = torch_model.export(Path(tmp) / name.split()[0].replace("/", "-"),
                                         verbose=False)
             parity = json.loads((folder / "fmhub.json").read_text())["info"]["export"]["parity"]
-            ort_model = fmhub.load(folder)
-            best = {"torch eager": float("inf"), "ONNX Runtime": float("inf")}
-            timed(torch_model, inputs[:batch], batch)  # warm-up
-            timed(ort_model, inputs[:batch], batch)
+            sides = {"torch eager": torch_model, "ONNX Runtime": fmhub.load(folder),
+                     "ONNX Runtime int8": fmhub.load(folder, quantize="int8")}
+            reference = torch_model.predict(inputs, batch_size=batch, progress=False)
+            int8_fig = agreement(reference, sides["ONNX Runtime int8"].predict(
+                inputs, batch_size=batch, progress=False), torch_model.task)
+            best = dict.fromkeys(sides, float("inf"))
+            for model in sides.values():  # warm-up
+                timed(model, inputs[:batch], batch)
+            order = list(sides)
             for r in range(args.rounds):
-                pair = [("torch eager", torch_model), ("ONNX Runtime", ort_model)]
-                for side, model in (pair if r % 2 == 0 else pair[::-1]):
-                    best[side] = min(best[side], timed(model, inputs, batch))
-            t_rate = len(inputs) / best["torch eager"]
-            o_rate = len(inputs) / best["ONNX Runtime"]
+                for side in (order if r % 2 == 0 else order[::-1]):
+                    best[side] = min(best[side], timed(sides[side], inputs, batch))
+            rates = {side: len(inputs) / t for side, t in best.items()}
             fig = (f"min cosine {parity['min_cosine']:.7f}" if "min_cosine" in parity
                    else f"same top-1 {parity.get('same_top1')}")
-            rows.append((name, len(inputs), batch, t_rate, o_rate, parity["max_abs_diff"], fig))
-            print(f"{name}: torch {t_rate:.1f}/s, ORT {o_rate:.1f}/s", flush=True)
-    print("\n| model | inputs | batch | torch eager /s | ONNX Runtime /s | ORT / torch | "
-          "parity max abs diff | parity |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for name, n, batch, t_rate, o_rate, diff, fig in rows:
-        print(f"| {name} | {n} | {batch} | {t_rate:.1f} | {o_rate:.1f} | {o_rate / t_rate:.2f}x | "
-              f"{diff:.2g} | {fig} |")
+            rows.append((name, len(inputs), batch, rates, parity, fig, int8_fig))
+            print(f"{name}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in rates.items())
+                  + f"; fused {parity.get('fusions', {})}", flush=True)
+    print("\n| model | inputs | batch | torch eager /s | ORT /s | ORT / torch | parity | "
+          "ORT int8 /s | int8 / torch | int8 vs float32 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |")
+    for name, n, batch, rates, parity, fig, int8_fig in rows:
+        t, o, q = rates["torch eager"], rates["ONNX Runtime"], rates["ONNX Runtime int8"]
+        print(f"| {name} | {n} | {batch} | {t:.1f} | {o:.1f} | {o / t:.2f}x | {fig} | {q:.1f} | "
+              f"{q / t:.2f}x | {int8_fig} |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    for name, _n, _b, rates, _p, _f, _i in rows:
+        key = name.split()[0] if not name.startswith("t") else "-".join(name.split()[:2])
+        t = rates["torch eager"]
+        for side, tag in (("ONNX Runtime", "ort"), ("ONNX Runtime int8", "ort-int8")):
+            print(f"SUMMARY export-{tag}:{key} fmhub={rates[side]:.1f} native={t:.1f} "
+                  f"ratio={rates[side] / t:.2f}")
 
 
 if __name__ == "__main__":

@@ -110,12 +110,13 @@ async def load(url: str, path: str, plain: bool, clients: int, requests: int) ->
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
         await http.post(path, json={"text": "warm up"} if plain else {"inputs": ["warm up"]})
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(client(http) for _ in range(clients)))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     lat = sorted(latencies)
     return {"rps": requests / wall, "p50": statistics.median(lat) * 1000,
-            "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, "failures": failures}
+            "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, "failures": failures,
+            "client_cpu": cpu / wall}
 
 
 def main() -> None:
@@ -154,13 +155,13 @@ def main() -> None:
                         key = (kind, clients)
                         if key not in best or res["rps"] > best[key]["rps"]:
                             best[key] = res
-            print("\n| server | clients | req/s | p50 ms | p99 ms | failed |")
-            print("| --- | ---: | ---: | ---: | ---: | ---: |")
+            print("\n| server | clients | req/s | p50 ms | p99 ms | failed | client CPU |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
             for clients in (1, 8, 32):
                 for kind in kinds:
                     r = best[kind, clients]
                     print(f"| {kind} | {clients} | {r['rps']:.1f} | {r['p50']:.1f} | "
-                          f"{r['p99']:.1f} | {int(r['failures'])} |")
+                          f"{r['p99']:.1f} | {int(r['failures'])} | {r['client_cpu']:.0%} |")
             import httpx
 
             metrics = httpx.get(servers["fmhub batched"][1] + "/metrics").text
@@ -171,7 +172,11 @@ def main() -> None:
             print(f"\nbatched server: {calls:.0f} model calls, {items / calls:.1f} items per call "
                   f"on average (--max-wait-ms {args.max_wait_ms:g})")
             speedup = best["fmhub batched", 32]["rps"] / best["plain FastAPI", 32]["rps"]
-            print(f"dynamic batching vs plain per-request FastAPI at 32 clients: {speedup:.2f}x")
+            print(f"dynamic batching vs plain per-request FastAPI at 32 clients: {speedup:.2f}x "
+                  "(client CPU: the load generator's share of one core; near 100 % means the "
+                  "client, not the server, limits the figure)")
+            print(f"SUMMARY serve-batched-32 fmhub={best['fmhub batched', 32]['rps']:.1f} "
+                  f"native={best['plain FastAPI', 32]['rps']:.1f} ratio={speedup:.2f}")
         finally:
             for proc, _, _ in servers.values():
                 proc.terminate()

@@ -157,6 +157,10 @@ def test_toy_lora_adapter_is_merged_before_export(toy_hub, tmp_path):
     from_adapter = fmhub.load(tmp_path / "adapter", runtime="onnxruntime")
     assert from_adapter.runtime is not None and from_adapter.adapter is None
     _same_classes(from_adapter.predict(xs), model.predict(xs))
+    # int8 on ONNX Runtime from the adapter folder: merged, exported, then quantized by ORT
+    q = fmhub.load(tmp_path / "adapter", runtime="onnxruntime", quantize="int8")
+    assert q.quantized == "int8" and q.adapter is None and "int8" in q.runtime.file
+    assert [r.label for r in q.predict(xs)] == [r.label for r in model.predict(xs)]
 
 
 # -- the three families --------------------------------------------------------------------------
@@ -245,3 +249,88 @@ def test_a_generative_model_is_refused(family_hub, tmp_path):
     lm = fmhub.load(tt.build_tiny_generative(tmp_path / "gpt2", "gpt2"), device="cpu")
     with pytest.raises(fmhub.ExportError, match="not generation loops"):
         lm.export(tmp_path / "x")
+
+
+# -- fusion and ONNX Runtime int8 ----------------------------------------------------------------
+
+
+def _cos(a, b):
+    a, b = np.stack(a).reshape(len(a), -1), np.stack(b).reshape(len(b), -1)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_bert_export_fuses_attention_for_onnxruntime(family_hub, tmp_path):
+    import collections
+
+    import onnx
+
+    tt = pytest.importorskip("fmhub_transformers.testing")
+    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
+    model = fmhub.load(folder, device="cpu")
+    fused = model.export(tmp_path / "fused")
+    plain = model.export(tmp_path / "plain", fuse=False)
+    ops = {name: collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx"))
+                                     .graph.node) for name, out in (("f", fused), ("p", plain))}
+    report = _manifest(fused)["info"]["export"]["parity"]
+    assert report["fusions"].get("attention", 0) >= 1 and ops["f"]["Attention"] >= 1
+    assert ops["p"]["Attention"] == 0 and ops["p"]["Softmax"] >= 1
+    assert _manifest(plain)["info"]["export"]["parity"]["fusions"] == {}
+    texts = list(tt.CORPUS[:9])
+    expected = model.predict(texts)
+    for out in (fused, plain):  # the fused graph computes what the plain one does
+        assert _cos(fmhub.load(out).predict(texts), expected).min() >= 0.9999
+
+
+def test_onnxruntime_int8_keeps_embeddings_and_leaves_sources_alone(family_hub, tmp_path):
+    tt = pytest.importorskip("fmhub_transformers.testing")
+    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
+    model = fmhub.load(folder, device="cpu")
+    out = model.export(tmp_path / "onnx")
+    before = (out / "model.onnx").read_bytes()
+    q = fmhub.load(out, quantize="int8")
+    assert q.quantized == "int8" and q.info["quantized"] == "int8 (onnxruntime)"
+    assert q.runtime.file.startswith(str(tmp_path / "fmhub-cache" / "onnx" / "int8"))
+    assert (out / "model.onnx").read_bytes() == before  # the sealed export is not modified
+    fmhub.load(out)  # and still verifies
+    texts = list(tt.CORPUS[:12])
+    cos = _cos(q.predict(texts), model.predict(texts))
+    assert cos.min() >= 0.99
+    assert cos.min() < 1.0 - 1e-7  # really quantized: not the float graph
+    # the same through runtime= on a model id: exported to the cache, then quantized once
+    q2 = fmhub.load(folder, device="cpu", runtime="onnxruntime", quantize="int8")
+    assert _cos(q2.predict(texts), model.predict(texts)).min() >= 0.99
+    with pytest.raises(fmhub.FmhubError, match="cannot be saved|not saved"):
+        q2.save(tmp_path / "saved")
+
+
+def test_int8_keeps_the_feed_forward_down_projection_and_the_head_in_float():
+    from onnx import TensorProto, helper
+
+    from fmhub.export import _keep_float
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
+             helper.make_node("Gelu", ["h"], ["g"], name="act", domain="com.microsoft"),
+             helper.make_node("MatMul", ["g", "w2"], ["y"], name="down"),
+             helper.make_node("MatMul", ["y", "w3"], ["z"], name="inner"),
+             helper.make_node("Relu", ["z"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w4"], ["hh"], name="head"),
+             helper.make_node("Add", ["hh", "b"], ["logits"], name="bias")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info(
+            "logits", TensorProto.FLOAT, [1, 4])])
+    assert _keep_float(graph) == ["down", "head"]
+
+
+def test_bad_onnxruntime_quantize_combinations_are_clear_errors(toy_hub):
+    with pytest.raises(fmhub.InvalidOptionError, match="int8-fast"):
+        fmhub.load("toy:embed", runtime="onnxruntime", quantize="int8-fast")
+
+
+def test_onnxruntime_int8_classifier_keeps_its_top1(family_hub, tmp_path):
+    pytest.importorskip("fmhub_timm")
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (64 + 6 * i, 72, 3), dtype=np.uint8) for i in range(6)]
+    model = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu")
+    q = fmhub.load(model.export(tmp_path / "onnx"), quantize="int8")  # random weights: one model
+    assert q.quantized == "int8"
+    assert [r.label for r in q.predict(images)] == [r.label for r in model.predict(images)]

@@ -345,9 +345,10 @@ def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = T
             if options.get("runtime") == "onnxruntime":  # the merged model, run on ONNX Runtime
                 from .export import attach_onnx
 
-                model = load_adapter(hub, folder, {**options, "runtime": "torch"},
+                model = load_adapter(hub, folder, {**options, "runtime": "torch",
+                                                   "quantize": None},
                                      manifest=manifest, verify=verify)
-                return attach_onnx(model, source=str(folder))
+                return attach_onnx(model, source=str(folder), quantize=options.get("quantize"))
             return load_adapter(hub, folder, options, manifest=manifest, verify=verify)
         finally:
             _loading_adapter.reset(token)

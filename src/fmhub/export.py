@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExportError, FmhubError, InputError, PluginError
+from .errors import (
+    DeviceError,
+    ExportError,
+    FmhubError,
+    InputError,
+    InvalidOptionError,
+    PluginError,
+)
 
 if TYPE_CHECKING:
     from .model import Model
@@ -151,6 +158,46 @@ def _onnx_export(work: Model, spec: ExportSpec, file: Path, opset: int | None) -
     program.save(str(file), external_data=False)
 
 
+def _fuse(file: Path, out: Path) -> dict[str, int]:
+    """ONNX Runtime's fused kernels for the exported graph (onnxscript's ``optimize_for_ort``:
+    attention, skip-LayerNorm, bias-GELU...), written to ``out``; the fusion counts (empty: no
+    fusion applied, nothing written). The dynamo exporter's graph decomposes attention into
+    MatMul/Softmax/Where nodes that ORT's own optimizers do not recognise; these rewrites do."""
+    try:
+        import onnx_ir as ir
+        from onnxscript.rewriter.ort_fusions import optimize_for_ort
+    except ImportError:
+        return {}
+    try:
+        model, stats = optimize_for_ort(ir.load(str(file)))
+    except Exception:  # noqa: BLE001 - a graph the rewriter cannot handle runs unfused
+        return {}
+    stats = {k: int(v) for k, v in stats.items() if v}
+    if stats:
+        ir.save(model, str(out))
+    return stats
+
+
+def session_options() -> Any:
+    """ONNX Runtime session options: every graph optimization, the same intra-op thread count as
+    torch (so the two runtimes compare on equal terms), one inter-op thread, sequential."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    threads = os.environ.get("OMP_NUM_THREADS")
+    try:
+        import torch
+
+        options.intra_op_num_threads = torch.get_num_threads()
+    except ImportError:
+        if threads and threads.isdigit():
+            options.intra_op_num_threads = int(threads)
+    return options
+
+
 class OrtRunner:
     """The forward stage on ONNX Runtime: batch tensors in, ``fmhub_forward``-shaped outputs out."""
 
@@ -162,11 +209,7 @@ class OrtRunner:
         if getattr(device, "type", None) == "cuda" and (
                 "CUDAExecutionProvider" in ort.get_available_providers()):
             providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        threads = os.environ.get("OMP_NUM_THREADS")
-        if threads and threads.isdigit():
-            options.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(file), options, providers=providers)
+        self.session = ort.InferenceSession(str(file), session_options(), providers=providers)
         self.input_names = list(input_names)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.pack = pack
@@ -181,7 +224,7 @@ class OrtRunner:
             arr = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
             if arr.dtype.kind == "f" and arr.dtype != np.float32:
                 arr = arr.astype(np.float32)
-            feed[name] = np.ascontiguousarray(arr)
+            feed[name] = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
         return self.session.run(self.output_names, feed)
 
     def __call__(self, batch: Mapping[str, Any]) -> Any:
@@ -239,8 +282,13 @@ def parity(work: Model, spec: ExportSpec, runner: OrtRunner) -> dict[str, Any]:
 
 
 def export(model: Model, path: str | os.PathLike, format: str = "onnx", *,
-           opset: int | None = None, verbose: bool = True, overwrite: bool = False) -> Path:
+           opset: int | None = None, verbose: bool = True, overwrite: bool = False,
+           fuse: bool = True) -> Path:
     """Export ``model``'s forward stage to ``path`` (see the module docstring); returns the folder.
+
+    ``fuse``: rewrite the graph for ONNX Runtime's fused kernels (attention, skip-LayerNorm,
+    bias-GELU; see :func:`_fuse`); the fused graph must pass the parity check, else the exporter's
+    plain graph is kept.
 
     Raises :class:`fmhub.ExportError` when the exporter fails or parity is outside tolerance (the
     folder is then not written).
@@ -263,12 +311,24 @@ def export(model: Model, path: str | os.PathLike, format: str = "onnx", *,
             raise ExportError(f"{exc} Without its saved files, the model's preprocessing cannot "
                               "travel with the ONNX file.") from None
         _onnx_export(work, spec, tmp / ONNX_FILE, opset)
-        runner = OrtRunner(tmp / ONNX_FILE, spec.input_names, spec.pack)
-        report.update(parity(work, spec, runner))
+        fused = tmp / "model.fused.onnx"
+        fusions = _fuse(tmp / ONNX_FILE, fused) if fuse else {}
+        if fusions:
+            report.update(parity(work, spec, OrtRunner(fused, spec.input_names, spec.pack)))
+            if report["ok"]:
+                os.replace(fused, tmp / ONNX_FILE)
+            else:  # the fused graph drifted: keep the exporter's own, checked below
+                fused.unlink()
+                fusions, report["fusion_rejected"] = {}, report.pop("max_abs_diff")
+        if not fusions:
+            runner = OrtRunner(tmp / ONNX_FILE, spec.input_names, spec.pack)
+            report.update(parity(work, spec, runner))
+        report["fusions"] = fusions
         line = (f"fmhub export: {work.spec.id} -> {ONNX_FILE}; parity on inputs "
                 f"{report['inputs']}: max abs diff {report['max_abs_diff']:.3g}"
                 + (f", min cosine {report['min_cosine']:.7f}" if "min_cosine" in report else "")
-                + (f", same top-1 {report['same_top1']}" if "same_top1" in report else ""))
+                + (f", same top-1 {report['same_top1']}" if "same_top1" in report else "")
+                + (f"; fused {report['fusions']}" if report["fusions"] else ""))
         if verbose:
             print(line, flush=True)
         if not report["ok"]:
@@ -323,17 +383,101 @@ def cached_export(model: Model, source: str | None = None) -> Path:
 
 
 def attach_onnx(model: Model, folder: str | os.PathLike | None = None,
-                source: str | None = None) -> Model:
+                source: str | None = None, quantize: str | None = None) -> Model:
     """Run ``model``'s forward stage on ONNX Runtime: from ``folder`` (an export), else from the
     cache (exported on first use; an adapter is merged). Preprocess and postprocess stay the
-    plugin's."""
+    plugin's. ``quantize="int8"``: ONNX Runtime's dynamic int8 quantization of that graph
+    (:func:`quantized_onnx`), CPU only."""
     _require()
+    if quantize not in (None, "int8"):
+        raise InvalidOptionError(f"runtime='onnxruntime' supports quantize='int8' (ONNX Runtime's "
+                                 f"dynamic int8), not {quantize!r}; use the torch runtime for it.")
+    if quantize and model.device.type != "cpu":
+        raise DeviceError(f"int8 on ONNX Runtime targets CPU inference, but the model is on "
+                          f"{model.device}; load it with device='cpu'.")
     folder = Path(folder) if folder is not None else cached_export(model, source)
     if model.adapter is not None:
         model.merge()
     spec = export_spec(model)
-    model.runtime = OrtRunner(folder / ONNX_FILE, spec.input_names, spec.pack, model.device)
+    file = folder / ONNX_FILE
+    if quantize:
+        file = quantized_onnx(file)
+    model.runtime = OrtRunner(file, spec.input_names, spec.pack, model.device)
+    if quantize:
+        model.quantized = "int8"
+        model.info["quantized"] = "int8 (onnxruntime)"
     return model
+
+
+#: ONNX Runtime int8: the op types whose weights are quantized (embedding tables stay float).
+INT8_OPS = ("MatMul", "Attention")
+
+
+def _keep_float(graph: Any) -> list[str]:
+    """The nodes left in float by the int8 path, chosen by measurement (see
+    docs/quantization.md): the feed-forward down-projections, the MatMuls fed by a GELU, whose
+    inputs have the widest activation range and lose the most when quantized per tensor (all-
+    MiniLM-L6-v2); and the output head, a MatMul whose result reaches a graph output through bias
+    and shape ops only (a classifier's logits: quantizing it flipped top-1 on a timm resnet18 for
+    no speed, it is a sliver of the compute)."""
+    gelu = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu"}
+    passthrough = {"Add", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
+    made_by = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def reaches_output(name: str, depth: int = 0) -> bool:
+        if name in outputs:
+            return True
+        return depth < 8 and any(n.op_type in passthrough and reaches_output(n.output[0], depth + 1)
+                                 for n in consumers.get(name, []) if n.output)
+
+    keep = []
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        source = made_by.get(node.input[0])
+        if (source is not None and source.op_type in gelu) or reaches_output(node.output[0]):
+            keep.append(node.name)
+            if node.op_type == "Gemm":  # the quantizer first rewrites Gemm X as MatMul X_MatMul
+                keep.append(f"{node.name}_MatMul")
+    return keep
+
+
+def quantized_onnx(file: str | os.PathLike) -> Path:
+    """ONNX Runtime's dynamic int8 quantization of ``file`` (per-channel int8 weights, per-batch
+    uint8 activations; :func:`_keep_float` nodes left in float), cached by the file's hash and
+    written atomically; the source file is never modified."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    key = hashlib.sha256(json.dumps([digest, _versions(), INT8_OPS, "keep-ffn-down-and-head-v2"])
+                         .encode()).hexdigest()[:24]
+    out = cache_dir() / "int8" / f"{key}.onnx"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    keep = _keep_float(onnx.load(str(file), load_external_data=False).graph)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    import logging
+
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" is advice, not news
+    try:
+        quantize_dynamic(str(file), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(INT8_OPS), nodes_to_exclude=keep)
+        os.replace(tmp, out)
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime could not quantize {str(file)!r} to int8: "
+                          f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    finally:
+        logging.getLogger().setLevel(quiet)
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 def exported_folder(path: str | None) -> Path | None:

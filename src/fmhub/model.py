@@ -544,13 +544,10 @@ def load_model(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> Model:
         model.module.to(device=device, dtype=dtype)
         model._refresh_placement()
     model.module.eval()
-    if opts.runtime == "onnxruntime" and opts.quantize:
-        raise InvalidOptionError("runtime='onnxruntime' and quantize cannot be combined; "
-                                 "choose one.")
-    if opts.quantize:
-        model.quantize(opts.quantize)
-    if opts.runtime == "onnxruntime":
+    if opts.runtime == "onnxruntime":  # quantize='int8': ONNX Runtime's own int8, not torch's
         from .export import attach_onnx, exported_folder
 
-        attach_onnx(model, exported_folder(spec.path))
+        return attach_onnx(model, exported_folder(spec.path), quantize=opts.quantize)
+    if opts.quantize:
+        model.quantize(opts.quantize)
     return model
