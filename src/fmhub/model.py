@@ -16,7 +16,6 @@ from .errors import (
     FineTuneError,
     FmhubError,
     InputError,
-    InvalidOptionError,
     ManifestError,
     NonFiniteOutputError,
     PluginError,
