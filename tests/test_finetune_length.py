@@ -15,7 +15,6 @@ from fmhub import hookimpl
 from fmhub.finetuning.loop import GROUP_BUCKET, _Trainer, grouped_batches, length_ranks
 
 
-
 def make_data(n: int, seed: int):
     rng = random.Random(seed)
     data = []

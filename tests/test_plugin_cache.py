@@ -51,7 +51,7 @@ def fmhub_list(site: Path, marker: Path, *args: str, version_env: dict | None = 
                **(version_env or {}))
     env.pop("FMHUB_DISABLE_PLUGINS", None)
     return subprocess.run([sys.executable, "-m", "fmhub", *args], env=env, capture_output=True,
-                          text=True, timeout=240)
+                          text=True, timeout=240, check=False)
 
 
 def set_version(site: Path, version: str) -> None:
@@ -88,11 +88,11 @@ def test_editing_the_plugin_source_invalidates_the_cache(install_plugin, tmp_pat
     marker = tmp_path / "marker"
     monkeypatch.setenv("SLOW_MARKER", str(marker))
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "slow")
-    fmhub.Hub().registry
+    _ = fmhub.Hub().registry
     assert marker.exists()
     marker.unlink()
     sys.modules.pop(module, None)
-    fmhub.Hub().registry
+    _ = fmhub.Hub().registry
     assert not marker.exists()
     source = site / f"{module}.py"
     source.write_text(source.read_text().replace('"slow-one"', '"slow-uno"'))
@@ -104,11 +104,11 @@ def test_editing_the_plugin_source_invalidates_the_cache(install_plugin, tmp_pat
 
 def test_a_cached_plugin_is_imported_when_a_model_of_it_is_loaded(install_plugin, tmp_path,
                                                                   monkeypatch, use_hub):
-    site, module = install_plugin("slow", SLOW, dist="fmhub-slow")
+    _, module = install_plugin("slow", SLOW, dist="fmhub-slow")
     marker = tmp_path / "marker"
     monkeypatch.setenv("SLOW_MARKER", str(marker))
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "toy,slow")
-    fmhub.Hub().registry
+    _ = fmhub.Hub().registry
     marker.unlink()
     sys.modules.pop(module, None)
     hub = use_hub(fmhub.Hub())
@@ -125,13 +125,13 @@ def test_a_cached_plugin_is_imported_when_a_model_of_it_is_loaded(install_plugin
 
 
 def test_a_corrupt_cache_is_ignored_and_rewritten(install_plugin, tmp_path, monkeypatch):
-    site, module = install_plugin("slow", SLOW, dist="fmhub-slow")
+    _, module = install_plugin("slow", SLOW, dist="fmhub-slow")
     marker = tmp_path / "marker"
     cache = tmp_path / "cache"
     monkeypatch.setenv("FMHUB_CACHE", str(cache))
     monkeypatch.setenv("SLOW_MARKER", str(marker))
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "slow")
-    fmhub.Hub().registry
+    _ = fmhub.Hub().registry
     (entry,) = (cache / "plugins").glob("fmhub-slow*.json")
     good = entry.read_text()
     for junk in ("{not json", json.dumps({"key": json.loads(good)["key"], "items": {
@@ -177,7 +177,7 @@ def fmhub_register_models(register):
 
 
 def test_conflicts_are_reported_from_the_cache_too(install_plugin, monkeypatch):
-    _, module = install_plugin("clash", CLASH)
+    install_plugin("clash", CLASH)
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "toy,clash")
     messages = []
     for _ in range(2):
@@ -191,12 +191,12 @@ def test_conflicts_are_reported_from_the_cache_too(install_plugin, monkeypatch):
 
 
 def test_the_cache_can_be_turned_off(install_plugin, tmp_path, monkeypatch):
-    site, module = install_plugin("slow", SLOW, dist="fmhub-slow")
+    _, module = install_plugin("slow", SLOW, dist="fmhub-slow")
     marker = tmp_path / "marker"
     monkeypatch.setenv("SLOW_MARKER", str(marker))
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "slow")
     monkeypatch.setenv("FMHUB_PLUGIN_CACHE", "0")
-    fmhub.Hub().registry
+    _ = fmhub.Hub().registry
     marker.unlink()
     sys.modules.pop(module, None)
     hub = fmhub.Hub()
