@@ -315,11 +315,20 @@ def grouped_batches(order: list[int], ranks: list[int], bs: int,
     """Cut the shuffled ``order`` into buckets of ``GROUP_BUCKET`` batches, sort each bucket by
     length rank, cut it into batches of ``bs`` and shuffle all the batches with ``gen``. Every
     example appears once; only the last bucket's last batch may be short, so the number of
-    batches is that of plain batching."""
+    batches is that of plain batching.
+
+    The sort key is the rank plus a random offset of up to about one batch's worth of neighbours
+    (drawn from ``gen``), so examples of near-equal length meet in other batches each epoch (a
+    data set smaller than a bucket would otherwise see the same batches every epoch) while each
+    batch still spans a narrow range of lengths."""
     size = bs * GROUP_BUCKET
     batches: list[list[int]] = []
     for start in range(0, len(order), size):
-        bucket = sorted(order[start : start + size], key=ranks.__getitem__)
+        members = order[start : start + size]
+        spread = bs * len(ranks) / len(members)  # ranks covered by one batch of this bucket
+        noise = torch.rand(len(members), generator=gen).tolist()
+        keyed = sorted(zip((ranks[i] + spread * u for i, u in zip(members, noise)), members))
+        bucket = [i for _, i in keyed]
         batches += [bucket[i : i + bs] for i in range(0, len(bucket), bs)]
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
