@@ -119,7 +119,7 @@ def main() -> None:
     if a.worker:
         worker_steps(a.short, a.long)
         return
-    from summary import quick, summary
+    from summary import quick
 
     if quick():  # make bench: one round, fewer sentences, no memory part
         a.rounds, a.sentences, a.skip = 1, 300, [*a.skip, "memory"]
@@ -137,7 +137,6 @@ def main() -> None:
             print(f"LoRA step, MiniLM, global batch 16: 1 proc x 2 threads {one:.3f} s, "
                   f"2 procs x 1 thread {two:.3f} s  (ratio {two / one:.2f}; best of {a.rounds}; "
                   f"all: {res})")
-            summary("lora_step_torchrun_2_ranks_vs_1_process", two, one, "s/step")
         if "predict" not in a.skip:
             src = tmp / "sentences.txt"
             src.write_text("\n".join(sentences(a.sentences, 7)) + "\n")

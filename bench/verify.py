@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    from summary import quick, summary
+    from summary import quick
 
     if quick():  # make bench
         args.rounds = 3
@@ -70,7 +70,6 @@ def main() -> None:
     print(f"  verification / load   {100 * verify / unverified:.1f} % (verify_folder alone)")
     print(f"  load difference       {100 * (med['load (verify=True)'] - unverified) / unverified:+.1f} %"
           " (verified vs unverified load)")
-    summary("load_saved_minilm_verified_vs_unverified", med["load (verify=True)"], unverified, "s")
 
 
 if __name__ == "__main__":
