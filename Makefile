@@ -26,8 +26,14 @@ test: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
+# Every bench (quick mode: fewer rounds; FMHUB_BENCH_QUICK=0 for the full runs), then one table of
+# each fmhub figure beside its native counterpart, from the benches' SUMMARY lines.
+BENCHES := $(filter-out bench/summary.py,$(wildcard bench/*.py))
 bench: setup
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@mkdir -p build && : > build/bench.log
+	@for b in $(BENCHES); do echo "== $$b" | tee -a build/bench.log; \
+	  FMHUB_BENCH_QUICK=$${FMHUB_BENCH_QUICK-1} bash -o pipefail -c "$(PY) $$b 2>&1 | tee -a build/bench.log" || exit 1; done
+	@echo; echo "== summary"; $(PY) bench/summary.py build/bench.log
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -119,6 +119,10 @@ def main() -> None:
     if a.worker:
         worker_steps(a.short, a.long)
         return
+    from summary import quick
+
+    if quick():  # make bench: one round, fewer sentences, no memory part
+        a.rounds, a.sentences, a.skip = 1, 300, [*a.skip, "memory"]
     import torch
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")

@@ -178,6 +178,10 @@ def main() -> int:
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]), args.batch_size)
         return 0
+    from summary import quick, summary
+
+    if quick():  # make bench: fewer examples and rounds, one memory size
+        args.n, args.rounds, args.memory_n = 512, 2, [512]
     import torch
 
     import fmhub
@@ -225,6 +229,7 @@ def main() -> int:
                 f"  fmhub / hand-written = {rate['fmhub'] / rate['hand']:.3f}x;  metrics agree: "
                 + ", ".join(f"{k} {v:.4f}" for k, v in a.items())
             )
+            summary("evaluate_minilm_lora_vs_hand_loop", rate["fmhub"], rate["hand"], "examples/s")
         if args.memory_n:
             print(
                 "\npeak memory, one process per side and size (peak RSS during the evaluation "

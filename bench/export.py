@@ -126,7 +126,7 @@ def main() -> None:
     print("\n| model | inputs | batch | torch eager /s | ORT /s | ORT / torch | parity | "
           "ORT int8 /s | int8 / torch | int8 vs float32 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |")
-    for name, n, batch, rates, parity, fig, int8_fig in rows:
+    for name, n, batch, rates, _parity, fig, int8_fig in rows:
         t, o, q = rates["torch eager"], rates["ONNX Runtime"], rates["ONNX Runtime int8"]
         print(f"| {name} | {n} | {batch} | {t:.1f} | {o:.1f} | {o / t:.2f}x | {fig} | {q:.1f} | "
               f"{q / t:.2f}x | {int8_fig} |")

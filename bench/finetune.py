@@ -156,6 +156,12 @@ def main() -> None:
     ap.add_argument("--child", choices=["fmhub", "peft"])
     ap.add_argument("--skip-int8", action="store_true")
     args = ap.parse_args()
+    from summary import quick, summary
+
+    if quick() and not args.child:  # make bench: 3 rounds, no memory subprocesses, no int8 part;
+        # long - short = 16 steps = one epoch of 256 examples, so both sides time every batch once
+        # (with length-grouped batches one step's cost depends on its batch's length)
+        args.rounds, args.short, args.long, args.skip_int8 = 3, 2, 18, True
     if args.child:
         child(args.child, args.short, args.long)
         return
@@ -175,13 +181,15 @@ def main() -> None:
             t_short, t_long = run(args.short), run(args.long)
             per_step[side].append((t_long - t_short) / (args.long - args.short))
     # Memory: peak RSS needs a process per side.
-    memory = {}
-    for side in ("fmhub", "peft"):
+    memory = {"fmhub": float("nan"), "peft": float("nan")}
+    for side in (() if quick() else ("fmhub", "peft")):
         out = subprocess.run([sys.executable, __file__, "--child", side, "--short", "2", "--long", "4"],
                              capture_output=True, text=True, check=True, env=env)
         memory[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
     print(f"LoRA on the real all-MiniLM-L6-v2: batch {SETTINGS['batch_size']}, r={SETTINGS['r']}, "
-          f"sentences of 4-48 words, same batches and settings, {args.rounds} interleaved rounds")
+          f"sentences of 4-48 words, same examples and settings, {args.rounds} interleaved rounds; "
+          "fmhub groups batches by length (its default), PEFT by hand pads each shuffled batch "
+          "to its longest")
     print(f"  {'side':36} s/step (median, best)   peak RSS MB")
     med = {s: sorted(v)[len(v) // 2] for s, v in per_step.items()}
     for side, label in (("fmhub", "fmhub.finetune(method='lora')"),
@@ -192,6 +200,7 @@ def main() -> None:
     print(f"  fmhub / hand-applied PEFT: {med['fmhub'] / med['peft']:.3f}x time per step (medians), "
           f"{ratios[len(ratios) // 2]:.3f}x median per-round ratio, "
           f"{memory['fmhub'] / memory['peft']:.3f}x peak memory")
+    summary("lora_step_varied_text_minilm", med["fmhub"], med["peft"], "s/step")
     if not args.skip_int8:
         int8_figures()
 

@@ -51,6 +51,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    from summary import quick, summary
+
+    if quick():  # make bench
+        args.repeats, args.new_tokens = 2, 16
     if args.threads:
         torch.set_num_threads(args.threads)
     import transformers
@@ -106,6 +110,8 @@ def main() -> None:
     for bs in (1, 8):
         print(f"fmhub / generate by hand at batch {bs}: "
               f"{rows[bs]['fmhub'] / rows[bs]['generate by hand']:.3f}x")
+        summary(f"generate_llama_tiny_batch{bs}_vs_generate_by_hand", rows[bs]["fmhub"],
+                rows[bs]["generate by hand"], "tokens/s")
 
     # time to the first streamed piece
     from transformers import TextIteratorStreamer
@@ -140,6 +146,8 @@ def main() -> None:
     print("\ntime to the first streamed text (median, batch 1)")
     for side, v in ttft.items():
         print(f"{side:<18}{1000 * statistics.median(v):>8.1f} ms")
+    summary("generate_time_to_first_text_vs_by_hand", 1000 * statistics.median(ttft["fmhub"]),
+            1000 * statistics.median(ttft["generate by hand"]), "ms")
 
     # Whisper real-time factor
     wfolder = build_tiny_whisper(tmp / "whisper", sizes=WHISPER_SIZES)
@@ -166,6 +174,8 @@ def main() -> None:
           "transcripts identical)")
     for side, v in rtf.items():
         print(f"{side:<18}{statistics.median(v):>8.4f}")
+    summary("whisper_tiny_rtf_vs_pipeline", statistics.median(rtf["fmhub"]),
+            statistics.median(rtf["pipeline"]), "s_per_audio_s")
 
 
 if __name__ == "__main__":

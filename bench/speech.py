@@ -91,6 +91,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
+    from summary import quick
+
+    if quick():  # make bench
+        args.repeats, args.batches = 2, [1]
     home = tempfile.mkdtemp(prefix="fmhub-bench-torch-home-")
     os.environ["TORCH_HOME"] = home
     try:
@@ -130,6 +134,10 @@ def run(args) -> None:
                          f"{median['torchaudio'] / median['fmhub']:.3f}x median, "
                          f"{paired:.3f}x paired")
             print(f"{bs:>5}  {name:<10} {best[name]:>9.4f} {median[name]:>11.4f}  {ratio}")
+        from summary import summary
+
+        summary(f"speech_rtf_batch{bs}_vs_torchaudio", median["fmhub"], median["torchaudio"],
+                "s_per_audio_s")
 
 
 if __name__ == "__main__":

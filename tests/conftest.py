@@ -20,6 +20,15 @@ from fmhub import hookimpl
 
 pytest_plugins = ["pytester"]
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """fmhub's cache (plugin registrations, exports) in a folder of this test session."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FMHUB_CACHE", str(tmp_path_factory.mktemp("fmhub-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def use_hub():
     """Make a hub the default for one test: ``use_hub(hub)`` returns it; the old one comes back."""

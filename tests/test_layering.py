@@ -19,7 +19,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fmhub"
 
 LAYERS = [
-    {"errors", "results", "spec", "_device", "generation", "_quiet", "_progress", "inputs"},
+    {"errors", "results", "spec", "_device", "generation", "_quiet", "_progress", "inputs",
+     "_plugincache"},
     {"model", "manifest", "quantize", "export"},
     {"hookspecs"},
     {"_hub"},

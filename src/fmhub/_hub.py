@@ -7,6 +7,7 @@ import fnmatch
 import importlib
 import importlib.metadata as md
 import inspect
+import json
 import os
 import warnings
 from collections import defaultdict
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+from pydantic import PrivateAttr
 
 from . import hookspecs
 from .errors import (
@@ -80,14 +82,23 @@ class Hub:
     """
 
     def __init__(self, *, entry_points: bool = True, plugins: dict[str, Any] | None = None):
-        self.pm = pluggy.PluginManager("fmhub")
-        self.pm.add_hookspecs(hookspecs)
+        self._pm = pluggy.PluginManager("fmhub")
+        self._pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
+        #: entry-point plugins registered from the cache, not imported yet: name -> entry point
+        self._lazy: dict[str, Any] = {}
+        #: what each lazy plugin registered (from the cache): name -> {hook: [items]}
+        self._lazy_items: dict[str, dict[str, list]] = {}
+        #: entry-point plugins imported in this hub whose registration may be cached: name -> key
+        self._cacheable: dict[str, tuple[str, str]] = {}
+        #: the namespaces a lazy plugin registered, once imported: name -> Namespace
+        self._real_namespaces: dict[str, Namespace] = {}
         self._registry: _Registry | None = None
         self._callers: dict[tuple[str, str | None], Any] = {}
         from . import _builtin
 
         version = getattr(importlib.import_module("fmhub"), "__version__", None)
+        self._version = version
         self._add("fmhub", _builtin, distribution="fmhub", version=version, strict=True)
         if entry_points:
             self._discover()
@@ -96,6 +107,56 @@ class Hub:
 
     # -- plugins --------------------------------------------------------------------------------
 
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """The pluggy plugin manager, with every plugin imported (a plugin registered from the
+        registration cache is imported here, on first use)."""
+        if self._lazy:
+            self._materialize(list(self._lazy))
+        return self._pm
+
+    def _materialize(self, names: list[str]) -> None:
+        """Import the lazy plugins ``names`` (in discovery order) and register them for real; one
+        that now fails is recorded and warned about like at discovery, and leaves the registry."""
+        failed = False
+        for name in [n for n in self.records if n in names and n in self._lazy]:
+            ep = self._lazy.pop(name)
+            self._lazy_items.pop(name, None)
+            dist, version = ep.dist.name, ep.dist.version
+            try:
+                plugin = ep.load()
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
+                self._fail(name, dist, version, f"import failed: {_exc_text(exc)}")
+                failed = True
+                continue
+            try:
+                self._add(name, plugin, distribution=dist, version=version, strict=False)
+            except PluginError as exc:
+                self._fail(name, dist, version, str(exc))
+                failed = True
+                continue
+            for impl in self._pm.hook.fmhub_register_namespaces.get_hookimpls():
+                if impl.plugin is plugin:
+                    items: list = []
+                    try:
+                        _call_registration(impl, items.append)
+                    except (Exception, SystemExit):  # noqa: BLE001 - the registry rebuild says so
+                        failed = True
+                    for ns in items:
+                        if isinstance(ns, Namespace):
+                            self._real_namespaces[ns.name] = ns
+        self._callers.clear()
+        if failed:
+            self._registry = None
+
+    def _lazy_owner(self, owner: str | None) -> list[str]:
+        """The lazy plugins a hook call for ``owner`` reaches: the owner and those serving no
+        namespace (every one for a broadcast, ``owner=None``)."""
+        if owner is None:
+            return list(self._lazy)
+        return [n for n, items in self._lazy_items.items()
+                if n == owner or not items.get("fmhub_register_namespaces")]
+
     def register(self, plugin: Any, name: str | None = None) -> None:
         """Add a plugin object (a module or an instance with hook implementations).
 
@@ -103,6 +164,8 @@ class Hub:
         misspelled hook, or an error in one of its registration hooks) and is not kept.
         """
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        if self._lazy:  # keep the hook order of discovery: entry-point plugins first
+            self._materialize(list(self._lazy))
         self._add(name, plugin, distribution=None, strict=True)
         self._registry = None
         self._callers.clear()
@@ -114,12 +177,17 @@ class Hub:
 
     def unregister(self, name: str) -> None:
         rec = self.records.pop(name, None)
-        if rec is not None and rec.plugin is not None and self.pm.is_registered(rec.plugin):
-            self.pm.unregister(rec.plugin)
+        self._lazy.pop(name, None)
+        self._lazy_items.pop(name, None)
+        if rec is not None and rec.plugin is not None and self._pm.is_registered(rec.plugin):
+            self._pm.unregister(rec.plugin)
         self._registry = None
         self._callers.clear()
 
     def _discover(self) -> None:
+        from ._plugincache import cache_enabled, cache_key, read_entry
+
+        use_cache = cache_enabled()
         only, blocked = _env_list("FMHUB_LOAD_PLUGINS"), _env_list("FMHUB_DISABLE_PLUGINS") or set()
         eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
         _check_env_names(eps, only, blocked)
@@ -132,6 +200,14 @@ class Hub:
             if (only is not None and not names & only) or names & blocked:
                 self.records[ep.name] = PluginRecord(ep.name, dist, version, status="disabled")
                 continue
+            key = None
+            if use_cache:
+                key = cache_key(ep, self._version)
+                items = read_entry(ep.name, dist, key) if key else None
+                if items is not None and (decoded := _decode(self, ep.name, items)) is not None:
+                    self.records[ep.name] = PluginRecord(ep.name, dist, version)
+                    self._lazy[ep.name], self._lazy_items[ep.name] = ep, decoded
+                    continue
             try:
                 plugin = ep.load()
             # a broken plugin, even one calling sys.exit(), must not stop fmhub
@@ -142,6 +218,9 @@ class Hub:
                 self._add(ep.name, plugin, distribution=dist, version=version, strict=False)
             except PluginError as exc:
                 self._fail(ep.name, dist, version, str(exc))
+                continue
+            if key:
+                self._cacheable[ep.name] = (dist, key)
 
     def _fail(self, name: str, dist: str | None, version: str | None, error: str) -> None:
         self.records[name] = PluginRecord(name, dist, version, status="failed", error=error)
@@ -153,13 +232,13 @@ class Hub:
         )
 
     def _add(self, name, plugin, *, distribution, version=None, strict) -> None:
-        _check_hook_names(self.pm, name, plugin)
+        _check_hook_names(self._pm, name, plugin)
         try:
-            self.pm.register(plugin, name=name)
-            self.pm.check_pending()
+            self._pm.register(plugin, name=name)
+            self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            if self.pm.is_registered(plugin):
-                self.pm.unregister(plugin)
+            if self._pm.is_registered(plugin):
+                self._pm.unregister(plugin)
             detail = " ".join(str(exc).split())
             raise PluginError(
                 f"plugin {name!r} is invalid: {detail}. "
@@ -184,7 +263,25 @@ class Hub:
     def registry(self) -> _Registry:
         if self._registry is None:
             self._registry = _Registry.build(self)
+            if self._cacheable:
+                self._write_cache(self._registry)
         return self._registry
+
+    def _write_cache(self, reg: _Registry) -> None:
+        """Cache what the entry-point plugins imported in this hub registered (plain data only)."""
+        from ._plugincache import write_entry
+
+        for name, (dist, key) in list(self._cacheable.items()):
+            self._cacheable.pop(name)
+            rec = self.records.get(name)
+            items = reg.items.get(name, {})
+            if rec is None or rec.status != "ok" or name in reg.dropped:
+                continue
+            if items.get("fmhub_register_finetune_methods") or items.get("fmhub_register_metrics"):
+                continue  # objects with code: this plugin is always imported
+            encoded = _encode(items)
+            if encoded is not None and _decode(self, name, encoded) is not None:
+                write_entry(name, dist, key, encoded)
 
     def caller(self, hook: str, owner: str | None):
         """The hook caller for ``hook`` that skips the plugins owning other namespaces.
@@ -192,13 +289,15 @@ class Hub:
         ``owner=None`` gives the caller of every plugin (for broadcast hooks).
         """
         key = (hook, owner)
+        if self._lazy and (lazy := self._lazy_owner(owner)):
+            self._materialize(lazy)
         caller = self._callers.get(key)
         if caller is None and owner is None:
-            caller = self._callers[key] = getattr(self.pm.hook, hook)
+            caller = self._callers[key] = getattr(self._pm.hook, hook)
         elif caller is None:
             owners = self.registry.owner_plugins
-            others = [self.pm.get_plugin(n) for n in owners if n != owner]
-            caller = self.pm.subset_hook_caller(hook, [p for p in others if p is not None])
+            others = [self._pm.get_plugin(n) for n in owners if n != owner]
+            caller = self._pm.subset_hook_caller(hook, [p for p in others if p is not None])
             self._callers[key] = caller
         return caller
 
@@ -218,8 +317,10 @@ class Hub:
         """Call a broadcast hook on every plugin, one at a time: ``[(plugin, result), ...]`` for the
         non-None results. An error names the plugin that raised it."""
         out = []
-        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
-            name = self.pm.get_name(impl.plugin) or impl.plugin_name
+        if self._lazy:
+            self._materialize(list(self._lazy))
+        for impl in reversed(getattr(self._pm.hook, hook).get_hookimpls()):
+            name = self._pm.get_name(impl.plugin) or impl.plugin_name
             try:
                 result = impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
             except (Exception, SystemExit) as exc:
@@ -236,7 +337,7 @@ class Hub:
         for impl in caller.get_hookimpls():
             code = getattr(inspect.unwrap(impl.function), "__code__", None)
             if code is not None:
-                codes[code] = self.pm.get_name(impl.plugin) or impl.plugin_name
+                codes[code] = self._pm.get_name(impl.plugin) or impl.plugin_name
         tb, found = exc.__traceback__, None
         while tb is not None:
             found = codes.get(tb.tb_frame.f_code, found)
@@ -483,20 +584,32 @@ class _Registry:
         self.owner_plugins: set[str] = set()
         self.dropped: set[str] = set()
         self._registrant: dict[str, str] = {}
+        #: plugin -> registration hook -> what it registered (for the registration cache)
+        self.items: dict[str, dict[str, list]] = {}
 
     @classmethod
     def build(cls, hub: Hub) -> _Registry:
         reg = cls(hub)
         collected: dict[str, list] = {h: [] for h in hookspecs.REGISTRATION}
+        place = {n: i for i, n in enumerate(hub.records)}
         for hook in hookspecs.REGISTRATION:
-            for impl in reversed(getattr(hub.pm.hook, hook).get_hookimpls()):
-                name = hub.pm.get_name(impl.plugin)
-                items: list = []
-                try:
-                    _call_registration(impl, items.append)
-                except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolate a broken plugin
-                    reg._drop(name, f"{hook} raised {_exc_text(exc)}")
-                    continue
+            sources: list[tuple[str, Any]] = [
+                (hub._pm.get_name(impl.plugin), impl)
+                for impl in reversed(getattr(hub._pm.hook, hook).get_hookimpls())]
+            if hub._lazy_items:  # plugins known from the cache take their place in discovery order
+                sources += [(n, list(items.get(hook, ()))) for n, items in hub._lazy_items.items()]
+                sources.sort(key=lambda s: place.get(s[0], len(place)))
+            for name, impl in sources:
+                if isinstance(impl, list):
+                    items = impl
+                else:
+                    items = []
+                    try:
+                        _call_registration(impl, items.append)
+                    except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolate a broken plugin
+                        reg._drop(name, f"{hook} raised {_exc_text(exc)}")
+                        continue
+                reg.items.setdefault(name, {}).setdefault(hook, []).extend(items)
                 collected[hook].extend((name, item) for item in items)
         valid = {
             "fmhub_register_namespaces": Namespace,
@@ -531,8 +644,11 @@ class _Registry:
             raise PluginError(f"plugin {plugin!r} failed while registering: {error}")
         self.dropped.add(plugin)
         self.hub._callers.clear()
+        self.hub._lazy.pop(plugin, None)
+        self.hub._lazy_items.pop(plugin, None)
         if rec is not None:
-            self.hub.pm.unregister(rec.plugin)
+            if rec.plugin is not None and self.hub._pm.is_registered(rec.plugin):
+                self.hub._pm.unregister(rec.plugin)
             self.hub._fail(plugin, rec.distribution, rec.version, error)
 
     def _add_namespace(self, plugin: str, ns: Namespace) -> None:
@@ -698,6 +814,67 @@ class _Registry:
                 f"e.g. '{claims[0].namespace}:{path}'."
             )
         return self.with_owner(claims[0])
+
+
+class _CachedNamespace(Namespace):
+    """A namespace known from the registration cache: everything but its options class is data;
+    reading ``options`` imports the plugin (the options class is its code)."""
+
+    _hub: Any = PrivateAttr(None)
+    _owner: str | None = PrivateAttr(None)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "options":
+            private = object.__getattribute__(self, "__pydantic_private__") or {}
+            hub, owner = private.get("_hub"), private.get("_owner")
+            ns_name = object.__getattribute__(self, "__dict__")["name"]
+            if hub is not None:
+                hub._materialize([owner])
+                real = hub._real_namespaces.get(ns_name)
+                if real is None:
+                    rec = hub.records.get(owner)
+                    raise PluginError(
+                        f"plugin {owner!r} no longer registers the namespace {ns_name!r} "
+                        f"({rec.error if rec and rec.error else 'its registration changed'}); "
+                        "run 'fmhub plugins'.")
+                return real.options
+        return super().__getattribute__(name)
+
+
+def _encode(items: dict[str, list]) -> dict[str, Any] | None:
+    """A plugin's registered namespaces and model specs as JSON data, or None when they are not
+    plain data (a namespace's options class is recorded by name: it is code)."""
+    try:
+        namespaces = []
+        for ns in items.get("fmhub_register_namespaces", []):
+            data = ns.model_dump(mode="json", exclude={"options"})
+            data["options_class"] = f"{ns.options.__module__}:{ns.options.__qualname__}"
+            namespaces.append(data)
+        models = [s.model_dump(mode="json") for s in items.get("fmhub_register_models", [])]
+        encoded = {"namespaces": namespaces, "models": models}
+        json.dumps(encoded)
+    except (TypeError, ValueError):
+        return None
+    originals = items.get("fmhub_register_models", [])
+    decoded = [ModelSpec.model_validate(m) for m in models]
+    if decoded != list(originals):
+        return None
+    return encoded
+
+
+def _decode(hub: Hub, plugin: str, encoded: dict[str, Any]) -> dict[str, list] | None:
+    """The registration items of a cache entry, or None if it does not validate."""
+    try:
+        namespaces = []
+        for data in encoded["namespaces"]:
+            data = {k: v for k, v in data.items() if k != "options_class"}
+            ns = _CachedNamespace.model_validate(data)
+            ns._hub, ns._owner = hub, plugin
+            namespaces.append(ns)
+        models = [ModelSpec.model_validate(m) for m in encoded["models"]]
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+    return {"fmhub_register_namespaces": namespaces, "fmhub_register_models": models}
 
 
 def _call_registration(impl: Any, register: Any) -> None:

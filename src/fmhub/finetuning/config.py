@@ -34,6 +34,10 @@ class FineTuneConfig(BaseModel):
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
     batch_size: int = Field(16, ge=1)
+    group_by_length: bool | None = Field(
+        None, description="Draw each batch from examples of similar length (less padding): "
+        "None (auto) groups when the model's plugin orders inputs by length (fmhub_batch_order: "
+        "text, audio); False keeps plain shuffled batches; True requires it.")
     gradient_accumulation: int = Field(1, ge=1)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)

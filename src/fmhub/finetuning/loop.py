@@ -282,6 +282,69 @@ def generative_loss(model: Model, examples: list[Any],
     return loss.float(), int((targets != -100).sum())
 
 
+#: Batches per bucket when grouping by length: a bucket of shuffled examples is sorted by length and
+#: cut into batches, and the batches of every bucket are shuffled together (as Transformers'
+#: group_by_length does), so batches pad little yet the order stays random.
+GROUP_BUCKET = 50
+
+
+def length_ranks(model: Model, train: Examples, cfg: FineTuneConfig) -> list[int] | None:
+    """The place of each training example in the order the model's plugin gives through the
+    ``fmhub_batch_order`` hook (longest first for text and audio), or None when batches are not
+    grouped: ``group_by_length=False``, generative data, a single batch, or (auto) a plugin
+    that does not order inputs."""
+    want = cfg.group_by_length
+    if want is False or isinstance(train, GenerationExamples):
+        return None
+    n = len(train)
+    implemented = bool(model.hub.caller("fmhub_batch_order", model._owner).get_hookimpls())
+    if want is None and (not implemented or n <= cfg.batch_size):
+        return None
+    order = model._call("fmhub_batch_order", inputs=[train[i][0] for i in range(n)]) \
+        if implemented and n > 1 else None
+    if order is None:
+        if want and n > 1:
+            raise FineTuneError(
+                f"group_by_length=True, but the plugin of {model.spec.id!r} does not order inputs "
+                "by length (it implements no fmhub_batch_order, or returned None); pass "
+                "group_by_length=False or leave it unset.")
+        return None
+    try:
+        order = [int(i) for i in order]
+    except (TypeError, ValueError):
+        order = []
+    if sorted(order) != list(range(n)):
+        raise model._stage_error("fmhub_batch_order", "returned a batch order that is not a "
+                                 f"permutation of range({n})")
+    ranks = [0] * n
+    for place, i in enumerate(order):
+        ranks[i] = place
+    return ranks
+
+
+def grouped_batches(order: list[int], ranks: list[int], bs: int,
+                    gen: torch.Generator) -> list[list[int]]:
+    """Cut the shuffled ``order`` into buckets of ``GROUP_BUCKET`` batches, sort each bucket by
+    length rank, cut it into batches of ``bs`` and shuffle all the batches with ``gen``. Every
+    example appears once; only the last bucket's last batch may be short, so the number of
+    batches is that of plain batching.
+
+    The sort key is the rank plus a random offset of up to about one batch's worth of neighbours
+    (drawn from ``gen``), so examples of near-equal length meet in other batches each epoch (a
+    data set smaller than a bucket would otherwise see the same batches every epoch) while each
+    batch still spans a narrow range of lengths."""
+    size = bs * GROUP_BUCKET
+    batches: list[list[int]] = []
+    for start in range(0, len(order), size):
+        members = order[start : start + size]
+        spread = bs * len(ranks) / len(members)  # ranks covered by one batch of this bucket
+        noise = torch.rand(len(members), generator=gen).tolist()
+        keyed = sorted(zip((ranks[i] + spread * u for i, u in zip(members, noise)), members))
+        bucket = [i for _, i in keyed]
+        batches += [bucket[i : i + bs] for i in range(0, len(bucket), bs)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
 def _param_groups(module: torch.nn.Module, weight_decay: float):
     decay, no_decay = [], []
     for name, p in module.named_parameters():
@@ -388,7 +451,18 @@ class _Trainer:
         gen = torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch)
         order = torch.randperm(len(self.train), generator=gen).tolist()
         bs = self.cfg.batch_size
-        return [order[i : i + bs] for i in range(0, len(order), bs)]
+        ranks = self.length_ranks
+        if ranks is None:
+            return [order[i : i + bs] for i in range(0, len(order), bs)]
+        return grouped_batches(order, ranks, bs, gen)
+
+    @property
+    def length_ranks(self) -> list[int] | None:
+        """Each training example's place in the plugin's length order (0: longest), or None when
+        batches are not grouped by length; computed once per run."""
+        if not hasattr(self, "_length_ranks"):
+            self._length_ranks = length_ranks(self.model, self.train, self.cfg)
+        return self._length_ranks
 
     def _loss(self, idx: list[int]):
         if isinstance(self.train, GenerationExamples):
