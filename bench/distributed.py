@@ -33,8 +33,14 @@ sys.path.insert(0, str(HERE.parent))
 from finetune import dataset, minilm_path, sentences  # noqa: E402 (bench/finetune.py)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-SETTINGS = {"batch_size": 16, "learning_rate": 1e-3, "seed": 0, "warmup_ratio": 0.0,
-            "method_options": {"r": 8, "alpha": 16.0}, "progress": False}
+SETTINGS = {
+    "batch_size": 16,
+    "learning_rate": 1e-3,
+    "seed": 0,
+    "warmup_ratio": 0.0,
+    "method_options": {"r": 8, "alpha": 16.0},
+    "progress": False,
+}
 
 
 def worker_steps(short: int, long: int) -> None:
@@ -55,8 +61,12 @@ def worker_steps(short: int, long: int) -> None:
 
 
 def _env(threads: int) -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                TOKENIZERS_PARALLELISM="false")
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        TOKENIZERS_PARALLELISM="false",
+    )
 
 
 def _last_json(out: str) -> dict:
@@ -68,16 +78,33 @@ def step_time(procs: int, short: int, long: int) -> float:
     if procs == 1:
         cmd = [sys.executable, *me]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-               str(procs), *me]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(procs),
+            *me,
+        ]
     out = subprocess.run(cmd, env=_env(2 // procs), capture_output=True, text=True, check=True)
     return _last_json(out.stdout)["per_step"]
 
 
 def predict_rate(procs: int, src: Path, n: int, tmp: Path) -> float:
     out = tmp / f"pred-{procs}-{time.monotonic_ns()}.jsonl"
-    cmd = [sys.executable, "-m", "fmhub", "predict", minilm_path(), "--input", str(src),
-           "--output", str(out), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmhub",
+        "predict",
+        minilm_path(),
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+        "-q",
+    ]
     if procs > 1:
         cmd += ["--nproc-per-node", str(procs)]
     t = time.perf_counter()
@@ -101,9 +128,26 @@ def peak_mb(lines: int, tmp: Path) -> float:
         for _ in range(lines):
             f.write(",".join(f"{rng.uniform(-1, 1):.4f}" for _ in range(4)) + "\n")
     env = dict(_env(1), FMHUB_LOAD_PLUGINS="toy")
-    out = subprocess.run([sys.executable, "-c", PEAK, "predict", "toy:embed", "--input", str(src),
-                          "--output", str(tmp / f"toy-{lines}.jsonl"), "--batch-size", "256",
-                          "-q"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PEAK,
+            "predict",
+            "toy:embed",
+            "--input",
+            str(src),
+            "--output",
+            str(tmp / f"toy-{lines}.jsonl"),
+            "--batch-size",
+            "256",
+            "-q",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -131,23 +175,29 @@ def main() -> None:
         if "steps" not in a.skip:
             res: dict[int, list[float]] = {1: [], 2: []}
             for r in range(a.rounds):
-                for procs in ((1, 2) if r % 2 == 0 else (2, 1)):
+                for procs in (1, 2) if r % 2 == 0 else (2, 1):
                     res[procs].append(step_time(procs, a.short, a.long))
             one, two = min(res[1]), min(res[2])
-            print(f"LoRA step, MiniLM, global batch 16: 1 proc x 2 threads {one:.3f} s, "
-                  f"2 procs x 1 thread {two:.3f} s  (ratio {two / one:.2f}; best of {a.rounds}; "
-                  f"all: {res})")
+            print(
+                f"LoRA step, MiniLM, global batch 16: 1 proc x 2 threads {one:.3f} s, "
+                f"2 procs x 1 thread {two:.3f} s  (ratio {two / one:.2f}; best of {a.rounds}; "
+                f"all: {res})"
+            )
         if "predict" not in a.skip:
             src = tmp / "sentences.txt"
             src.write_text("\n".join(sentences(a.sentences, 7)) + "\n")
             rates = {p: predict_rate(p, src, a.sentences, tmp) for p in (1, 2)}
-            print(f"fmhub predict --output, MiniLM, {a.sentences} sentences (whole command): "
-                  f"1 proc x 2 threads {rates[1]:.0f} sentences/s, --nproc-per-node 2 "
-                  f"{rates[2]:.0f} sentences/s")
+            print(
+                f"fmhub predict --output, MiniLM, {a.sentences} sentences (whole command): "
+                f"1 proc x 2 threads {rates[1]:.0f} sentences/s, --nproc-per-node 2 "
+                f"{rates[2]:.0f} sentences/s"
+            )
         if "memory" not in a.skip:
             small, big = peak_mb(20_000, tmp), peak_mb(200_000, tmp)
-            print(f"peak RSS of fmhub predict --output (toy model): 20,000 lines {small:.0f} MB, "
-                  f"200,000 lines {big:.0f} MB")
+            print(
+                f"peak RSS of fmhub predict --output (toy model): 20,000 lines {small:.0f} MB, "
+                f"200,000 lines {big:.0f} MB"
+            )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,47 @@ import numpy as np
 
 def sentences(n: int) -> list[str]:
     rng = random.Random(0)
-    words = ["the", "a", "man", "woman", "child", "dog", "cat", "horse", "city", "river", "music", "food", "plays", "eats", "rides", "walks", "quickly", "slowly", "under", "over", "near", "beautiful", "old", "new", "red", "green", "happy", "loud", "quiet", "song", "bread", "violin", "street", "morning", "evening"]
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))).capitalize() + "."
-            for _ in range(n)]
+    words = [
+        "the",
+        "a",
+        "man",
+        "woman",
+        "child",
+        "dog",
+        "cat",
+        "horse",
+        "city",
+        "river",
+        "music",
+        "food",
+        "plays",
+        "eats",
+        "rides",
+        "walks",
+        "quickly",
+        "slowly",
+        "under",
+        "over",
+        "near",
+        "beautiful",
+        "old",
+        "new",
+        "red",
+        "green",
+        "happy",
+        "loud",
+        "quiet",
+        "song",
+        "bread",
+        "violin",
+        "street",
+        "morning",
+        "evening",
+    ]
+    return [
+        " ".join(rng.choice(words) for _ in range(rng.randint(5, 30))).capitalize() + "."
+        for _ in range(n)
+    ]
 
 
 def contenders(tmp: Path):
@@ -42,26 +80,46 @@ def contenders(tmp: Path):
     from fmhub_transformers.testing import install_in_hub_cache
 
     cache = tmp / "hf"
-    install_in_hub_cache(cache, "sentence-transformers/all-MiniLM-L6-v2", str(gt.get_model_path()),
-                         symlink=True)
+    install_in_hub_cache(
+        cache, "sentence-transformers/all-MiniLM-L6-v2", str(gt.get_model_path()), symlink=True
+    )
     os.environ["HF_HUB_CACHE"], os.environ["HF_HUB_OFFLINE"] = str(cache), "1"
     import huggingface_hub.constants as c
 
     c.HF_HUB_CACHE, c.HF_HUB_OFFLINE = str(cache), True
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (240 + 8 * i, 300, 3), dtype=np.uint8) for i in range(32)]
-    waves = [((0.2 * rng.standard_normal(int(16000 * (1 + 2 * i / 16)))).astype(np.float32), 16000)
-             for i in range(16)]
-    audio_cfg = tiny_config(num_layers=4, embed_dim=256, num_heads=4, ff_features=1024,
-                            conv_channels=256, pos_conv_kernel=32)
+    waves = [
+        ((0.2 * rng.standard_normal(int(16000 * (1 + 2 * i / 16)))).astype(np.float32), 16000)
+        for i in range(16)
+    ]
+    audio_cfg = tiny_config(
+        num_layers=4,
+        embed_dim=256,
+        num_heads=4,
+        ff_features=1024,
+        conv_channels=256,
+        pos_conv_kernel=32,
+    )
     return [
-        ("all-MiniLM-L6-v2 (embedding)", lambda: fmhub.load("all-MiniLM-L6-v2", device="cpu"),
-         sentences(256), 32),
-        ("timm resnet18 (classification)",
-         lambda: fmhub.load("timm:resnet18.a1_in1k", pretrained=False, device="cpu"), images, 16),
-        ("torchaudio wav2vec2 4x256 (embedding)",
-         lambda: fmhub.load("torchaudio:models.wav2vec2_model", config=audio_cfg, device="cpu"),
-         waves, 8),
+        (
+            "all-MiniLM-L6-v2 (embedding)",
+            lambda: fmhub.load("all-MiniLM-L6-v2", device="cpu"),
+            sentences(256),
+            32,
+        ),
+        (
+            "timm resnet18 (classification)",
+            lambda: fmhub.load("timm:resnet18.a1_in1k", pretrained=False, device="cpu"),
+            images,
+            16,
+        ),
+        (
+            "torchaudio wav2vec2 4x256 (embedding)",
+            lambda: fmhub.load("torchaudio:models.wav2vec2_model", config=audio_cfg, device="cpu"),
+            waves,
+            8,
+        ),
     ]
 
 
@@ -76,8 +134,9 @@ def agreement(reference, got, task: str) -> str:
     if task == "embedding":
         a = np.stack([np.asarray(r, dtype=np.float32).ravel() for r in reference])
         b = np.stack([np.asarray(g, dtype=np.float32).ravel() for g in got])
-        cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1),
-                                          1e-12)
+        cos = (a * b).sum(1) / np.maximum(
+            np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12
+        )
         return f"cosine min {cos.min():.4f} / mean {cos.mean():.4f}"
     same = [r.label == g.label for r, g in zip(reference, got)]
     return f"top-1 agreement {sum(same)}/{len(same)}"
@@ -91,9 +150,11 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="run the contenders whose name has this")
     args = parser.parse_args()
     load_avg = os.getloadavg()
-    print(f"CPU, {torch.get_num_threads()} torch thread(s) = ONNX Runtime intra-op threads, "
-          f"{args.rounds} interleaved rounds, best kept; load average {load_avg[0]:.2f}\n",
-          flush=True)
+    print(
+        f"CPU, {torch.get_num_threads()} torch thread(s) = ONNX Runtime intra-op threads, "
+        f"{args.rounds} interleaved rounds, best kept; load average {load_avg[0]:.2f}\n",
+        flush=True,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         import fmhub
@@ -102,41 +163,61 @@ def main() -> None:
             if args.only and args.only not in name:
                 continue
             torch_model = load()
-            folder = torch_model.export(Path(tmp) / name.split()[0].replace("/", "-"),
-                                        verbose=False)
+            folder = torch_model.export(
+                Path(tmp) / name.split()[0].replace("/", "-"), verbose=False
+            )
             parity = json.loads((folder / "fmhub.json").read_text())["info"]["export"]["parity"]
-            sides = {"torch eager": torch_model, "ONNX Runtime": fmhub.load(folder),
-                     "ONNX Runtime int8": fmhub.load(folder, quantize="int8")}
+            sides = {
+                "torch eager": torch_model,
+                "ONNX Runtime": fmhub.load(folder),
+                "ONNX Runtime int8": fmhub.load(folder, quantize="int8"),
+            }
             reference = torch_model.predict(inputs, batch_size=batch, progress=False)
-            int8_fig = agreement(reference, sides["ONNX Runtime int8"].predict(
-                inputs, batch_size=batch, progress=False), torch_model.task)
+            int8_fig = agreement(
+                reference,
+                sides["ONNX Runtime int8"].predict(inputs, batch_size=batch, progress=False),
+                torch_model.task,
+            )
             best = dict.fromkeys(sides, float("inf"))
             for model in sides.values():  # warm-up
                 timed(model, inputs[:batch], batch)
             order = list(sides)
             for r in range(args.rounds):
-                for side in (order if r % 2 == 0 else order[::-1]):
+                for side in order if r % 2 == 0 else order[::-1]:
                     best[side] = min(best[side], timed(sides[side], inputs, batch))
             rates = {side: len(inputs) / t for side, t in best.items()}
-            fig = (f"min cosine {parity['min_cosine']:.7f}" if "min_cosine" in parity
-                   else f"same top-1 {parity.get('same_top1')}")
+            fig = (
+                f"min cosine {parity['min_cosine']:.7f}"
+                if "min_cosine" in parity
+                else f"same top-1 {parity.get('same_top1')}"
+            )
             rows.append((name, len(inputs), batch, rates, parity, fig, int8_fig))
-            print(f"{name}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in rates.items())
-                  + f"; fused {parity.get('fusions', {})}", flush=True)
-    print("\n| model | inputs | batch | torch eager /s | ORT /s | ORT / torch | parity | "
-          "ORT int8 /s | int8 / torch | int8 vs float32 |")
+            print(
+                f"{name}: "
+                + ", ".join(f"{k} {v:.1f}/s" for k, v in rates.items())
+                + f"; fused {parity.get('fusions', {})}",
+                flush=True,
+            )
+    print(
+        "\n| model | inputs | batch | torch eager /s | ORT /s | ORT / torch | parity | "
+        "ORT int8 /s | int8 / torch | int8 vs float32 |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |")
     for name, n, batch, rates, _parity, fig, int8_fig in rows:
         t, o, q = rates["torch eager"], rates["ONNX Runtime"], rates["ONNX Runtime int8"]
-        print(f"| {name} | {n} | {batch} | {t:.1f} | {o:.1f} | {o / t:.2f}x | {fig} | {q:.1f} | "
-              f"{q / t:.2f}x | {int8_fig} |")
+        print(
+            f"| {name} | {n} | {batch} | {t:.1f} | {o:.1f} | {o / t:.2f}x | {fig} | {q:.1f} | "
+            f"{q / t:.2f}x | {int8_fig} |"
+        )
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     for name, _n, _b, rates, _p, _f, _i in rows:
         key = name.split()[0] if not name.startswith("t") else "-".join(name.split()[:2])
         t = rates["torch eager"]
         for side, tag in (("ONNX Runtime", "ort"), ("ONNX Runtime int8", "ort-int8")):
-            print(f"SUMMARY export-{tag}:{key} fmhub={rates[side]:.1f} native={t:.1f} "
-                  f"ratio={rates[side] / t:.2f}")
+            print(
+                f"SUMMARY export-{tag}:{key} fmhub={rates[side]:.1f} native={t:.1f} "
+                f"ratio={rates[side] / t:.2f}"
+            )
 
 
 if __name__ == "__main__":

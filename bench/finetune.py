@@ -26,9 +26,11 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-WORDS = ("the a man woman child dog cat horse eats rides plays reads watches quickly slowly over "
-         "under near bright dark old new city river forest food bread music guitar violin drums "
-         "song book film game morning evening happy sad long short").split()
+WORDS = (
+    "the a man woman child dog cat horse eats rides plays reads watches quickly slowly over "
+    "under near bright dark old new city river forest food bread music guitar violin drums "
+    "song book film game morning evening happy sad long short"
+).split()
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -55,11 +57,19 @@ def run_fmhub(steps: int) -> float:
 
     model = fmhub.load(minilm_path())
     t = time.perf_counter()
-    fmhub.finetune(model, dataset(), method="lora", max_steps=steps,
-                   batch_size=SETTINGS["batch_size"], learning_rate=SETTINGS["learning_rate"],
-                   weight_decay=SETTINGS["weight_decay"], seed=SETTINGS["seed"],
-                   method_options={"r": SETTINGS["r"], "alpha": SETTINGS["alpha"]},
-                   warmup_ratio=0.0, progress=False)
+    fmhub.finetune(
+        model,
+        dataset(),
+        method="lora",
+        max_steps=steps,
+        batch_size=SETTINGS["batch_size"],
+        learning_rate=SETTINGS["learning_rate"],
+        weight_decay=SETTINGS["weight_decay"],
+        seed=SETTINGS["seed"],
+        method_options={"r": SETTINGS["r"], "alpha": SETTINGS["alpha"]},
+        warmup_ratio=0.0,
+        progress=False,
+    )
     return time.perf_counter() - t
 
 
@@ -72,20 +82,33 @@ def run_peft(steps: int) -> float:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = minilm_path()
-    plan = json.loads(os.environ["FMHUB_BENCH_PLAN"])  # fmhub's own targets and head, from the parent
+    plan = json.loads(
+        os.environ["FMHUB_BENCH_PLAN"]
+    )  # fmhub's own targets and head, from the parent
     data = dataset()
     labels = {"neg": 0, "pos": 1}
     tok = AutoTokenizer.from_pretrained(path)
     t = time.perf_counter()
     torch.manual_seed(SETTINGS["seed"])
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    model = get_peft_model(model, LoraConfig(r=SETTINGS["r"], lora_alpha=SETTINGS["alpha"],
-                                             target_modules=plan["modules"],
-                                             modules_to_save=plan["head"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=SETTINGS["r"],
+            lora_alpha=SETTINGS["alpha"],
+            target_modules=plan["modules"],
+            modules_to_save=plan["head"],
+        ),
+    )
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": SETTINGS["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=SETTINGS["learning_rate"])
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": SETTINGS["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=SETTINGS["learning_rate"],
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
     model.train()
     bs, step, epoch = SETTINGS["batch_size"], 0, 0
@@ -119,9 +142,17 @@ def child(side: str, short: int, long: int) -> None:
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t_short = run(short)
     t_long = run(long)
-    print(json.dumps({"side": side, "step_s": (t_long - t_short) / (long - short),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "warm_rss_mb": base_rss / 1024, "threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {
+                "side": side,
+                "step_s": (t_long - t_short) / (long - short),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "warm_rss_mb": base_rss / 1024,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 def int8_figures() -> None:
@@ -142,10 +173,14 @@ def int8_figures() -> None:
             best = min(best, time.perf_counter() - t)
         rows.append((mode or "float32", len(texts) / best, np.stack(out)))
     ref = rows[0][2]
-    print(f"\n{'int8 on CPU (real MiniLM, 512 sentences, batch 32)':52} sent/s   speed-up  cosine min / mean")
+    print(
+        f"\n{'int8 on CPU (real MiniLM, 512 sentences, batch 32)':52} sent/s   speed-up  cosine min / mean"
+    )
     for name, rate, emb in rows:
         cos = (emb * ref).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(ref, axis=1)
-        print(f"  {name:50} {rate:7.1f}   {rate / rows[0][1]:6.2f}x   {cos.min():.4f} / {cos.mean():.5f}")
+        print(
+            f"  {name:50} {rate:7.1f}   {rate / rows[0][1]:6.2f}x   {cos.min():.4f} / {cos.mean():.5f}"
+        )
 
 
 def main() -> None:
@@ -167,39 +202,58 @@ def main() -> None:
         return
     import fmhub
 
-    plan = fmhub.finetune_plan(fmhub.load(minilm_path()), "lora", labels=["neg", "pos"],
-                               method_options={"r": SETTINGS["r"], "alpha": SETTINGS["alpha"]})
-    env = dict(os.environ, FMHUB_BENCH_PLAN=json.dumps({"modules": plan.modules, "head": plan.head}))
+    plan = fmhub.finetune_plan(
+        fmhub.load(minilm_path()),
+        "lora",
+        labels=["neg", "pos"],
+        method_options={"r": SETTINGS["r"], "alpha": SETTINGS["alpha"]},
+    )
+    env = dict(
+        os.environ, FMHUB_BENCH_PLAN=json.dumps({"modules": plan.modules, "head": plan.head})
+    )
     os.environ["FMHUB_BENCH_PLAN"] = env["FMHUB_BENCH_PLAN"]
     # Time: both sides in this one process, interleaved round by round (inter-process noise on a
     # shared 2-core machine swamps a 5% difference); per-step = (long - short) / (long - short steps).
     run_fmhub(2), run_peft(2)  # warm-up
     per_step: dict[str, list[float]] = {"fmhub": [], "peft": []}
     for i in range(args.rounds):
-        for side in (("fmhub", "peft") if i % 2 == 0 else ("peft", "fmhub")):
+        for side in ("fmhub", "peft") if i % 2 == 0 else ("peft", "fmhub"):
             run = run_fmhub if side == "fmhub" else run_peft
             t_short, t_long = run(args.short), run(args.long)
             per_step[side].append((t_long - t_short) / (args.long - args.short))
     # Memory: peak RSS needs a process per side.
     memory = {"fmhub": float("nan"), "peft": float("nan")}
-    for side in (() if quick() else ("fmhub", "peft")):
-        out = subprocess.run([sys.executable, __file__, "--child", side, "--short", "2", "--long", "4"],
-                             capture_output=True, text=True, check=True, env=env)
+    for side in () if quick() else ("fmhub", "peft"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", side, "--short", "2", "--long", "4"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
         memory[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-    print(f"LoRA on the real all-MiniLM-L6-v2: batch {SETTINGS['batch_size']}, r={SETTINGS['r']}, "
-          f"sentences of 4-48 words, same examples and settings, {args.rounds} interleaved rounds; "
-          "fmhub groups batches by length (its default), PEFT by hand pads each shuffled batch "
-          "to its longest")
+    print(
+        f"LoRA on the real all-MiniLM-L6-v2: batch {SETTINGS['batch_size']}, r={SETTINGS['r']}, "
+        f"sentences of 4-48 words, same examples and settings, {args.rounds} interleaved rounds; "
+        "fmhub groups batches by length (its default), PEFT by hand pads each shuffled batch "
+        "to its longest"
+    )
     print(f"  {'side':36} s/step (median, best)   peak RSS MB")
     med = {s: sorted(v)[len(v) // 2] for s, v in per_step.items()}
-    for side, label in (("fmhub", "fmhub.finetune(method='lora')"),
-                        ("peft", "transformers + peft by hand")):
-        print(f"  {label:36} {med[side]:.4f}, {min(per_step[side]):.4f}          {memory[side]:.0f}")
+    for side, label in (
+        ("fmhub", "fmhub.finetune(method='lora')"),
+        ("peft", "transformers + peft by hand"),
+    ):
+        print(
+            f"  {label:36} {med[side]:.4f}, {min(per_step[side]):.4f}          {memory[side]:.0f}"
+        )
     ratios = sorted(a / b for a, b in zip(per_step["fmhub"], per_step["peft"]))
     print(f"  per-round fmhub/PEFT time ratios: {', '.join(f'{r:.3f}' for r in ratios)}")
-    print(f"  fmhub / hand-applied PEFT: {med['fmhub'] / med['peft']:.3f}x time per step (medians), "
-          f"{ratios[len(ratios) // 2]:.3f}x median per-round ratio, "
-          f"{memory['fmhub'] / memory['peft']:.3f}x peak memory")
+    print(
+        f"  fmhub / hand-applied PEFT: {med['fmhub'] / med['peft']:.3f}x time per step (medians), "
+        f"{ratios[len(ratios) // 2]:.3f}x median per-round ratio, "
+        f"{memory['fmhub'] / memory['peft']:.3f}x peak memory"
+    )
     summary("lora_step_varied_text_minilm", med["fmhub"], med["peft"], "s/step")
     if not args.skip_int8:
         int8_figures()

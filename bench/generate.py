@@ -24,11 +24,23 @@ import torch
 import fmhub
 from fmhub_transformers.testing import CORPUS, build_tiny_generative, build_tiny_whisper
 
-LM_SIZES = {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 4,
-            "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 512}
-WHISPER_SIZES = {"d_model": 256, "encoder_layers": 4, "decoder_layers": 4,
-                 "encoder_attention_heads": 4, "decoder_attention_heads": 4,
-                 "encoder_ffn_dim": 1024, "decoder_ffn_dim": 1024}
+LM_SIZES = {
+    "hidden_size": 512,
+    "intermediate_size": 1376,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 512,
+}
+WHISPER_SIZES = {
+    "d_model": 256,
+    "encoder_layers": 4,
+    "decoder_layers": 4,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 1024,
+    "decoder_ffn_dim": 1024,
+}
 
 
 def timed(fn):
@@ -65,9 +77,11 @@ def main() -> None:
     model = fmhub.load(str(folder), device=args.device, dtype="float32")
     module, tok = model.module, model.processor.tokenizer  # the same weights for every side
     n_params = sum(p.numel() for p in module.parameters())
-    print(f"model: random-weight Llama ({n_params / 1e6:.1f} M parameters, vocab {len(tok)}), "
-          f"device {model.device}, {torch.get_num_threads()} threads, greedy, "
-          f"{args.new_tokens} new tokens per prompt")
+    print(
+        f"model: random-weight Llama ({n_params / 1e6:.1f} M parameters, vocab {len(tok)}), "
+        f"device {model.device}, {torch.get_num_threads()} threads, greedy, "
+        f"{args.new_tokens} new tokens per prompt"
+    )
     opts = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens}
     pipe = transformers.pipeline("text-generation", model=module, tokenizer=tok)
     prompts = list(CORPUS[:8])
@@ -76,7 +90,7 @@ def main() -> None:
         enc = tok(batch, return_tensors="pt", padding=True).to(model.device)
         with torch.inference_mode():
             out = module.generate(**enc, do_sample=False, **opts)
-        return [row[enc["input_ids"].shape[1]:].tolist() for row in out]
+        return [row[enc["input_ids"].shape[1] :].tolist() for row in out]
 
     def with_fmhub(batch):
         return [list(g.token_ids) for g in model.predict(batch, batch_size=len(batch), **opts)]
@@ -108,10 +122,16 @@ def main() -> None:
         a, b = rows[1][side], rows[8][side]
         print(f"{side:<18}{a:>10.1f}{b:>10.1f}{b / a:>8.2f}x")
     for bs in (1, 8):
-        print(f"fmhub / generate by hand at batch {bs}: "
-              f"{rows[bs]['fmhub'] / rows[bs]['generate by hand']:.3f}x")
-        summary(f"generate_llama_tiny_batch{bs}_vs_generate_by_hand", rows[bs]["fmhub"],
-                rows[bs]["generate by hand"], "tokens/s")
+        print(
+            f"fmhub / generate by hand at batch {bs}: "
+            f"{rows[bs]['fmhub'] / rows[bs]['generate by hand']:.3f}x"
+        )
+        summary(
+            f"generate_llama_tiny_batch{bs}_vs_generate_by_hand",
+            rows[bs]["fmhub"],
+            rows[bs]["generate by hand"],
+            "tokens/s",
+        )
 
     # time to the first streamed piece
     from transformers import TextIteratorStreamer
@@ -128,8 +148,9 @@ def main() -> None:
         t = time.perf_counter()
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
         enc = tok([prompts[0]], return_tensors="pt").to(model.device)
-        worker = threading.Thread(target=lambda: module.generate(
-            **enc, do_sample=False, streamer=streamer, **opts))
+        worker = threading.Thread(
+            target=lambda: module.generate(**enc, do_sample=False, streamer=streamer, **opts)
+        )
         worker.start()
         next(s for s in streamer if s)
         dt = time.perf_counter() - t
@@ -146,21 +167,31 @@ def main() -> None:
     print("\ntime to the first streamed text (median, batch 1)")
     for side, v in ttft.items():
         print(f"{side:<18}{1000 * statistics.median(v):>8.1f} ms")
-    summary("generate_time_to_first_text_vs_by_hand", 1000 * statistics.median(ttft["fmhub"]),
-            1000 * statistics.median(ttft["generate by hand"]), "ms")
+    summary(
+        "generate_time_to_first_text_vs_by_hand",
+        1000 * statistics.median(ttft["fmhub"]),
+        1000 * statistics.median(ttft["generate by hand"]),
+        "ms",
+    )
 
     # Whisper real-time factor
     wfolder = build_tiny_whisper(tmp / "whisper", sizes=WHISPER_SIZES)
     asr = fmhub.load(str(wfolder), device=args.device, dtype="float32")
-    wpipe = transformers.pipeline("automatic-speech-recognition", model=asr.module,
-                                  tokenizer=asr.processor.tokenizer,
-                                  feature_extractor=asr.processor.feature_extractor)
+    wpipe = transformers.pipeline(
+        "automatic-speech-recognition",
+        model=asr.module,
+        tokenizer=asr.processor.tokenizer,
+        feature_extractor=asr.processor.feature_extractor,
+    )
     seconds = 30.0
-    audio = (np.random.default_rng(0).standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+    audio = (np.random.default_rng(0).standard_normal(int(16000 * seconds)) * 0.1).astype(
+        np.float32
+    )
     wopts = {"language": "en", "task": "transcribe", "max_new_tokens": args.new_tokens}
     ours = lambda: asr((audio, 16000), **wopts)
-    theirs = lambda: wpipe(audio.copy(), return_timestamps=True,
-                           generate_kwargs={**wopts, "num_beams": 1})
+    theirs = lambda: wpipe(
+        audio.copy(), return_timestamps=True, generate_kwargs={**wopts, "num_beams": 1}
+    )
     ours(), theirs()
     rtf = {"fmhub": [], "pipeline": []}
     for _ in range(args.repeats):
@@ -169,13 +200,19 @@ def main() -> None:
         t, b = timed(theirs)
         rtf["pipeline"].append(t / seconds)
         assert a.text == b["text"], "fmhub and the pipeline transcribed differently"
-    print(f"\nWhisper (random weights, {sum(p.numel() for p in asr.module.parameters()) / 1e6:.1f} M "
-          f"parameters) on {seconds:.0f} s of audio, real-time factor (lower is faster; "
-          "transcripts identical)")
+    print(
+        f"\nWhisper (random weights, {sum(p.numel() for p in asr.module.parameters()) / 1e6:.1f} M "
+        f"parameters) on {seconds:.0f} s of audio, real-time factor (lower is faster; "
+        "transcripts identical)"
+    )
     for side, v in rtf.items():
         print(f"{side:<18}{statistics.median(v):>8.4f}")
-    summary("whisper_tiny_rtf_vs_pipeline", statistics.median(rtf["fmhub"]),
-            statistics.median(rtf["pipeline"]), "s_per_audio_s")
+    summary(
+        "whisper_tiny_rtf_vs_pipeline",
+        statistics.median(rtf["fmhub"]),
+        statistics.median(rtf["pipeline"]),
+        "s_per_audio_s",
+    )
 
 
 if __name__ == "__main__":

@@ -75,15 +75,20 @@ def report(
     the paired overheads) in seconds."""
     print(f"\n{title}", flush=True)
     for name, values in samples.items():
-        print(f"  {name:<50} {statistics.median(values) * 1e6:>10.1f} µs/call  "
-              f"(min {min(values) * 1e6:.1f})")
+        print(
+            f"  {name:<50} {statistics.median(values) * 1e6:>10.1f} µs/call  "
+            f"(min {min(values) * 1e6:.1f})"
+        )
     diffs = sorted(b - a for a, b in zip(samples[direct], samples[via]))
     base = statistics.median(samples[direct])
     over = statistics.median(diffs)
     q1, q3 = diffs[len(diffs) // 4], diffs[(3 * len(diffs)) // 4]
-    print(f"  {'fmhub overhead (median of paired rounds)':<50} {over * 1e6:>10.1f} µs/call  "
-          f"= {100 * over / base:+.2f}% of the direct call "
-          f"(middle half of rounds: {q1 * 1e6:+.1f} .. {q3 * 1e6:+.1f} µs)", flush=True)
+    print(
+        f"  {'fmhub overhead (median of paired rounds)':<50} {over * 1e6:>10.1f} µs/call  "
+        f"= {100 * over / base:+.2f}% of the direct call "
+        f"(middle half of rounds: {q1 * 1e6:+.1f} .. {q3 * 1e6:+.1f} µs)",
+        flush=True,
+    )
     return over, base, q1
 
 
@@ -115,22 +120,39 @@ def bench_toy(rounds: int) -> float | None:
 
     from fmhub_toy import fmhub_forward as toy_forward
 
-    samples = interleaved({
-        "toy: module(x) under inference_mode": direct,
-        "toy: fmhub model.forward(batch)": lambda: model.forward(batch),
-    }, rounds, 200)
-    over, _, _ = report("1. toy model — the core's pure dispatch cost per call", samples,
-                     "toy: module(x) under inference_mode", "toy: fmhub model.forward(batch)")
-    parts = interleaved({
-        "toy's hook function called by hand (grad on)": impl_only,
-        "the same through Hub.call (pluggy, grad on)": stage_only,
-    }, rounds, 200)
-    report("   where it goes: the owner-dispatched hook call", parts,
-           "toy's hook function called by hand (grad on)",
-           "the same through Hub.call (pluggy, grad on)")
+    samples = interleaved(
+        {
+            "toy: module(x) under inference_mode": direct,
+            "toy: fmhub model.forward(batch)": lambda: model.forward(batch),
+        },
+        rounds,
+        200,
+    )
+    over, _, _ = report(
+        "1. toy model — the core's pure dispatch cost per call",
+        samples,
+        "toy: module(x) under inference_mode",
+        "toy: fmhub model.forward(batch)",
+    )
+    parts = interleaved(
+        {
+            "toy's hook function called by hand (grad on)": impl_only,
+            "the same through Hub.call (pluggy, grad on)": stage_only,
+        },
+        rounds,
+        200,
+    )
+    report(
+        "   where it goes: the owner-dispatched hook call",
+        parts,
+        "toy's hook function called by hand (grad on)",
+        "the same through Hub.call (pluggy, grad on)",
+    )
     moves = interleaved({"move": lambda: move_batch(batch, model.device, model.dtype)}, rounds, 200)
-    print(f"   where it goes: move_batch (tensors already in place) "
-          f"{statistics.median(moves['move']) * 1e6:.1f} µs/call")
+    print(
+        f"   where it goes: move_batch (tensors already in place) "
+        f"{statistics.median(moves['move']) * 1e6:.1f} µs/call"
+    )
     return over
 
 
@@ -186,14 +208,21 @@ def bench_minilm_core(folder: Path, pairs: int) -> tuple[float, float, float]:
             return auto(**enc).last_hidden_state
 
     torch.testing.assert_close(model.forward(enc), direct(), rtol=0, atol=0)
-    samples = interleaved({
-        "MiniLM: AutoModel(**batch) under inference_mode": direct,
-        "MiniLM: fmhub model.forward(batch), raw plugin": lambda: model.forward(enc),
-    }, pairs, 1)
-    return report(f"2. all-MiniLM-L6-v2, batch of {len(TEXTS)} x {enc['input_ids'].shape[1]} "
-                  "tokens — the core's overhead", samples,
-                  "MiniLM: AutoModel(**batch) under inference_mode",
-                  "MiniLM: fmhub model.forward(batch), raw plugin")
+    samples = interleaved(
+        {
+            "MiniLM: AutoModel(**batch) under inference_mode": direct,
+            "MiniLM: fmhub model.forward(batch), raw plugin": lambda: model.forward(enc),
+        },
+        pairs,
+        1,
+    )
+    return report(
+        f"2. all-MiniLM-L6-v2, batch of {len(TEXTS)} x {enc['input_ids'].shape[1]} "
+        "tokens — the core's overhead",
+        samples,
+        "MiniLM: AutoModel(**batch) under inference_mode",
+        "MiniLM: fmhub model.forward(batch), raw plugin",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,13 +250,20 @@ def bench_minilm_plugin(folder: Path, pairs: int) -> tuple[float, float, float] 
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
     torch.testing.assert_close(model.forward(batch), direct(), rtol=1e-5, atol=1e-6)
-    samples = interleaved({
-        "MiniLM: AutoModel + mean pool + normalize": direct,
-        "MiniLM: fmhub-transformers model.forward": lambda: model.forward(batch),
-    }, pairs, 1)
-    return report("3. all-MiniLM-L6-v2 through fmhub-transformers (forward includes pooling)",
-                  samples, "MiniLM: AutoModel + mean pool + normalize",
-                  "MiniLM: fmhub-transformers model.forward")
+    samples = interleaved(
+        {
+            "MiniLM: AutoModel + mean pool + normalize": direct,
+            "MiniLM: fmhub-transformers model.forward": lambda: model.forward(batch),
+        },
+        pairs,
+        1,
+    )
+    return report(
+        "3. all-MiniLM-L6-v2 through fmhub-transformers (forward includes pooling)",
+        samples,
+        "MiniLM: AutoModel + mean pool + normalize",
+        "MiniLM: fmhub-transformers model.forward",
+    )
 
 
 def verdict(pct: float, low: float | None = None) -> str:
@@ -242,18 +278,28 @@ def verdict(pct: float, low: float | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15, help="toy: rounds of 200 calls each")
-    parser.add_argument("--pairs", type=int, default=40,
-                        help="MiniLM: direct/fmhub call pairs, alternating call by call")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: steadier figures on a shared machine)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=40,
+        help="MiniLM: direct/fmhub call pairs, alternating call by call",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: steadier figures on a shared machine)",
+    )
     args = parser.parse_args(argv)
     from summary import quick, summary
 
     if quick():  # make bench
         args.rounds, args.pairs = 5, 15
     torch.set_num_threads(args.threads)
-    print(f"fmhub {fmhub.__version__}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"thread(s), python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"fmhub {fmhub.__version__}, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"thread(s), python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}"
+    )
     dispatch = bench_toy(args.rounds)
     folder = minilm_folder()
     if folder is None:
@@ -264,17 +310,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsummary (goal: fmhub's overhead < {GOAL:.0f}% of a small real model's forward)")
     if dispatch is not None:
         pct = 100 * dispatch / forward
-        print(f"  dispatch cost measured on the toy, {dispatch * 1e6:.1f} µs, over MiniLM's "
-              f"{forward * 1e3:.2f} ms forward: {pct:.3f}%  {verdict(pct)}")
+        print(
+            f"  dispatch cost measured on the toy, {dispatch * 1e6:.1f} µs, over MiniLM's "
+            f"{forward * 1e3:.2f} ms forward: {pct:.3f}%  {verdict(pct)}"
+        )
     pct = 100 * core_over / forward
-    print(f"  MiniLM measured directly, core only: {pct:+.2f}%  "
-          f"{verdict(pct, 100 * core_low / forward)} (a difference of two noisy timings)")
+    print(
+        f"  MiniLM measured directly, core only: {pct:+.2f}%  "
+        f"{verdict(pct, 100 * core_low / forward)} (a difference of two noisy timings)"
+    )
     if plugin is not None:
         pct = 100 * plugin[0] / plugin[1]
-        print(f"  MiniLM through fmhub-transformers: {pct:+.2f}%  "
-              f"{verdict(pct, 100 * plugin[2] / plugin[1])}")
-        summary("minilm_forward_through_fmhub_vs_direct", 1e3 * (plugin[1] + plugin[0]),
-                1e3 * plugin[1], "ms")
+        print(
+            f"  MiniLM through fmhub-transformers: {pct:+.2f}%  "
+            f"{verdict(pct, 100 * plugin[2] / plugin[1])}"
+        )
+        summary(
+            "minilm_forward_through_fmhub_vs_direct",
+            1e3 * (plugin[1] + plugin[0]),
+            1e3 * plugin[1],
+            "ms",
+        )
     return 0
 
 

@@ -46,10 +46,15 @@ PLAIN = textwrap.dedent("""
 """)
 
 SENTENCES = [
-    "A man is eating food.", "The girl is carrying a baby.", "A man is riding a white horse.",
-    "Two men pushed carts through the woods.", "A monkey is playing drums.",
-    "Paris is the capital of France.", "It was the best of times, it was the worst of times.",
-    "What is the weather like in London today?", "The quick brown fox jumps over the lazy dog.",
+    "A man is eating food.",
+    "The girl is carrying a baby.",
+    "A man is riding a white horse.",
+    "Two men pushed carts through the woods.",
+    "A monkey is playing drums.",
+    "Paris is the capital of France.",
+    "It was the best of times, it was the worst of times.",
+    "What is the weather like in London today?",
+    "The quick brown fox jumps over the lazy dog.",
     "I loved this movie; the acting was wonderful and the plot surprising.",
 ]
 
@@ -60,15 +65,29 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def start(kind: str, env: dict[str, str], wait_ms: float = 5.0
-          ) -> tuple[subprocess.Popen, str, str]:
+def start(
+    kind: str, env: dict[str, str], wait_ms: float = 5.0
+) -> tuple[subprocess.Popen, str, str]:
     port = _port()
     if kind == "plain FastAPI":
         cmd = [sys.executable, "-c", PLAIN, str(port)]
         path = "/embed"
     else:
-        cmd = [sys.executable, "-m", "fmhub", "serve", "minilm=all-MiniLM-L6-v2", "--port",
-               str(port), "-o", "device=cpu", "--max-batch", "32", "--max-wait-ms", str(wait_ms)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fmhub",
+            "serve",
+            "minilm=all-MiniLM-L6-v2",
+            "--port",
+            str(port),
+            "-o",
+            "device=cpu",
+            "--max-batch",
+            "32",
+            "--max-wait-ms",
+            str(wait_ms),
+        ]
         if kind == "fmhub no-batching":
             cmd.append("--no-batching")
         path = "/v1/models/minilm/predict"
@@ -114,9 +133,13 @@ async def load(url: str, path: str, plain: bool, clients: int, requests: int) ->
         await asyncio.gather(*(client(http) for _ in range(clients)))
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     lat = sorted(latencies)
-    return {"rps": requests / wall, "p50": statistics.median(lat) * 1000,
-            "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, "failures": failures,
-            "client_cpu": cpu / wall}
+    return {
+        "rps": requests / wall,
+        "p50": statistics.median(lat) * 1000,
+        "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000,
+        "failures": failures,
+        "client_cpu": cpu / wall,
+    }
 
 
 def main() -> None:
@@ -132,23 +155,31 @@ def main() -> None:
     args = parser.parse_args()
     kinds = ["fmhub batched", "fmhub no-batching", "plain FastAPI"]
     with tempfile.TemporaryDirectory() as cache:
-        install_in_hub_cache(cache, "sentence-transformers/all-MiniLM-L6-v2",
-                             str(gt.get_model_path()), symlink=True)
-        env = {**os.environ, "HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1",
-               "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-               "TOKENIZERS_PARALLELISM": "false"}
+        install_in_hub_cache(
+            cache, "sentence-transformers/all-MiniLM-L6-v2", str(gt.get_model_path()), symlink=True
+        )
+        env = {
+            **os.environ,
+            "HF_HUB_CACHE": cache,
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": str(args.threads),
+            "MKL_NUM_THREADS": str(args.threads),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         servers = {k: start(k, env, args.max_wait_ms) for k in kinds}
         try:
             for _, url, _ in servers.values():
                 wait_ready(url)
-            print(f"all-MiniLM-L6-v2, one sentence per request, CPU, {args.threads} torch "
-                  f"thread(s) per server, {args.rounds} interleaved rounds, best round shown",
-                  flush=True)
+            print(
+                f"all-MiniLM-L6-v2, one sentence per request, CPU, {args.threads} torch "
+                f"thread(s) per server, {args.rounds} interleaved rounds, best round shown",
+                flush=True,
+            )
             best: dict[tuple[str, int], dict[str, float]] = {}
             for rnd in range(args.rounds):
                 for clients in (1, 8, 32):
                     n = max(clients * 4, args.requests * clients // 32, 24)
-                    order = kinds[rnd % 3:] + kinds[:rnd % 3]
+                    order = kinds[rnd % 3 :] + kinds[: rnd % 3]
                     for kind in order:
                         _, url, path = servers[kind]
                         res = asyncio.run(load(url, path, kind == "plain FastAPI", clients, n))
@@ -160,23 +191,34 @@ def main() -> None:
             for clients in (1, 8, 32):
                 for kind in kinds:
                     r = best[kind, clients]
-                    print(f"| {kind} | {clients} | {r['rps']:.1f} | {r['p50']:.1f} | "
-                          f"{r['p99']:.1f} | {int(r['failures'])} | {r['client_cpu']:.0%} |")
+                    print(
+                        f"| {kind} | {clients} | {r['rps']:.1f} | {r['p50']:.1f} | "
+                        f"{r['p99']:.1f} | {int(r['failures'])} | {r['client_cpu']:.0%} |"
+                    )
             import httpx
 
             metrics = httpx.get(servers["fmhub batched"][1] + "/metrics").text
-            values = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
-                          if line.startswith("fmhub_batch_size_") and "_bucket" not in line)
+            values = dict(
+                line.rsplit(" ", 1)
+                for line in metrics.splitlines()
+                if line.startswith("fmhub_batch_size_") and "_bucket" not in line
+            )
             items = float(values['fmhub_batch_size_sum{model="minilm"}'])
             calls = float(values['fmhub_batch_size_count{model="minilm"}'])
-            print(f"\nbatched server: {calls:.0f} model calls, {items / calls:.1f} items per call "
-                  f"on average (--max-wait-ms {args.max_wait_ms:g})")
+            print(
+                f"\nbatched server: {calls:.0f} model calls, {items / calls:.1f} items per call "
+                f"on average (--max-wait-ms {args.max_wait_ms:g})"
+            )
             speedup = best["fmhub batched", 32]["rps"] / best["plain FastAPI", 32]["rps"]
-            print(f"dynamic batching vs plain per-request FastAPI at 32 clients: {speedup:.2f}x "
-                  "(client CPU: the load generator's share of one core; near 100 % means the "
-                  "client, not the server, limits the figure)")
-            print(f"SUMMARY serve-batched-32 fmhub={best['fmhub batched', 32]['rps']:.1f} "
-                  f"native={best['plain FastAPI', 32]['rps']:.1f} ratio={speedup:.2f}")
+            print(
+                f"dynamic batching vs plain per-request FastAPI at 32 clients: {speedup:.2f}x "
+                "(client CPU: the load generator's share of one core; near 100 % means the "
+                "client, not the server, limits the figure)"
+            )
+            print(
+                f"SUMMARY serve-batched-32 fmhub={best['fmhub batched', 32]['rps']:.1f} "
+                f"native={best['plain FastAPI', 32]['rps']:.1f} ratio={speedup:.2f}"
+            )
         finally:
             for proc, _, _ in servers.values():
                 proc.terminate()

@@ -47,7 +47,7 @@ def clips(n: int) -> list[np.ndarray]:
             words.append(AF.resample(torch.from_numpy(data.mean(1)), rate, RATE).numpy())
     out = []
     for k in range(n):
-        order = itertools.cycle(words[k % len(words):] + words[: k % len(words)])
+        order = itertools.cycle(words[k % len(words) :] + words[: k % len(words)])
         buf = np.concatenate([next(order) for _ in range(40)])
         out.append(np.ascontiguousarray(buf[: int(SECONDS * RATE)]))
     return out
@@ -80,8 +80,12 @@ def fmhub_side():
     model = fmhub.load(f"torchaudio:{BUNDLE}")
 
     def run(batch):
-        return [r.text for r in model.predict([(c, RATE) for c in batch], batch_size=len(batch),
-                                              progress=False)]
+        return [
+            r.text
+            for r in model.predict(
+                [(c, RATE) for c in batch], batch_size=len(batch), progress=False
+            )
+        ]
 
     return run
 
@@ -109,8 +113,10 @@ def run(args) -> None:
     place_bundle_checkpoint(BUNDLE)
     sides = {"torchaudio": direct_side(), "fmhub": fmhub_side()}
     audio = clips(max(args.batches))
-    print(f"{BUNDLE} (95M params, random weights), {SECONDS:.0f} s clips at {RATE} Hz, "
-          f"torch threads={torch.get_num_threads()}, {args.repeats} interleaved rounds")
+    print(
+        f"{BUNDLE} (95M params, random weights), {SECONDS:.0f} s clips at {RATE} Hz, "
+        f"torch threads={torch.get_num_threads()}, {args.repeats} interleaved rounds"
+    )
     print(f"{'batch':>5}  {'side':<10} {'best RTF':>9} {'median RTF':>11}  {'fmhub speed':>12}")
     for bs in args.batches:
         batch = audio[:bs]
@@ -118,7 +124,7 @@ def run(args) -> None:
         assert texts["fmhub"] == texts["torchaudio"], "fmhub and torchaudio transcripts differ"
         times: dict[str, list[float]] = {name: [] for name in sides}
         for r in range(args.repeats):
-            for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+            for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
                 start = time.perf_counter()
                 sides[name](batch)
                 times[name].append((time.perf_counter() - start) / (bs * SECONDS))
@@ -130,14 +136,20 @@ def run(args) -> None:
         for name in sides:
             ratio = ""
             if name == "fmhub":
-                ratio = (f"{best['torchaudio'] / best['fmhub']:.3f}x best, "
-                         f"{median['torchaudio'] / median['fmhub']:.3f}x median, "
-                         f"{paired:.3f}x paired")
+                ratio = (
+                    f"{best['torchaudio'] / best['fmhub']:.3f}x best, "
+                    f"{median['torchaudio'] / median['fmhub']:.3f}x median, "
+                    f"{paired:.3f}x paired"
+                )
             print(f"{bs:>5}  {name:<10} {best[name]:>9.4f} {median[name]:>11.4f}  {ratio}")
         from summary import summary
 
-        summary(f"speech_rtf_batch{bs}_vs_torchaudio", median["fmhub"], median["torchaudio"],
-                "s_per_audio_s")
+        summary(
+            f"speech_rtf_batch{bs}_vs_torchaudio",
+            median["fmhub"],
+            median["torchaudio"],
+            "s_per_audio_s",
+        )
 
 
 if __name__ == "__main__":

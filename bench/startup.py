@@ -50,8 +50,13 @@ def slow_site(root: Path) -> Path:
 
 def run(env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fmhub", "list"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "fmhub", "list"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -65,8 +70,10 @@ def main() -> None:
         base = dict(os.environ, FMHUB_CACHE=str(Path(tmp) / "cache"))
         base.pop("FMHUB_LOAD_PLUGINS", None)
         base.pop("FMHUB_DISABLE_PLUGINS", None)
-        slow = dict(base, PYTHONPATH=os.pathsep.join(
-            [str(slow_site(Path(tmp))), base.get("PYTHONPATH", "")]))
+        slow = dict(
+            base,
+            PYTHONPATH=os.pathsep.join([str(slow_site(Path(tmp))), base.get("PYTHONPATH", "")]),
+        )
         sides = {
             "cached": base,
             "uncached": dict(base, FMHUB_PLUGIN_CACHE="0"),
@@ -77,7 +84,7 @@ def main() -> None:
             run(env)  # fills the cache, warms the OS file cache
         times: dict[str, list[float]] = {n: [] for n in sides}
         for r in range(args.rounds):
-            for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+            for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
                 times[name].append(run(sides[name]))
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
@@ -86,8 +93,12 @@ def main() -> None:
     for name, t in times.items():
         print(f"  {name:<22} median {med[name]:.3f} s, best {min(t):.3f} s")
     summary("fmhub_list_startup_cache_vs_no_cache", med["cached"], med["uncached"], "s")
-    summary("fmhub_list_with_1s_slow_plugin", med["cached+slow plugin"],
-            med["uncached+slow plugin"], "s")
+    summary(
+        "fmhub_list_with_1s_slow_plugin",
+        med["cached+slow plugin"],
+        med["uncached+slow plugin"],
+        "s",
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,19 @@ __all__ = ["machine", "quick", "summary", "table"]
 
 LINE = re.compile(r"^SUMMARY (\S+) fmhub=(\S+) native=(\S+) ratio=(\S+) unit=(\S+)\s*$")
 #: the x86 SIMD flags that matter for torch/ORT kernels
-FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
-         "amx_int8", "sse4_2", "f16c")
+FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "sse4_2",
+    "f16c",
+)
 
 
 def quick() -> bool:
@@ -34,8 +45,10 @@ def quick() -> bool:
 
 def summary(name: str, fmhub: float, native: float, unit: str) -> str:
     """Print (and return) one SUMMARY line; ``name`` and ``unit`` must not hold spaces."""
-    line = (f"SUMMARY {name.replace(' ', '_')} fmhub={fmhub:.6g} native={native:.6g} "
-            f"ratio={fmhub / native:.4f} unit={unit.replace(' ', '_')}")
+    line = (
+        f"SUMMARY {name.replace(' ', '_')} fmhub={fmhub:.6g} native={native:.6g} "
+        f"ratio={fmhub / native:.4f} unit={unit.replace(' ', '_')}"
+    )
     print(line, flush=True)
     return line
 
@@ -65,11 +78,16 @@ def machine() -> list[str]:
             load = " ".join(f.read().split()[:3])
     except OSError:
         load = "unknown"
-    versions = (f"Python {platform.python_version()}, torch {_version('torch')}, "
-                f"onnxruntime {_version('onnxruntime')}, transformers {_version('transformers')}")
-    return [f"CPU: {model}, {os.cpu_count()} cores visible",
-            f"SIMD flags: {' '.join(f for f in FLAGS if f in flags) or 'unknown'}",
-            f"load average (1/5/15 min) when the table was made: {load}", versions]
+    versions = (
+        f"Python {platform.python_version()}, torch {_version('torch')}, "
+        f"onnxruntime {_version('onnxruntime')}, transformers {_version('transformers')}"
+    )
+    return [
+        f"CPU: {model}, {os.cpu_count()} cores visible",
+        f"SIMD flags: {' '.join(f for f in FLAGS if f in flags) or 'unknown'}",
+        f"load average (1/5/15 min) when the table was made: {load}",
+        versions,
+    ]
 
 
 def table(lines: list[str]) -> str:
@@ -83,8 +101,10 @@ def table(lines: list[str]) -> str:
         rate = unit.endswith("/s")
         adv = (fm_f / nat_f if rate else nat_f / fm_f) if fm_f and nat_f else float("nan")
         rows.append(f"| {name} | {fm} | {nat} | {unit} | {float(ratio):.3f} | {adv:.2f}x |")
-    head = ["| benchmark | fmhub | native | unit | fmhub/native | fmhub advantage |",
-            "|---|---|---|---|---|---|"]
+    head = [
+        "| benchmark | fmhub | native | unit | fmhub/native | fmhub advantage |",
+        "|---|---|---|---|---|---|",
+    ]
     return "\n".join([*(f"- {m}" for m in machine()), "", *head, *rows])
 
 

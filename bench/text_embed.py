@@ -31,20 +31,60 @@ import numpy as np
 N_SENTENCES, BATCH, MAX_LEN = 1024, 32, 256
 PAIR = ["fmhub", "sentence-transformers"]
 
-_SUBJECTS = ["The committee", "A young engineer", "My neighbour", "The old lighthouse keeper",
-             "Researchers at the university", "The small bakery on the corner", "Our team",
-             "A stray cat", "The city council", "Her grandmother", "The orchestra", "Two hikers"]
-_VERBS = ["announced", "discovered", "painted", "repaired", "described", "ignored", "celebrated",
-          "measured", "questioned", "delivered", "recommended", "photographed"]
-_OBJECTS = ["a new plan for the harbour", "the results of the long experiment", "an unusual bird",
-            "the broken bridge near the station", "a recipe for rye bread", "the morning news",
-            "several letters from abroad", "the final chapter of the novel", "a quiet garden",
-            "the price of electricity", "an old map of the valley", "the winning goal"]
-_TAILS = ["after a long and difficult winter", "because nobody else wanted to do it",
-          "while the rain kept falling over the hills", "before the guests arrived",
-          "with surprising patience and a great deal of care", "during the annual festival",
-          "although the weather forecast had warned everyone", "in front of a curious crowd",
-          "for reasons that remain unclear to this day", "as the sun slowly set behind the mountains"]
+_SUBJECTS = [
+    "The committee",
+    "A young engineer",
+    "My neighbour",
+    "The old lighthouse keeper",
+    "Researchers at the university",
+    "The small bakery on the corner",
+    "Our team",
+    "A stray cat",
+    "The city council",
+    "Her grandmother",
+    "The orchestra",
+    "Two hikers",
+]
+_VERBS = [
+    "announced",
+    "discovered",
+    "painted",
+    "repaired",
+    "described",
+    "ignored",
+    "celebrated",
+    "measured",
+    "questioned",
+    "delivered",
+    "recommended",
+    "photographed",
+]
+_OBJECTS = [
+    "a new plan for the harbour",
+    "the results of the long experiment",
+    "an unusual bird",
+    "the broken bridge near the station",
+    "a recipe for rye bread",
+    "the morning news",
+    "several letters from abroad",
+    "the final chapter of the novel",
+    "a quiet garden",
+    "the price of electricity",
+    "an old map of the valley",
+    "the winning goal",
+]
+_TAILS = [
+    "after a long and difficult winter",
+    "because nobody else wanted to do it",
+    "while the rain kept falling over the hills",
+    "before the guests arrived",
+    "with surprising patience and a great deal of care",
+    "during the annual festival",
+    "although the weather forecast had warned everyone",
+    "in front of a curious crowd",
+    "for reasons that remain unclear to this day",
+    "as the sun slowly set behind the mountains",
+]
 
 
 def make_sentences(n: int = N_SENTENCES, seed: int = 0) -> list[str]:
@@ -75,7 +115,9 @@ def build_contenders(model_dir: str, cache_dir: str):
     import fmhub
     from fmhub_transformers.testing import hub_cache_env, install_in_hub_cache
 
-    install_in_hub_cache(cache_dir, "sentence-transformers/all-MiniLM-L6-v2", model_dir, symlink=True)
+    install_in_hub_cache(
+        cache_dir, "sentence-transformers/all-MiniLM-L6-v2", model_dir, symlink=True
+    )
     with hub_cache_env(cache_dir):
         fm = fmhub.load("all-MiniLM-L6-v2", device="cpu", truncation="silent")
     hf_logging.disable_progress_bar()
@@ -92,26 +134,38 @@ def build_contenders(model_dir: str, cache_dir: str):
         out = []
         with torch.inference_mode():
             for i in range(0, len(sentences), BATCH):
-                enc = tok(sentences[i:i + BATCH], padding=True, truncation=True, max_length=MAX_LEN,
-                          return_tensors="pt")
+                enc = tok(
+                    sentences[i : i + BATCH],
+                    padding=True,
+                    truncation=True,
+                    max_length=MAX_LEN,
+                    return_tensors="pt",
+                )
                 hidden = raw(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).float()
                 out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy())
         return _normalize(np.concatenate(out))
 
-    lengths = [len(tok(s, truncation=True, max_length=MAX_LEN)["input_ids"]) for s in make_sentences()]
+    lengths = [
+        len(tok(s, truncation=True, max_length=MAX_LEN)["input_ids"]) for s in make_sentences()
+    ]
 
     def run_pipeline(sentences):
-        feats = pipe(sentences, batch_size=BATCH, truncation=True, max_length=MAX_LEN,
-                     return_tensors=True)
+        feats = pipe(
+            sentences, batch_size=BATCH, truncation=True, max_length=MAX_LEN, return_tensors=True
+        )
         rows = [f[0, :n].mean(0).numpy() for f, n in zip(feats, lengths)]
         return _normalize(np.stack(rows))
 
     def run_st(sentences):
         return st.encode(sentences, batch_size=BATCH, convert_to_numpy=True)
 
-    return {"fmhub": run_fmhub, "AutoModel": run_automodel, "pipeline": run_pipeline,
-            "sentence-transformers": run_st}
+    return {
+        "fmhub": run_fmhub,
+        "AutoModel": run_automodel,
+        "pipeline": run_pipeline,
+        "sentence-transformers": run_st,
+    }
 
 
 def main() -> None:
@@ -127,9 +181,12 @@ def main() -> None:
         args.rounds = 1
     sentences = make_sentences()
     words = [len(s.split()) for s in sentences]
-    print(f"all-MiniLM-L6-v2, {len(sentences)} sentences ({min(words)}-{max(words)} words, "
-          f"median {int(statistics.median(words))}), batch {BATCH}, CPU float32, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds", flush=True)
+    print(
+        f"all-MiniLM-L6-v2, {len(sentences)} sentences ({min(words)}-{max(words)} words, "
+        f"median {int(statistics.median(words))}), batch {BATCH}, CPU float32, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as cache:
         contenders = build_contenders(str(gt.get_model_path()), cache)
         names = list(contenders)
@@ -146,31 +203,41 @@ def main() -> None:
                 out = contenders[n](sentences)
                 times[n].append(time.perf_counter() - start)
                 outputs.setdefault(n, out)
-                print(f"  round {r + 1}: {n:<22} {len(sentences) / times[n][-1]:8.1f} sentences/s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  round {r + 1}: {n:<22} {len(sentences) / times[n][-1]:8.1f} sentences/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if r + 1 < args.rounds:  # partial figures, in case a long run is cut short
                 report(times, outputs, len(sentences))
     report(times, outputs, len(sentences))
     n = len(sentences)
-    summary("text_embed_minilm_vs_sentence_transformers",
-            n / statistics.median(times["fmhub"]),
-            n / statistics.median(times["sentence-transformers"]), "sentences/s")
+    summary(
+        "text_embed_minilm_vs_sentence_transformers",
+        n / statistics.median(times["fmhub"]),
+        n / statistics.median(times["sentence-transformers"]),
+        "sentences/s",
+    )
 
 
 def report(times: dict[str, list[float]], outputs: dict[str, np.ndarray], n_sentences: int) -> None:
     ref = outputs["fmhub"]
     st_rate = n_sentences / statistics.median(times["sentence-transformers"])
     rounds = min(len(t) for t in times.values())
-    print(f"{'contender':<24}{'sentences/s':>12}{'vs ST':>8}{'min cosine to fmhub':>22}"
-          f"   (median of {rounds} rounds)")
+    print(
+        f"{'contender':<24}{'sentences/s':>12}{'vs ST':>8}{'min cosine to fmhub':>22}"
+        f"   (median of {rounds} rounds)"
+    )
     for n in times:
         rate = n_sentences / statistics.median(times[n])
         cos = float(((_normalize(outputs[n]) * _normalize(ref)).sum(1)).min())
         print(f"{n:<24}{rate:>12.1f}{rate / st_rate:>8.2f}{cos:>22.6f}", flush=True)
     paired = [st / fm for fm, st in zip(times["fmhub"], times["sentence-transformers"])]
-    print(f"fmhub / sentence-transformers throughput, back-to-back per round: "
-          f"{', '.join(f'{x:.2f}' for x in paired)} (median {statistics.median(paired):.2f})",
-          flush=True)
+    print(
+        f"fmhub / sentence-transformers throughput, back-to-back per round: "
+        f"{', '.join(f'{x:.2f}' for x in paired)} (median {statistics.median(paired):.2f})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -50,26 +50,33 @@ def main() -> None:
         def verify_only():
             verify_folder(folder, read_manifest(folder))
 
-        fns = {"load (verify=True)": load_verified, "load (verify=False)": load_unverified,
-               "verify_folder alone": verify_only}
+        fns = {
+            "load (verify=True)": load_verified,
+            "load (verify=False)": load_unverified,
+            "verify_folder alone": verify_only,
+        }
         for fn in fns.values():  # warm the page cache and the imports
             fn()
         samples: dict[str, list[float]] = {k: [] for k in fns}
         for r in range(args.rounds):
-            for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
                 t0 = time.perf_counter()
                 fns[name]()
                 samples[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in samples.items()}
-    print(f"all-MiniLM-L6-v2 saved by fmhub: {size / 1e6:.1f} MB in its files; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.rounds} rounds")
+    print(
+        f"all-MiniLM-L6-v2 saved by fmhub: {size / 1e6:.1f} MB in its files; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.rounds} rounds"
+    )
     for name, m in med.items():
         print(f"  {name:22s} median {m * 1000:8.1f} ms  (min {min(samples[name]) * 1000:.1f})")
     unverified, verify = med["load (verify=False)"], med["verify_folder alone"]
     print(f"  hashing rate          {size / verify / 1e9:.2f} GB/s")
     print(f"  verification / load   {100 * verify / unverified:.1f} % (verify_folder alone)")
-    print(f"  load difference       {100 * (med['load (verify=True)'] - unverified) / unverified:+.1f} %"
-          " (verified vs unverified load)")
+    print(
+        f"  load difference       {100 * (med['load (verify=True)'] - unverified) / unverified:+.1f} %"
+        " (verified vs unverified load)"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,14 @@ import time
 import torch
 from PIL import Image
 
-CONV = ["resnet18", "resnet50", "efficientnet_lite0", "efficientnet_b0", "mobilenetv3_large_100",
-        "convnext_tiny"]
+CONV = [
+    "resnet18",
+    "resnet50",
+    "efficientnet_lite0",
+    "efficientnet_b0",
+    "mobilenetv3_large_100",
+    "convnext_tiny",
+]
 OTHER = ["vit_small_patch16_224", "deit_small_patch16_224", "swin_tiny_patch4_window7_224"]
 
 
@@ -50,8 +56,10 @@ def timm_side(name: str, state_dict):
             logits = model(x)
         probs = logits.softmax(-1)
         top = probs.topk(5)
-        out = [[(info.index_to_description(int(i)), float(s)) for i, s in zip(ii, ss)]
-               for ii, ss in zip(top.indices, top.values)]
+        out = [
+            [(info.index_to_description(int(i)), float(s)) for i, s in zip(ii, ss)]
+            for ii, ss in zip(top.indices, top.values)
+        ]
         return out, logits
 
     run.transform = transform
@@ -94,10 +102,14 @@ def bench_model(name: str, images, repeats: int, threads: int) -> dict:
     n = len(images)
     pre_timm, pre_fm = _preprocess_times(fm, direct.transform, images, repeats)
     return {
-        "pre_timm_ms": 1e3 * pre_timm / n, "pre_fmhub_ms": 1e3 * pre_fm / n,
-        "model": name, "channels_last": fm.info["channels_last"],
-        "timm_best": n / min(t_timm), "fmhub_best": n / min(t_fm),
-        "timm_median": n / statistics.median(t_timm), "fmhub_median": n / statistics.median(t_fm),
+        "pre_timm_ms": 1e3 * pre_timm / n,
+        "pre_fmhub_ms": 1e3 * pre_fm / n,
+        "model": name,
+        "channels_last": fm.info["channels_last"],
+        "timm_best": n / min(t_timm),
+        "fmhub_best": n / min(t_fm),
+        "timm_median": n / statistics.median(t_timm),
+        "fmhub_median": n / statistics.median(t_fm),
         "max_logit_diff": diff,
     }
 
@@ -112,19 +124,26 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     images = photos(args.batch)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{args.repeats} interleaved repeats; images/s (best | median)")
-    header = (f"{'model':30} {'layout':6} {'timm':>15} {'fmhub':>15} {'ratio':>11} {'max|dlogit|':>11}"
-              f" {'preprocess ms/img timm|fmhub':>29}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"{args.repeats} interleaved repeats; images/s (best | median)"
+    )
+    header = (
+        f"{'model':30} {'layout':6} {'timm':>15} {'fmhub':>15} {'ratio':>11} {'max|dlogit|':>11}"
+        f" {'preprocess ms/img timm|fmhub':>29}"
+    )
     print(header)
     print("-" * len(header))
     for name in args.models:
         r = bench_model(name, images, args.repeats, args.threads)
         layout = "NHWC" if r["channels_last"] else "NCHW"
-        print(f"{name:30} {layout:6} {r['timm_best']:6.1f} | {r['timm_median']:6.1f} "
-              f"{r['fmhub_best']:6.1f} | {r['fmhub_median']:6.1f} "
-              f"{r['fmhub_best'] / r['timm_best']:4.2f} | {r['fmhub_median'] / r['timm_median']:4.2f} "
-              f"{r['max_logit_diff']:11.1e} {r['pre_timm_ms']:17.1f} | {r['pre_fmhub_ms']:5.1f}", flush=True)
+        print(
+            f"{name:30} {layout:6} {r['timm_best']:6.1f} | {r['timm_median']:6.1f} "
+            f"{r['fmhub_best']:6.1f} | {r['fmhub_median']:6.1f} "
+            f"{r['fmhub_best'] / r['timm_best']:4.2f} | {r['fmhub_median'] / r['timm_median']:4.2f} "
+            f"{r['max_logit_diff']:11.1e} {r['pre_timm_ms']:17.1f} | {r['pre_fmhub_ms']:5.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

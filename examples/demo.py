@@ -55,32 +55,75 @@ def section(title: str) -> None:
 # ------------------------------------------------------------------------------------------------
 
 TOPICS = {
-    "food": ["I love this pasta", "The soup was delicious", "Pizza for dinner tonight",
-             "Fresh bread and butter", "This cake tastes great", "We ate noodles at noon",
-             "Grilled fish with lemon", "A bowl of steaming rice", "The chef made a salad",
-             "Pancakes with maple syrup", "She baked cookies", "Spicy curry for lunch"],
-    "music": ["The band played loudly", "She sings beautifully", "A long guitar solo",
-              "The concert was amazing", "Drums and bass all night", "He plays the piano",
-              "Their new album is out", "The orchestra performed Mozart", "A catchy pop song",
-              "The violinist tuned her strings", "Jazz at the club", "He hummed a melody"],
-    "weather": ["It is raining again", "A sunny day at last", "Snow covered the streets",
-                "Strong winds tonight", "The forecast says storms", "Fog over the river",
-                "A heat wave this week", "Clouds rolled in", "Thunder and lightning",
-                "Freezing cold morning", "A light drizzle", "Clear skies tomorrow"],
+    "food": [
+        "I love this pasta",
+        "The soup was delicious",
+        "Pizza for dinner tonight",
+        "Fresh bread and butter",
+        "This cake tastes great",
+        "We ate noodles at noon",
+        "Grilled fish with lemon",
+        "A bowl of steaming rice",
+        "The chef made a salad",
+        "Pancakes with maple syrup",
+        "She baked cookies",
+        "Spicy curry for lunch",
+    ],
+    "music": [
+        "The band played loudly",
+        "She sings beautifully",
+        "A long guitar solo",
+        "The concert was amazing",
+        "Drums and bass all night",
+        "He plays the piano",
+        "Their new album is out",
+        "The orchestra performed Mozart",
+        "A catchy pop song",
+        "The violinist tuned her strings",
+        "Jazz at the club",
+        "He hummed a melody",
+    ],
+    "weather": [
+        "It is raining again",
+        "A sunny day at last",
+        "Snow covered the streets",
+        "Strong winds tonight",
+        "The forecast says storms",
+        "Fog over the river",
+        "A heat wave this week",
+        "Clouds rolled in",
+        "Thunder and lightning",
+        "Freezing cold morning",
+        "A light drizzle",
+        "Clear skies tomorrow",
+    ],
 }
-HELD_OUT = [("Tacos with fresh salsa", "food"), ("A symphony in D minor", "music"),
-            ("Hail hit the cars", "weather"), ("Roast chicken and potatoes", "food"),
-            ("The choir sang carols", "music"), ("Rain is expected all day", "weather")]
+HELD_OUT = [
+    ("Tacos with fresh salsa", "food"),
+    ("A symphony in D minor", "music"),
+    ("Hail hit the cars", "weather"),
+    ("Roast chicken and potatoes", "food"),
+    ("The choir sang carols", "music"),
+    ("Rain is expected all day", "weather"),
+]
 #: A test set the fine-tuning never saw, not even for early stopping (section 3).
-TEST = [("Sushi and miso soup", "food"), ("A bowl of ramen", "food"),
-        ("Apple pie with cream", "food"), ("Oatmeal for breakfast", "food"),
-        ("Cheese on toast", "food"),
-        ("A drummer keeps the beat", "music"), ("The pianist played Chopin", "music"),
-        ("A rock band on tour", "music"), ("She practises the cello", "music"),
-        ("An opera singer's aria", "music"),
-        ("Blizzard warnings issued", "weather"), ("A humid afternoon", "weather"),
-        ("Hurricane season begins", "weather"), ("Frost on the windows", "weather"),
-        ("Showers later today", "weather")]
+TEST = [
+    ("Sushi and miso soup", "food"),
+    ("A bowl of ramen", "food"),
+    ("Apple pie with cream", "food"),
+    ("Oatmeal for breakfast", "food"),
+    ("Cheese on toast", "food"),
+    ("A drummer keeps the beat", "music"),
+    ("The pianist played Chopin", "music"),
+    ("A rock band on tour", "music"),
+    ("She practises the cello", "music"),
+    ("An opera singer's aria", "music"),
+    ("Blizzard warnings issued", "weather"),
+    ("A humid afternoon", "weather"),
+    ("Hurricane season begins", "weather"),
+    ("Frost on the windows", "weather"),
+    ("Showers later today", "weather"),
+]
 
 
 def text_demo() -> Path:
@@ -93,14 +136,21 @@ def text_demo() -> Path:
     spec = fmhub.model_info("all-MiniLM-L6-v2")
     repo = spec.id.removeprefix("hf:")
     install_in_hub_cache(OUT / "hf-cache", repo, package_model, symlink=True)
-    say(f"alias 'all-MiniLM-L6-v2' -> {spec.id}; weights laid out in the hub cache from the package")
+    say(
+        f"alias 'all-MiniLM-L6-v2' -> {spec.id}; weights laid out in the hub cache from the package"
+    )
     model = fmhub.load("all-MiniLM-L6-v2")
     say(f"loaded {model!r}")
 
     query = "A man is eating food."
-    corpus = ["A man is eating a piece of bread.", "A man is riding a horse.",
-              "The girl is carrying a baby.", "A woman is playing violin.",
-              "Two men pushed carts through the woods.", "A monkey is playing drums."]
+    corpus = [
+        "A man is eating a piece of bread.",
+        "A man is riding a horse.",
+        "The girl is carrying a baby.",
+        "A woman is playing violin.",
+        "Two men pushed carts through the woods.",
+        "A monkey is playing drums.",
+    ]
     q, *docs = model.predict([query, *corpus])
     scores = [float(q @ d) for d in docs]  # embeddings are normalised: dot = cosine
     say(f"ranked {len(corpus)} sentences against {query!r}:")
@@ -109,13 +159,26 @@ def text_demo() -> Path:
 
     train = [(s, topic) for topic, sents in TOPICS.items() for s in sents]
     plan = fmhub.finetune_plan(model, "lora", labels=sorted(TOPICS))
-    say(f"LoRA plan: {len(plan.modules)} modules adapted, head {plan.head}, "
-        f"{plan.trainable:,} of {plan.total:,} parameters trainable ({100 * plan.fraction:.2f}%)")
-    result = fmhub.finetune(model, train, eval=HELD_OUT, method="lora", epochs=8, batch_size=12,
-                            learning_rate=2e-3, output_dir=str(OUT / "text-run"), progress=False)
+    say(
+        f"LoRA plan: {len(plan.modules)} modules adapted, head {plan.head}, "
+        f"{plan.trainable:,} of {plan.total:,} parameters trainable ({100 * plan.fraction:.2f}%)"
+    )
+    result = fmhub.finetune(
+        model,
+        train,
+        eval=HELD_OUT,
+        method="lora",
+        epochs=8,
+        batch_size=12,
+        learning_rate=2e-3,
+        output_dir=str(OUT / "text-run"),
+        progress=False,
+    )
     m = result.metrics
-    say(f"fine-tuned {result.steps} steps in {result.seconds:.1f}s: held-out accuracy "
-        f"{m['accuracy']:.2f}, macro-F1 {m['macro_f1']:.2f}; adapter at {result.adapter_path}")
+    say(
+        f"fine-tuned {result.steps} steps in {result.seconds:.1f}s: held-out accuracy "
+        f"{m['accuracy']:.2f}, macro-F1 {m['macro_f1']:.2f}; adapter at {result.adapter_path}"
+    )
     files = sorted(p.name for p in result.adapter_path.iterdir())
     say(f"adapter folder: {files}")
 
@@ -123,7 +186,9 @@ def text_demo() -> Path:
     new = ["Sushi and miso soup", "A drummer keeps the beat", "Blizzard warnings issued"]
     before, after = model.predict(new), reloaded.predict(new)
     for s, a, b in zip(new, before, after):
-        print(f"      {s!r:32} -> {b.label:8} {b.score:.3f}  (in-memory model: {a.label} {a.score:.3f})")
+        print(
+            f"      {s!r:32} -> {b.label:8} {b.score:.3f}  (in-memory model: {a.label} {a.score:.3f})"
+        )
     assert [a.label for a in before] == [b.label for b in after], "reloaded adapter disagrees"
     say("the reloaded adapter predicts exactly like the model that was trained")
     return result.adapter_path
@@ -165,13 +230,26 @@ def vision_demo() -> None:
     model = fmhub.load(f"timm:{name}")
     cat = photos()["chelsea"]
     top = model(cat)
-    say(f"loaded {model!r}; chelsea.png -> {top.label!r} ({top.score:.3f}) "
-        "[random weights: the label is meaningless, the result type is the point]")
+    say(
+        f"loaded {model!r}; chelsea.png -> {top.label!r} ({top.score:.3f}) "
+        "[random weights: the label is meaningless, the result type is the point]"
+    )
     train, held = colour_images(48, 0), colour_images(16, 1)
-    result = fmhub.finetune(model, train, eval=held, method="lora", epochs=4, batch_size=8,
-                            learning_rate=5e-3, output_dir=str(OUT / "vision-run"), progress=False)
-    say(f"LoRA fine-tune: {result.steps} steps in {result.seconds:.1f}s, held-out accuracy "
-        f"{result.metrics['accuracy']:.2f}")
+    result = fmhub.finetune(
+        model,
+        train,
+        eval=held,
+        method="lora",
+        epochs=4,
+        batch_size=8,
+        learning_rate=5e-3,
+        output_dir=str(OUT / "vision-run"),
+        progress=False,
+    )
+    say(
+        f"LoRA fine-tune: {result.steps} steps in {result.seconds:.1f}s, held-out accuracy "
+        f"{result.metrics['accuracy']:.2f}"
+    )
     check_reload(model, result, held)
 
 
@@ -179,7 +257,8 @@ def tone(freq: float, sr: int = 16000, seconds: float = 1.0, seed: int = 0) -> n
     rng = np.random.default_rng(seed)
     t = np.arange(int(sr * seconds)) / sr
     return (0.5 * np.sin(2 * math.pi * freq * t) + 0.05 * rng.standard_normal(t.size)).astype(
-        np.float32)
+        np.float32
+    )
 
 
 def speech_demo() -> None:
@@ -190,13 +269,29 @@ def speech_demo() -> None:
     emb = model((tone(220), 16000))
     say(f"loaded {model!r}; a 1 s tone -> embedding of shape {emb.shape}")
     rng = random.Random(0)
-    data = [((tone(rng.uniform(150, 300) if i % 2 else rng.uniform(1500, 3000), seed=i), 16000),
-             "low" if i % 2 else "high") for i in range(48)]
+    data = [
+        (
+            (tone(rng.uniform(150, 300) if i % 2 else rng.uniform(1500, 3000), seed=i), 16000),
+            "low" if i % 2 else "high",
+        )
+        for i in range(48)
+    ]
     train, held = data[:36], data[36:]
-    result = fmhub.finetune(model, train, eval=held, method="lora", epochs=5, batch_size=6,
-                            learning_rate=5e-3, output_dir=str(OUT / "speech-run"), progress=False)
-    say(f"LoRA fine-tune (low vs high pitch): {result.steps} steps in {result.seconds:.1f}s, "
-        f"held-out accuracy {result.metrics['accuracy']:.2f}")
+    result = fmhub.finetune(
+        model,
+        train,
+        eval=held,
+        method="lora",
+        epochs=5,
+        batch_size=6,
+        learning_rate=5e-3,
+        output_dir=str(OUT / "speech-run"),
+        progress=False,
+    )
+    say(
+        f"LoRA fine-tune (low vs high pitch): {result.steps} steps in {result.seconds:.1f}s, "
+        f"held-out accuracy {result.metrics['accuracy']:.2f}"
+    )
     check_reload(model, result, held)
 
 
@@ -211,39 +306,62 @@ def generation_demo() -> None:
     folder = build_tiny_generative(OUT / "tiny-llama", "llama")
     install_in_hub_cache(OUT / "hf-cache", "demo-org/tiny-llama", folder)
     lm = fmhub.load("hf:demo-org/tiny-llama")
-    say(f"loaded {lm!r} from the offline hub cache; its weights are RANDOM, so the text below is "
-        "gibberish — the streaming, options and token accounting are what is shown")
+    say(
+        f"loaded {lm!r} from the offline hub cache; its weights are RANDOM, so the text below is "
+        "gibberish — the streaming, options and token accounting are what is shown"
+    )
     stream = lm.stream("The quick brown fox", max_new_tokens=12, min_new_tokens=12)
     pieces = list(stream)
     g = stream.result
     say(f"streamed {len(pieces)} pieces: {''.join(pieces)!r}")
-    say(f"Generation: finish_reason={g.finish_reason!r}, prompt_tokens={g.prompt_tokens}, "
+    say(
+        f"Generation: finish_reason={g.finish_reason!r}, prompt_tokens={g.prompt_tokens}, "
         f"completion_tokens={g.completion_tokens}; equals the non-streamed call: "
-        f"{g == lm('The quick brown fox', max_new_tokens=12, min_new_tokens=12)}")
+        f"{g == lm('The quick brown fox', max_new_tokens=12, min_new_tokens=12)}"
+    )
     chat = [{"role": "user", "content": "What is the weather like in London today?"}]
     r = lm(chat, max_new_tokens=8, min_new_tokens=8)
-    say(f"chat reply (chat template applied): {r.text!r} — {r.completion_tokens} tokens "
-        f"{list(r.token_ids)}; random weights may pick template markers, which the text drops")
-    pairs = [("The quick brown fox", " jumps over the lazy dog."),
-             ("A man is riding", " a white horse.")] * 8
-    result = fmhub.finetune(lm, pairs, eval=pairs[:4], method="lora", epochs=6, batch_size=4,
-                            learning_rate=1e-2, output_dir=str(OUT / "lm-run"), progress=False)
+    say(
+        f"chat reply (chat template applied): {r.text!r} — {r.completion_tokens} tokens "
+        f"{list(r.token_ids)}; random weights may pick template markers, which the text drops"
+    )
+    pairs = [
+        ("The quick brown fox", " jumps over the lazy dog."),
+        ("A man is riding", " a white horse."),
+    ] * 8
+    result = fmhub.finetune(
+        lm,
+        pairs,
+        eval=pairs[:4],
+        method="lora",
+        epochs=6,
+        batch_size=4,
+        learning_rate=1e-2,
+        output_dir=str(OUT / "lm-run"),
+        progress=False,
+    )
     first, last = result.history[0], result.history[-1]
-    say(f"LoRA instruction tuning (loss on completions only): {result.steps} steps in "
-        f"{result.seconds:.1f}s, eval perplexity {first['perplexity']:.1f} -> {last['perplexity']:.1f}")
+    say(
+        f"LoRA instruction tuning (loss on completions only): {result.steps} steps in "
+        f"{result.seconds:.1f}s, eval perplexity {first['perplexity']:.1f} -> {last['perplexity']:.1f}"
+    )
     after = lm("The quick brown fox", max_new_tokens=8)
     again = fmhub.load(str(result.adapter_path))
     same = again("The quick brown fox", max_new_tokens=8) == after
-    say(f"after tuning: {after.text!r}; the PEFT adapter reloaded through fmhub.load generates "
-        f"the same tokens: {same}")
+    say(
+        f"after tuning: {after.text!r}; the PEFT adapter reloaded through fmhub.load generates "
+        f"the same tokens: {same}"
+    )
     if not same:
         raise SystemExit("the reloaded adapter generated different tokens")
 
     asr = fmhub.load(str(build_tiny_whisper(OUT / "tiny-whisper")))
     t = asr((tone(440, seconds=3.0), 16000), language="en", max_new_tokens=12)
-    say(f"Whisper (RANDOM weights: the words are noise) transcribed a 3 s tone: {t.text!r}, "
+    say(
+        f"Whisper (RANDOM weights: the words are noise) transcribed a 3 s tone: {t.text!r}, "
         f"language={t.language!r}, {len(t.chunks)} segments, first "
-        f"{(t.chunks[0].start, t.chunks[0].end) if t.chunks else None}")
+        f"{(t.chunks[0].start, t.chunks[0].end) if t.chunks else None}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,8 +377,10 @@ def evaluation_demo(adapter: Path) -> None:
     (OUT / "evaluation.md").write_text(report.to_markdown())
     (OUT / "evaluation.json").write_text(report.to_json())
     plots = report.plot(OUT / "evaluation-plots")
-    say(f"report written as {OUT / 'evaluation.md'} and .json; plots: "
-        + ", ".join(str(p.relative_to(OUT)) for p in plots))
+    say(
+        f"report written as {OUT / 'evaluation.md'} and .json; plots: "
+        + ", ".join(str(p.relative_to(OUT)) for p in plots)
+    )
     say(f"confusion matrix: {OUT / 'evaluation-plots' / 'confusion_matrix.png'}")
 
 
@@ -274,8 +394,10 @@ def main() -> int:
     generation_demo()
     evaluation_demo(adapter)
     section("done")
-    say(f"everything above ran through fmhub.load / predict / finetune / load(adapter) / evaluate; "
-        f"outputs in {OUT}")
+    say(
+        f"everything above ran through fmhub.load / predict / finetune / load(adapter) / evaluate; "
+        f"outputs in {OUT}"
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ from fmhub import hookimpl
 
 pytest_plugins = ["pytester"]
 
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_cache(tmp_path_factory):
     """fmhub's cache (plugin registrations, exports) in a folder of this test session."""
@@ -68,8 +69,17 @@ class Family:
     which plugin ran what. ``fail`` names a hook that raises ``RuntimeError("boom")``.
     """
 
-    def __init__(self, ns="fam", models=("lin",), aliases=None, open=False, placed=False,
-                 fail=None, order=None, claim=None):
+    def __init__(
+        self,
+        ns="fam",
+        models=("lin",),
+        aliases=None,
+        open=False,
+        placed=False,
+        fail=None,
+        order=None,
+        claim=None,
+    ):
         self.ns, self.models, self.open, self.placed = ns, models, open, placed
         self.aliases = aliases or {}
         self.fail, self.order, self.claim = fail, order, claim
@@ -87,8 +97,14 @@ class Family:
     @hookimpl
     def fmhub_register_models(self, register):
         for m in self.models:
-            register(fmhub.ModelSpec(id=f"{self.ns}:{m}", aliases=tuple(self.aliases.get(m, ())),
-                                     task="embedding", modality="vector"))
+            register(
+                fmhub.ModelSpec(
+                    id=f"{self.ns}:{m}",
+                    aliases=tuple(self.aliases.get(m, ())),
+                    task="embedding",
+                    modality="vector",
+                )
+            )
 
     @hookimpl
     def fmhub_resolve_model(self, namespace, name):
@@ -110,6 +126,7 @@ class Family:
         import torch
 
         self._hit("load", spec.id, options)
+
         class Spread(torch.nn.Sequential):  # hands activations over, as accelerate's hooks do
             def forward(self, x):
                 return self[1](self[0](x).to(self[1].weight.device))
@@ -118,8 +135,9 @@ class Family:
         net = Spread(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
         if self.placed:  # "spread over two devices", as an accelerate device_map would
             net[1].to("meta")
-        return fmhub.Loaded(module=net.eval(), task="embedding", placed=self.placed,
-                            info={"family": self.ns})
+        return fmhub.Loaded(
+            module=net.eval(), task="embedding", placed=self.placed, info={"family": self.ns}
+        )
 
     @hookimpl
     def fmhub_batch_order(self, model, inputs):

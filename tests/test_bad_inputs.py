@@ -22,14 +22,17 @@ POINTS = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0], [0.0, 0.0, 0.0, 0.0], [3.
 # -- what predict takes ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad,message", [
-    (None, "predict takes a list of inputs, got NoneType (None)"),
-    (42, "got int (42)"),
-    ("0.1,0.2,0.3,0.4", "got one str"),
-    ({"x": 1}, "got a dict"),
-    (np.zeros((2, 4), np.float32), "got a ndarray of shape (2, 4)"),
-    (torch.zeros(4), "got a Tensor of shape (4,)"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (None, "predict takes a list of inputs, got NoneType (None)"),
+        (42, "got int (42)"),
+        ("0.1,0.2,0.3,0.4", "got one str"),
+        ({"x": 1}, "got a dict"),
+        (np.zeros((2, 4), np.float32), "got a ndarray of shape (2, 4)"),
+        (torch.zeros(4), "got a Tensor of shape (4,)"),
+    ],
+)
 def test_predict_refuses_what_is_not_a_list(toy_hub, bad, message):
     model = fmhub.load("toy:embed")
     with pytest.raises(fmhub.InputError) as err:
@@ -95,8 +98,10 @@ def test_error_names_the_position_in_the_callers_list(rev):
     with pytest.raises(fmhub.InputError) as err:
         rev.predict([None, "hello there"])
     assert str(err.value).startswith("Input 0: got NoneType (None), not text")
-    assert err.value.index == 0 and (err.value.plugin, err.value.stage) == ("reversing",
-                                                                            "preprocess")
+    assert err.value.index == 0 and (err.value.plugin, err.value.stage) == (
+        "reversing",
+        "preprocess",
+    )
     with pytest.raises(fmhub.InputError, match="^Input 4: got bytes") as err:
         rev.predict(["a", "b", "c", "d", b"e", "f", "g"], batch_size=3)
     assert err.value.index == 4
@@ -109,14 +114,16 @@ def test_plugin_that_counts_in_its_message_gets_a_note_with_the_batch(toy_hub, f
         model.predict([[9, 9, 9, 9], [-1.0, 2.0]])  # sorted by sum: the bad one comes first
     assert err.value.index is None
     assert "(the batch held inputs 1, 0 of the list passed to predict, in that order)" in (
-        err.value.__notes__)
+        err.value.__notes__
+    )
 
 
 def test_non_finite_outputs_raise_naming_the_callers_position(rev):
     with pytest.raises(fmhub.NonFiniteOutputError) as err:
         rev.predict(["fine", "also fine", "bad", "ok"], batch_size=2)
-    assert err.value.index == 2 and str(err.value).startswith("Input 2: model 'rev:len' produced "
-                                                              "an embedding with 1 NaN")
+    assert err.value.index == 2 and str(err.value).startswith(
+        "Input 2: model 'rev:len' produced an embedding with 1 NaN"
+    )
     assert (err.value.plugin, err.value.stage) == ("reversing", "postprocess")
     assert "dtype='float32'" in str(err.value) and isinstance(err.value, ArithmeticError)
     with pytest.raises(fmhub.NonFiniteOutputError, match="^Input 0: "):
@@ -138,8 +145,12 @@ class Garbage(Reversing):
 
     @hookimpl
     def fmhub_load(self, spec, options):
-        return self._maybe("load", lambda: fmhub.Loaded(module=torch.nn.Linear(1, 3),
-                                                        task=self.task, labels=("a", "b", "c")))
+        return self._maybe(
+            "load",
+            lambda: fmhub.Loaded(
+                module=torch.nn.Linear(1, 3), task=self.task, labels=("a", "b", "c")
+            ),
+        )
 
     @hookimpl
     def fmhub_batch_order(self, model, inputs):
@@ -167,10 +178,15 @@ WRONG = {
     "load returns a str": ("load", "a string", "returned str 'a string', not an fmhub.Loaded"),
     "load returns None": ("load", None, "returned None, not an fmhub.Loaded"),
     "load returns a Loaded without a module": (
-        "load", fmhub.Loaded(module="weights", task="embedding"), "not a torch.nn.Module"),
+        "load",
+        fmhub.Loaded(module="weights", task="embedding"),
+        "not a torch.nn.Module",
+    ),
     "load returns int labels": (
-        "load", fmhub.Loaded(module=torch.nn.Linear(1, 3), task="embedding", labels=[0, 1]),
-        "labels are list [0, 1], not a sequence of str"),
+        "load",
+        fmhub.Loaded(module=torch.nn.Linear(1, 3), task="embedding", labels=[0, 1]),
+        "labels are list [0, 1], not a sequence of str",
+    ),
     "batch order with a repeat": ("batch_order", [0, 0], "not a permutation of range(2)"),
     "batch order of strings": ("batch_order", ["a", "b"], "not a permutation"),
     "preprocess returns None": ("preprocess", None, "returned None, which holds no tensor"),
@@ -180,12 +196,17 @@ WRONG = {
     "postprocess returns None": ("postprocess", None, "returned None, not a list"),
     "postprocess returns a str": ("postprocess", "ab", "returned str 'ab', not a list"),
     "postprocess returns one result too few": (
-        "postprocess", lambda out: list(out.numpy())[:1], "returned 1 results for 2 inputs"),
+        "postprocess",
+        lambda out: list(out.numpy())[:1],
+        "returned 1 results for 2 inputs",
+    ),
     "strings as embeddings": ("postprocess", ["x", "y"], "a str ('x') as an embedding"),
-    "float64 embeddings": ("postprocess", lambda out: list(out.double().numpy()),
-                           "dtype float64, not 1-D float32"),
-    "2-D embeddings": ("postprocess", lambda out: [r[None] for r in out.numpy()],
-                       "shape (1, 3)"),
+    "float64 embeddings": (
+        "postprocess",
+        lambda out: list(out.double().numpy()),
+        "dtype float64, not 1-D float32",
+    ),
+    "2-D embeddings": ("postprocess", lambda out: [r[None] for r in out.numpy()], "shape (1, 3)"),
 }
 
 
@@ -201,13 +222,18 @@ def test_wrong_return_is_a_plugin_error_naming_plugin_and_stage(bare_hub, stage,
     assert f"see docs/hooks.md#fmhub_{stage} for" in text
 
 
-@pytest.mark.parametrize("result,message", [
-    ("label", "str ('label'), not a Classification"),
-    (Classification("a", 1.5, (LabelScore("a", 1.5, 0),)), "not a probability"),
-    (Classification("b", 0.7, GOOD.top_k), "does not start with its label"),
-    (Classification("a", 0.3, (LabelScore("a", 0.3, 0), LabelScore("b", 0.7, 1))),
-     "not best first"),
-])
+@pytest.mark.parametrize(
+    "result,message",
+    [
+        ("label", "str ('label'), not a Classification"),
+        (Classification("a", 1.5, (LabelScore("a", 1.5, 0),)), "not a probability"),
+        (Classification("b", 0.7, GOOD.top_k), "does not start with its label"),
+        (
+            Classification("a", 0.3, (LabelScore("a", 0.3, 0), LabelScore("b", 0.7, 1))),
+            "not best first",
+        ),
+    ],
+)
 def test_classification_results_are_checked(bare_hub, result, message):
     bare_hub.register(Garbage("postprocess", [GOOD, result], task="classification"), name="junky")
     with pytest.raises(fmhub.PluginError, match="stage 'postprocess'") as err:
@@ -237,11 +263,17 @@ def test_resolution_hooks_returning_garbage_name_the_plugin(bare_hub, tmp_path):
             return {"id": "rev:local", "path": path}
 
     bare_hub.register(Resolver(), name="resolver")
-    with pytest.raises(fmhub.PluginError, match=r"^plugin 'resolver' returned str 'rev:any', not "
-                                                r"an fmhub.ModelSpec or None \(stage 'resolve_model'"):
+    with pytest.raises(
+        fmhub.PluginError,
+        match=r"^plugin 'resolver' returned str 'rev:any', not "
+        r"an fmhub.ModelSpec or None \(stage 'resolve_model'",
+    ):
         bare_hub.model_info("rev:any")
-    with pytest.raises(fmhub.PluginError, match=r"^plugin 'resolver' returned dict .*stage "
-                                                r"'claim_path'") as err:
+    with pytest.raises(
+        fmhub.PluginError,
+        match=r"^plugin 'resolver' returned dict .*stage "
+        r"'claim_path'",
+    ) as err:
         bare_hub.model_info(str(tmp_path))
     assert (err.value.plugin, err.value.stage) == ("resolver", "claim_path")
 
@@ -255,8 +287,11 @@ def test_a_wrapper_that_returns_garbage_is_named(bare_hub):
 
     bare_hub.register(Reversing(), name="reversing")
     bare_hub.register(Wrapper(), name="meddler")
-    with pytest.raises(fmhub.PluginError, match=r"^plugin 'reversing' \(wrapped by plugin "
-                                                r"'meddler'\) returned, for input 0, a str"):
+    with pytest.raises(
+        fmhub.PluginError,
+        match=r"^plugin 'reversing' \(wrapped by plugin "
+        r"'meddler'\) returned, for input 0, a str",
+    ):
         bare_hub.load("rev:len")("x")
 
 
@@ -283,8 +318,9 @@ def fmhub_register_models(register):
 """
 
 
-def test_plugin_calling_sys_exit_is_isolated_like_one_that_raises(install_plugin, monkeypatch,
-                                                                  use_hub):
+def test_plugin_calling_sys_exit_is_isolated_like_one_that_raises(
+    install_plugin, monkeypatch, use_hub
+):
     install_plugin("quitter", EXIT_AT_IMPORT)
     install_plugin("quitreg", EXIT_WHILE_REGISTERING)
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "toy,quitter,quitreg")
@@ -314,18 +350,21 @@ def test_sys_exit_inside_a_stage_is_a_plugin_error(bare_hub):
 # -- names ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,message", [
-    ("a" * 10_000, "A model name of 10,000 characters"),
-    ("b" * 300, "Unknown model 'bbbbb"),
-    ("./" + "c" * 300, "Unknown model './ccc"),
-    ("toy:" + "d" * 300, "Unknown model"),
-    ("bad\x00name", "control characters"),
-    ("two\nlines", "control characters"),
-    ("", "must be a non-empty string"),
-    ("   ", "must be a non-empty string"),
-    (None, "must be a non-empty string, got None"),
-    (7, "got 7"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("a" * 10_000, "A model name of 10,000 characters"),
+        ("b" * 300, "Unknown model 'bbbbb"),
+        ("./" + "c" * 300, "Unknown model './ccc"),
+        ("toy:" + "d" * 300, "Unknown model"),
+        ("bad\x00name", "control characters"),
+        ("two\nlines", "control characters"),
+        ("", "must be a non-empty string"),
+        ("   ", "must be a non-empty string"),
+        (None, "must be a non-empty string, got None"),
+        (7, "got 7"),
+    ],
+)
 def test_malformed_names_are_unknown_model_errors(toy_hub, name, message):
     for call in (fmhub.load, fmhub.model_info):
         with pytest.raises(fmhub.UnknownModelError) as err:
@@ -351,14 +390,17 @@ def test_adapter_whose_base_is_its_own_folder_is_refused(toy_hub, tmp_path):
 # -- fine-tuning labels ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("labels,message", [
-    (["a", None, "b", "a"], "training example 1 has the label None"),
-    (["a", "", "b", "a"], "training example 1 has an empty label"),
-    ([0, 1.0, 1, 0], "training example 1 has the label 1.0 (float)"),
-    ([True, False, True, False], "training example 0 has the label True (bool)"),
-    ([0, -1, 1, 0], "the label -1"),
-    (["pos", "neg", 1, "pos"], "example 0 has a label of type str, example 2 one of type int"),
-])
+@pytest.mark.parametrize(
+    "labels,message",
+    [
+        (["a", None, "b", "a"], "training example 1 has the label None"),
+        (["a", "", "b", "a"], "training example 1 has an empty label"),
+        ([0, 1.0, 1, 0], "training example 1 has the label 1.0 (float)"),
+        ([True, False, True, False], "training example 0 has the label True (bool)"),
+        ([0, -1, 1, 0], "the label -1"),
+        (["pos", "neg", 1, "pos"], "example 0 has a label of type str, example 2 one of type int"),
+    ],
+)
 def test_bad_training_labels_are_errors(toy_hub, labels, message):
     model = fmhub.load("toy:embed")
     with pytest.raises(fmhub.InputError) as err:

@@ -86,8 +86,18 @@ def test_predict_prints_json_results(toy_hub, capsys):
 
 
 def test_predict_classification_with_options(toy_hub, capsys):
-    code, out, _ = run(capsys, "predict", "toy-classifier", "3,1,-2,0.5", "-o", "seed=2",
-                       "--option", "device=cpu", "--batch-size", "1")
+    code, out, _ = run(
+        capsys,
+        "predict",
+        "toy-classifier",
+        "3,1,-2,0.5",
+        "-o",
+        "seed=2",
+        "--option",
+        "device=cpu",
+        "--batch-size",
+        "1",
+    )
     (row,) = jsonl(out)
     expected = fmhub.load("toy-classifier", seed=2)([3, 1, -2, 0.5])
     assert code == 0 and row["result"]["label"] == expected.label
@@ -98,13 +108,19 @@ def test_predict_classification_with_options(toy_hub, capsys):
 @pytest.mark.parametrize(
     ("argv", "status", "message"),
     [
-        (["predict", "toy:embed", "1,2"], 1,
-         "Input 0: toy models take 4 numbers per input, got [1.0, 2.0]. "
-         "(raised in plugin 'toy', stage 'preprocess', model 'toy:embed')"),
+        (
+            ["predict", "toy:embed", "1,2"],
+            1,
+            "Input 0: toy models take 4 numbers per input, got [1.0, 2.0]. "
+            "(raised in plugin 'toy', stage 'preprocess', model 'toy:embed')",
+        ),
         (["predict", "toy:embed", "1,2,3,4", "-o", "sede=1"], 2, "unknown option 'sede'"),
         (["predict", "toy:embed", "1,2,3,4", "-o", "seed"], 2, "--option takes KEY=VALUE"),
-        (["predict", "toy:embed", "1,2,3,4", "-o", "dtype=float16", "-o", "device=cpu"], 1,
-         "not supported on CPU"),
+        (
+            ["predict", "toy:embed", "1,2,3,4", "-o", "dtype=float16", "-o", "device=cpu"],
+            1,
+            "not supported on CPU",
+        ),
         (["predict", "timm:resnet18", "cat.png"], 2, "install fmhub-timm"),
     ],
 )
@@ -127,9 +143,16 @@ def test_help_lists_the_commands(capsys):
 # ---------------------------------------------------------------------------------------------
 
 
-def imports_of(argv: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, set[str]]:
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "fmhub", *argv],
-                          capture_output=True, text=True, env=env, timeout=120)
+def imports_of(
+    argv: list[str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess, set[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "fmhub", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     modules = set()
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -137,8 +160,9 @@ def imports_of(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Complet
     return proc, modules
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["list"], ["plugins"], ["info", "toy-embed"],
-                                  ["list", "toy:*", "--json"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["list"], ["plugins"], ["info", "toy-embed"], ["list", "toy:*", "--json"]]
+)
 def test_command_imports_no_torch(argv):
     env = {**os.environ, "FMHUB_LOAD_PLUGINS": "toy"}
     proc, modules = imports_of(argv, env)
@@ -154,16 +178,26 @@ def test_command_with_every_installed_plugin_imports_no_family_library():
     for argv in (["list"], ["plugins"]):
         proc, modules = imports_of(argv, env)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        heavy = sorted(m for m in modules if m.split(".")[0] in ("torch", "transformers", "timm",
-                                                                  "torchaudio"))
+        heavy = sorted(
+            m for m in modules if m.split(".")[0] in ("torch", "transformers", "timm", "torchaudio")
+        )
         assert heavy == [], f"fmhub {' '.join(argv)} imported {heavy[:5]}"
 
 
 def test_import_fmhub_imports_no_torch():
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c",
-                           "import fmhub; fmhub.list_models(); fmhub.model_info('toy-embed')"],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "FMHUB_LOAD_PLUGINS": "toy"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            "import fmhub; fmhub.list_models(); fmhub.model_info('toy-embed')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FMHUB_LOAD_PLUGINS": "toy"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     modules = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "fmhub" in modules and "pluggy" in modules
@@ -172,27 +206,43 @@ def test_import_fmhub_imports_no_torch():
 
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("fmhub")
-    proc = subprocess.run([str(script), "list", "toy:*"], capture_output=True, text=True,
-                          env={**os.environ, "FMHUB_LOAD_PLUGINS": "toy"}, timeout=120)
+    proc = subprocess.run(
+        [str(script), "list", "toy:*"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FMHUB_LOAD_PLUGINS": "toy"},
+        timeout=120,
+    )
     assert proc.returncode == 0 and "toy:embed" in proc.stdout
 
 
 def test_real_command_lists_a_broken_plugin_and_warns_in_one_line(install_plugin):
     site, _ = install_plugin("broken", "import not_installed_lib\n")
     env = {**os.environ, "PYTHONPATH": str(site), "FMHUB_LOAD_PLUGINS": "toy,broken"}
-    proc = subprocess.run([sys.executable, "-m", "fmhub", "plugins"], capture_output=True,
-                          text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fmhub", "plugins"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.splitlines() == [
         "fmhub: warning: fmhub plugin 'broken' (fmhub-broken) was skipped: import failed: "
         "ModuleNotFoundError: No module named 'not_installed_lib'. Run 'fmhub plugins' to see "
-        "every plugin's status."]
+        "every plugin's status."
+    ]
     lines = proc.stdout.splitlines()
     i = next(i for i, line in enumerate(lines) if line.startswith("broken "))
     assert lines[i].split()[:2] == ["broken", "failed"] and "not_installed_lib" in lines[i + 1]
     assert any(line.split()[:2] == ["toy", "ok"] for line in lines)
-    proc = subprocess.run([sys.executable, "-m", "fmhub", "list"], capture_output=True,
-                          text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fmhub", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "toy:embed" in proc.stdout  # the others work
 
 
@@ -219,8 +269,9 @@ def test_version(capsys):
         (["predict", "toy:embed", "1,2,3,4", "--batch-size", "0"], "--batch-size must be"),
     ],
 )
-def test_usage_errors_exit_2_before_any_model_loads(toy_hub, capsys, monkeypatch, tmp_path, argv,
-                                                     message):
+def test_usage_errors_exit_2_before_any_model_loads(
+    toy_hub, capsys, monkeypatch, tmp_path, argv, message
+):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in.txt").write_text("1,2,3,4\n")
     (tmp_path / "in.jsonl").write_text('{"text": "1,2,3,4"}\n{"text": \n')
@@ -239,8 +290,9 @@ def test_argparse_usage_errors_exit_2(capsys):
 def test_predict_reads_a_file_of_lines_and_writes_json_lines(toy_hub, capsys, tmp_path):
     xs = [f"{i},{-i},0.5,{i / 10}" for i in range(70)]
     (tmp_path / "in.txt").write_text("\n".join(xs[:40]) + "\n\n" + "\r\n".join(xs[40:]) + "\n")
-    code, out, _ = run(capsys, "predict", "toy:embed", "--input", str(tmp_path / "in.txt"),
-                       "--batch-size", "8")
+    code, out, _ = run(
+        capsys, "predict", "toy:embed", "--input", str(tmp_path / "in.txt"), "--batch-size", "8"
+    )
     rows = jsonl(out)
     assert code == 0 and [r["input"] for r in rows] == xs  # one line per input, in order
     expected = fmhub.load("toy:embed").predict([[float(v) for v in x.split(",")] for x in xs])
@@ -314,7 +366,9 @@ def test_heartbeat_prints_at_a_steady_interval():
 
 
 def many_models_plugin(install_plugin, n: int = 4000) -> Path:
-    site, _ = install_plugin("many", f"""
+    site, _ = install_plugin(
+        "many",
+        f"""
         import fmhub
         from fmhub import hookimpl
 
@@ -327,7 +381,8 @@ def many_models_plugin(install_plugin, n: int = 4000) -> Path:
             for i in range({n}):
                 register(fmhub.ModelSpec(id=f"many:model-{{i:05d}}", task="embedding",
                                          modality="vector"))
-        """)
+        """,
+    )
     return site
 
 
@@ -335,10 +390,18 @@ def many_models_plugin(install_plugin, n: int = 4000) -> Path:
 def test_a_closed_pipe_ends_the_command_quietly(install_plugin, argv):
     """``fmhub list | head -3``: the reader goes away; no traceback, exit status 141."""
     site = many_models_plugin(install_plugin)
-    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "FMHUB_LOAD_PLUGINS": "toy,many"}
-    proc = subprocess.Popen([sys.executable, "-m", "fmhub", *argv], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "FMHUB_LOAD_PLUGINS": "toy,many",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmhub", *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     if argv[0] == "predict":  # far more output than a pipe holds
         proc.stdin.write(b"1,2,3,4\n" * 5000)
     proc.stdin.close()
@@ -362,15 +425,21 @@ def test_known_warnings_are_hidden_only_inside_the_block_and_nest(monkeypatch):
 
     monkeypatch.delenv("FMHUB_SHOW_WARNINGS", raising=False)
     pytree = logging.getLogger("torch.utils._pytree")
-    note = "<enum 'KernelPreference'> is an Enum subclass and is now natively supported by " \
-           "torch.compile as an opaque value type."
+    note = (
+        "<enum 'KernelPreference'> is an Enum subclass and is now natively supported by "
+        "torch.compile as an opaque value type."
+    )
 
     def emit() -> list[str]:
         with warnings.catch_warnings(record=True) as seen:
             warnings.filterwarnings("always", append=True)  # after fmhub's entries
-            warnings.warn_explicit("`is_gradient_checkpointing` is deprecated and will be removed",
-                                   FutureWarning, "modeling_utils.py", 1,
-                                   module="transformers.modeling_utils")
+            warnings.warn_explicit(
+                "`is_gradient_checkpointing` is deprecated and will be removed",
+                FutureWarning,
+                "modeling_utils.py",
+                1,
+                module="transformers.modeling_utils",
+            )
             warnings.warn("something else", UserWarning, stacklevel=1)
         records: list[str] = []
         handler = logging.Handler()
@@ -421,7 +490,12 @@ def test_verbosity_flags_go_before_or_after_the_subcommand(toy_hub, capsys, monk
 
     seen = []
     monkeypatch.setattr(cli, "cmd_list", lambda args: seen.append(cli.verbosity(args)) or 0)
-    for argv, level in ((["list"], 0), (["-v", "list"], 1), (["list", "-v", "-v"], 2),
-                        (["-q", "list"], -1), (["list", "--quiet"], -1)):
+    for argv, level in (
+        (["list"], 0),
+        (["-v", "list"], 1),
+        (["list", "-v", "-v"], 2),
+        (["-q", "list"], -1),
+        (["list", "--quiet"], -1),
+    ):
         seen.clear()
         assert main(argv) == 0 and seen == [level], argv

@@ -35,8 +35,13 @@ def run_check(check, case, tmp_path):
     return check(case, fmhub.load(case.model, **case.options))
 
 
-ALL_CHECKS = [check_different_inputs_differ, check_labels_match_outputs, check_low_precision,
-              check_save_load, check_finetune]
+ALL_CHECKS = [
+    check_different_inputs_differ,
+    check_labels_match_outputs,
+    check_low_precision,
+    check_save_load,
+    check_finetune,
+]
 
 
 @pytest.mark.parametrize("case", [EMBED, CLASSIFY], ids=["embed", "classify"])
@@ -47,20 +52,39 @@ def test_the_intact_toy_passes_every_check(use_hub, case, tmp_path):
 
 
 DEFECTS = {
-    "no-finetune-hooks": (EMBED, check_finetune,
-                          (r"does not implement fmhub_finetune_targets, fmhub_attach_head, "
-                           r"fmhub_training_loss.*implement fmhub_training_loss — "
-                           r"docs/hooks\.md#fmhub_training_loss")),
-    "no-training-loss": (EMBED, check_finetune,
-                         (r"does not implement fmhub_training_loss, which fine-tuning needs: "
-                          r"implement fmhub_training_loss — docs/hooks\.md#fmhub_training_loss")),
+    "no-finetune-hooks": (
+        EMBED,
+        check_finetune,
+        (
+            r"does not implement fmhub_finetune_targets, fmhub_attach_head, "
+            r"fmhub_training_loss.*implement fmhub_training_loss — "
+            r"docs/hooks\.md#fmhub_training_loss"
+        ),
+    ),
+    "no-training-loss": (
+        EMBED,
+        check_finetune,
+        (
+            r"does not implement fmhub_training_loss, which fine-tuning needs: "
+            r"implement fmhub_training_loss — docs/hooks\.md#fmhub_training_loss"
+        ),
+    ),
     "ignores-saved-folder": (EMBED, check_save_load, r"does not have the saved weights"),
-    "constant-output": (EMBED, check_different_inputs_differ,
-                        r"3 different inputs all gave the same output"),
-    "labels-mismatch": (CLASSIFY, check_labels_match_outputs,
-                        r"model\.labels has 2 labels but the classifier outputs 3 scores"),
-    "bad-low-precision": (EMBED, check_low_precision,
-                          r"in bfloat16 the forward outputs differ from float32's"),
+    "constant-output": (
+        EMBED,
+        check_different_inputs_differ,
+        r"3 different inputs all gave the same output",
+    ),
+    "labels-mismatch": (
+        CLASSIFY,
+        check_labels_match_outputs,
+        r"model\.labels has 2 labels but the classifier outputs 3 scores",
+    ),
+    "bad-low-precision": (
+        EMBED,
+        check_low_precision,
+        r"in bfloat16 the forward outputs differ from float32's",
+    ),
 }
 
 
@@ -77,14 +101,18 @@ def test_finetuning_without_a_loss_hook_names_the_hook_to_implement(use_hub):
     """What a user (not the kit) sees: the core's error names the hook and its docs."""
     use_hub(broken.hub(broken.NoTrainingLoss))
     model = fmhub.load("toy:embed")
-    with pytest.raises(fmhub.FineTuneError, match=r"plugin 'toy' cannot compute a training loss "
-                       r"for 'toy:embed': it does not implement fmhub_training_loss; implement "
-                       r"fmhub_training_loss — docs/hooks\.md#fmhub_training_loss"):
+    with pytest.raises(
+        fmhub.FineTuneError,
+        match=r"plugin 'toy' cannot compute a training loss "
+        r"for 'toy:embed': it does not implement fmhub_training_loss; implement "
+        r"fmhub_training_loss — docs/hooks\.md#fmhub_training_loss",
+    ):
         fmhub.finetune(model, [(p, str(i % 2)) for i, p in enumerate(POINTS)], progress=False)
     use_hub(broken.hub(broken.NoFineTuneHooks))
     with pytest.raises(fmhub.FineTuneError, match=r"does not implement fmhub_attach_head"):
-        fmhub.finetune(fmhub.load("toy:embed"), [(POINTS[0], "a"), (POINTS[1], "b")],
-                       progress=False)
+        fmhub.finetune(
+            fmhub.load("toy:embed"), [(POINTS[0], "a"), (POINTS[1], "b")], progress=False
+        )
 
 
 #: The generated test each broken variant must fail, and only that one.
@@ -99,12 +127,14 @@ SUITE_FAILS = {
 }
 
 
-@pytest.mark.parametrize("defect", [d for d in SUITE_FAILS if d] + [None],
-                         ids=[d for d in SUITE_FAILS if d] + ["intact"])
+@pytest.mark.parametrize(
+    "defect", [d for d in SUITE_FAILS if d] + [None], ids=[d for d in SUITE_FAILS if d] + ["intact"]
+)
 def test_the_generated_suite_fails_exactly_the_test_for_the_defect(pytester, defect):
     case, expected = SUITE_FAILS[defect]
     variant = f"broken.BROKEN[{defect!r}]" if defect else "broken.Toy"
-    pytester.makepyfile(test_kit=textwrap.dedent(f"""
+    pytester.makepyfile(
+        test_kit=textwrap.dedent(f"""
         import pytest
         import fmhub
         from fmhub.testing import ConformanceCase, ConformanceSuite
@@ -120,12 +150,16 @@ def test_the_generated_suite_fails_exactly_the_test_for_the_defect(pytester, def
 
         class TestKit(ConformanceSuite):
             cases = [ConformanceCase(model="toy:{case}", inputs=POINTS, id="{case}")]
-    """))
-    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-k",
-                                          "not registration_imports")
-    failed = {r.nodeid.split("::")[2].split("[")[0]
-              for r in result.reprec.getreports("pytest_runtest_logreport")
-              if r.failed}
+    """)
+    )
+    result = pytester.runpytest_inprocess(
+        "-q", "-p", "no:cacheprovider", "-k", "not registration_imports"
+    )
+    failed = {
+        r.nodeid.split("::")[2].split("[")[0]
+        for r in result.reprec.getreports("pytest_runtest_logreport")
+        if r.failed
+    }
     assert failed == expected, result.stdout.str()[-3000:]
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) >= 8, outcomes

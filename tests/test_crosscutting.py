@@ -54,7 +54,13 @@ def test_stage_hooks_go_to_the_owner_only(toy_hub, family):
     fmhub.load("toy:embed").predict([X, X])
     assert fam.calls == []
     fmhub.load("fam:lin").predict([X, X])
-    assert [c[0] for c in fam.calls] == ["load", "batch_order", "preprocess", "forward", "postprocess"]
+    assert [c[0] for c in fam.calls] == [
+        "load",
+        "batch_order",
+        "preprocess",
+        "forward",
+        "postprocess",
+    ]
 
 
 def test_error_in_a_wrapper_names_the_wrapper_plugin(toy_hub):

@@ -178,8 +178,11 @@ def test_move_batch_walks_named_tuples_dataclasses_and_mappings():
         pass
 
     meta = torch.device("meta")
-    moved = move_batch([Pair(torch.ones(1), 3), Batch(torch.ones(2), "a"),
-                        Encoding(ids=torch.arange(2))], meta, torch.bfloat16)
+    moved = move_batch(
+        [Pair(torch.ones(1), 3), Batch(torch.ones(2), "a"), Encoding(ids=torch.arange(2))],
+        meta,
+        torch.bfloat16,
+    )
     assert isinstance(moved[0], Pair) and moved[0].a.device.type == "meta" and moved[0].b == 3
     assert isinstance(moved[1], Batch) and moved[1].x.dtype == torch.bfloat16
     assert moved[1].x.device.type == "meta" and moved[1].label == "a"

@@ -67,7 +67,12 @@ def test_toy_plugin_is_found_through_its_real_entry_point(toy_hub):
     (ep,) = [e for e in md.entry_points(group="fmhub") if e.name == "toy"]
     assert ep.value == "fmhub_toy" and ep.dist.name == "fmhub-toy"
     rec = {r.name: r for r in toy_hub.plugins()}["toy"]
-    assert (rec.status, rec.distribution, rec.version, rec.error) == ("ok", "fmhub-toy", "0.1.0", None)
+    assert (rec.status, rec.distribution, rec.version, rec.error) == (
+        "ok",
+        "fmhub-toy",
+        "0.1.0",
+        None,
+    )
     assert rec.namespaces == ("toy",)
     assert {s.id for s in toy_hub.list_models("toy:*")} == {"toy:embed", "toy:classify"}
 
@@ -119,8 +124,9 @@ def test_plugin_raising_while_registering_is_dropped_whole(install_plugin, monke
     assert fmhub.load("toy-embed").spec.id == "toy:embed"
 
 
-def test_plugin_registering_something_else_than_a_spec_is_dropped(install_plugin, monkeypatch,
-                                                                  use_hub):
+def test_plugin_registering_something_else_than_a_spec_is_dropped(
+    install_plugin, monkeypatch, use_hub
+):
     install_plugin("junk", JUNK_REGISTER)
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "toy,junk")
     with pytest.warns(fmhub.FmhubPluginWarning, match="not an fmhub.ModelSpec"):
@@ -129,8 +135,9 @@ def test_plugin_registering_something_else_than_a_spec_is_dropped(install_plugin
     assert recs["junk"].status == "failed" and recs["toy"].status == "ok"
 
 
-def test_misspelled_hook_in_an_installed_plugin_is_an_error_naming_it(install_plugin, monkeypatch,
-                                                                       use_hub):
+def test_misspelled_hook_in_an_installed_plugin_is_an_error_naming_it(
+    install_plugin, monkeypatch, use_hub
+):
     install_plugin("typo", MISSPELLED)
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "toy,typo")
     with pytest.warns(fmhub.FmhubPluginWarning, match="fmhub_preproces"):
@@ -199,8 +206,9 @@ def test_hook_accepting_a_subset_of_arguments_is_fine(bare_hub, family):
         ("toy,good", None, {"toy", "good"}),
     ],
 )
-def test_load_and_disable_environment_variables(install_plugin, monkeypatch, use_hub,
-                                                load, disable, ok):
+def test_load_and_disable_environment_variables(
+    install_plugin, monkeypatch, use_hub, load, disable, ok
+):
     install_plugin("good", GOOD)
     for var, value in (("FMHUB_LOAD_PLUGINS", load), ("FMHUB_DISABLE_PLUGINS", disable)):
         if value is None:
@@ -268,8 +276,10 @@ def test_import_makes_no_hub():
 def test_misspelled_plugin_name_in_the_environment_is_warned_about(monkeypatch, use_hub):
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "tyo")
     monkeypatch.delenv("FMHUB_DISABLE_PLUGINS", raising=False)
-    with pytest.warns(fmhub.FmhubPluginWarning,
-                      match=r"FMHUB_LOAD_PLUGINS names 'tyo'.*Did you mean 'toy'\?.*Installed: .*toy"):
+    with pytest.warns(
+        fmhub.FmhubPluginWarning,
+        match=r"FMHUB_LOAD_PLUGINS names 'tyo'.*Did you mean 'toy'\?.*Installed: .*toy",
+    ):
         hub = use_hub(fmhub.Hub())
     assert hub.list_models("toy:*") == []
 

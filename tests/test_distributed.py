@@ -25,17 +25,34 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no
 
 
 def env(**extra) -> dict[str, str]:
-    e = dict(os.environ, FMHUB_LOAD_PLUGINS="toy", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    e = dict(
+        os.environ, FMHUB_LOAD_PLUGINS="toy", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"
+    )
     e.pop("FMHUB_DISABLE_PLUGINS", None)
     e.update(extra)
     return e
 
 
 def torchrun(*args: str, plugins: str = "toy", timeout: float = 180) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "--max-restarts", "0", *args]
-    proc = subprocess.run(cmd, env=env(FMHUB_LOAD_PLUGINS=plugins), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "0",
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd,
+        env=env(FMHUB_LOAD_PLUGINS=plugins),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -89,8 +106,10 @@ def test_two_ranks_equal_one_process_and_each_other(toy_runs, toy_hub):
     assert_close(a0, a1, 0.0)  # bit-identical on every rank
     single = one_process(worker.toy_data(256, 0))
     assert_close(a0, single, 1e-5)
-    assert any(not torch.equal(single[k], one_process(worker.toy_data(256, 0), epochs=1)[k])
-               for k in single), "the comparison must be able to fail"
+    assert any(
+        not torch.equal(single[k], one_process(worker.toy_data(256, 0), epochs=1)[k])
+        for k in single
+    ), "the comparison must be able to fail"
     # evaluation reduced over the ranks: the same metrics on each, over all 64 eval examples
     h0 = json.loads((toy_run / "a.rank0.json").read_text())
     h1 = json.loads((toy_run / "a.rank1.json").read_text())
@@ -118,8 +137,9 @@ def test_only_rank_zero_wrote_and_the_adapter_loads(toy_runs, toy_hub):
     model = fmhub.load(str(folder))
     from fmhub.finetuning.adapter import trainable_state
 
-    assert_close({k: v for k, v in trainable_state(model.module).items()},
-                 weights(toy_run, "a", 0), 1e-6)
+    assert_close(
+        {k: v for k, v in trainable_state(model.module).items()}, weights(toy_run, "a", 0), 1e-6
+    )
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(toy_runs):
@@ -149,11 +169,23 @@ def test_a_dead_rank_stops_the_others_with_an_error(tmp_path):
         port = s.getsockname()[1]
     procs = []
     for rank in (0, 1):
-        e = env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(port), FMHUB_DIST_TIMEOUT="30")
-        procs.append(subprocess.Popen([sys.executable, str(HERE / "worker.py"), "die", str(tmp_path)],
-                                      env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        e = env(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            FMHUB_DIST_TIMEOUT="30",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(HERE / "worker.py"), "die", str(tmp_path)],
+                env=e,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     t0 = time.perf_counter()
     outs = [p.communicate(timeout=120) for p in procs]
     waited = time.perf_counter() - t0
@@ -173,9 +205,19 @@ def test_transformers_lora_two_ranks_equal_one_process(toy_runs):
     from fmhub.finetuning.adapter import trainable_state
 
     model = fmhub.load(str(bert))
-    fmhub.finetune(model, worker.text_data(32, 0), method="lora", optimizer="sgd",
-                   learning_rate=0.05, batch_size=8, max_steps=6, scheduler="constant",
-                   warmup_ratio=0.0, weight_decay=0.0, progress=False)
+    fmhub.finetune(
+        model,
+        worker.text_data(32, 0),
+        method="lora",
+        optimizer="sgd",
+        learning_rate=0.05,
+        batch_size=8,
+        max_steps=6,
+        scheduler="constant",
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        progress=False,
+    )
     single = trainable_state(model.module)
     assert_close(weights(out, "hf", 0), weights(out, "hf", 1), 0.0)
     assert_close(weights(out, "hf", 0), single, 1e-5)
@@ -186,20 +228,39 @@ def test_transformers_lora_two_ranks_equal_one_process(toy_runs):
 
 
 def fmhub_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fmhub", *args], env=env(), capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "fmhub", *args],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_cli_nproc_per_node_gives_the_torchrun_adapter(toy_runs, tmp_path, toy_hub):
     toy_run = toy_runs[0]
     train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps({"text": x, "label": y}) + "\n"
-                             for x, y in worker.toy_data(256, 0)))
-    cfg = [f"-c{k}={json.dumps(v)}" for k, v in worker.TOY.items() if k not in ("method", "progress")]
-    proc = fmhub_cli("finetune", "toy:embed", "--train", str(train), "--output", str(tmp_path / "o"),
-                     "--nproc-per-node", "2", "-q", *cfg)
+    train.write_text(
+        "".join(json.dumps({"text": x, "label": y}) + "\n" for x, y in worker.toy_data(256, 0))
+    )
+    cfg = [
+        f"-c{k}={json.dumps(v)}" for k, v in worker.TOY.items() if k not in ("method", "progress")
+    ]
+    proc = fmhub_cli(
+        "finetune",
+        "toy:embed",
+        "--train",
+        str(train),
+        "--output",
+        str(tmp_path / "o"),
+        "--nproc-per-node",
+        "2",
+        "-q",
+        *cfg,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{"):])  # printed once, by rank 0
+    summary = json.loads(proc.stdout[proc.stdout.index("{") :])  # printed once, by rank 0
     assert proc.stdout.count('"steps"') == 1 and summary["steps"] == 32
     from fmhub.finetuning.adapter import trainable_state
 
@@ -212,8 +273,9 @@ def toy_lines(path: Path, n: int) -> Path:
     import random
 
     rng = random.Random(n)
-    path.write_text("".join(",".join(f"{rng.uniform(-1, 1):.4f}" for _ in range(4)) + "\n"
-                            for _ in range(n)))
+    path.write_text(
+        "".join(",".join(f"{rng.uniform(-1, 1):.4f}" for _ in range(4)) + "\n" for _ in range(n))
+    )
     return path
 
 
@@ -221,10 +283,35 @@ def test_sharded_prediction_equals_one_process(tmp_path, toy_hub):
     from fmhub.cli import main
 
     src = toy_lines(tmp_path / "in.txt", 230)
-    assert main(["predict", "toy:classify", "--input", str(src), "--output",
-                 str(tmp_path / "one.jsonl"), "--chunk-size", "20", "-q"]) == 0
-    proc = fmhub_cli("predict", "toy:classify", "--input", str(src), "--output",
-                     str(tmp_path / "two.jsonl"), "--chunk-size", "20", "--nproc-per-node", "2", "-q")
+    assert (
+        main(
+            [
+                "predict",
+                "toy:classify",
+                "--input",
+                str(src),
+                "--output",
+                str(tmp_path / "one.jsonl"),
+                "--chunk-size",
+                "20",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    proc = fmhub_cli(
+        "predict",
+        "toy:classify",
+        "--input",
+        str(src),
+        "--output",
+        str(tmp_path / "two.jsonl"),
+        "--chunk-size",
+        "20",
+        "--nproc-per-node",
+        "2",
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = (tmp_path / "one.jsonl").read_bytes()
     assert one == (tmp_path / "two.jsonl").read_bytes()
@@ -268,7 +355,9 @@ def test_interrupted_prediction_resumes_to_the_same_file(tmp_path, toy_hub, monk
     import numpy as np
 
     vectors = np.load(tmp_path / "full.npy")
-    rows = [json.loads(line)["result"] for line in (tmp_path / "full.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)["result"] for line in (tmp_path / "full.jsonl").read_text().splitlines()
+    ]
     assert vectors.shape == (170, 8) and np.allclose(vectors, np.array(rows, dtype=np.float32))
     # a finished output is never overwritten without --overwrite
     assert main([*args, str(tmp_path / "full.jsonl")]) == 2
@@ -279,17 +368,23 @@ def test_batch_inputs_stream_from_csv_jsonl_and_folders(tmp_path):
     from fmhub.batch import count_inputs, iter_inputs
 
     (tmp_path / "a.csv").write_text('id,text\n1,"0.1,0.2,0.3,0.4"\n2,hello\n')
-    assert list(iter_inputs(tmp_path / "a.csv")) == [("0.1,0.2,0.3,0.4", {"id": "1"}),
-                                                      ("hello", {"id": "2"})]
+    assert list(iter_inputs(tmp_path / "a.csv")) == [
+        ("0.1,0.2,0.3,0.4", {"id": "1"}),
+        ("hello", {"id": "2"}),
+    ]
     (tmp_path / "b.jsonl").write_text('{"path": "x.png"}\n\n"plain"\n{"input": [1, 2], "id": 7}\n')
-    assert list(iter_inputs(tmp_path / "b.jsonl")) == [("x.png", {}), ("plain", {}),
-                                                        ([1, 2], {"id": 7})]
+    assert list(iter_inputs(tmp_path / "b.jsonl")) == [
+        ("x.png", {}),
+        ("plain", {}),
+        ([1, 2], {"id": 7}),
+    ]
     folder = tmp_path / "imgs"
     (folder / "sub").mkdir(parents=True)
     for name in ("b.png", "a.png", "sub/c.wav", ".hidden"):
         (folder / name).write_bytes(b"")
-    assert [x for x, _ in iter_inputs(folder)] == [str(folder / n) for n in
-                                                    ("a.png", "b.png", "sub/c.wav")]
+    assert [x for x, _ in iter_inputs(folder)] == [
+        str(folder / n) for n in ("a.png", "b.png", "sub/c.wav")
+    ]
     assert count_inputs(folder) == 3
     with pytest.raises(fmhub.InputError, match="--column"):
         list(iter_inputs(tmp_path / "a.csv", column="sentence"))
@@ -297,8 +392,13 @@ def test_batch_inputs_stream_from_csv_jsonl_and_folders(tmp_path):
 
 def test_resume_refuses_another_world_size(tmp_path, toy_hub):
     data = worker.toy_data(64, 0)
-    fmhub.finetune(fmhub.load("toy:embed"), data, output_dir=str(tmp_path), checkpoint_every=2,
-                   **{**worker.TOY, "epochs": 1})
+    fmhub.finetune(
+        fmhub.load("toy:embed"),
+        data,
+        output_dir=str(tmp_path),
+        checkpoint_every=2,
+        **{**worker.TOY, "epochs": 1},
+    )
     state = tmp_path / "checkpoint" / "state.json"
     saved = json.loads(state.read_text())
     assert saved["world_size"] == 1
@@ -307,8 +407,14 @@ def test_resume_refuses_another_world_size(tmp_path, toy_hub):
 
     seal(state.parent, read_manifest(state.parent))  # as if written so: past the hash check
     with pytest.raises(fmhub.FineTuneError, match="trained on 2 process"):
-        fmhub.finetune(fmhub.load("toy:embed"), data, output_dir=str(tmp_path), checkpoint_every=2,
-                       resume=True, **{**worker.TOY, "epochs": 1})
+        fmhub.finetune(
+            fmhub.load("toy:embed"),
+            data,
+            output_dir=str(tmp_path),
+            checkpoint_every=2,
+            resume=True,
+            **{**worker.TOY, "epochs": 1},
+        )
 
 
 def test_a_failed_launch_names_the_rank(monkeypatch):

@@ -22,9 +22,15 @@ SPECS = {
 
 
 def tier(name: str) -> str:
-    tiers = [t for t, hooks in (("registration", hookspecs.REGISTRATION),
-                                ("owner-dispatched", hookspecs.OWNER_DISPATCHED),
-                                ("broadcast", hookspecs.BROADCAST)) if name in hooks]
+    tiers = [
+        t
+        for t, hooks in (
+            ("registration", hookspecs.REGISTRATION),
+            ("owner-dispatched", hookspecs.OWNER_DISPATCHED),
+            ("broadcast", hookspecs.BROADCAST),
+        )
+        if name in hooks
+    ]
     assert len(tiers) == 1, f"{name} must be in exactly one tier tuple of hookspecs, is in {tiers}"
     return tiers[0]
 
@@ -40,7 +46,9 @@ def sections() -> dict[str, str]:
 
 
 def test_the_hook_tuples_name_only_real_hooks():
-    listed = set(hookspecs.REGISTRATION) | set(hookspecs.OWNER_DISPATCHED) | set(hookspecs.BROADCAST)
+    listed = (
+        set(hookspecs.REGISTRATION) | set(hookspecs.OWNER_DISPATCHED) | set(hookspecs.BROADCAST)
+    )
     assert listed == set(SPECS)
     assert len(SPECS) >= 14
 
@@ -94,7 +102,9 @@ def test_relative_links_point_at_files(path):
     for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
         if "://" in target or target.startswith("mailto:"):
             continue
-        assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to missing {target}"
+        assert (path.parent / target).exists(), (
+            f"{path.relative_to(ROOT)} links to missing {target}"
+        )
 
 
 def test_index_links_every_page():
@@ -124,8 +134,12 @@ def test_the_plugin_package_in_writing_a_plugin_works(tmp_path):
     import tomllib
 
     files = doc_files(ROOT / "docs" / "writing-a-plugin.md")
-    assert set(files) == {"pyproject.toml", "src/fmhub_mini/__init__.py",
-                          "src/fmhub_mini/_impl.py", "tests/test_mini.py"}
+    assert set(files) == {
+        "pyproject.toml",
+        "src/fmhub_mini/__init__.py",
+        "src/fmhub_mini/_impl.py",
+        "tests/test_mini.py",
+    }
     pkg = tmp_path / "fmhub-mini"
     for rel, body in files.items():
         (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -133,8 +147,9 @@ def test_the_plugin_package_in_writing_a_plugin_works(tmp_path):
     meta = tomllib.loads(files["pyproject.toml"])["project"]
     info = pkg / "src" / "fmhub_mini-0.1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\n"
-                                   f"Version: {meta['version']}\n")
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
+    )
     eps = "".join(f"{k} = {v}\n" for k, v in meta["entry-points"]["fmhub"].items())
     (info / "entry_points.txt").write_text("[fmhub]\n" + eps)
     os = __import__("os")
@@ -142,17 +157,28 @@ def test_the_plugin_package_in_writing_a_plugin_works(tmp_path):
     env = {**os.environ, "PYTHONPATH": path, "FMHUB_LOAD_PLUGINS": "mini"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=pkg, env=env, capture_output=True, text=True, timeout=300)
+        cwd=pkg,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
-    listed = subprocess.run([sys.executable, "-m", "fmhub", "list", "mini:*"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "fmhub", "list", "mini:*"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.stdout.split()[:3] == ["mini:chars-16", "embedding", "text"]
 
 
 def test_the_examples_in_results_md_run(toy_hub):
     import doctest
 
-    failures, tried = doctest.testfile(str(ROOT / "docs" / "results.md"), module_relative=False,
-                                       optionflags=doctest.ELLIPSIS)
+    failures, tried = doctest.testfile(
+        str(ROOT / "docs" / "results.md"), module_relative=False, optionflags=doctest.ELLIPSIS
+    )
     assert tried >= 5 and failures == 0

@@ -63,10 +63,12 @@ def test_classification_report_equals_scikit_learn_on_the_models_own_probabiliti
     assert m["accuracy"] == pytest.approx(sk.accuracy_score(ys, pred))
     assert m["macro_f1"] == pytest.approx(sk.f1_score(ys, pred, average="macro"))
     assert m["weighted_recall"] == pytest.approx(sk.recall_score(ys, pred, average="weighted"))
-    assert m["log_loss"] == pytest.approx(sk.log_loss(ys, y_proba=probs, labels=[0, 1, 2]),
-                                          rel=1e-5)
+    assert m["log_loss"] == pytest.approx(
+        sk.log_loss(ys, y_proba=probs, labels=[0, 1, 2]), rel=1e-5
+    )
     assert m["top_2_accuracy"] == pytest.approx(
-        sk.top_k_accuracy_score(ys, probs, k=2, labels=[0, 1, 2]))
+        sk.top_k_accuracy_score(ys, probs, k=2, labels=[0, 1, 2])
+    )
     assert report.details["confusion_matrix"]["matrix"] == sk.confusion_matrix(ys, pred).tolist()
     assert set(report.per_class) == set(LABELS)
     assert report.per_class["mid"]["support"] == int((ys == 1).sum())
@@ -88,11 +90,13 @@ def test_classification_data_forms_agree(classifier, tmp_path):
     as_strings = [(",".join(map(str, x)), y) for x, y in data]
     ids = [(x, LABELS.index(y)) for x, y in data]
     jsonl = tmp_path / "eval.jsonl"
-    jsonl.write_text("".join(json.dumps({"text": ",".join(map(str, x)), "label": y}) + "\n"
-                             for x, y in data))
+    jsonl.write_text(
+        "".join(json.dumps({"text": ",".join(map(str, x)), "label": y}) + "\n" for x, y in data)
+    )
     csv = tmp_path / "eval.csv"
-    csv.write_text("sentence,class\n" + "".join(f'"{",".join(map(str, x))}",{y}\n'
-                                                for x, y in data))
+    csv.write_text(
+        "sentence,class\n" + "".join(f'"{",".join(map(str, x))}",{y}\n' for x, y in data)
+    )
 
     class Dataset(torch.utils.data.Dataset):
         def __len__(self):
@@ -122,8 +126,11 @@ def test_class_per_folder(use_hub, tmp_path):
 def test_bad_classification_data_is_an_input_error_naming_the_row(classifier, tmp_path):
     data = toy_data(5)
     data[3] = (data[3][0], "medium")
-    with pytest.raises(fmhub.InputError, match=r"example 3: label 'medium' is not one the model "
-                                               r"knows.*'low', 'mid', 'high'"):
+    with pytest.raises(
+        fmhub.InputError,
+        match=r"example 3: label 'medium' is not one the model "
+        r"knows.*'low', 'mid', 'high'",
+    ):
         fmhub.evaluate(classifier, data, progress=False)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -137,8 +144,11 @@ def test_bad_classification_data_is_an_input_error_naming_the_row(classifier, tm
         fmhub.evaluate(classifier, [], progress=False)
     nolabel = tmp_path / "nolabel.jsonl"
     nolabel.write_text('{"text": "1,2,3,4", "label": "low"}\n{"text": "1,2,3,4", "y": "low"}\n')
-    with pytest.raises(fmhub.InputError, match=r"nolabel.jsonl line 2 has no label column "
-                                               r"\(label/labels/class\); it has \['text', 'y'\]"):
+    with pytest.raises(
+        fmhub.InputError,
+        match=r"nolabel.jsonl line 2 has no label column "
+        r"\(label/labels/class\); it has \['text', 'y'\]",
+    ):
         fmhub.evaluate(classifier, nolabel, progress=False)
     ragged = tmp_path / "ragged.csv"
     ragged.write_text('text,label\n"1,2,3,4",low\n"1,2,3,4",low,extra\n')
@@ -182,8 +192,11 @@ class MetricPlugin:
 
 
 def test_a_plugin_registers_a_metric_and_metrics_picks_it(classifier, toy_hub):
-    with pytest.raises(fmhub.InvalidOptionError, match="unknown metric 'count'.*Known metrics for "
-                                                      "classification: accuracy, confusion_matrix"):
+    with pytest.raises(
+        fmhub.InvalidOptionError,
+        match="unknown metric 'count'.*Known metrics for "
+        "classification: accuracy, confusion_matrix",
+    ):
         fmhub.evaluate(classifier, toy_data(3), metrics=["accuracy", "count"], progress=False)
     toy_hub.register(MetricPlugin(), name="counting")
     assert "count" in toy_hub.metrics("classification")
@@ -283,9 +296,13 @@ class Oracle:
 
     @hookimpl
     def fmhub_register_models(self, register):
-        for name, task in (("files", "classification"), ("ner", "token-classification"),
-                           ("mask", "fill-mask"), ("asr", "transcription"),
-                           ("gen", "text-generation")):
+        for name, task in (
+            ("files", "classification"),
+            ("ner", "token-classification"),
+            ("mask", "fill-mask"),
+            ("asr", "transcription"),
+            ("gen", "text-generation"),
+        ):
             register(fmhub.ModelSpec(id=f"oracle:{name}", task=task))
 
     @hookimpl
@@ -322,12 +339,28 @@ class Oracle:
                 out.append(Entities(tuple(ents)))
             return out
         if task == "fill-mask":
-            return [FillMask(tuple(TokenScore(w, i, 1.0 / (i + 1), x) for i, w in
-                                   enumerate(x.split("[MASK]")[1].split()))) for x in xs]
+            return [
+                FillMask(
+                    tuple(
+                        TokenScore(w, i, 1.0 / (i + 1), x)
+                        for i, w in enumerate(x.split("[MASK]")[1].split())
+                    )
+                )
+                for x in xs
+            ]
         if task == "transcription":
             return [Transcription(x.replace("uh ", "")) for x in xs]
-        return [_Generated(" ".join(reversed(x.split())), "stop", 1, 1, nll=float(len(x.split())),
-                           tokens=len(x.split())) for x in xs]
+        return [
+            _Generated(
+                " ".join(reversed(x.split())),
+                "stop",
+                1,
+                1,
+                nll=float(len(x.split())),
+                tokens=len(x.split()),
+            )
+            for x in xs
+        ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,9 +389,13 @@ def test_token_classification_from_tags_and_from_character_spans(oracle):
     assert report.task == "token-classification" and report.n_examples == 2
     assert m["precision"] == pytest.approx(1 / 4) and m["recall"] == pytest.approx(1 / 3)
     assert report.per_class["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
-    spans = [("Ada Lovelace met Babbage", [{"label": "PER", "start": 0, "end": 12},
-                                           {"label": "PER", "start": 17, "end": 24}]),
-             {"text": "in London today", "entities": [["LOC", 3, 9]]}]
+    spans = [
+        (
+            "Ada Lovelace met Babbage",
+            [{"label": "PER", "start": 0, "end": 12}, {"label": "PER", "start": 17, "end": 24}],
+        ),
+        {"text": "in London today", "entities": [["LOC", 3, 9]]},
+    ]
     assert fmhub.evaluate(model, spans, progress=False).metrics == m
     dicts = [{"tokens": t, "ner_tags": g} for t, g in tagged]
     assert fmhub.evaluate(model, dicts, progress=False).metrics == m
@@ -370,11 +407,16 @@ def test_token_classification_from_tags_and_from_character_spans(oracle):
 
 def test_fill_mask(oracle):
     model = oracle.load("oracle:mask")
-    data = [("Paris is the [MASK] capital city", "capital"),
-            ("the [MASK] sky blue", "blue"), {"text": "x [MASK] y z", "answer": "q"}]
+    data = [
+        ("Paris is the [MASK] capital city", "capital"),
+        ("the [MASK] sky blue", "blue"),
+        {"text": "x [MASK] y z", "answer": "q"},
+    ]
     report = fmhub.evaluate(model, data, progress=False, k=3)
-    assert report.metrics == {"top_1_accuracy": pytest.approx(1 / 3),
-                              "top_3_accuracy": pytest.approx(2 / 3)}
+    assert report.metrics == {
+        "top_1_accuracy": pytest.approx(1 / 3),
+        "top_3_accuracy": pytest.approx(2 / 3),
+    }
 
 
 def test_transcription_wer_and_cer(oracle, tmp_path):
@@ -394,8 +436,9 @@ def test_transcription_wer_and_cer(oracle, tmp_path):
 def test_generation_exact_match_chrf_and_perplexity(oracle):
     model = oracle.load("oracle:gen")
     data = [("b a", "a b"), ("one two three", "three two one"), ("x y", "nope")]
-    report = fmhub.evaluate(model, data, metrics=["exact_match", "chrf", "perplexity"],
-                            progress=False)
+    report = fmhub.evaluate(
+        model, data, metrics=["exact_match", "chrf", "perplexity"], progress=False
+    )
     assert report.metrics["exact_match"] == pytest.approx(2 / 3)
     assert 0 < report.metrics["chrf"] < 100
     assert report.metrics["perplexity"] == pytest.approx(np.exp((2 + 3 + 2) / 7))
@@ -426,34 +469,44 @@ def test_retrieval_from_pairs_equals_a_direct_computation(toy_hub):
     rel = np.array([[1.0 if (q, d) in set(pairs) else 0.0 for d in used] for q in queries])
     scores = embed(model, queries) @ embed(model, used).T
     for k in (1, 5, 30):
-        assert report.metrics[f"ndcg@{k}"] == pytest.approx(sk.ndcg_score(rel, scores, k=k),
-                                                            rel=1e-5)
+        assert report.metrics[f"ndcg@{k}"] == pytest.approx(
+            sk.ndcg_score(rel, scores, k=k), rel=1e-5
+        )
     assert report.metrics["recall@30"] == pytest.approx(1.0)
     assert report.details["recall_at_k"]["k"] == [1, 5, 30]
 
 
 def write_beir(folder: Path, qrels: str) -> Path:
     folder.mkdir()
-    (folder / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": f"d{i}", "title": "", "text": vec(200 + i)}) + "\n" for i in range(8)))
-    (folder / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": f"q{i}", "text": vec(300 + i)}) + "\n" for i in range(3)))
+    (folder / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": f"d{i}", "title": "", "text": vec(200 + i)}) + "\n" for i in range(8)
+        )
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": vec(300 + i)}) + "\n" for i in range(3))
+    )
     (folder / "qrels.tsv").write_text(qrels)
     return folder
 
 
 def test_retrieval_from_a_corpus_and_qrels(toy_hub, tmp_path):
     model = fmhub.load("toy:embed")
-    folder = write_beir(tmp_path / "beir",
-                        "query-id\tcorpus-id\tscore\nq0\td1\t1\nq0\td2\t2\nq1\td5\t1\nq2\td0\t0\n")
+    folder = write_beir(
+        tmp_path / "beir",
+        "query-id\tcorpus-id\tscore\nq0\td1\t1\nq0\td2\t2\nq1\td5\t1\nq2\td0\t0\n",
+    )
     report = fmhub.evaluate(model, folder, progress=False, ks=[1, 8])
     assert report.n_examples == 2  # q2 has no relevant document (score 0)
     assert report.metrics["recall@8"] == 1.0
-    as_dict = {"corpus": {f"d{i}": vec(200 + i) for i in range(8)},
-               "queries": {f"q{i}": vec(300 + i) for i in range(3)},
-               "qrels": {"q0": {"d1": 1, "d2": 2}, "q1": {"d5": 1}}}
+    as_dict = {
+        "corpus": {f"d{i}": vec(200 + i) for i in range(8)},
+        "queries": {f"q{i}": vec(300 + i) for i in range(3)},
+        "qrels": {"q0": {"d1": 1, "d2": 2}, "q1": {"d5": 1}},
+    }
     assert fmhub.evaluate(model, as_dict, progress=False, ks=[1, 8]).metrics == pytest.approx(
-        report.metrics)
+        report.metrics
+    )
     ragged = write_beir(tmp_path / "ragged", "q0\td1\t1\nq1\td5\n")
     with pytest.raises(fmhub.InputError, match=r"qrels.tsv line 2 has 2 fields"):
         fmhub.evaluate(model, ragged, progress=False)
@@ -474,13 +527,15 @@ def test_sts_correlations_equal_scipy(toy_hub, tmp_path):
     assert report.task == "sts"
     a, b = embed(model, [t[0] for t in triples]), embed(model, [t[1] for t in triples])
     cos, gold = (a * b).sum(1), [t[2] for t in triples]
-    assert report.metrics["spearman"] == pytest.approx(stats.spearmanr(cos, gold).statistic,
-                                                       abs=1e-6)
-    assert report.metrics["pearson"] == pytest.approx(stats.pearsonr(cos, gold).statistic,
-                                                      abs=1e-6)
+    assert report.metrics["spearman"] == pytest.approx(
+        stats.spearmanr(cos, gold).statistic, abs=1e-6
+    )
+    assert report.metrics["pearson"] == pytest.approx(stats.pearsonr(cos, gold).statistic, abs=1e-6)
     path = tmp_path / "sts.csv"
-    path.write_text("sentence1\tsentence2\tscore\n".replace("\t", ",") + "".join(
-        f'"{x}","{y}",{s}\n' for x, y, s in triples))
+    path.write_text(
+        "sentence1\tsentence2\tscore\n".replace("\t", ",")
+        + "".join(f'"{x}","{y}",{s}\n' for x, y, s in triples)
+    )
     assert fmhub.evaluate(model, path, progress=False).metrics == pytest.approx(report.metrics)
     with pytest.raises(fmhub.InputError, match="example 1: the score 'high' is not a number"):
         fmhub.evaluate(model, [triples[0], (vec(1), vec(2), "high")], progress=False)
@@ -497,8 +552,11 @@ def test_plots_are_written_as_png(classifier, toy_hub, tmp_path):
     pytest.importorskip("matplotlib")
     report = fmhub.evaluate(classifier, toy_data(100), progress=False)
     paths = report.plot(tmp_path / "plots")
-    assert sorted(p.name for p in paths) == ["confusion_matrix.png", "per_class_f1.png",
-                                             "reliability.png"]
+    assert sorted(p.name for p in paths) == [
+        "confusion_matrix.png",
+        "per_class_f1.png",
+        "reliability.png",
+    ]
     assert all(is_png(p) for p in paths)
     pairs = [(vec(i), vec(100 + i)) for i in range(10)]
     retrieval = fmhub.evaluate(fmhub.load("toy:embed"), pairs, progress=False)
@@ -511,8 +569,9 @@ def test_plots_are_written_as_png(classifier, toy_hub, tmp_path):
 
 
 def write_jsonl(path: Path, data) -> Path:
-    path.write_text("".join(json.dumps({"text": ",".join(map(str, x)), "label": y}) + "\n"
-                            for x, y in data))
+    path.write_text(
+        "".join(json.dumps({"text": ",".join(map(str, x)), "label": y}) + "\n" for x, y in data)
+    )
     return path
 
 
@@ -521,8 +580,26 @@ def test_fmhub_eval_prints_a_table_json_and_writes_plots(toy_hub, tmp_path, caps
     assert main(["eval", "toy:classify", "--data", str(data)]) == 0
     out = capsys.readouterr().out
     assert "Evaluation of toy:classify" in out and "macro_f1" in out and "confusion" in out
-    assert main(["eval", "toy:classify", "--data", str(data), "--json", "--metrics", "accuracy",
-                 "f1", "confusion_matrix", "--plots", str(tmp_path / "p"), "-s", "k=2"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "toy:classify",
+                "--data",
+                str(data),
+                "--json",
+                "--metrics",
+                "accuracy",
+                "f1",
+                "confusion_matrix",
+                "--plots",
+                str(tmp_path / "p"),
+                "-s",
+                "k=2",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["n_examples"] == 30 and report["options"] == {"k": 2}
@@ -541,9 +618,27 @@ def test_fmhub_eval_on_an_adapter_folder_and_finetune_eval(toy_hub, tmp_path, ca
     held = [(x, "pos" if x[0] + x[1] > 0 else "neg") for x in toy_inputs(64, 6)]
     write_jsonl(tmp_path / "train.jsonl", train)
     write_jsonl(tmp_path / "held.jsonl", held)
-    assert main(["finetune", "toy:embed", "--train", str(tmp_path / "train.jsonl"), "--eval",
-                 str(tmp_path / "held.jsonl"), "--output", str(tmp_path / "run"), "-c",
-                 "epochs=4", "-c", "learning_rate=0.02", "-c", "progress=false"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "toy:embed",
+                "--train",
+                str(tmp_path / "train.jsonl"),
+                "--eval",
+                str(tmp_path / "held.jsonl"),
+                "--output",
+                str(tmp_path / "run"),
+                "-c",
+                "epochs=4",
+                "-c",
+                "learning_rate=0.02",
+                "-c",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert "Evaluation of toy:embed + lora adapter" in captured.err
@@ -552,8 +647,7 @@ def test_fmhub_eval_on_an_adapter_folder_and_finetune_eval(toy_hub, tmp_path, ca
     assert evaluation["metrics"]["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
     assert evaluation["metrics"]["macro_f1"] == pytest.approx(summary["metrics"]["macro_f1"])
     assert evaluation["metrics"]["log_loss"] == pytest.approx(summary["metrics"]["loss"])
-    assert main(["eval", summary["adapter"], "--data", str(tmp_path / "held.jsonl"),
-                 "--json"]) == 0
+    assert main(["eval", summary["adapter"], "--data", str(tmp_path / "held.jsonl"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["metrics"] == pytest.approx(evaluation["metrics"], rel=1e-6)
     assert report["labels"] == ["neg", "pos"]
@@ -563,8 +657,7 @@ def test_finetuning_history_is_computed_by_the_evaluation_code(toy_hub):
     train = [(x, "pos" if x[0] + x[1] > 0 else "neg") for x in toy_inputs(96, 7)]
     held = [(x, "pos" if x[0] + x[1] > 0 else "neg") for x in toy_inputs(40, 8)]
     model = fmhub.load("toy:embed")
-    result = fmhub.finetune(model, train, eval=held, epochs=2, learning_rate=0.02,
-                            progress=False)
+    result = fmhub.finetune(model, train, eval=held, epochs=2, learning_rate=0.02, progress=False)
     report = fmhub.evaluate(model, held, progress=False)
     last = result.history[-1]
     assert last["accuracy"] == report.metrics["accuracy"]
@@ -587,10 +680,12 @@ def test_the_metric_example_in_the_docs_runs(classifier, toy_hub):
 
     toy_hub.register(DocPlugin(), name="doc-metric")
     data = toy_data(60)
-    report = fmhub.evaluate(classifier, data, metrics=["accuracy", "worst_class"],
-                            progress=False)
-    matrix = np.array(fmhub.evaluate(classifier, data, metrics=["confusion_matrix"],
-                                     progress=False).details["confusion_matrix"]["matrix"])
+    report = fmhub.evaluate(classifier, data, metrics=["accuracy", "worst_class"], progress=False)
+    matrix = np.array(
+        fmhub.evaluate(classifier, data, metrics=["confusion_matrix"], progress=False).details[
+            "confusion_matrix"
+        ]["matrix"]
+    )
     wrong = matrix.sum(1) - np.diag(matrix)
     assert report.metrics["worst_class_errors"] == float(wrong.max())
 

@@ -30,8 +30,7 @@ def metric(task: str, name: str):
 
 
 def run(task: str, name: str, batches, labels=None, **options):
-    ctx = EvalContext(task=task, labels=labels,
-                      options=_TaskOptions(EvalOptions(**options), task))
+    ctx = EvalContext(task=task, labels=labels, options=_TaskOptions(EvalOptions(**options), task))
     acc = metric(task, name).start(ctx)
     for b in batches:
         acc.update(b)
@@ -62,8 +61,13 @@ def class_batches(probs, targets, rng):
     return [{"probs": probs[s], "targets": targets[s]} for s in split(len(targets), rng)]
 
 
-CASES = [(500, 5, 0, False), (300, 4, 1, True), (1, 3, 2, False), (40, 2, 3, False),
-         (200, 12, 4, True)]
+CASES = [
+    (500, 5, 0, False),
+    (300, 4, 1, True),
+    (1, 3, 2, False),
+    (40, 2, 3, False),
+    (200, 12, 4, True),
+]
 
 
 @pytest.mark.parametrize("n,c,seed,skew", CASES)
@@ -73,7 +77,8 @@ def test_classification_metrics_equal_scikit_learn(n, c, seed, skew):
     labels = tuple(f"c{i}" for i in range(c))
     pred = probs.argmax(1)
     assert run("classification", "accuracy", batches, labels).values["accuracy"] == pytest.approx(
-        sk.accuracy_score(targets, pred))
+        sk.accuracy_score(targets, pred)
+    )
     # the confusion matrix
     cm = run("classification", "confusion_matrix", batches, labels).details["confusion_matrix"]
     assert cm["labels"] == list(labels)
@@ -93,10 +98,10 @@ def test_classification_metrics_equal_scikit_learn(n, c, seed, skew):
             assert row == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     for avg in ("macro", "weighted"):
         for col in ("precision", "recall", "f1"):
-            want = sk.precision_recall_fscore_support(targets, pred, average=avg,
-                                                      zero_division=0)
+            want = sk.precision_recall_fscore_support(targets, pred, average=avg, zero_division=0)
             assert res.values[f"{avg}_{col}"] == pytest.approx(
-                want[("precision", "recall", "f1")[0:3].index(col)]), (avg, col)
+                want[("precision", "recall", "f1")[0:3].index(col)]
+            ), (avg, col)
     micro = sk.f1_score(targets, pred, average="micro")
     assert res.values["micro_f1"] == pytest.approx(micro)
     assert res.values["micro_precision"] == pytest.approx(micro)
@@ -108,7 +113,8 @@ def test_classification_metrics_equal_scikit_learn(n, c, seed, skew):
         k = 2
         got = run("classification", "top_k_accuracy", batches, labels, k=k).values
         assert got[f"top_{k}_accuracy"] == pytest.approx(
-            sk.top_k_accuracy_score(targets, probs, k=k, labels=range(c)))
+            sk.top_k_accuracy_score(targets, probs, k=k, labels=range(c))
+        )
 
 
 def ece_reference(probs, targets, bins):
@@ -118,8 +124,11 @@ def ece_reference(probs, targets, bins):
         lo, hi = b / bins, (b + 1) / bins
         inside = (conf > lo) & (conf <= hi) if b else (conf >= lo) & (conf <= hi)
         if inside.any():
-            total += inside.sum() / len(conf) * abs((pred[inside] == targets[inside]).mean()
-                                                    - conf[inside].mean())
+            total += (
+                inside.sum()
+                / len(conf)
+                * abs((pred[inside] == targets[inside]).mean() - conf[inside].mean())
+            )
     return total
 
 
@@ -151,12 +160,12 @@ def test_perfect_and_hopeless_classifiers():
     labels = ("a", "b", "c")
     f1 = run("classification", "f1", [{"probs": probs, "targets": targets}], labels).values
     assert f1["macro_f1"] == f1["micro_f1"] == f1["weighted_f1"] == 1.0
-    assert run("classification", "log_loss", [{"probs": probs, "targets": targets}],
-               labels).values["log_loss"] == pytest.approx(0.0, abs=1e-12)
+    assert run("classification", "log_loss", [{"probs": probs, "targets": targets}], labels).values[
+        "log_loss"
+    ] == pytest.approx(0.0, abs=1e-12)
     wrong = np.eye(3)[[1, 2, 0, 0]]
     ll = run("classification", "log_loss", [{"probs": wrong, "targets": targets}]).values
-    assert ll["log_loss"] == pytest.approx(
-        sk.log_loss(targets, y_proba=wrong, labels=range(3)))
+    assert ll["log_loss"] == pytest.approx(sk.log_loss(targets, y_proba=wrong, labels=range(3)))
 
 
 # -- token classification: seqeval ----------------------------------------------------------------
@@ -181,7 +190,8 @@ def check_against_seqeval(y_true, y_pred, rng):
     for avg in ("macro", "weighted"):
         for col in ("precision", "recall", "f1-score"):
             assert res.values[f"{avg}_{col.removesuffix('-score')}"] == pytest.approx(
-                ref[f"{avg} avg"][col]), (avg, col)
+                ref[f"{avg} avg"][col]
+            ), (avg, col)
     types = {k for k in ref if not k.endswith(" avg")}
     assert set(res.per_class) == types
     for t in types:
@@ -192,8 +202,11 @@ def check_against_seqeval(y_true, y_pred, rng):
 def test_entity_f1_equals_seqeval_on_its_documented_example():
     y_true = [["O", "O", "O", "B-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
     y_pred = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
-    res = run("token-classification", "entity_f1",
-              entity_batches(y_true, y_pred, np.random.default_rng(0)))
+    res = run(
+        "token-classification",
+        "entity_f1",
+        entity_batches(y_true, y_pred, np.random.default_rng(0)),
+    )
     assert res.values["f1"] == pytest.approx(0.5)
     check_against_seqeval(y_true, y_pred, np.random.default_rng(0))
 
@@ -226,8 +239,10 @@ def test_entity_f1_equals_seqeval_on_random_tags(seed):
 
 
 def test_fill_mask_top_k():
-    batch = {"candidates": [["paris", "lyon"], ["##ing", "ed"], [" Rome", "Milan"], ["x", "y"]],
-             "gold": ["paris", "ed", "rome", "z"]}
+    batch = {
+        "candidates": [["paris", "lyon"], ["##ing", "ed"], [" Rome", "Milan"], ["x", "y"]],
+        "gold": ["paris", "ed", "rome", "z"],
+    }
     res = run("fill-mask", "top_k_accuracy", [batch], k=2).values
     # sub-word markers and outer spaces are ignored; case is not
     assert res == {"top_1_accuracy": 0.25, "top_2_accuracy": 0.5}
@@ -266,12 +281,18 @@ def test_retrieval_metrics_equal_references(seed):
 
 
 def test_retrieval_hand_checked():
-    batch = {"ranked": [["a", "b", "c"], ["c", "a", "b"]],
-             "relevant": [{"b": 1.0}, {"a": 1.0, "b": 1.0}]}
-    assert run("retrieval", "mrr", [batch], ks=(1, 3)).values == {"mrr@1": 0.0,
-                                                                  "mrr@3": (0.5 + 0.5) / 2}
-    assert run("retrieval", "recall", [batch], ks=(1, 2)).values == {"recall@1": 0.0,
-                                                                     "recall@2": (1 + 0.5) / 2}
+    batch = {
+        "ranked": [["a", "b", "c"], ["c", "a", "b"]],
+        "relevant": [{"b": 1.0}, {"a": 1.0, "b": 1.0}],
+    }
+    assert run("retrieval", "mrr", [batch], ks=(1, 3)).values == {
+        "mrr@1": 0.0,
+        "mrr@3": (0.5 + 0.5) / 2,
+    }
+    assert run("retrieval", "recall", [batch], ks=(1, 2)).values == {
+        "recall@1": 0.0,
+        "recall@2": (1 + 0.5) / 2,
+    }
     ndcg = run("retrieval", "ndcg", [batch], ks=(3,)).values["ndcg@3"]
     q1 = (1 / math.log2(3)) / 1
     q2 = (1 / math.log2(3) + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
@@ -293,9 +314,11 @@ def test_sts_correlations_equal_scipy(seed, ties):
         gold, cos = np.round(gold), np.round(cos, 1)
     batches = [{"cosine": cos[s], "gold": gold[s]} for s in split(n, rng)]
     assert run("sts", "spearman", batches).values["spearman"] == pytest.approx(
-        stats.spearmanr(cos, gold).statistic, abs=1e-12)
+        stats.spearmanr(cos, gold).statistic, abs=1e-12
+    )
     assert run("sts", "pearson", batches).values["pearson"] == pytest.approx(
-        stats.pearsonr(cos, gold).statistic, abs=1e-12)
+        stats.pearsonr(cos, gold).statistic, abs=1e-12
+    )
 
 
 def test_pearson_is_stable_far_from_zero():
@@ -304,7 +327,8 @@ def test_pearson_is_stable_far_from_zero():
     y = x + rng.normal(size=1000)
     batches = [{"cosine": x[s], "gold": y[s]} for s in split(1000, rng)]
     assert run("sts", "pearson", batches).values["pearson"] == pytest.approx(
-        stats.pearsonr(x, y).statistic, rel=1e-9)
+        stats.pearsonr(x, y).statistic, rel=1e-9
+    )
 
 
 # -- transcription: a hand-checked WER / CER table ------------------------------------------------
@@ -312,14 +336,14 @@ def test_pearson_is_stable_far_from_zero():
 WER_TABLE = [
     # reference, hypothesis, word edits, reference words, char edits, reference chars
     ("the cat sat", "the cat sat", 0, 3, 0, 11),
-    ("the cat sat", "the bat sat", 1, 3, 1, 11),                 # one substitution
-    ("the cat sat", "the cat", 1, 3, 4, 11),                     # one deletion (" sat")
-    ("the cat sat", "the cat sat down", 1, 3, 5, 11),            # one insertion (" down")
-    ("The Cat, sat!", "the cat sat", 0, 3, 0, 11),               # case and punctuation normalised
-    ("don't stop", "dont stop", 1, 2, 1, 10),                    # inner apostrophe kept
-    ("'quoted' word", "quoted word", 0, 2, 0, 11),               # outer quotes dropped
-    ("a b c d", "x", 4, 4, 7, 7),                                # 3 deletions + 1 substitution
-    ("ｆｕｌｌ width", "full width", 0, 2, 0, 10),                 # NFKC
+    ("the cat sat", "the bat sat", 1, 3, 1, 11),  # one substitution
+    ("the cat sat", "the cat", 1, 3, 4, 11),  # one deletion (" sat")
+    ("the cat sat", "the cat sat down", 1, 3, 5, 11),  # one insertion (" down")
+    ("The Cat, sat!", "the cat sat", 0, 3, 0, 11),  # case and punctuation normalised
+    ("don't stop", "dont stop", 1, 2, 1, 10),  # inner apostrophe kept
+    ("'quoted' word", "quoted word", 0, 2, 0, 11),  # outer quotes dropped
+    ("a b c d", "x", 4, 4, 7, 7),  # 3 deletions + 1 substitution
+    ("ｆｕｌｌ width", "full width", 0, 2, 0, 10),  # NFKC
 ]
 
 
@@ -338,8 +362,9 @@ def test_wer_is_corpus_level_and_normalisation_can_be_turned_off():
     assert wer(refs, hyps) == pytest.approx(total)
     batches = [{"ref": refs[:4], "hyp": hyps[:4]}, {"ref": refs[4:], "hyp": hyps[4:]}]
     assert run("transcription", "wer", batches).values["wer"] == pytest.approx(total)
-    raw = run("transcription", "wer", [{"ref": ["The cat."], "hyp": ["the cat"]}],
-              normalize=False).values["wer"]
+    raw = run(
+        "transcription", "wer", [{"ref": ["The cat."], "hyp": ["the cat"]}], normalize=False
+    ).values["wer"]
     assert raw == 1.0  # "The" != "the", "cat." != "cat"
     assert normalize_transcript("  Hello,   WORLD!  ") == "hello world"
     assert edit_distance("kitten", "sitting") == 3
@@ -355,10 +380,22 @@ def test_wer_with_an_empty_reference():
 
 def test_exact_match_and_chrf_equal_sacrebleu():
     sacrebleu = pytest.importorskip("sacrebleu")
-    refs = ["The cat sat on the mat.", "Hello world", "a", "completely different", "",
-            "Ünïcödé text here"]
-    hyps = ["The cat sat on a mat.", "Hello world ", "b", "nothing alike at all", "x",
-            "Unicode text here"]
+    refs = [
+        "The cat sat on the mat.",
+        "Hello world",
+        "a",
+        "completely different",
+        "",
+        "Ünïcödé text here",
+    ]
+    hyps = [
+        "The cat sat on a mat.",
+        "Hello world ",
+        "b",
+        "nothing alike at all",
+        "x",
+        "Unicode text here",
+    ]
     want = sacrebleu.corpus_chrf(hyps, [refs]).score
     assert chrf(refs, hyps) == pytest.approx(want, abs=1e-9)
     batches = [{"ref": refs[:2], "hyp": hyps[:2]}, {"ref": refs[2:], "hyp": hyps[2:]}]

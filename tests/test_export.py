@@ -23,8 +23,9 @@ def _cache(tmp_path, monkeypatch):
 
 
 def _close(a, b, tol=1e-4):
-    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
-                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol
+    )
 
 
 def _same_classes(got, expected):
@@ -43,7 +44,9 @@ def test_toy_export_cli_loads_back_on_onnxruntime(toy_hub, tmp_path, capsys):
     out = tmp_path / "toy-onnx"
     assert main(["export", "toy:classify", "--format", "onnx", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "parity on inputs {'x': [3, 4]}: max abs diff" in printed and "same top-1 True" in printed
+    assert (
+        "parity on inputs {'x': [3, 4]}: max abs diff" in printed and "same top-1 True" in printed
+    )
     assert (out / "model.onnx").is_file()
     m = _manifest(out)
     assert m["options"]["runtime"] == "onnxruntime"
@@ -124,12 +127,15 @@ def test_embedding_tolerance_is_cosine(toy_hub, tmp_path):
             return spec
 
     toy_hub.register(Rotate(), name="rotate")
-    with pytest.raises(fmhub.ExportError, match=r"min cosine 0\.\d+: outside the tolerance \(cosine >= 0.9999\)"):
+    with pytest.raises(
+        fmhub.ExportError, match=r"min cosine 0\.\d+: outside the tolerance \(cosine >= 0.9999\)"
+    ):
         fmhub.load("toy:embed").export(tmp_path / "bad")
 
 
-def test_a_plugin_without_the_hook_or_a_bad_format_is_a_clear_error(family, use_hub, tmp_path,
-                                                                     toy_hub):
+def test_a_plugin_without_the_hook_or_a_bad_format_is_a_clear_error(
+    family, use_hub, tmp_path, toy_hub
+):
     with pytest.raises(fmhub.InputError, match="Unknown export format 'tflite'"):
         fmhub.load("toy:embed").export(tmp_path / "x", format="tflite")
     hub = use_hub(fmhub.Hub(entry_points=False))
@@ -142,11 +148,11 @@ def test_toy_lora_adapter_is_merged_before_export(toy_hub, tmp_path):
     import random
 
     rng = random.Random(0)
-    train = [([rng.uniform(-1, 1) for _ in range(4)], "pos" if i % 2 else "neg")
-             for i in range(64)]
+    train = [([rng.uniform(-1, 1) for _ in range(4)], "pos" if i % 2 else "neg") for i in range(64)]
     model = fmhub.load("toy:embed")
-    fmhub.finetune(model, train, method="lora", max_steps=4, learning_rate=5e-2,
-                   batch_size=16, progress=False)
+    fmhub.finetune(
+        model, train, method="lora", max_steps=4, learning_rate=5e-2, batch_size=16, progress=False
+    )
     assert model.adapter is not None
     out = model.export(tmp_path / "merged")
     assert model.adapter is not None  # the caller's model keeps its adapter
@@ -210,8 +216,7 @@ def test_timm_classifier_and_embedding(family_hub, tmp_path):
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (64 + 10 * i, 80, 3), dtype=np.uint8) for i in range(5)]
     for task in ("classification", "embedding"):
-        model = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu",
-                           task=task)
+        model = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu", task=task)
         onnx_model = fmhub.load(model.export(tmp_path / task))
         got, expected = onnx_model.predict(images), model.predict(images)
         if task == "classification":
@@ -222,22 +227,29 @@ def test_timm_classifier_and_embedding(family_hub, tmp_path):
 
 def test_torchaudio_transcription_and_embedding(family_hub, tmp_path):
     ta = pytest.importorskip("fmhub_torchaudio.testing")
-    waves = [(np.sin(np.arange(n) / (5 + n % 7)).astype(np.float32) * 0.3, 16000)
-             for n in (4000, 9000, 6500, 12000)]
+    waves = [
+        (np.sin(np.arange(n) / (5 + n % 7)).astype(np.float32) * 0.3, 16000)
+        for n in (4000, 9000, 6500, 12000)
+    ]
     asr = fmhub.load("torchaudio:models.wav2vec2_model", device="cpu", **ta.tiny_options(asr=True))
     onnx_asr = fmhub.load(asr.export(tmp_path / "asr"))
     assert [r.text for r in onnx_asr.predict(waves)] == [r.text for r in asr.predict(waves)]
     emb = fmhub.load("torchaudio:models.wav2vec2_model", device="cpu", **ta.tiny_options())
     out = emb.export(tmp_path / "emb")
     assert _manifest(out)["info"]["export"]["dynamic_axes"]["waveforms"] == {
-        "0": "batch", "1": "time"}
+        "0": "batch",
+        "1": "time",
+    }
     _close(np.stack(fmhub.load(out).predict(waves)), np.stack(emb.predict(waves)))
 
 
 def test_torchaudio_group_norm_front_end_is_refused(family_hub, tmp_path):
     ta = pytest.importorskip("fmhub_torchaudio.testing")
-    model = fmhub.load("torchaudio:models.wav2vec2_model", device="cpu",
-                       **ta.tiny_options(extractor_mode="group_norm"))
+    model = fmhub.load(
+        "torchaudio:models.wav2vec2_model",
+        device="cpu",
+        **ta.tiny_options(extractor_mode="group_norm"),
+    )
     with pytest.raises(fmhub.ExportError, match="group_norm front end"):
         model.export(tmp_path / "x")
 
@@ -269,8 +281,10 @@ def test_bert_export_fuses_attention_for_onnxruntime(family_hub, tmp_path):
     model = fmhub.load(folder, device="cpu")
     fused = model.export(tmp_path / "fused")
     plain = model.export(tmp_path / "plain", fuse=False)
-    ops = {name: collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx"))
-                                     .graph.node) for name, out in (("f", fused), ("p", plain))}
+    ops = {
+        name: collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node)
+        for name, out in (("f", fused), ("p", plain))
+    }
     report = _manifest(fused)["info"]["export"]["parity"]
     assert report["fusions"].get("attention", 0) >= 1 and ops["f"]["Attention"] >= 1
     assert ops["p"]["Attention"] == 0 and ops["p"]["Softmax"] >= 1
@@ -308,16 +322,21 @@ def test_int8_keeps_the_feed_forward_down_projection_and_the_head_in_float():
 
     from fmhub.export import _keep_float
 
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
-             helper.make_node("Gelu", ["h"], ["g"], name="act", domain="com.microsoft"),
-             helper.make_node("MatMul", ["g", "w2"], ["y"], name="down"),
-             helper.make_node("MatMul", ["y", "w3"], ["z"], name="inner"),
-             helper.make_node("Relu", ["z"], ["r"], name="relu"),
-             helper.make_node("MatMul", ["r", "w4"], ["hh"], name="head"),
-             helper.make_node("Add", ["hh", "b"], ["logits"], name="bias")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info(
-            "logits", TensorProto.FLOAT, [1, 4])])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
+        helper.make_node("Gelu", ["h"], ["g"], name="act", domain="com.microsoft"),
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="down"),
+        helper.make_node("MatMul", ["y", "w3"], ["z"], name="inner"),
+        helper.make_node("Relu", ["z"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w4"], ["hh"], name="head"),
+        helper.make_node("Add", ["hh", "b"], ["logits"], name="bias"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
+    )
     assert _keep_float(graph) == ["down", "head"]
 
 

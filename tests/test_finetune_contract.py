@@ -36,8 +36,11 @@ XS = [x for x, _ in EVAL]
 
 def doc_method_module() -> types.ModuleType:
     text = (Path(__file__).resolve().parents[1] / "docs" / "finetuning.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-              if "class Layers(fmhub.FineTuneMethod)" in b]
+    blocks = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+        if "class Layers(fmhub.FineTuneMethod)" in b
+    ]
     assert len(blocks) == 1, "docs/finetuning.md must show the Layers method once"
     module = types.ModuleType("fmhub_docs_layers")
     exec(compile(blocks[0], "docs/finetuning.md", "exec"), module.__dict__)  # noqa: S102
@@ -72,14 +75,25 @@ def assert_same(a, b, atol=1e-6):
 def test_a_method_written_from_the_docs_trains_saves_and_reloads(hub_with_method, tmp_path):
     model = fmhub.load("toy:embed")
     fc1 = model.module.fc1.weight.detach().clone()
-    result = fmhub.finetune(model, TRAIN, eval=EVAL, method="layers",
-                            method_options={"layers": ["fc2"]}, output_dir=str(tmp_path), **FAST)
+    result = fmhub.finetune(
+        model,
+        TRAIN,
+        eval=EVAL,
+        method="layers",
+        method_options={"layers": ["fc2"]},
+        output_dir=str(tmp_path),
+        **FAST,
+    )
     assert result.metrics["accuracy"] >= 0.8, result.history
     assert (model.module.fc1.weight == fc1).all(), "fc1 is not one of the trained layers"
     adapter = model.adapter
     assert isinstance(adapter, fmhub.Adapter)
     assert (adapter.method, adapter.options, adapter.head, adapter.modules) == (
-        "layers", {"layers": ["fc2"]}, ["head"], ["fc2"])
+        "layers",
+        {"layers": ["fc2"]},
+        ["head"],
+        ["fc2"],
+    )
     assert adapter.peft is None and adapter.fingerprint["shapes"]["fc2.weight"] == [16, 16]
     assert adapter.training["steps"] == result.steps and adapter.training["metrics"]
     manifest = json.loads((result.adapter_path / "fmhub.json").read_text())
@@ -105,19 +119,29 @@ def test_the_adapter_of_a_peft_method_holds_the_peft_model(toy_hub):
     assert "peft" not in model.adapter.to_manifest()
 
 
-def test_an_unregistered_instance_trains_and_reloading_needs_it_registered(use_hub, monkeypatch,
-                                                                            tmp_path):
+def test_an_unregistered_instance_trains_and_reloading_needs_it_registered(
+    use_hub, monkeypatch, tmp_path
+):
     monkeypatch.setenv("FMHUB_LOAD_PLUGINS", "toy")
     use_hub(fmhub.Hub())
     model = fmhub.load("toy:embed")
     assert "layers" not in model.hub.finetune_methods()
-    result = fmhub.finetune(model, TRAIN, method=Layers(), method_options={"layers": ["fc1"]},
-                            output_dir=str(tmp_path), **FAST)
+    result = fmhub.finetune(
+        model,
+        TRAIN,
+        method=Layers(),
+        method_options={"layers": ["fc1"]},
+        output_dir=str(tmp_path),
+        **FAST,
+    )
     assert model.adapter.method == "layers" and model.adapter.modules == ["fc1"]
     plan = fmhub.finetune_plan(fmhub.load("toy:embed"), Layers())
     assert plan.method == "layers" and plan.modules == ["fc2"]
-    with pytest.raises(fmhub.ManifestError, match=r"method 'layers', which no installed plugin "
-                       r"registers; register it with the fmhub_register_finetune_methods hook"):
+    with pytest.raises(
+        fmhub.ManifestError,
+        match=r"method 'layers', which no installed plugin "
+        r"registers; register it with the fmhub_register_finetune_methods hook",
+    ):
         fmhub.load(str(result.adapter_path))
     fmhub.get_hub().register(LayersPlugin(), name="layers-method")
     again = fmhub.load(str(result.adapter_path))

@@ -84,8 +84,9 @@ def trainer(model, data=TRAIN, **cfg):
 
 def spread(batches, data) -> float:
     """Mean, over batches, of the range of sizes in a batch."""
-    return sum(max(size(data[i][0]) for i in b) - min(size(data[i][0]) for i in b)
-               for b in batches) / len(batches)
+    return sum(
+        max(size(data[i][0]) for i in b) - min(size(data[i][0]) for i in b) for b in batches
+    ) / len(batches)
 
 
 def test_batches_are_grouped_reproducible_and_hold_every_example_once(lengths):
@@ -117,8 +118,9 @@ def test_grouped_batches_keep_one_short_batch_and_mix_buckets():
     assert sorted(i for b in batches for i in b) == list(range(n))
     assert len(batches) == -(-n // bs) and sum(len(b) < bs for b in batches) == 1
     # the first batch of the epoch is not always the longest bucket's first
-    firsts = {grouped_batches(order, ranks, bs, torch.Generator().manual_seed(s))[0][0]
-              for s in range(5)}
+    firsts = {
+        grouped_batches(order, ranks, bs, torch.Generator().manual_seed(s))[0][0] for s in range(5)
+    }
     assert len(firsts) > 1
     assert GROUP_BUCKET * bs < n, "this test spans more than one bucket"
 
@@ -127,8 +129,9 @@ def test_auto_is_off_without_a_length_order_and_true_then_refused(toy_hub):
     t = trainer(fmhub.load("toy:embed"))
     assert t.length_ranks is None  # the toy plugin orders nothing: plain shuffled batches
     with pytest.raises(fmhub.FineTuneError, match="group_by_length=True.*fmhub_batch_order"):
-        fmhub.finetune(fmhub.load("toy:embed"), TRAIN, group_by_length=True, max_steps=1,
-                       progress=False)
+        fmhub.finetune(
+            fmhub.load("toy:embed"), TRAIN, group_by_length=True, max_steps=1, progress=False
+        )
 
 
 def test_an_order_that_is_not_a_permutation_is_a_plugin_error(toy_hub):
@@ -143,8 +146,15 @@ def test_an_order_that_is_not_a_permutation_is_a_plugin_error(toy_hub):
 
 
 def test_grouped_training_is_reproducible_and_resumes_exactly(lengths, tmp_path):
-    cfg = dict(method="lora", epochs=3, batch_size=16, learning_rate=1e-2, checkpoint_every=4,
-               progress=False, labels=["neg", "pos"])
+    cfg = dict(
+        method="lora",
+        epochs=3,
+        batch_size=16,
+        learning_rate=1e-2,
+        checkpoint_every=4,
+        progress=False,
+        labels=["neg", "pos"],
+    )
     straight = fmhub.load("toy:embed")
     fmhub.finetune(straight, TRAIN, output_dir=str(tmp_path / "a"), **cfg)
     again = fmhub.load("toy:embed")
@@ -154,18 +164,29 @@ def test_grouped_training_is_reproducible_and_resumes_exactly(lengths, tmp_path)
 
     interrupted = fmhub.load("toy:embed")
     with pytest.raises(KeyboardInterrupt):  # lengths read every example once, then step 11
-        fmhub.finetune(interrupted, _Interrupting(TRAIN, after=len(TRAIN) + 16 * 10 + 5),
-                       output_dir=str(tmp_path / "b"), **cfg)
+        fmhub.finetune(
+            interrupted,
+            _Interrupting(TRAIN, after=len(TRAIN) + 16 * 10 + 5),
+            output_dir=str(tmp_path / "b"),
+            **cfg,
+        )
     state = json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 8 and state["config"]["group_by_length"] is None
     resumed = fmhub.load("toy:embed")
     result = fmhub.finetune(resumed, TRAIN, output_dir=str(tmp_path / "b"), resume=True, **cfg)
     assert result.steps == 48
-    for (n, p), (_, q) in zip(straight.module.named_parameters(), resumed.module.named_parameters()):
+    for (n, p), (_, q) in zip(
+        straight.module.named_parameters(), resumed.module.named_parameters()
+    ):
         assert torch.allclose(p, q, atol=1e-6), n
     with pytest.raises(fmhub.FineTuneError, match="group_by_length was None, now False"):
-        fmhub.finetune(fmhub.load("toy:embed"), TRAIN, output_dir=str(tmp_path / "b"),
-                       resume=True, **{**cfg, "group_by_length": False})
+        fmhub.finetune(
+            fmhub.load("toy:embed"),
+            TRAIN,
+            output_dir=str(tmp_path / "b"),
+            resume=True,
+            **{**cfg, "group_by_length": False},
+        )
 
 
 def test_grouping_does_not_cost_accuracy(lengths):
@@ -174,8 +195,17 @@ def test_grouping_does_not_cost_accuracy(lengths):
         accs = []
         for seed in (0, 1):
             model = fmhub.load("toy:embed")
-            fmhub.finetune(model, TRAIN, method="lora", epochs=6, learning_rate=1e-2,
-                           batch_size=16, seed=seed, group_by_length=grouped, progress=False)
+            fmhub.finetune(
+                model,
+                TRAIN,
+                method="lora",
+                epochs=6,
+                learning_rate=1e-2,
+                batch_size=16,
+                seed=seed,
+                group_by_length=grouped,
+                progress=False,
+            )
             accs.append(accuracy(model, EVAL))
         scores[grouped] = sum(accs) / len(accs)
     assert scores[False] > 0.8, scores

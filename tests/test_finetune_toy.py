@@ -34,7 +34,9 @@ def accuracy(model, data):
 @pytest.mark.parametrize("method", ["lora", "ia3", "bitfit", "head", "full"])
 def test_every_method_learns_and_round_trips(method, tmp_path):
     model = fmhub.load("toy:embed")
-    result = fmhub.finetune(model, TRAIN, eval=EVAL, method=method, output_dir=str(tmp_path), **FAST)
+    result = fmhub.finetune(
+        model, TRAIN, eval=EVAL, method=method, output_dir=str(tmp_path), **FAST
+    )
     assert model.task == "classification" and model.labels == ("neg", "pos")
     assert accuracy(model, EVAL) >= 0.8, result.history  # chance is 0.5
     assert result.history and result.history[-1]["step"] == result.steps
@@ -65,7 +67,9 @@ def test_lora_never_wraps_the_head_and_plan_matches():
     assert plan.trainable == 208 + 34
     assert "head" not in str(plan.modules) and "trainable parameters" in str(plan)
     assert model.adapter is None and model.task == "embedding", "the plan must not touch the model"
-    fmhub.finetune(model, TRAIN, method="lora", method_options={"r": 4}, max_steps=2, progress=False)
+    fmhub.finetune(
+        model, TRAIN, method="lora", method_options={"r": 4}, max_steps=2, progress=False
+    )
     names = [n for n, _ in model.module.named_modules()]
     assert not any(n.startswith("head") and "lora" in n for n in names)
     trainable = {n for n, p in model.module.named_parameters() if p.requires_grad}
@@ -100,21 +104,34 @@ class _Interrupting(torch.utils.data.Dataset):
 
 
 def test_resume_continues_where_it_stopped(tmp_path):
-    cfg = dict(method="lora", epochs=3, batch_size=16, learning_rate=1e-2, checkpoint_every=4,
-               progress=False, labels=["neg", "pos"])
+    cfg = dict(
+        method="lora",
+        epochs=3,
+        batch_size=16,
+        learning_rate=1e-2,
+        checkpoint_every=4,
+        progress=False,
+        labels=["neg", "pos"],
+    )
     straight = fmhub.load("toy:embed")
     fmhub.finetune(straight, TRAIN, output_dir=str(tmp_path / "a"), **cfg)
 
     interrupted = fmhub.load("toy:embed")
     with pytest.raises(KeyboardInterrupt):  # dies during step 11 of 48, after checkpoint 8
-        fmhub.finetune(interrupted, _Interrupting(TRAIN, after=16 * 10 + 5),
-                       output_dir=str(tmp_path / "b"), **cfg)
+        fmhub.finetune(
+            interrupted,
+            _Interrupting(TRAIN, after=16 * 10 + 5),
+            output_dir=str(tmp_path / "b"),
+            **cfg,
+        )
     state = json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 8
     resumed = fmhub.load("toy:embed")
     result = fmhub.finetune(resumed, TRAIN, output_dir=str(tmp_path / "b"), resume=True, **cfg)
     assert result.steps == 48
-    for (n, p), (_, q) in zip(straight.module.named_parameters(), resumed.module.named_parameters()):
+    for (n, p), (_, q) in zip(
+        straight.module.named_parameters(), resumed.module.named_parameters()
+    ):
         assert torch.allclose(p, q, atol=1e-6), n
 
 
@@ -136,17 +153,29 @@ def test_non_finite_loss_stops_before_corrupting_weights():
 
 def test_early_stopping_keeps_best(tmp_path):
     model = fmhub.load("toy:embed")
-    result = fmhub.finetune(model, TRAIN, eval=EVAL, method="head", epochs=30, eval_every=2,
-                            early_stopping_patience=2, early_stopping_metric="loss",
-                            learning_rate=0.5, warmup_ratio=0.0, scheduler="constant",
-                            progress=False)
+    result = fmhub.finetune(
+        model,
+        TRAIN,
+        eval=EVAL,
+        method="head",
+        epochs=30,
+        eval_every=2,
+        early_stopping_patience=2,
+        early_stopping_metric="loss",
+        learning_rate=0.5,
+        warmup_ratio=0.0,
+        scheduler="constant",
+        progress=False,
+    )
     assert result.stopped_early and result.steps < 30 * 16
     assert result.best["loss"] == min(h["loss"] for h in result.history)
 
 
 def test_config_and_method_errors_are_clear():
     model = fmhub.load("toy:embed")
-    with pytest.raises(fmhub.InvalidOptionError, match="learning_rat.*Did you mean 'learning_rate'"):
+    with pytest.raises(
+        fmhub.InvalidOptionError, match="learning_rat.*Did you mean 'learning_rate'"
+    ):
         fmhub.finetune(model, TRAIN, learning_rat=1e-3)
     with pytest.raises(fmhub.FineTuneError, match="Did you mean 'lora'"):
         fmhub.finetune(model, TRAIN, method="lorra")
@@ -160,8 +189,9 @@ def test_config_and_method_errors_are_clear():
 
 def test_mismatching_base_is_a_clear_error(tmp_path):
     model = fmhub.load("toy:embed")
-    result = fmhub.finetune(model, TRAIN, method="lora", max_steps=2, output_dir=str(tmp_path),
-                            progress=False)
+    result = fmhub.finetune(
+        model, TRAIN, method="lora", max_steps=2, output_dir=str(tmp_path), progress=False
+    )
     manifest_file = result.adapter_path / "fmhub.json"
     manifest = json.loads(manifest_file.read_text())
     shapes = manifest["adapter"]["fingerprint"]["shapes"]
@@ -170,7 +200,9 @@ def test_mismatching_base_is_a_clear_error(tmp_path):
     manifest_file.write_text(json.dumps(manifest))
     with pytest.raises(fmhub.ManifestError, match=r"fmhub\.json' was edited"):
         fmhub.load(str(result.adapter_path))  # the manifest protects its own content
-    with pytest.raises(fmhub.ManifestError, match=r"fc1\.weight: saved \[32, 4\] vs base \[16, 4\]"):
+    with pytest.raises(
+        fmhub.ManifestError, match=r"fc1\.weight: saved \[32, 4\] vs base \[16, 4\]"
+    ):
         fmhub.load(str(result.adapter_path), verify=False)
 
 
@@ -223,8 +255,9 @@ def test_data_forms(tmp_path):
 def test_gradient_accumulation_matches_the_larger_batch():
     def run(**cfg):
         model = fmhub.load("toy:embed")
-        fmhub.finetune(model, TRAIN, method="full", max_steps=6, progress=False, max_grad_norm=None,
-                       **cfg)
+        fmhub.finetune(
+            model, TRAIN, method="full", max_steps=6, progress=False, max_grad_norm=None, **cfg
+        )
         return torch.cat([p.detach().flatten() for p in model.module.parameters()])
 
     # the same permutation, cut into 8s and accumulated in pairs, is the same examples as 16s

@@ -33,8 +33,11 @@ class Echo:
     def fmhub_load(self, spec, options):
         import torch
 
-        return fmhub.Loaded(module=torch.nn.Linear(1, 1).eval(), task="text-generation",
-                            call_defaults={**self.defaults, "eos_token_id": 0})
+        return fmhub.Loaded(
+            module=torch.nn.Linear(1, 1).eval(),
+            task="text-generation",
+            call_defaults={**self.defaults, "eos_token_id": 0},
+        )
 
     @hookimpl
     def fmhub_preprocess(self, model, inputs, options):
@@ -136,8 +139,10 @@ def test_stream_of_a_plugin_that_does_not_stream_comes_as_one_piece(bare_hub):
     class Quiet(Echo):
         @hookimpl
         def fmhub_forward(self, model, batch, options):  # no ``stream`` argument
-            return {"out": [(t[::-1], "stop", len(t)) for t in batch["texts"]],
-                    "n": batch["lengths"]}
+            return {
+                "out": [(t[::-1], "stop", len(t)) for t in batch["texts"]],
+                "n": batch["lengths"],
+            }
 
     bare_hub.register(Quiet(), name="quiet")
     stream = fmhub.load("echo:rev").stream("abc")
@@ -186,5 +191,6 @@ def test_models_without_per_call_options_refuse_them_and_old_plugins_still_work(
 def test_importing_fmhub_still_imports_no_torch():
     from fmhub.testing import imported_after
 
-    assert imported_after("import fmhub; fmhub.GenerationOptions(max_new_tokens=3)",
-                          ("torch",)) == []
+    assert (
+        imported_after("import fmhub; fmhub.GenerationOptions(max_new_tokens=3)", ("torch",)) == []
+    )

@@ -23,16 +23,19 @@ def test_importing_the_module_imports_no_heavy_library():
 # -- the list of inputs ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad,message", [
-    (None, "got NoneType"),
-    (5, "got int"),
-    ("one text", "got one str"),
-    (b"raw", "got one bytes"),
-    ({"array": [0.0], "sampling_rate": 16000}, "got a dict"),
-    (np.zeros((4, 4, 3), np.uint8), "shape (4, 4, 3)"),
-    (torch.zeros(3, 4, 4), "shape (3, 4, 4)"),
-    (Image.new("RGB", (4, 4)), "one PIL image"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (None, "got NoneType"),
+        (5, "got int"),
+        ("one text", "got one str"),
+        (b"raw", "got one bytes"),
+        ({"array": [0.0], "sampling_rate": 16000}, "got a dict"),
+        (np.zeros((4, 4, 3), np.uint8), "shape (4, 4, 3)"),
+        (torch.zeros(3, 4, 4), "shape (3, 4, 4)"),
+        (Image.new("RGB", (4, 4)), "one PIL image"),
+    ],
+)
 def test_input_list_refuses_what_is_not_a_list_of_inputs(bad, message):
     with pytest.raises(fmhub.InputError, match=r"predict takes a list of inputs") as err:
         inputs.input_list(bad)
@@ -48,12 +51,15 @@ def test_input_list_takes_any_other_iterable():
 # -- text -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad,message", [
-    (None, "got NoneType (None), not text"),
-    (b"caf\xc3\xa9", "decode it first"),
-    (3.5, "got float"),
-    (["a"], "got list"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (None, "got NoneType (None), not text"),
+        (b"caf\xc3\xa9", "decode it first"),
+        (3.5, "got float"),
+        (["a"], "got list"),
+    ],
+)
 def test_texts_name_the_position_of_a_non_text(bad, message):
     with pytest.raises(fmhub.InputError, match="^Input 2: ") as err:
         inputs.texts(["a", "", bad])
@@ -153,12 +159,15 @@ def test_int32_and_float_images_map_back_to_the_same_gray(gray, build):
     np.testing.assert_array_equal(np.asarray(inputs.image_item(img)), expected)
 
 
-@pytest.mark.parametrize("mode,values", [
-    ("F", np.linspace(-5.0, 5.0, 256, dtype=np.float32)),
-    ("F", np.linspace(0.0, 4000.0, 256, dtype=np.float32)),
-    ("I", np.linspace(-1000, 1000, 256).astype(np.int32)),
-    ("I", np.linspace(0, 1_000_000, 256).astype(np.int32)),
-])
+@pytest.mark.parametrize(
+    "mode,values",
+    [
+        ("F", np.linspace(-5.0, 5.0, 256, dtype=np.float32)),
+        ("F", np.linspace(0.0, 4000.0, 256, dtype=np.float32)),
+        ("I", np.linspace(-1000, 1000, 256).astype(np.int32)),
+        ("I", np.linspace(0, 1_000_000, 256).astype(np.int32)),
+    ],
+)
 def test_other_ranges_are_stretched_from_minimum_to_maximum(mode, values):
     img = Image.fromarray(np.tile(values, (4, 1)))
     assert img.mode == mode
@@ -177,9 +186,14 @@ def test_sources_of_the_same_picture_agree(photo, tmp_path):
     path = tmp_path / "photo.png"
     photo.save(path)
     expected = np.asarray(photo)
-    for source in (str(path), path, path.read_bytes(), np.asarray(photo),
-                   torch.tensor(np.asarray(photo)).permute(2, 0, 1).contiguous(),
-                   torch.tensor(np.asarray(photo)).permute(2, 0, 1).float() / 255):
+    for source in (
+        str(path),
+        path,
+        path.read_bytes(),
+        np.asarray(photo),
+        torch.tensor(np.asarray(photo)).permute(2, 0, 1).contiguous(),
+        torch.tensor(np.asarray(photo)).permute(2, 0, 1).float() / 255,
+    ):
         got = inputs.image_item(source)
         np.testing.assert_array_equal(np.asarray(got), expected)
     kept = inputs.image_item(torch.rand(1, 8, 8), keep_float_tensor=True)
@@ -192,9 +206,14 @@ def test_sources_of_the_same_picture_agree(photo, tmp_path):
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header announces width x height and whose pixel data is cut off."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 8))
@@ -227,8 +246,9 @@ def test_real_one_by_ten_thousand_png_is_refused(tmp_path):
 def test_too_many_pixels_are_refused_before_decoding(tmp_path):
     path = tmp_path / "big.png"
     path.write_bytes(_png_header_only(12000, 9000))
-    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(
-        fmhub.InputError, match="108,000,000 pixels"
+    with (
+        pytest.warns(Image.DecompressionBombWarning),
+        pytest.raises(fmhub.InputError, match="108,000,000 pixels"),
     ):
         inputs.image_item(str(path))
     path.write_bytes(_png_header_only(30000, 30000))  # Pillow's own bomb guard fires first
@@ -291,9 +311,11 @@ def test_integer_pcm_dicts_tensors_and_files(tmp_path):
     np.testing.assert_allclose(got, pcm / 32768, atol=1e-7)
     wave = _wave(16000)
     ref, _ = inputs.audio_item((wave, 16000), target_rate=16000)
-    for item in ({"array": wave, "sampling_rate": 16000},
-                 {"waveform": torch.from_numpy(wave), "sample_rate": 16000},
-                 (torch.from_numpy(wave)[None], 16000)):
+    for item in (
+        {"array": wave, "sampling_rate": 16000},
+        {"waveform": torch.from_numpy(wave), "sample_rate": 16000},
+        (torch.from_numpy(wave)[None], 16000),
+    ):
         np.testing.assert_array_equal(inputs.audio_item(item, target_rate=16000)[0], ref)
     path = tmp_path / "a.wav"
     sf.write(path, wave, 16000, subtype="FLOAT")

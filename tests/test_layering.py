@@ -19,13 +19,34 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fmhub"
 
 LAYERS = [
-    {"errors", "results", "spec", "_device", "generation", "_quiet", "_progress", "inputs",
-     "_plugincache"},
+    {
+        "errors",
+        "results",
+        "spec",
+        "_device",
+        "generation",
+        "_quiet",
+        "_progress",
+        "inputs",
+        "_plugincache",
+    },
     {"model", "manifest", "quantize", "export"},
     {"hookspecs"},
     {"_hub"},
     {"finetuning", "evaluation", "_builtin"},
-    {"cli", "_clikit", "_generate_cli", "_deploy_cli", "serve", "batch", "finetuning.cli", "evaluation.cli", "testing", "", "__main__"},  # "" is the fmhub package itself
+    {
+        "cli",
+        "_clikit",
+        "_generate_cli",
+        "_deploy_cli",
+        "serve",
+        "batch",
+        "finetuning.cli",
+        "evaluation.cli",
+        "testing",
+        "",
+        "__main__",
+    },  # "" is the fmhub package itself
 ]
 
 #: Lazy (inside a function) imports of a higher layer, each a deliberate entry point upward.
@@ -125,8 +146,10 @@ def test_imports_go_down_the_layers(module):
         if lazy and (module, target) in UPWARD:
             continue
         how = "inside a function" if lazy else "at import time"
-        pytest.fail(f"fmhub.{module} (layer {layer(module)}) imports fmhub.{target} (layer "
-                    f"{layer(target)}) {how}; move the code down or invert the dependency")
+        pytest.fail(
+            f"fmhub.{module} (layer {layer(module)}) imports fmhub.{target} (layer "
+            f"{layer(target)}) {how}; move the code down or invert the dependency"
+        )
 
 
 def test_the_upward_exceptions_are_all_still_needed():
@@ -144,7 +167,7 @@ def test_no_import_cycles():
         stack.append(m)
         for t in sorted(graph.get(m, ())):
             if state.get(t) == 1:
-                cycle = stack[stack.index(t):] + [t]
+                cycle = stack[stack.index(t) :] + [t]
                 pytest.fail("import cycle: " + " -> ".join(f"fmhub.{c}".rstrip(".") for c in cycle))
             if t in graph and not state.get(t):
                 visit(t)

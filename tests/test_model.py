@@ -10,8 +10,13 @@ import fmhub
 from fmhub import hookimpl
 from fmhub.results import Classification
 
-POINTS = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0], [0.0, 0.0, 0.0, 0.0], [3.0, 1.0, -2.0, 0.5],
-          [-0.5, 0.5, -0.5, 0.5]]
+POINTS = [
+    [0.1, 0.2, 0.3, 0.4],
+    [1.0, -1.0, 0.5, 2.0],
+    [0.0, 0.0, 0.0, 0.0],
+    [3.0, 1.0, -2.0, 0.5],
+    [-0.5, 0.5, -0.5, 0.5],
+]
 
 
 def native(model, points):
@@ -62,7 +67,9 @@ def test_classification_result_shape(toy_hub):
     assert isinstance(result, Classification) and model.labels == ("low", "mid", "high")
     assert result.label == model.labels[int(probs.argmax())]
     assert result.score == pytest.approx(float(probs.max()), abs=1e-6)
-    assert [t.label for t in result.top_k] == [model.labels[i] for i in probs.argsort(descending=True)]
+    assert [t.label for t in result.top_k] == [
+        model.labels[i] for i in probs.argsort(descending=True)
+    ]
 
 
 def test_predict_batches_by_batch_size(toy_hub):
@@ -174,7 +181,8 @@ def test_errors_inside_a_plugin_name_plugin_and_stage(bare_hub, family):
             bare_hub.load(f"f{stage}:lin")(POINTS[0])
         assert str(err.value) == (
             f"plugin 'plugin-{stage}', stage '{stage}', model 'f{stage}:lin' failed: "
-            "RuntimeError: boom")
+            "RuntimeError: boom"
+        )
         assert (err.value.plugin, err.value.stage) == (f"plugin-{stage}", stage)
         assert isinstance(err.value.__cause__, RuntimeError)  # the original stays attached
 
@@ -244,7 +252,11 @@ def test_save_writes_manifest_and_family_files_atomically(toy_hub, tmp_path):
     from fmhub.manifest import read_manifest
 
     manifest = read_manifest(folder)
-    assert (manifest.spec["id"], manifest.task, manifest.plugin) == ("toy:classify", "classification", "toy")
+    assert (manifest.spec["id"], manifest.task, manifest.plugin) == (
+        "toy:classify",
+        "classification",
+        "toy",
+    )
     with pytest.raises(fmhub.DestinationError, match="overwrite=True"):
         model.save(tmp_path / "out")
     model.save(tmp_path / "out", overwrite=True)  # replacing a save works and leaves no debris
@@ -260,8 +272,10 @@ def test_save_that_the_plugin_cannot_do_is_an_error_and_leaves_nothing(bare_hub,
 
 
 def test_device_option_is_validated_and_takes_torch_objects(toy_hub):
-    with pytest.raises(fmhub.InvalidOptionError,
-                       match=r"'device'.*'auto', 'cpu', 'cuda', 'cuda:N' and 'mps' \(got 'gpu'\)"):
+    with pytest.raises(
+        fmhub.InvalidOptionError,
+        match=r"'device'.*'auto', 'cpu', 'cuda', 'cuda:N' and 'mps' \(got 'gpu'\)",
+    ):
         fmhub.load("toy:embed", device="gpu")
     model = fmhub.load("toy:embed", device=torch.device("cpu"), dtype=torch.bfloat16)
     assert (model.device.type, model.dtype) == ("cpu", torch.bfloat16)

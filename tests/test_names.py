@@ -17,7 +17,12 @@ def test_id_and_alias_resolve_to_the_same_spec(toy_hub):
     by_id, by_alias = fmhub.model_info("toy:embed"), fmhub.model_info("toy-embed")
     assert by_id == by_alias
     assert (by_id.id, by_id.plugin, by_id.task, by_id.namespace, by_id.name) == (
-        "toy:embed", "toy", "embedding", "toy", "embed")
+        "toy:embed",
+        "toy",
+        "embedding",
+        "toy",
+        "embed",
+    )
     assert by_id.license == "MIT" and by_id.source
 
 
@@ -89,7 +94,9 @@ def test_folder_in_a_family_format_is_claimed_by_its_plugin(toy_hub, tmp_path):
 
 def test_folder_nobody_claims_is_a_clear_error(toy_hub, tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"x")
-    with pytest.raises(fmhub.UnknownModelError, match=r"No installed plugin recognises .*fmhub.json"):
+    with pytest.raises(
+        fmhub.UnknownModelError, match=r"No installed plugin recognises .*fmhub.json"
+    ):
         fmhub.model_info(str(tmp_path))
     with pytest.raises(fmhub.UnknownModelError, match="does not recognise"):
         fmhub.model_info(f"toy:{tmp_path}")
@@ -160,7 +167,10 @@ def test_losing_namespace_claimant_is_not_called_for_other_models(bare_hub, fami
     bare_hub.register(owner, name="fam")
     bare_hub.load("fam:lin")([1, 2, 3, 4])
     assert loser.calls == [] and [c[0] for c in owner.calls][-3:] == [
-        "preprocess", "forward", "postprocess"]
+        "preprocess",
+        "forward",
+        "postprocess",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -189,11 +199,22 @@ def test_model_info_is_the_spec_with_its_preprocessing_contract(bare_hub):
 
         @hookimpl
         def fmhub_register_models(self, register):
-            register(fmhub.ModelSpec(
-                id="vis:net", aliases=("vnet",), task="classification", modality="image",
-                preprocessing=fmhub.Preprocessing(input_size=(3, 224, 224), mean=(0.5,) * 3,
-                                                  std=(0.25,) * 3, interpolation="bicubic"),
-                license="apache-2.0", source="https://example.org/vnet"))
+            register(
+                fmhub.ModelSpec(
+                    id="vis:net",
+                    aliases=("vnet",),
+                    task="classification",
+                    modality="image",
+                    preprocessing=fmhub.Preprocessing(
+                        input_size=(3, 224, 224),
+                        mean=(0.5,) * 3,
+                        std=(0.25,) * 3,
+                        interpolation="bicubic",
+                    ),
+                    license="apache-2.0",
+                    source="https://example.org/vnet",
+                )
+            )
 
     bare_hub.register(Vision(), name="vision")
     info = bare_hub.model_info("vnet")

@@ -45,13 +45,25 @@ def fmhub_load(spec, options):
     return fmhub.Loaded(module=torch.nn.Linear(options.size, 2), task="embedding")
 """
 
+
 def fmhub_list(site: Path, marker: Path, *args: str, version_env: dict | None = None):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-               SLOW_MARKER=str(marker), SLOW_SLEEP="1", FMHUB_LOAD_PLUGINS="slow",
-               **(version_env or {}))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        SLOW_MARKER=str(marker),
+        SLOW_SLEEP="1",
+        FMHUB_LOAD_PLUGINS="slow",
+        **(version_env or {}),
+    )
     env.pop("FMHUB_DISABLE_PLUGINS", None)
-    return subprocess.run([sys.executable, "-m", "fmhub", *args], env=env, capture_output=True,
-                          text=True, timeout=240, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "fmhub", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
 
 
 def set_version(site: Path, version: str) -> None:
@@ -60,7 +72,8 @@ def set_version(site: Path, version: str) -> None:
 
 
 def test_a_slow_plugin_is_imported_once_then_listed_and_resolved_from_the_cache(
-        install_plugin, tmp_path):
+    install_plugin, tmp_path
+):
     site, _ = install_plugin("slow", SLOW, dist="fmhub-slow")
     marker = tmp_path / "marker"
     first = fmhub_list(site, marker, "list")
@@ -102,8 +115,9 @@ def test_editing_the_plugin_source_invalidates_the_cache(install_plugin, tmp_pat
     assert hub.resolve("slow-uno").id == "slow:one"
 
 
-def test_a_cached_plugin_is_imported_when_a_model_of_it_is_loaded(install_plugin, tmp_path,
-                                                                  monkeypatch, use_hub):
+def test_a_cached_plugin_is_imported_when_a_model_of_it_is_loaded(
+    install_plugin, tmp_path, monkeypatch, use_hub
+):
     _, module = install_plugin("slow", SLOW, dist="fmhub-slow")
     marker = tmp_path / "marker"
     monkeypatch.setenv("SLOW_MARKER", str(marker))
@@ -134,8 +148,16 @@ def test_a_corrupt_cache_is_ignored_and_rewritten(install_plugin, tmp_path, monk
     _ = fmhub.Hub().registry
     (entry,) = (cache / "plugins").glob("fmhub-slow*.json")
     good = entry.read_text()
-    for junk in ("{not json", json.dumps({"key": json.loads(good)["key"], "items": {
-            "namespaces": [{"name": "BAD NAME"}], "models": []}}), "[]"):
+    for junk in (
+        "{not json",
+        json.dumps(
+            {
+                "key": json.loads(good)["key"],
+                "items": {"namespaces": [{"name": "BAD NAME"}], "models": []},
+            }
+        ),
+        "[]",
+    ):
         entry.write_text(junk)
         marker.unlink(missing_ok=True)
         sys.modules.pop(module, None)

@@ -39,15 +39,21 @@ def test_a_valid_file_is_the_model(tmp_path):
     assert read_config(_write(tmp_path, [{"factory": "a"}]), Entries).root == [Inner(factory="a")]
 
 
-@pytest.mark.parametrize("data,match", [
-    ({"rate": "fast", "inner": {"factory": "f"}}, r"field 'rate': Input should be a valid integer"),
-    ({"rate": 1}, r"field 'inner': Field required"),
-    ({"rate": 1, "inner": {}}, r"field 'inner\.factory': Field required"),
-    ({"rate": 1, "inner": {"factory": "f"}, "extra": 1}, r"field 'extra': Extra inputs"),
-    ("{not json", r"not JSON"),
-    ([1, 2], r"a JSON list, not an object"),
-    ("[" * 100 + "]" * 100, r"nested 100 levels deep"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (
+            {"rate": "fast", "inner": {"factory": "f"}},
+            r"field 'rate': Input should be a valid integer",
+        ),
+        ({"rate": 1}, r"field 'inner': Field required"),
+        ({"rate": 1, "inner": {}}, r"field 'inner\.factory': Field required"),
+        ({"rate": 1, "inner": {"factory": "f"}, "extra": 1}, r"field 'extra': Extra inputs"),
+        ("{not json", r"not JSON"),
+        ([1, 2], r"a JSON list, not an object"),
+        ("[" * 100 + "]" * 100, r"nested 100 levels deep"),
+    ],
+)
 def test_a_bad_file_is_a_manifest_error_naming_file_and_field(tmp_path, data, match):
     path = _write(tmp_path, data)
     with pytest.raises(fmhub.ManifestError, match=match) as info:

@@ -66,8 +66,11 @@ def test_save_destination_table(toy_hub, tmp_path, monkeypatch):
         "an existing file": (notes, fmhub.DestinationError, "existing file"),
         "a folder fmhub did not write": (mine, fmhub.DestinationError, "did not write"),
         "the working folder": (".", fmhub.DestinationError, "working folder"),
-        "a folder holding the working folder": (tmp_path.parent, fmhub.DestinationError,
-                                                "working folder"),
+        "a folder holding the working folder": (
+            tmp_path.parent,
+            fmhub.DestinationError,
+            "working folder",
+        ),
         "an empty path": ("", fmhub.InputError, "empty"),
         "a blank path": ("  ", fmhub.InputError, "empty"),
         "None": (None, fmhub.InputError, "str or os.PathLike"),
@@ -79,7 +82,9 @@ def test_save_destination_table(toy_hub, tmp_path, monkeypatch):
         with pytest.raises(error, match=words):
             model.save(dest)
         assert notes.read_text() == "mine", what
-        assert listing(mine) == ["thesis.txt"] and (mine / "thesis.txt").read_text() == "years of work"
+        assert (
+            listing(mine) == ["thesis.txt"] and (mine / "thesis.txt").read_text() == "years of work"
+        )
     assert listing(tmp_path) == ["mine", "notes.txt"], "a refused save left something behind"
 
     (tmp_path / "empty").mkdir()
@@ -121,23 +126,33 @@ def test_finetune_outputs_are_checked_before_training(toy_hub, tmp_path):
     fmhub.finetune(fmhub.load("toy:embed"), TRAIN, output_dir=str(out), checkpoint_every=2, **FAST)
     reads = Counting.reads
     with pytest.raises(fmhub.DestinationError, match="overwrite=True"):
-        fmhub.finetune(fmhub.load("toy:embed"), Counting(), output_dir=str(out), labels=["neg", "pos"],
-                       **FAST)
+        fmhub.finetune(
+            fmhub.load("toy:embed"), Counting(), output_dir=str(out), labels=["neg", "pos"], **FAST
+        )
     assert Counting.reads == reads == 0, "refused after reading the data: it must refuse first"
     (out / "adapter").rename(tmp_path / "kept")
     with pytest.raises(fmhub.DestinationError, match="resume=True to continue"):
         fmhub.finetune(fmhub.load("toy:embed"), TRAIN, output_dir=str(out), **FAST)
-    result = fmhub.finetune(fmhub.load("toy:embed"), TRAIN, output_dir=str(out), overwrite=True,
-                            **FAST)
+    result = fmhub.finetune(
+        fmhub.load("toy:embed"), TRAIN, output_dir=str(out), overwrite=True, **FAST
+    )
     assert result.adapter_path == out / "adapter" and listing(out) == ["adapter"]
 
 
 # -- kill -9 at every step of a save ------------------------------------------------------------------
 
 #: Functions a save calls to touch the disk; the child kills itself before the n-th such call.
-_STEPS = [("os", "rename"), ("os", "fsync"), ("os", "rmdir"), ("os", "unlink"), ("os", "mkdir"),
-          ("shutil", "rmtree"), ("fmhub.manifest", "_exchange"), ("fmhub.manifest", "seal"),
-          ("safetensors.torch", "save_file")]
+_STEPS = [
+    ("os", "rename"),
+    ("os", "fsync"),
+    ("os", "rmdir"),
+    ("os", "unlink"),
+    ("os", "mkdir"),
+    ("shutil", "rmtree"),
+    ("fmhub.manifest", "_exchange"),
+    ("fmhub.manifest", "seal"),
+    ("safetensors.torch", "save_file"),
+]
 
 
 def _die_at(n: int) -> None:
@@ -305,14 +320,22 @@ def test_resume_refuses_a_checkpoint_of_another_run(toy_hub, tmp_path):
         train = change.pop("train", TRAIN)
         run = {**cfg, "max_steps": 2, **change}
         with pytest.raises(fmhub.FineTuneError, match=f"cannot resume.*{what.split()[0]}"):
-            fmhub.finetune(fmhub.load("toy:embed"), train, output_dir=out, resume=True,
-                           overwrite=True, **run)
+            fmhub.finetune(
+                fmhub.load("toy:embed"), train, output_dir=out, resume=True, overwrite=True, **run
+            )
     with pytest.raises(fmhub.FineTuneError, match="base model options"):
-        fmhub.finetune(fmhub.load("toy:embed", seed=3), TRAIN, output_dir=out, resume=True,
-                       max_steps=2, **cfg)
+        fmhub.finetune(
+            fmhub.load("toy:embed", seed=3), TRAIN, output_dir=out, resume=True, max_steps=2, **cfg
+        )
     # what does not change the result may differ
-    result = fmhub.finetune(fmhub.load("toy:embed"), TRAIN, output_dir=out, resume=True,
-                            max_steps=2, **{**cfg, "checkpoint_every": 5, "progress": None})
+    result = fmhub.finetune(
+        fmhub.load("toy:embed"),
+        TRAIN,
+        output_dir=out,
+        resume=True,
+        max_steps=2,
+        **{**cfg, "checkpoint_every": 5, "progress": None},
+    )
     assert result.steps == 2
 
 
@@ -386,13 +409,15 @@ def test_oversized_and_deeply_nested_manifests_are_manifest_errors(toy_hub, tmp_
 
 def _finetuned(tmp_path, method: str, **extra):
     model = fmhub.load("toy:embed")
-    result = fmhub.finetune(model, TRAIN, output_dir=str(tmp_path / method),
-                            **{**FAST, "method": method, **extra})
+    result = fmhub.finetune(
+        model, TRAIN, output_dir=str(tmp_path / method), **{**FAST, "method": method, **extra}
+    )
     return model, result.adapter_path
 
 
-@pytest.mark.parametrize("method,weights", [("lora", "adapter_model.safetensors"),
-                                            ("head", "adapter.safetensors")])
+@pytest.mark.parametrize(
+    "method,weights", [("lora", "adapter_model.safetensors"), ("head", "adapter.safetensors")]
+)
 def test_flipped_bytes_in_adapter_files_are_refused(toy_hub, tmp_path, method, weights):
     _, folder = _finetuned(tmp_path, method)
     flip(folder / weights)
@@ -416,10 +441,14 @@ def test_adapter_tensor_files_must_hold_exactly_what_the_method_trains(toy_hub, 
     assert set(good) == {"head.weight", "head.bias"}
     cases = {
         "a base tensor in the head file": (
-            {**good, "fc1.weight": torch.zeros(16, 4)}, r"does not train: \['fc1\.weight'\]"),
+            {**good, "fc1.weight": torch.zeros(16, 4)},
+            r"does not train: \['fc1\.weight'\]",
+        ),
         "an emptied head file": ({}, r"missing: \['head\.bias', 'head\.weight'\]"),
         "a mis-shaped tensor": (
-            {**good, "head.weight": torch.zeros(3, 16)}, r"head\.weight: \[3, 16\] vs \[2, 16\]"),
+            {**good, "head.weight": torch.zeros(3, 16)},
+            r"head\.weight: \[3, 16\] vs \[2, 16\]",
+        ),
     }
     for state, words in cases.values():
         save_file(state, str(file)) if state else file.write_bytes(b"")
@@ -551,22 +580,43 @@ def test_adapter_base_paths_resolve_inside_the_adapter_folder(toy_hub, tmp_path,
 
 def test_adapter_has_a_model_card_and_the_manifest_records_training(toy_hub, tmp_path):
     csv = tmp_path / "points.csv"
-    csv.write_text("text,label\n" + "".join(f"\"{','.join(map(str, x))}\",{y}\n" for x, y in TRAIN))
+    csv.write_text("text,label\n" + "".join(f'"{",".join(map(str, x))}",{y}\n' for x, y in TRAIN))
     model = fmhub.load("toy:embed")
-    result = fmhub.finetune(model, str(csv), eval=TRAIN[:16], output_dir=str(tmp_path / "out"),
-                            **{**FAST, "method_options": {"r": 4}})
+    result = fmhub.finetune(
+        model,
+        str(csv),
+        eval=TRAIN[:16],
+        output_dir=str(tmp_path / "out"),
+        **{**FAST, "method_options": {"r": 4}},
+    )
     card = (result.adapter_path / "README.md").read_text()
     m = read_manifest(result.adapter_path)
     t = m.training
-    assert t["data"]["train"] == {"examples": 64, "source": "file points.csv",
-                                  "label_counts": t["data"]["train"]["label_counts"]}
+    assert t["data"]["train"] == {
+        "examples": 64,
+        "source": "file points.csv",
+        "label_counts": t["data"]["train"]["label_counts"],
+    }
     assert sum(t["data"]["train"]["label_counts"].values()) == 64
     assert t["data"]["eval"]["examples"] == 16 and t["steps"] == result.steps == 4
     assert t["metrics"] == result.metrics and t["config"]["learning_rate"] == 1e-2
     assert t["config"]["method_options"] == {"r": 4} and t["train_loss"] > 0
-    for fact in ("toy:embed", "`lora`", '"r": 4', "0. neg", "1. pos", "64 examples from file points.csv",
-                 "16 examples", "learning_rate: `0.01`", "final evaluation: loss", "accuracy",
-                 f"fmhub: {fmhub.__version__}", "torch:", "peft:", "optimizer steps: 4"):
+    for fact in (
+        "toy:embed",
+        "`lora`",
+        '"r": 4',
+        "0. neg",
+        "1. pos",
+        "64 examples from file points.csv",
+        "16 examples",
+        "learning_rate: `0.01`",
+        "final evaluation: loss",
+        "accuracy",
+        f"fmhub: {fmhub.__version__}",
+        "torch:",
+        "peft:",
+        "optimizer steps: 4",
+    ):
         assert fact in card, fact
     assert "[More Information Needed]" not in card  # not PEFT's template
     again = fmhub.load(result.adapter_path)
@@ -581,7 +631,9 @@ def test_an_adapter_whose_base_needed_consent_asks_for_it(toy_hub, tmp_path):
     m.options["checkpoint"] = "/elsewhere/weights.safetensors"  # as a timm base loaded from a file
     (folder / MANIFEST).unlink()
     seal(folder, m)
-    with pytest.raises(fmhub.InvalidOptionError,
-                       match=r"loaded with checkpoint='/elsewhere/weights\.safetensors'.*pass it "
-                             r"yourself"):
+    with pytest.raises(
+        fmhub.InvalidOptionError,
+        match=r"loaded with checkpoint='/elsewhere/weights\.safetensors'.*pass it "
+        r"yourself",
+    ):
         fmhub.load(folder)

@@ -60,14 +60,20 @@ def _free_port() -> int:
 class Server:
     """``fmhub serve ARGS`` in a subprocess; ``url``, ``client`` (httpx), ``metrics()``."""
 
-    def __init__(self, *args: str, env: dict[str, str | None] | None = None, ready_timeout: float = 120):
+    def __init__(
+        self, *args: str, env: dict[str, str | None] | None = None, ready_timeout: float = 120
+    ):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environ = {**os.environ, "FMHUB_LOAD_PLUGINS": "toy", **(env or {})}
         environ = {k: v for k, v in environ.items() if v is not None}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVER, *args, "--port", str(self.port)],
-            env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.client = httpx.Client(base_url=self.url, timeout=60)
         deadline = time.monotonic() + ready_timeout
         while True:
@@ -134,8 +140,9 @@ def folders(tmp_path_factory):
     try:
         bert = build_tiny_model(root / "bert", arch="bert", task="embedding")
         fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu").save(root / "timm")
-        fmhub.load("torchaudio:models.wav2vec2_model", device="cpu",
-                   **tiny_options()).save(root / "audio")
+        fmhub.load("torchaudio:models.wav2vec2_model", device="cpu", **tiny_options()).save(
+            root / "audio"
+        )
     finally:
         fmhub.set_hub(previous)
     return {"bert": Path(bert), "timm": root / "timm", "audio": root / "audio"}
@@ -143,17 +150,23 @@ def folders(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def families_server(folders):
-    s = Server("toy:embed", "toy:classify", f"bert={folders['bert']}",
-               f"vision={folders['timm']}", f"speech={folders['audio']}",
-               env={"FMHUB_LOAD_PLUGINS": None, "HF_HUB_OFFLINE": "1"})
+    s = Server(
+        "toy:embed",
+        "toy:classify",
+        f"bert={folders['bert']}",
+        f"vision={folders['timm']}",
+        f"speech={folders['audio']}",
+        env={"FMHUB_LOAD_PLUGINS": None, "HF_HUB_OFFLINE": "1"},
+    )
     yield s
     s.close()
 
 
 @pytest.fixture(scope="module")
 def toy_server():
-    s = Server("toy:embed", "toy-classifier", "--max-wait-ms", "20",
-               env={"FMHUB_TEST_DELAY_S": "0.02"})
+    s = Server(
+        "toy:embed", "toy-classifier", "--max-wait-ms", "20", env={"FMHUB_TEST_DELAY_S": "0.02"}
+    )
     yield s
     s.close()
 
@@ -176,7 +189,9 @@ def test_health_ready_and_models(toy_server):
     assert ready == {"ready": True, "models": {"toy:embed": "ready", "toy-classifier": "ready"}}
     data = toy_server.client.get("/v1/models").json()["data"]
     assert [(d["id"], d["model_id"], d["task"]) for d in data] == [
-        ("toy:embed", "toy:embed", "embedding"), ("toy-classifier", "toy:classify", "classification")]
+        ("toy:embed", "toy:embed", "embedding"),
+        ("toy-classifier", "toy:classify", "classification"),
+    ]
 
 
 def test_predict_equals_model_exactly(toy_server, toy_hub):
@@ -217,16 +232,20 @@ def test_three_families_over_json_base64_and_multipart(families_server, folders)
     expected = _j(vision(Image.open(io.BytesIO(png.getvalue()))))
     b64 = base64.b64encode(png.getvalue()).decode()
     assert _predict(s, "vision", [{"image": b64}]).json()["results"] == [expected]
-    form = s.client.post("/v1/models/vision/predict",
-                         files=[("file", ("a.png", png.getvalue(), "image/png"))])
+    form = s.client.post(
+        "/v1/models/vision/predict", files=[("file", ("a.png", png.getvalue(), "image/png"))]
+    )
     assert form.status_code == 200 and form.json()["results"] == [expected]
 
     speech = fmhub.load(folders["audio"])
     wave = np.sin(np.linspace(0, 400, 8000, dtype=np.float32)) * 0.3
     expected = speech((wave, 8000))
     raw = base64.b64encode(wave.astype("<f4").tobytes()).decode()
-    got = _predict(s, "speech", [{"audio": raw, "sample_rate": 8000},
-                                 {"array": wave.tolist(), "sample_rate": 8000}]).json()["results"]
+    got = _predict(
+        s,
+        "speech",
+        [{"audio": raw, "sample_rate": 8000}, {"array": wave.tolist(), "sample_rate": 8000}],
+    ).json()["results"]
     pair = np.stack(speech.predict([(wave, 8000), (wave, 8000)]))
     # a batch of two in the server and here: equal up to float summation order (thread counts)
     np.testing.assert_allclose(np.asarray(got, np.float32), pair, rtol=1e-5, atol=1e-6)
@@ -234,12 +253,15 @@ def test_three_families_over_json_base64_and_multipart(families_server, folders)
 
     wav = io.BytesIO()
     sf.write(wav, wave, 8000, format="WAV", subtype="FLOAT")
-    form = s.client.post("/v1/models/speech/predict",
-                         files=[("file", ("a.wav", wav.getvalue(), "audio/wav"))])
+    form = s.client.post(
+        "/v1/models/speech/predict", files=[("file", ("a.wav", wav.getvalue(), "audio/wav"))]
+    )
     assert np.array_equal(np.asarray(form.json()["results"][0], np.float32), expected)
-    raw_form = s.client.post("/v1/models/speech/predict", data={"sample_rate": "8000"},
-                             files=[("file", ("a.raw", wave.astype("<f4").tobytes(),
-                                              "application/octet-stream"))])
+    raw_form = s.client.post(
+        "/v1/models/speech/predict",
+        data={"sample_rate": "8000"},
+        files=[("file", ("a.raw", wave.astype("<f4").tobytes(), "application/octet-stream"))],
+    )
     assert np.array_equal(np.asarray(raw_form.json()["results"][0], np.float32), expected)
     bad = _predict(s, "vision", [{"image": "not base64!"}])
     assert bad.status_code == 422 and "not valid base64" in bad.json()["error"]["message"]
@@ -256,8 +278,9 @@ def test_openai_client_embeddings(families_server, folders):
     expected = np.stack(bert.predict(CORPUS[:4]))
     assert np.array_equal(np.asarray([d.embedding for d in out.data], np.float32), expected)
     assert out.usage.prompt_tokens > 4 and out.model == "bert"
-    plain = families_server.client.post("/v1/embeddings", json={
-        "model": "bert", "input": CORPUS[0], "encoding_format": "float"}).json()
+    plain = families_server.client.post(
+        "/v1/embeddings", json={"model": "bert", "input": CORPUS[0], "encoding_format": "float"}
+    ).json()
     assert np.array_equal(np.asarray(plain["data"][0]["embedding"], np.float32), bert(CORPUS[0]))
     with pytest.raises(openai.NotFoundError, match="not served"):
         client.embeddings.create(model="nope", input="x")
@@ -286,19 +309,25 @@ def test_batches_form_under_concurrency_and_results_go_back_in_order(toy_server,
         assert r.status_code == 200
         a, b = r.json()["results"]
         np.testing.assert_allclose(np.asarray(a, np.float32), emb(x), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(np.asarray(b, np.float32), emb([0, 0, 0, x[0]]),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(b, np.float32), emb([0, 0, 0, x[0]]), rtol=1e-5, atol=1e-5
+        )
     after = toy_server.metrics()
     model = "toy:embed"
-    calls = (after[f'fmhub_batches_total{{model="{model}"}}']
-             - before.get(f'fmhub_batches_total{{model="{model}"}}', 0))
-    merged = ((after[f'fmhub_batch_requests_count{{model="{model}"}}']
-               - _bucket(after, "fmhub_batch_requests", model, "1"))
-              - (before.get(f'fmhub_batch_requests_count{{model="{model}"}}', 0)
-                 - before.get(f'fmhub_batch_requests_bucket{{model="{model}",le="1"}}', 0)))
+    calls = after[f'fmhub_batches_total{{model="{model}"}}'] - before.get(
+        f'fmhub_batches_total{{model="{model}"}}', 0
+    )
+    merged = (
+        after[f'fmhub_batch_requests_count{{model="{model}"}}']
+        - _bucket(after, "fmhub_batch_requests", model, "1")
+    ) - (
+        before.get(f'fmhub_batch_requests_count{{model="{model}"}}', 0)
+        - before.get(f'fmhub_batch_requests_bucket{{model="{model}",le="1"}}', 0)
+    )
     assert calls < len(xs) and merged >= 1, (calls, merged)
     items = after[f'fmhub_batch_size_sum{{model="{model}"}}'] - before.get(
-        f'fmhub_batch_size_sum{{model="{model}"}}', 0)
+        f'fmhub_batch_size_sum{{model="{model}"}}', 0
+    )
     assert items == 2 * len(xs)
     assert after[f'fmhub_requests_total{{model="{model}",endpoint="predict",status="200"}}'] >= 48
 
@@ -306,8 +335,10 @@ def test_batches_form_under_concurrency_and_results_go_back_in_order(toy_server,
 def test_batching_off_runs_one_call_per_request(server_factory):
     s = server_factory("toy:embed", "--no-batching", env={"FMHUB_TEST_DELAY_S": "0.02"})
     with cf.ThreadPoolExecutor(8) as pool:
-        codes = [r.status_code for r in pool.map(
-            lambda i: _predict(s, "toy:embed", [[i, 0, 0, 0]]), range(16))]
+        codes = [
+            r.status_code
+            for r in pool.map(lambda i: _predict(s, "toy:embed", [[i, 0, 0, 0]]), range(16))
+        ]
     assert codes == [200] * 16
     m = s.metrics()
     assert m['fmhub_batches_total{model="toy:embed"}'] == 16
@@ -324,8 +355,9 @@ def test_a_failing_batch_fails_only_its_own_request(toy_server, toy_hub):
             assert r.status_code == 500 and "poisoned batch" in r.json()["error"]["message"]
         else:
             assert r.status_code == 200
-            np.testing.assert_allclose(np.asarray(r.json()["results"][0], np.float32), emb(x),
-                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(
+                np.asarray(r.json()["results"][0], np.float32), emb(x), rtol=1e-5, atol=1e-5
+            )
     assert _predict(toy_server, "toy:embed", [[1, 1, 1, 1]]).status_code == 200
 
 
@@ -334,7 +366,8 @@ def test_load_test_loses_no_request(toy_server, toy_hub):
     n, started = 240, time.monotonic()
     xs = [[(i % 7) - 3, i % 5, 1, -(i % 3)] for i in range(n)]
     before = toy_server.metrics().get(
-        'fmhub_requests_total{model="toy-classifier",endpoint="predict",status="200"}', 0)
+        'fmhub_requests_total{model="toy-classifier",endpoint="predict",status="200"}', 0
+    )
     with cf.ThreadPoolExecutor(24) as pool:
         futures = [pool.submit(_predict, toy_server, "toy-classifier", [x]) for x in xs]
         responses = [f.result(timeout=120) for f in futures]
@@ -344,7 +377,8 @@ def test_load_test_loses_no_request(toy_server, toy_hub):
         (got,) = r.json()["results"]
         assert got["label"] == clf(x).label and abs(got["score"] - clf(x).score) < 1e-5
     after = toy_server.metrics()[
-        'fmhub_requests_total{model="toy-classifier",endpoint="predict",status="200"}']
+        'fmhub_requests_total{model="toy-classifier",endpoint="predict",status="200"}'
+    ]
     assert after - before == n
 
 
@@ -357,8 +391,12 @@ def test_bad_input_is_422_with_the_input_error_message(toy_server, toy_hub):
     r = _predict(toy_server, "toy:embed", ["not numbers"])
     assert r.status_code == 422
     assert r.json()["error"] == {"message": str(info.value), "type": "InputError"}
-    for body in (b"{not json", json.dumps({"inputs": "x"}).encode(),
-                 json.dumps({"inputs": []}).encode(), json.dumps({"other": 1}).encode()):
+    for body in (
+        b"{not json",
+        json.dumps({"inputs": "x"}).encode(),
+        json.dumps({"inputs": []}).encode(),
+        json.dumps({"other": 1}).encode(),
+    ):
         r = toy_server.client.post("/v1/models/toy:embed/predict", content=body)
         assert r.status_code == 422, body
     m = toy_server.metrics()
@@ -394,7 +432,7 @@ def test_body_too_large_is_413(server_factory):
     def chunks():  # no Content-Length: counted while read
         body = json.dumps(big).encode()
         for i in range(0, len(body), 256):
-            yield body[i:i + 256]
+            yield body[i : i + 256]
 
     r = s.client.post("/v1/models/toy:embed/predict", content=chunks())
     assert r.status_code == 413
@@ -448,12 +486,19 @@ def test_metrics_are_prometheus_text(toy_server):
     text = toy_server.client.get("/metrics")
     assert text.headers["content-type"].startswith("text/plain")
     body = text.text
-    for name, kind in [("fmhub_requests_total", "counter"), ("fmhub_request_errors_total", "counter"),
-                       ("fmhub_queue_depth", "gauge"), ("fmhub_batch_size", "histogram"),
-                       ("fmhub_request_latency_seconds", "histogram")]:
+    for name, kind in [
+        ("fmhub_requests_total", "counter"),
+        ("fmhub_request_errors_total", "counter"),
+        ("fmhub_queue_depth", "gauge"),
+        ("fmhub_batch_size", "histogram"),
+        ("fmhub_request_latency_seconds", "histogram"),
+    ]:
         assert f"# TYPE {name} {kind}" in body
-    assert re.search(r'fmhub_request_latency_seconds_bucket\{model="toy:embed",'
-                     r'endpoint="predict",le="\+Inf"\} \d+', body)
+    assert re.search(
+        r'fmhub_request_latency_seconds_bucket\{model="toy:embed",'
+        r'endpoint="predict",le="\+Inf"\} \d+',
+        body,
+    )
 
 
 # -- generation: completions and chat, with server-sent events -----------------------------------
@@ -476,8 +521,12 @@ def llama_folder(gpt2_folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm_server(gpt2_folder, llama_folder):
-    s = Server(f"lm={gpt2_folder}", f"chat={llama_folder}", "toy:embed",
-               env={"FMHUB_LOAD_PLUGINS": None, "HF_HUB_OFFLINE": "1"})
+    s = Server(
+        f"lm={gpt2_folder}",
+        f"chat={llama_folder}",
+        "toy:embed",
+        env={"FMHUB_LOAD_PLUGINS": None, "HF_HUB_OFFLINE": "1"},
+    )
     yield s
     s.close()
 
@@ -486,7 +535,7 @@ def _events(response) -> list:
     out = []
     for line in response.text.splitlines():
         if line.startswith("data: "):
-            payload = line[len("data: "):]
+            payload = line[len("data: ") :]
             out.append(payload if payload == "[DONE]" else json.loads(payload))
     return out
 
@@ -509,26 +558,34 @@ def test_completions_equal_the_model_and_stream_adds_up(lm_server, gpt2_folder):
     assert events[-2]["choices"][0]["finish_reason"] == expected.finish_reason
     many = lm_server.client.post("/v1/completions", json={**body, "prompt": ["Once", "In 1969,"]})
     assert [c["text"] for c in many.json()["choices"]] == [
-        g.text for g in lm.predict(["Once", "In 1969,"], max_new_tokens=8)]
+        g.text for g in lm.predict(["Once", "In 1969,"], max_new_tokens=8)
+    ]
 
 
 def test_chat_completions_with_the_openai_client(lm_server, llama_folder):
     openai = pytest.importorskip("openai")
     lm = fmhub.load(llama_folder, device="cpu")
-    messages = [{"role": "system", "content": "You are terse."},
-                {"role": "user", "content": "Name a colour."}]
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Name a colour."},
+    ]
     expected = lm(messages, max_new_tokens=6).text
     client = openai.OpenAI(base_url=lm_server.url + "/v1", api_key="unused")
     reply = client.chat.completions.create(model="chat", messages=messages, max_tokens=6)
     assert reply.choices[0].message.content == expected
     assert reply.choices[0].message.role == "assistant"
-    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="chat", messages=messages, max_tokens=6, stream=True)]
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="chat", messages=messages, max_tokens=6, stream=True
+        )
+    ]
     assert "".join(pieces) == expected
     with pytest.raises(openai.UnprocessableEntityError, match="no chat template"):
         client.chat.completions.create(model="lm", messages=messages, max_tokens=6)
     with pytest.raises(openai.BadRequestError, match="text-generation"):
         client.completions.create(model="toy:embed", prompt="x")
-    bad = lm_server.client.post("/v1/completions", json={"model": "lm", "prompt": "x",
-                                                        "max_tokens": 0, "stream": True})
+    bad = lm_server.client.post(
+        "/v1/completions", json={"model": "lm", "prompt": "x", "max_tokens": 0, "stream": True}
+    )
     assert bad.status_code == 422, bad.text

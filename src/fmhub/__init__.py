@@ -129,8 +129,13 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
     return _finetune(model, train, eval=eval, **config)
 
 
-def evaluate(model: Model, data: Any, metrics: list[str] | None = None,
-             batch_size: int | None = None, **options: Any) -> EvalReport:
+def evaluate(
+    model: Model,
+    data: Any,
+    metrics: list[str] | None = None,
+    batch_size: int | None = None,
+    **options: Any,
+) -> EvalReport:
     """Measure ``model`` on labelled ``data``: streaming metrics for its task, an :class:`EvalReport`.
 
     ``metrics`` picks by name (default: the task's default metrics); ``options``: ``k``, ``bins``,
@@ -141,8 +146,9 @@ def evaluate(model: Model, data: Any, metrics: list[str] | None = None,
     return _evaluate(model, data, metrics=metrics, batch_size=batch_size, **options)
 
 
-def finetune_plan(model: Model, method: str | FineTuneMethod = "lora",
-                  **config: Any) -> FineTunePlan:
+def finetune_plan(
+    model: Model, method: str | FineTuneMethod = "lora", **config: Any
+) -> FineTunePlan:
     """What ``finetune`` would adapt: matched modules and trainable/total parameters."""
     from .finetuning import finetune_plan as _plan
 

@@ -69,18 +69,34 @@ def _verbosity_parent() -> argparse.ArgumentParser:
     # SUPPRESS: a subcommand's -q/-v do not reset what was given before the subcommand.
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="print only results and errors: no warnings, no progress")
-    g.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                   help="also show third-party library warnings that fmhub hides by default")
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print only results and errors: no warnings, no progress",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="also show third-party library warnings that fmhub hides by default",
+    )
     return p
 
 
 _COMMON = _verbosity_parent()
 
 
-def add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], *,
-                help: str, description: str | None = None) -> argparse.ArgumentParser:
+def add_command(
+    sub: Any,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
     """Add subcommand ``name`` handled by ``func(args) -> exit status``, with ``-q``/``-v``."""
     p = sub.add_parser(name, help=help, description=description or help, parents=[_COMMON])
     p.set_defaults(func=func)
@@ -89,9 +105,14 @@ def add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], 
 
 def add_load_options(p: argparse.ArgumentParser) -> None:
     """``-o/--option KEY=VALUE`` (repeatable): options passed to ``fmhub.load``."""
-    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
-                   help="load option, repeatable (device=cpu, dtype=bfloat16, ...); VALUE is "
-                   "read as JSON when it parses, else as a string")
+    p.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        metavar="KEY=VALUE",
+        help="load option, repeatable (device=cpu, dtype=bfloat16, ...); VALUE is "
+        "read as JSON when it parses, else as a string",
+    )
 
 
 def _parse_value(raw: str) -> Any:
@@ -124,14 +145,32 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
     """``--nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT --node-rank R]``: start the
     command on several processes through torchrun (see docs/distributed.md)."""
     g = p.add_argument_group("distributed (torchrun)")
-    g.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
-                   help="run on N processes on this machine (one per GPU on CUDA; gloo on CPU)")
-    g.add_argument("--nnodes", type=int, default=1, metavar="M",
-                   help="number of machines; run the same command on each (needs --rdzv-endpoint)")
-    g.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
-                   help="rendezvous address every machine can reach (e.g. the first node's)")
-    g.add_argument("--node-rank", type=int, default=None, metavar="R",
-                   help="this machine's rank (optional with the c10d rendezvous)")
+    g.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run on N processes on this machine (one per GPU on CUDA; gloo on CPU)",
+    )
+    g.add_argument(
+        "--nnodes",
+        type=int,
+        default=1,
+        metavar="M",
+        help="number of machines; run the same command on each (needs --rdzv-endpoint)",
+    )
+    g.add_argument(
+        "--rdzv-endpoint",
+        metavar="HOST:PORT",
+        help="rendezvous address every machine can reach (e.g. the first node's)",
+    )
+    g.add_argument(
+        "--node-rank",
+        type=int,
+        default=None,
+        metavar="R",
+        help="this machine's rank (optional with the c10d rendezvous)",
+    )
 
 
 def check_model_name(name: str) -> None:
@@ -189,8 +228,10 @@ def read_inputs(source: str, fmt: str | None, encoding: str) -> list[tuple[Any, 
     except UnicodeDecodeError as exc:
         raise UsageError(_decode_message(name, exc, encoding)) from None
     except LookupError:
-        raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows "
-                         "(utf-8, latin-1, cp1252, utf-16, ...).") from None
+        raise UsageError(
+            f"--encoding {encoding!r} is not an encoding Python knows "
+            "(utf-8, latin-1, cp1252, utf-16, ...)."
+        ) from None
     except OSError as exc:
         raise UsageError(f"cannot read {name}: {exc.strerror or exc}.") from None
     out: list[tuple[Any, dict[str, Any]]] = []
@@ -203,15 +244,18 @@ def read_inputs(source: str, fmt: str | None, encoding: str) -> list[tuple[Any, 
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{name} line {lineno} is not JSON ({exc.msg}); --format jsonl takes "
-                             "one JSON object per line, --format lines one input per line.") from None
+            raise UsageError(
+                f"{name} line {lineno} is not JSON ({exc.msg}); --format jsonl takes "
+                "one JSON object per line, --format lines one input per line."
+            ) from None
         if isinstance(obj, str):
             out.append((obj, {}))
             continue
         field = next((f for f in INPUT_FIELDS if isinstance(obj, dict) and f in obj), None)
         if field is None:
-            raise UsageError(f"{name} line {lineno} has no {'/'.join(INPUT_FIELDS)} field: "
-                             f"{line[:80]!r}.")
+            raise UsageError(
+                f"{name} line {lineno} has no {'/'.join(INPUT_FIELDS)} field: {line[:80]!r}."
+            )
         out.append((obj[field], {"id": obj["id"]} if "id" in obj else {}))
     return out
 
@@ -222,8 +266,10 @@ def _codec(encoding: str) -> str:
 
 
 def _decode_message(name: str, exc: UnicodeDecodeError, encoding: str) -> str:
-    return (f"{name} is not {encoding} text (byte 0x{exc.object[exc.start]:02x} at offset "
-            f"{exc.start}); pass its encoding, e.g. --encoding cp1252 or --encoding latin-1.")
+    return (
+        f"{name} is not {encoding} text (byte 0x{exc.object[exc.start]:02x} at offset "
+        f"{exc.start}); pass its encoding, e.g. --encoding cp1252 or --encoding latin-1."
+    )
 
 
 def json_default(obj: Any) -> Any:

@@ -12,11 +12,21 @@ __all__ = ["cmd_chat", "cmd_generate"]
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
-                   help="generation option, repeatable (max_new_tokens=64, temperature=0.7, "
-                   "seed=1, stop='\\n', ...); VALUE is read as JSON when it parses")
-    p.add_argument("--load-option", "-l", action="append", metavar="KEY=VALUE",
-                   help="load option, repeatable (device=cpu, dtype=bfloat16, ...)")
+    p.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        metavar="KEY=VALUE",
+        help="generation option, repeatable (max_new_tokens=64, temperature=0.7, "
+        "seed=1, stop='\\n', ...); VALUE is read as JSON when it parses",
+    )
+    p.add_argument(
+        "--load-option",
+        "-l",
+        action="append",
+        metavar="KEY=VALUE",
+        help="load option, repeatable (device=cpu, dtype=bfloat16, ...)",
+    )
 
 
 def _load(args: argparse.Namespace):
@@ -30,8 +40,9 @@ def _load(args: argparse.Namespace):
     with known_warnings_hidden():
         model = load(args.name, **load_opts)
     if model.call_options is None:
-        raise UsageError(f"{args.name!r} (task {model.task}) does not generate text; use "
-                         "'fmhub predict'.")
+        raise UsageError(
+            f"{args.name!r} (task {model.task}) does not generate text; use 'fmhub predict'."
+        )
     model.parse_options(**options)  # a bad option is reported before any output
     return model, options
 
@@ -46,8 +57,11 @@ def _stream(model: Any, x: Any, options: dict[str, Any], args: argparse.Namespac
     sys.stdout.flush()
     r = stream.result
     if r is not None and verbosity(args) > 0:
-        print(f"[{r.finish_reason}: {r.prompt_tokens} prompt + {r.completion_tokens} generated "
-              "tokens]", file=sys.stderr)
+        print(
+            f"[{r.finish_reason}: {r.prompt_tokens} prompt + {r.completion_tokens} generated "
+            "tokens]",
+            file=sys.stderr,
+        )
     return getattr(r, "text", "")
 
 
@@ -87,8 +101,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 @subcommand
 def _generate_command(sub: Any) -> None:
-    p = add_command(sub, "generate", cmd_generate,
-                    help="continue a prompt with a generative model, streaming the text")
+    p = add_command(
+        sub,
+        "generate",
+        cmd_generate,
+        help="continue a prompt with a generative model, streaming the text",
+    )
     p.add_argument("name", help="model id, alias or local folder")
     p.add_argument("prompt", help="the prompt ('-' reads it from stdin)")
     _add_options(p)
@@ -96,8 +114,12 @@ def _generate_command(sub: Any) -> None:
 
 @subcommand
 def _chat_command(sub: Any) -> None:
-    p = add_command(sub, "chat", cmd_chat,
-                    help="chat with a model that has a chat template (one line a turn; Ctrl-D ends)")
+    p = add_command(
+        sub,
+        "chat",
+        cmd_chat,
+        help="chat with a model that has a chat template (one line a turn; Ctrl-D ends)",
+    )
     p.add_argument("name", help="model id, alias or local folder")
     p.add_argument("--system", help="a system message that opens the conversation")
     _add_options(p)

@@ -154,8 +154,11 @@ class Hub:
         namespace (every one for a broadcast, ``owner=None``)."""
         if owner is None:
             return list(self._lazy)
-        return [n for n, items in self._lazy_items.items()
-                if n == owner or not items.get("fmhub_register_namespaces")]
+        return [
+            n
+            for n, items in self._lazy_items.items()
+            if n == owner or not items.get("fmhub_register_namespaces")
+        ]
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         """Add a plugin object (a module or an instance with hook implementations).
@@ -392,7 +395,8 @@ class Hub:
 
 #: The adapter folder whose base model is being loaded (an adapter's base may not be an adapter).
 _loading_adapter: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
-    "fmhub_loading_adapter", default=None)
+    "fmhub_loading_adapter", default=None
+)
 
 #: The longest model name taken (Linux's PATH_MAX); longer ones are refused before any file look-up.
 MAX_NAME_LENGTH = 4096
@@ -405,7 +409,6 @@ def _exists(path: Path, check: str = "exists") -> bool:
         return getattr(path, check)()
     except (OSError, ValueError):
         return False
-
 
 
 def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = True) -> Model:
@@ -446,9 +449,13 @@ def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = T
             if options.get("runtime") == "onnxruntime":  # the merged model, run on ONNX Runtime
                 from .export import attach_onnx
 
-                model = load_adapter(hub, folder, {**options, "runtime": "torch",
-                                                   "quantize": None},
-                                     manifest=manifest, verify=verify)
+                model = load_adapter(
+                    hub,
+                    folder,
+                    {**options, "runtime": "torch", "quantize": None},
+                    manifest=manifest,
+                    verify=verify,
+                )
                 return attach_onnx(model, source=str(folder), quantize=options.get("quantize"))
             return load_adapter(hub, folder, options, manifest=manifest, verify=verify)
         finally:
@@ -464,7 +471,9 @@ def load_saved(hub: Hub, folder: Path, options: dict[str, Any], verify: bool = T
     spec = spec.model_copy(update={"options": replayable_options(spec.options, consent)})
     if not verify:
         return load_model(hub, spec, options)
-    return _alongside(lambda: verify_hashes(folder, manifest), lambda: load_model(hub, spec, options))
+    return _alongside(
+        lambda: verify_hashes(folder, manifest), lambda: load_model(hub, spec, options)
+    )
 
 
 def _alongside(check: Callable[[], None], work: Callable[[], Any]) -> Any:
@@ -595,7 +604,8 @@ class _Registry:
         for hook in hookspecs.REGISTRATION:
             sources: list[tuple[str, Any]] = [
                 (hub._pm.get_name(impl.plugin), impl)
-                for impl in reversed(getattr(hub._pm.hook, hook).get_hookimpls())]
+                for impl in reversed(getattr(hub._pm.hook, hook).get_hookimpls())
+            ]
             if hub._lazy_items:  # plugins known from the cache take their place in discovery order
                 sources += [(n, list(items.get(hook, ()))) for n, items in hub._lazy_items.items()]
                 sources.sort(key=lambda s: place.get(s[0], len(place)))
@@ -623,6 +633,7 @@ class _Registry:
                 if not ok and plugin not in reg.dropped:
                     what = check.__name__ if isinstance(check, type) else check.__doc__
                     reg._drop(plugin, f"{hook} registered {item!r}, not an fmhub.{what}")
+
         def keep(hook: str) -> list:
             return [(p, x) for p, x in collected[hook] if p not in reg.dropped]
 
@@ -836,7 +847,8 @@ class _CachedNamespace(Namespace):
                     raise PluginError(
                         f"plugin {owner!r} no longer registers the namespace {ns_name!r} "
                         f"({rec.error if rec and rec.error else 'its registration changed'}); "
-                        "run 'fmhub plugins'.")
+                        "run 'fmhub plugins'."
+                    )
                 return real.options
         return super().__getattribute__(name)
 
@@ -920,5 +932,3 @@ def set_hub(hub: Hub | None) -> Hub | None:
     global _default
     previous, _default = _default, hub
     return previous
-
-

@@ -28,12 +28,18 @@ FORMAT = 1
 
 
 def cache_enabled() -> bool:
-    return os.environ.get("FMHUB_PLUGIN_CACHE", "1").strip().lower() not in {"0", "false", "no", "off"}
+    return os.environ.get("FMHUB_PLUGIN_CACHE", "1").strip().lower() not in {
+        "0",
+        "false",
+        "no",
+        "off",
+    }
 
 
 def plugin_cache_dir() -> Path:
     root = os.environ.get("FMHUB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fmhub")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fmhub"
+    )
     return Path(root) / "plugins"
 
 
@@ -77,8 +83,17 @@ def cache_key(ep: Any, fmhub_version: str | None) -> str | None:
         return None
     core = Path(__file__).parent  # the types the entries are read back into
     mine = [f"{f.name}:{f.stat().st_mtime_ns}" for f in (core / "spec.py", core / "_hub.py")]
-    parts = [str(FORMAT), fmhub_version or "", sys.version, *mine, dist.name,
-             dist.version or "", ep.name, ep.value, *sources]
+    parts = [
+        str(FORMAT),
+        fmhub_version or "",
+        sys.version,
+        *mine,
+        dist.name,
+        dist.version or "",
+        ep.name,
+        ep.value,
+        *sources,
+    ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -98,7 +113,8 @@ def read_entry(name: str, dist: str, key: str) -> dict[str, Any] | None:
         return None
     items = data.get("items")
     if not isinstance(items, dict) or not all(
-            isinstance(items.get(k), list) for k in ("namespaces", "models")):
+        isinstance(items.get(k), list) for k in ("namespaces", "models")
+    ):
         return None
     return items
 

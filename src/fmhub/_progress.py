@@ -40,8 +40,15 @@ class Heartbeat:
     seconds from a background thread, and a last line at :meth:`close`. The tqdm methods the
     callers use (``update``, ``set_postfix``, ``close``) so it can stand in for a bar."""
 
-    def __init__(self, total: int | None, desc: str, unit: str, interval: float | None = None,
-                 initial: int = 0, stream: Any = None):
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        unit: str,
+        interval: float | None = None,
+        initial: int = 0,
+        stream: Any = None,
+    ):
         self.total, self.desc, self.unit = total, desc, unit
         self.interval = interval if interval is not None else progress_interval()
         self.n = self.start_n = initial
@@ -50,8 +57,9 @@ class Heartbeat:
         self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"fmhub-progress-{desc}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"fmhub-progress-{desc}", daemon=True
+        )
         self._thread.start()
 
     def update(self, n: int = 1) -> None:
@@ -67,7 +75,9 @@ class Heartbeat:
             n, postfix = self.n, dict(self.postfix)
         elapsed = time.monotonic() - self._t0
         unit = self.unit + ("s" if (self.total if self.total else n) != 1 else "")
-        parts = [f"{self.desc}: {n}/{self.total} {unit}" if self.total else f"{self.desc}: {n} {unit}"]
+        parts = [
+            f"{self.desc}: {n}/{self.total} {unit}" if self.total else f"{self.desc}: {n} {unit}"
+        ]
         if self.total:
             parts[0] += f" ({100 * n / self.total:.0f}%)"
         parts += [f"{k}={v}" for k, v in postfix.items()]
@@ -97,8 +107,14 @@ class Heartbeat:
             self._emit()
 
 
-def progress_bar(total: int | None, desc: str, unit: str, enabled: bool | None = None,
-                 initial: int = 0, delay: float = 0.0) -> Any:
+def progress_bar(
+    total: int | None,
+    desc: str,
+    unit: str,
+    enabled: bool | None = None,
+    initial: int = 0,
+    delay: float = 0.0,
+) -> Any:
     """A tqdm bar when stderr is a terminal (``enabled`` None or True), a :class:`Heartbeat` away
     from a terminal when ``enabled`` is True, else None."""
     if enabled is False:

@@ -40,18 +40,24 @@ class KnownWarning:
 KNOWN_WARNINGS: tuple[KnownWarning, ...] = (
     KnownWarning(
         r"<enum '\w+'> is an Enum subclass and is now natively supported by torch\.compile",
-        "torch.utils._pytree", logger=True,
+        "torch.utils._pytree",
+        logger=True,
         why="torchao (the int8 extra) registers its enums with torch's pytree when transformers "
-        "imports it; a deprecation aimed at torchao's authors."),
+        "imports it; a deprecation aimed at torchao's authors.",
+    ),
     KnownWarning(
-        r"`is_gradient_checkpointing` is deprecated", r"transformers\.modeling_utils",
+        r"`is_gradient_checkpointing` is deprecated",
+        r"transformers\.modeling_utils",
         category=FutureWarning,
-        why="PEFT reads a deprecated transformers attribute when it wraps a model for LoRA/IA3."),
+        why="PEFT reads a deprecated transformers attribute when it wraps a model for LoRA/IA3.",
+    ),
     KnownWarning(
         r"Could not find a config file in .* - will assume that the vocabulary was not modified",
-        r"peft(\..*)?", category=UserWarning,
+        r"peft(\..*)?",
+        category=UserWarning,
         why="PEFT cannot ask the hub for the base model's config while saving an adapter offline; "
-        "fmhub never changes the vocabulary."),
+        "fmhub never changes the vocabulary.",
+    ),
 )
 
 _show = os.environ.get(SHOW_ENV, "").lower() in ("1", "true", "yes", "on")
@@ -98,8 +104,9 @@ def _install() -> None:
         if w.logger:
             loggers.setdefault(w.module, []).append(re.compile(w.message))
         else:
-            warnings.filterwarnings("ignore", message=w.message, category=w.category,
-                                    module=w.module)
+            warnings.filterwarnings(
+                "ignore", message=w.message, category=w.category, module=w.module
+            )
             _installed.append(warnings.filters[0])
     for name, patterns in loggers.items():
         logger, f = logging.getLogger(name), _LogFilter(patterns)

@@ -58,8 +58,12 @@ def _open(path: Path, encoding: str):
     return path.open(encoding=enc, newline="")
 
 
-def iter_inputs(path: str | os.PathLike, fmt: str | None = None, encoding: str = "utf-8",
-                column: str | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
+def iter_inputs(
+    path: str | os.PathLike,
+    fmt: str | None = None,
+    encoding: str = "utf-8",
+    column: str | None = None,
+) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Stream ``(input, fields to echo)`` from a file or folder, in order (blank lines skipped).
 
     An ``id`` field of a JSON Lines or CSV record is echoed in the output.
@@ -67,8 +71,11 @@ def iter_inputs(path: str | os.PathLike, fmt: str | None = None, encoding: str =
     p = Path(path)
     kind = input_format(p, fmt)
     if kind == "folder":
-        files = sorted(f for f in p.rglob("*") if f.is_file()
-                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        files = sorted(
+            f
+            for f in p.rglob("*")
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+        )
         for f in files:
             yield str(f), {}
         return
@@ -82,8 +89,10 @@ def iter_inputs(path: str | os.PathLike, fmt: str | None = None, encoding: str =
                 if key is None:
                     key = names[0] if len(names) == 1 and not column else None
                 if key is None:
-                    raise InputError(f"{str(p)!r} has no {'/'.join(fields)} column; its columns "
-                                     f"are {names}. Name the input column with --column.")
+                    raise InputError(
+                        f"{str(p)!r} has no {'/'.join(fields)} column; its columns "
+                        f"are {names}. Name the input column with --column."
+                    )
                 for row in reader:
                     if row.get(key):
                         yield row[key], ({"id": row["id"]} if "id" in row else {})
@@ -104,16 +113,24 @@ def iter_inputs(path: str | os.PathLike, fmt: str | None = None, encoding: str =
                     continue
                 key = next((c for c in fields if c in obj), None)
                 if key is None:
-                    raise InputError(f"{str(p)!r} line {lineno} has no {'/'.join(fields)} field: "
-                                     f"{line[:80]!r}. Name the input field with --column.")
+                    raise InputError(
+                        f"{str(p)!r} line {lineno} has no {'/'.join(fields)} field: "
+                        f"{line[:80]!r}. Name the input field with --column."
+                    )
                 yield obj[key], ({"id": obj["id"]} if "id" in obj else {})
     except UnicodeDecodeError as exc:
-        raise InputError(f"{str(p)!r} is not {encoding} text (offset {exc.start}); pass its "
-                         "encoding, e.g. --encoding latin-1.") from None
+        raise InputError(
+            f"{str(p)!r} is not {encoding} text (offset {exc.start}); pass its "
+            "encoding, e.g. --encoding latin-1."
+        ) from None
 
 
-def count_inputs(path: str | os.PathLike, fmt: str | None = None, encoding: str = "utf-8",
-                 column: str | None = None) -> int:
+def count_inputs(
+    path: str | os.PathLike,
+    fmt: str | None = None,
+    encoding: str = "utf-8",
+    column: str | None = None,
+) -> int:
     """How many inputs :func:`iter_inputs` yields (one streaming pass)."""
     return sum(1 for _ in iter_inputs(path, fmt, encoding, column))
 
@@ -134,8 +151,10 @@ def check_output(output: Path, meta: dict[str, Any], overwrite: bool) -> bool:
     (it will be resumed). Raises for an existing output or a partial run of other arguments."""
     folder = partial_dir(output)
     if output.exists() and not overwrite:
-        raise _Usage(f"--output {str(output)!r} exists; pass --overwrite to replace it, or choose "
-                     "another file.")
+        raise _Usage(
+            f"--output {str(output)!r} exists; pass --overwrite to replace it, or choose "
+            "another file."
+        )
     if folder.exists():
         if not (folder / META).is_file():
             raise _Usage(f"{str(folder)!r} exists and was not written by fmhub; move it away.")
@@ -186,11 +205,21 @@ def _done_npy(part: Path, chunk: int) -> int:
 # -- the work --------------------------------------------------------------------------------
 
 
-def predict_file(model: Any, source: str | os.PathLike, output: str | os.PathLike, *,
-                 meta: dict[str, Any], fmt: str | None = None, encoding: str = "utf-8",
-                 column: str | None = None, batch_size: int | None = None, chunk: int = 512,
-                 overwrite: bool = False, progress: bool | None = None,
-                 total: int | None = None) -> dict[str, Any]:
+def predict_file(
+    model: Any,
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    meta: dict[str, Any],
+    fmt: str | None = None,
+    encoding: str = "utf-8",
+    column: str | None = None,
+    batch_size: int | None = None,
+    chunk: int = 512,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    total: int | None = None,
+) -> dict[str, Any]:
     """Predict every input of ``source`` into ``output`` (see the module doc). Returns counts.
 
     ``meta`` describes the run (model, options, input, chunk...); a partial run is resumed only if
@@ -203,8 +232,10 @@ def predict_file(model: Any, source: str | os.PathLike, output: str | os.PathLik
     output = Path(output)
     npy = output.suffix.lower() == ".npy"
     if npy and model.task != "embedding":
-        raise InputError(f"--output {str(output)!r}: a .npy file holds embedding vectors, and "
-                         f"{model.spec.id!r} is a {model.task} model; write .jsonl instead.")
+        raise InputError(
+            f"--output {str(output)!r}: a .npy file holds embedding vectors, and "
+            f"{model.spec.id!r} is a {model.task} model; write .jsonl instead."
+        )
     dist = current(model.device)
     if dist:
         dist.place(model)
@@ -227,9 +258,14 @@ def predict_file(model: Any, source: str | os.PathLike, output: str | os.PathLik
     mine = [g for g in range(rank, n_chunks, world)]
     my_total = sum(min(chunk, total - g * chunk) for g in mine)
     bs = batch_size or model.default_batch_size
-    bar = progress_bar(my_total, desc=f"predict (rank 0 of {world})" if world > 1 else "predict",
-                       unit="input", enabled=progress if rank == 0 else False, initial=done)
-    todo = {g for g in mine[done // chunk:]}
+    bar = progress_bar(
+        my_total,
+        desc=f"predict (rank 0 of {world})" if world > 1 else "predict",
+        unit="input",
+        enabled=progress if rank == 0 else False,
+        initial=done,
+    )
+    todo = {g for g in mine[done // chunk :]}
     try:
         with part.open("ab") as out:
             for g, items in _chunks(iter_inputs(source, fmt, encoding, column), chunk):
@@ -239,10 +275,16 @@ def predict_file(model: Any, source: str | os.PathLike, output: str | os.PathLik
                 if npy:
                     out.write(_rows(results, out.tell() == 0))
                 else:
-                    out.write("".join(
-                        json.dumps({**extra, "input": x, "result": to_jsonable(r)},
-                                   default=_json_default) + "\n"
-                        for (x, extra), r in zip(items, results)).encode())
+                    out.write(
+                        "".join(
+                            json.dumps(
+                                {**extra, "input": x, "result": to_jsonable(r)},
+                                default=_json_default,
+                            )
+                            + "\n"
+                            for (x, extra), r in zip(items, results)
+                        ).encode()
+                    )
                 out.flush()
                 if bar is not None:
                     bar.update(len(items))
@@ -290,8 +332,9 @@ def _merge(folder: Path, output: Path, world: int, chunk: int, total: int, npy: 
             f"{str(folder)!r} lacks the parts of rank(s) {missing}: on several machines, --output "
             "must be on storage every machine shares."
         )
-    parts = [_part(folder, r, world, npy).open("rb") if r not in missing else None
-             for r in range(world)]
+    parts = [
+        _part(folder, r, world, npy).open("rb") if r not in missing else None for r in range(world)
+    ]
     tmp = output.with_name(f".{output.name}.fmhub-tmp-{os.getpid()}")
     try:
         with tmp.open("wb") as out:
@@ -315,8 +358,9 @@ def _merge(folder: Path, output: Path, world: int, chunk: int, total: int, npy: 
                     for _ in range(n):
                         line = src.readline()
                         if not line.endswith(b"\n"):
-                            raise FmhubError(f"{str(folder)!r}: a part ended early; rerun to "
-                                             "redo it.")
+                            raise FmhubError(
+                                f"{str(folder)!r}: a part ended early; rerun to redo it."
+                            )
                         out.write(line)
         os.replace(tmp, output)
     except BaseException:
@@ -341,8 +385,10 @@ def cmd_predict_file(args: Any) -> int:
     if args.inputs:
         raise UsageError("with --output, give the inputs with --input FILE|DIR, not as arguments.")
     if args.input is None or args.input == "-":
-        raise UsageError("--output needs --input FILE or DIR (stdin cannot be resumed); without "
-                         "--output, results go to stdout.")
+        raise UsageError(
+            "--output needs --input FILE or DIR (stdin cannot be resumed); without "
+            "--output, results go to stdout."
+        )
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}.")
     launching = bool(args.nproc_per_node) and not under_launcher()
@@ -362,27 +408,50 @@ def cmd_predict_file(args: Any) -> int:
     if not output.parent.is_dir():
         raise UsageError(f"--output {args.output!r}: folder {str(output.parent)!r} does not exist.")
     st = src.stat()
-    meta = {"model": args.name, "options": options, "input": str(src), "input_bytes": st.st_size,
-            "input_mtime_ns": st.st_mtime_ns, "format": fmt, "column": args.column,
-            "encoding": args.encoding, "batch_size": args.batch_size, "inputs": total}
-    world = args.nproc_per_node * args.nnodes if launching else int(os.environ.get("WORLD_SIZE", "1"))
+    meta = {
+        "model": args.name,
+        "options": options,
+        "input": str(src),
+        "input_bytes": st.st_size,
+        "input_mtime_ns": st.st_mtime_ns,
+        "format": fmt,
+        "column": args.column,
+        "encoding": args.encoding,
+        "batch_size": args.batch_size,
+        "inputs": total,
+    }
+    world = (
+        args.nproc_per_node * args.nnodes if launching else int(os.environ.get("WORLD_SIZE", "1"))
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         try:
-            check_output(output, {**meta, "world_size": world, "chunk": args.chunk_size},
-                         args.overwrite)
+            check_output(
+                output, {**meta, "world_size": world, "chunk": args.chunk_size}, args.overwrite
+            )
         except _Usage as exc:
             raise UsageError(str(exc)) from None
     if launching:
-        return launch(args.argv, args.nproc_per_node, args.nnodes, args.rdzv_endpoint,
-                      args.node_rank)
+        return launch(
+            args.argv, args.nproc_per_node, args.nnodes, args.rdzv_endpoint, args.node_rank
+        )
     from . import load
 
     model = load(args.name, **options)
     try:
-        summary = predict_file(model, src, output, meta=meta, fmt=fmt, encoding=args.encoding,
-                               column=args.column, batch_size=args.batch_size,
-                               chunk=args.chunk_size, overwrite=args.overwrite,
-                               progress=verbosity(args) >= 0, total=total)
+        summary = predict_file(
+            model,
+            src,
+            output,
+            meta=meta,
+            fmt=fmt,
+            encoding=args.encoding,
+            column=args.column,
+            batch_size=args.batch_size,
+            chunk=args.chunk_size,
+            overwrite=args.overwrite,
+            progress=verbosity(args) >= 0,
+            total=total,
+        )
     except _Usage as exc:
         raise UsageError(str(exc)) from None
     if int(os.environ.get("RANK", "0")) == 0:

@@ -84,8 +84,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 @subcommand
 def _list_command(sub: Any) -> None:
     p = add_command(sub, "list", cmd_list, help="list registered models (wildcards: 'hf:*bert*')")
-    p.add_argument("pattern", nargs="?", help="shell wildcards over ids and aliases; no wildcard: "
-                   "a substring (any case)")
+    p.add_argument(
+        "pattern",
+        nargs="?",
+        help="shell wildcards over ids and aliases; no wildcard: a substring (any case)",
+    )
     p.add_argument("--json", action="store_true", help="print the full specs as JSON")
 
 
@@ -107,10 +110,22 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     recs = plugins()
     if args.json:
-        print(json.dumps([
-            {"name": r.name, "distribution": r.distribution, "version": r.version,
-             "status": r.status, "namespaces": list(r.namespaces), "error": r.error}
-            for r in recs], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "distribution": r.distribution,
+                        "version": r.version,
+                        "status": r.status,
+                        "namespaces": list(r.namespaces),
+                        "error": r.error,
+                    }
+                    for r in recs
+                ],
+                indent=2,
+            )
+        )
         return 0
     width = max(14, *(len(r.name) + 1 for r in recs))
     for r in recs:
@@ -123,8 +138,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 @subcommand
 def _plugins_command(sub: Any) -> None:
-    p = add_command(sub, "plugins", cmd_plugins,
-                    help="list plugins with their status and errors")
+    p = add_command(sub, "plugins", cmd_plugins, help="list plugins with their status and errors")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
 
 
@@ -163,8 +177,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = load(args.name, **options)
     bs = args.batch_size or model.default_batch_size
     chunk = max(bs * 16, 512)  # results stream out chunk by chunk
-    bar = progress_bar(len(items), desc="predict", unit="input",
-                       enabled=verbosity(args) >= 0, delay=2.0)
+    bar = progress_bar(
+        len(items), desc="predict", unit="input", enabled=verbosity(args) >= 0, delay=2.0
+    )
     try:
         for start in range(0, len(items), chunk):
             part = items[start : start + chunk]
@@ -182,29 +197,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 @subcommand
 def _predict_command(sub: Any) -> None:
-    p = add_command(sub, "predict", cmd_predict,
-                    help="run a model on inputs, print one JSON line per input")
+    p = add_command(
+        sub, "predict", cmd_predict, help="run a model on inputs, print one JSON line per input"
+    )
     p.add_argument("name", help="model id, alias or local folder")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="text, or a path to an image/audio file (or use --input)")
-    p.add_argument("--input", "-i", metavar="FILE",
-                   help="read inputs from FILE, '-' for stdin (one per line, or JSON Lines)")
-    p.add_argument("--format", choices=("lines", "jsonl", "csv", "tsv"), default=None,
-                   help="--input format: 'lines' (one input per line) or 'jsonl' (objects with "
-                   "a text/path/input field); with --output also csv/tsv; default: jsonl for "
-                   "*.jsonl files, csv/tsv by suffix, else lines")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="text, or a path to an image/audio file (or use --input)",
+    )
+    p.add_argument(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="read inputs from FILE, '-' for stdin (one per line, or JSON Lines)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("lines", "jsonl", "csv", "tsv"),
+        default=None,
+        help="--input format: 'lines' (one input per line) or 'jsonl' (objects with "
+        "a text/path/input field); with --output also csv/tsv; default: jsonl for "
+        "*.jsonl files, csv/tsv by suffix, else lines",
+    )
     p.add_argument("--encoding", default="utf-8", help="--input text encoding (default utf-8)")
     add_load_options(p)
     p.add_argument("--batch-size", type=int, default=None, help="inputs per batch (default 32)")
-    p.add_argument("--output", metavar="FILE",
-                   help="write results to FILE (JSON Lines, or .npy for embeddings) instead of "
-                   "stdout: --input streamed (a file, or a folder of images/audio), resumable "
-                   "(rerun the same command after an interruption), shardable over processes")
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write results to FILE (JSON Lines, or .npy for embeddings) instead of "
+        "stdout: --input streamed (a file, or a folder of images/audio), resumable "
+        "(rerun the same command after an interruption), shardable over processes",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    p.add_argument("--column", metavar="NAME",
-                   help="with --output: the CSV column / JSONL field holding the inputs")
-    p.add_argument("--chunk-size", type=int, default=512, metavar="N",
-                   help="with --output: inputs per resumable chunk (default 512)")
+    p.add_argument(
+        "--column",
+        metavar="NAME",
+        help="with --output: the CSV column / JSONL field holding the inputs",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=512,
+        metavar="N",
+        help="with --output: inputs per resumable chunk (default 512)",
+    )
     add_launch_options(p)
 
 
@@ -221,7 +260,8 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fmhub", description="Pretrained models of every family behind one contract.",
+        prog="fmhub",
+        description="Pretrained models of every family behind one contract.",
         parents=[_COMMON],
         epilog="Exit status: 0 done, 1 the work failed, 2 bad command line (found before any "
         "model loads), 130 interrupted.",
@@ -286,8 +326,14 @@ def _silence_stdout() -> None:
 _original_showwarning = warnings.showwarning
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: TextIO | None = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     """A skipped plugin is one line on stderr, not a source location and a code excerpt."""
     from ._hub import FmhubPluginWarning
 

@@ -89,11 +89,15 @@ def _require() -> None:
 def export_spec(model: Model) -> ExportSpec:
     spec = model._call("fmhub_export_spec")
     if spec is None:
-        raise ExportError(f"Model {model.spec.id!r} cannot be exported: plugin "
-                          f"{model.spec.plugin!r} implements no fmhub_export_spec.")
+        raise ExportError(
+            f"Model {model.spec.id!r} cannot be exported: plugin "
+            f"{model.spec.plugin!r} implements no fmhub_export_spec."
+        )
     if not isinstance(spec, ExportSpec):
-        raise PluginError(f"plugin {model.spec.plugin!r} returned {type(spec).__name__} from "
-                          "fmhub_export_spec, not a fmhub.export.ExportSpec")
+        raise PluginError(
+            f"plugin {model.spec.plugin!r} returned {type(spec).__name__} from "
+            "fmhub_export_spec, not a fmhub.export.ExportSpec"
+        )
     return spec
 
 
@@ -102,11 +106,15 @@ def _export_copy(model: Model) -> Model:
     import torch
 
     if model.quantized:
-        raise ExportError(f"A quantized model ({model.quantized}) is not exported; export the float "
-                          "model (ONNX Runtime has its own quantization tools).")
+        raise ExportError(
+            f"A quantized model ({model.quantized}) is not exported; export the float "
+            "model (ONNX Runtime has its own quantization tools)."
+        )
     if model.placed:
-        raise ExportError(f"Model {model.spec.id!r} is spread over several devices by its plugin; "
-                          "load it on one device to export it.")
+        raise ExportError(
+            f"Model {model.spec.id!r} is spread over several devices by its plugin; "
+            "load it on one device to export it."
+        )
     work = copy.copy(model)
     work.runtime = None
     module = model.module
@@ -124,8 +132,10 @@ def _export_copy(model: Model) -> Model:
 def _tensors(batch: Mapping[str, Any], names: Sequence[str], where: str) -> tuple[Any, ...]:
     missing = [n for n in names if n not in batch]
     if missing:
-        raise PluginError(f"{where}: the export spec names inputs {missing} that preprocess's "
-                          f"batch lacks (it has {sorted(batch)})")
+        raise PluginError(
+            f"{where}: the export spec names inputs {missing} that preprocess's "
+            f"batch lacks (it has {sorted(batch)})"
+        )
     return tuple(batch[n] for n in names)
 
 
@@ -137,8 +147,10 @@ def _onnx_export(work: Model, spec: ExportSpec, file: Path, opset: int | None) -
         spec.module.eval()
     batch = work.preprocess(list(spec.example))
     args = _tensors(batch, spec.input_names, work.spec.id)
-    shapes: Any = tuple({axis: Dim.DYNAMIC for axis in spec.dynamic_axes.get(name, {})} or None
-                        for name in spec.input_names)
+    shapes: Any = tuple(
+        {axis: Dim.DYNAMIC for axis in spec.dynamic_axes.get(name, {})} or None
+        for name in spec.input_names
+    )
     params = inspect.signature(spec.module.forward).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
         shapes = (shapes,)  # forward(*tensors): one argument holding them all
@@ -148,13 +160,22 @@ def _onnx_export(work: Model, spec: ExportSpec, file: Path, opset: int | None) -
     try:
         with torch.inference_mode(False), torch.no_grad():
             program = torch.onnx.export(
-                spec.module, args, dynamo=True, input_names=list(spec.input_names),
-                output_names=list(spec.output_names), dynamic_shapes=shapes, verbose=False,
-                report=False, **kwargs)
+                spec.module,
+                args,
+                dynamo=True,
+                input_names=list(spec.input_names),
+                output_names=list(spec.output_names),
+                dynamic_shapes=shapes,
+                verbose=False,
+                report=False,
+                **kwargs,
+            )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ExportError(f"torch.onnx.export could not export {work.spec.id!r}: "
-                          f"{type(exc).__name__}: {first[:500]}") from exc
+        raise ExportError(
+            f"torch.onnx.export could not export {work.spec.id!r}: "
+            f"{type(exc).__name__}: {first[:500]}"
+        ) from exc
     program.save(str(file), external_data=False)
 
 
@@ -201,13 +222,19 @@ def session_options() -> Any:
 class OrtRunner:
     """The forward stage on ONNX Runtime: batch tensors in, ``fmhub_forward``-shaped outputs out."""
 
-    def __init__(self, file: str | os.PathLike, input_names: Sequence[str],
-                 pack: Callable[[list[Any]], Any] | None = None, device: Any = None):
+    def __init__(
+        self,
+        file: str | os.PathLike,
+        input_names: Sequence[str],
+        pack: Callable[[list[Any]], Any] | None = None,
+        device: Any = None,
+    ):
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
         if getattr(device, "type", None) == "cuda" and (
-                "CUDAExecutionProvider" in ort.get_available_providers()):
+            "CUDAExecutionProvider" in ort.get_available_providers()
+        ):
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(file), session_options(), providers=providers)
         self.input_names = list(input_names)
@@ -258,15 +285,20 @@ def parity(work: Model, spec: ExportSpec, runner: OrtRunner) -> dict[str, Any]:
     report: dict[str, Any] = {"inputs": shape, "max_abs_diff": 0.0}
     for e, g in zip(expected, got):
         if e.shape != g.shape:
-            raise ExportError(f"ONNX output shape {g.shape} differs from torch's {e.shape} on a "
-                              f"batch of shape {shape}; the dynamic axes are wrong.")
+            raise ExportError(
+                f"ONNX output shape {g.shape} differs from torch's {e.shape} on a "
+                f"batch of shape {shape}; the dynamic axes are wrong."
+            )
         report["max_abs_diff"] = max(report["max_abs_diff"], float(np.abs(e - g).max(initial=0)))
-    main_e, main_g = expected[-1] if work.task == "classification" else expected[0], (
-        got[-1] if work.task == "classification" else got[0])
+    main_e, main_g = (
+        expected[-1] if work.task == "classification" else expected[0],
+        (got[-1] if work.task == "classification" else got[0]),
+    )
     if work.task == "embedding":
         e2, g2 = main_e.reshape(len(main_e), -1), main_g.reshape(len(main_g), -1)
         cos = (e2 * g2).sum(1) / np.maximum(
-            np.linalg.norm(e2, axis=1) * np.linalg.norm(g2, axis=1), 1e-12)
+            np.linalg.norm(e2, axis=1) * np.linalg.norm(g2, axis=1), 1e-12
+        )
         report["min_cosine"] = float(cos.min())
         report["ok"] = report["min_cosine"] >= TOLERANCE["cosine"]
         report["tolerance"] = f"cosine >= {TOLERANCE['cosine']}"
@@ -281,9 +313,16 @@ def parity(work: Model, spec: ExportSpec, runner: OrtRunner) -> dict[str, Any]:
     return report
 
 
-def export(model: Model, path: str | os.PathLike, format: str = "onnx", *,
-           opset: int | None = None, verbose: bool = True, overwrite: bool = False,
-           fuse: bool = True) -> Path:
+def export(
+    model: Model,
+    path: str | os.PathLike,
+    format: str = "onnx",
+    *,
+    opset: int | None = None,
+    verbose: bool = True,
+    overwrite: bool = False,
+    fuse: bool = True,
+) -> Path:
     """Export ``model``'s forward stage to ``path`` (see the module docstring); returns the folder.
 
     ``fuse``: rewrite the graph for ONNX Runtime's fused kernels (attention, skip-LayerNorm,
@@ -308,8 +347,10 @@ def export(model: Model, path: str | os.PathLike, format: str = "onnx", *,
         try:
             work._save_files(str(tmp))
         except FmhubError as exc:
-            raise ExportError(f"{exc} Without its saved files, the model's preprocessing cannot "
-                              "travel with the ONNX file.") from None
+            raise ExportError(
+                f"{exc} Without its saved files, the model's preprocessing cannot "
+                "travel with the ONNX file."
+            ) from None
         _onnx_export(work, spec, tmp / ONNX_FILE, opset)
         fused = tmp / "model.fused.onnx"
         fusions = _fuse(tmp / ONNX_FILE, fused) if fuse else {}
@@ -324,24 +365,35 @@ def export(model: Model, path: str | os.PathLike, format: str = "onnx", *,
             runner = OrtRunner(tmp / ONNX_FILE, spec.input_names, spec.pack)
             report.update(parity(work, spec, runner))
         report["fusions"] = fusions
-        line = (f"fmhub export: {work.spec.id} -> {ONNX_FILE}; parity on inputs "
-                f"{report['inputs']}: max abs diff {report['max_abs_diff']:.3g}"
-                + (f", min cosine {report['min_cosine']:.7f}" if "min_cosine" in report else "")
-                + (f", same top-1 {report['same_top1']}" if "same_top1" in report else "")
-                + (f"; fused {report['fusions']}" if report["fusions"] else ""))
+        line = (
+            f"fmhub export: {work.spec.id} -> {ONNX_FILE}; parity on inputs "
+            f"{report['inputs']}: max abs diff {report['max_abs_diff']:.3g}"
+            + (f", min cosine {report['min_cosine']:.7f}" if "min_cosine" in report else "")
+            + (f", same top-1 {report['same_top1']}" if "same_top1" in report else "")
+            + (f"; fused {report['fusions']}" if report["fusions"] else "")
+        )
         if verbose:
             print(line, flush=True)
         if not report["ok"]:
-            raise ExportError(f"{line}: outside the tolerance ({report['tolerance']}); the ONNX "
-                              "graph does not reproduce the torch model, nothing was written.")
+            raise ExportError(
+                f"{line}: outside the tolerance ({report['tolerance']}); the ONNX "
+                "graph does not reproduce the torch model, nothing was written."
+            )
         manifest = model_manifest(work)
         manifest.options = {**manifest.options, "runtime": "onnxruntime"}
-        manifest.info = {**manifest.info, "export": {
-            "format": "onnx", "file": ONNX_FILE, "inputs": list(spec.input_names),
-            "outputs": list(spec.output_names),
-            "dynamic_axes": {k: {str(a): n for a, n in v.items()}
-                             for k, v in spec.dynamic_axes.items()},
-            "parity": report}}
+        manifest.info = {
+            **manifest.info,
+            "export": {
+                "format": "onnx",
+                "file": ONNX_FILE,
+                "inputs": list(spec.input_names),
+                "outputs": list(spec.output_names),
+                "dynamic_axes": {
+                    k: {str(a): n for a, n in v.items()} for k, v in spec.dynamic_axes.items()
+                },
+                "parity": report,
+            },
+        }
         manifest.versions.update(_versions())
         seal(tmp, manifest)  # sizes and SHA-256 of every file, model.onnx included
 
@@ -356,7 +408,8 @@ def _versions() -> dict[str, str]:
 
 def cache_dir() -> Path:
     root = os.environ.get("FMHUB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fmhub")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fmhub"
+    )
     return Path(root) / "onnx"
 
 
@@ -369,32 +422,50 @@ def cached_export(model: Model, source: str | None = None) -> Path:
         if source:
             adapter["source"] = source
             adapter["manifest"] = hashlib.sha256(
-                (Path(source) / "fmhub.json").read_bytes()).hexdigest()
+                (Path(source) / "fmhub.json").read_bytes()
+            ).hexdigest()
             weights = sorted(Path(source).glob("*.safetensors"))
             adapter["weights"] = [hashlib.sha256(w.read_bytes()).hexdigest() for w in weights]
-    key = json.dumps({"spec": model.spec.model_dump(mode="json"), "adapter": adapter,
-                      "options": model.options.model_dump(mode="json", exclude={"device", "dtype",
-                                                                                "runtime"}),
-                      "info": model.info, "versions": _versions()}, sort_keys=True, default=str)
+    key = json.dumps(
+        {
+            "spec": model.spec.model_dump(mode="json"),
+            "adapter": adapter,
+            "options": model.options.model_dump(
+                mode="json", exclude={"device", "dtype", "runtime"}
+            ),
+            "info": model.info,
+            "versions": _versions(),
+        },
+        sort_keys=True,
+        default=str,
+    )
     folder = cache_dir() / hashlib.sha256(key.encode()).hexdigest()[:24]
     if not (folder / ONNX_FILE).is_file():
         export(model, folder, verbose=False)
     return folder
 
 
-def attach_onnx(model: Model, folder: str | os.PathLike | None = None,
-                source: str | None = None, quantize: str | None = None) -> Model:
+def attach_onnx(
+    model: Model,
+    folder: str | os.PathLike | None = None,
+    source: str | None = None,
+    quantize: str | None = None,
+) -> Model:
     """Run ``model``'s forward stage on ONNX Runtime: from ``folder`` (an export), else from the
     cache (exported on first use; an adapter is merged). Preprocess and postprocess stay the
     plugin's. ``quantize="int8"``: ONNX Runtime's dynamic int8 quantization of that graph
     (:func:`quantized_onnx`), CPU only."""
     _require()
     if quantize not in (None, "int8"):
-        raise InvalidOptionError(f"runtime='onnxruntime' supports quantize='int8' (ONNX Runtime's "
-                                 f"dynamic int8), not {quantize!r}; use the torch runtime for it.")
+        raise InvalidOptionError(
+            f"runtime='onnxruntime' supports quantize='int8' (ONNX Runtime's "
+            f"dynamic int8), not {quantize!r}; use the torch runtime for it."
+        )
     if quantize and model.device.type != "cpu":
-        raise DeviceError(f"int8 on ONNX Runtime targets CPU inference, but the model is on "
-                          f"{model.device}; load it with device='cpu'.")
+        raise DeviceError(
+            f"int8 on ONNX Runtime targets CPU inference, but the model is on "
+            f"{model.device}; load it with device='cpu'."
+        )
     folder = Path(folder) if folder is not None else cached_export(model, source)
     if model.adapter is not None:
         model.merge()
@@ -432,8 +503,11 @@ def _keep_float(graph: Any) -> list[str]:
     def reaches_output(name: str, depth: int = 0) -> bool:
         if name in outputs:
             return True
-        return depth < 8 and any(n.op_type in passthrough and reaches_output(n.output[0], depth + 1)
-                                 for n in consumers.get(name, []) if n.output)
+        return depth < 8 and any(
+            n.op_type in passthrough and reaches_output(n.output[0], depth + 1)
+            for n in consumers.get(name, [])
+            if n.output
+        )
 
     keep = []
     for node in graph.node:
@@ -455,8 +529,9 @@ def quantized_onnx(file: str | os.PathLike) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
-    key = hashlib.sha256(json.dumps([digest, _versions(), INT8_OPS, "keep-ffn-down-and-head-v2"])
-                         .encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps([digest, _versions(), INT8_OPS, "keep-ffn-down-and-head-v2"]).encode()
+    ).hexdigest()[:24]
     out = cache_dir() / "int8" / f"{key}.onnx"
     if out.is_file():
         return out
@@ -468,12 +543,20 @@ def quantized_onnx(file: str | os.PathLike) -> Path:
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" is advice, not news
     try:
-        quantize_dynamic(str(file), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(INT8_OPS), nodes_to_exclude=keep)
+        quantize_dynamic(
+            str(file),
+            str(tmp),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(INT8_OPS),
+            nodes_to_exclude=keep,
+        )
         os.replace(tmp, out)
     except Exception as exc:
-        raise ExportError(f"ONNX Runtime could not quantize {str(file)!r} to int8: "
-                          f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        raise ExportError(
+            f"ONNX Runtime could not quantize {str(file)!r} to int8: "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
     finally:
         logging.getLogger().setLevel(quiet)
         tmp.unlink(missing_ok=True)

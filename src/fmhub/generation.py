@@ -65,8 +65,12 @@ class GenerationOptions(CallOptions):
     max_new_tokens: int = Field(128, ge=1, description="Most tokens generated per input.")
     min_new_tokens: int = Field(0, ge=0, description="Tokens generated before an end is allowed.")
     do_sample: bool = Field(False, description="Sample (True) or decode greedily / by beams.")
-    temperature: float = Field(1.0, ge=0, description="Softmax temperature when sampling; 0: greedy.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep this probability mass.")
+    temperature: float = Field(
+        1.0, ge=0, description="Softmax temperature when sampling; 0: greedy."
+    )
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Nucleus sampling: keep this probability mass."
+    )
     top_k: int = Field(50, ge=0, description="Sample among the k likeliest tokens; 0: no limit.")
     repetition_penalty: float = Field(1.0, gt=0, description="Above 1 discourages repeats.")
     stop: tuple[str, ...] = Field((), description="Strings that end generation (trimmed off).")
@@ -94,8 +98,9 @@ class GenerationOptions(CallOptions):
         return not self.do_sample
 
 
-def parse_call_options(cls: type[CallOptions] | None, defaults: dict[str, Any],
-                       given: dict[str, Any], model_id: str) -> CallOptions | None:
+def parse_call_options(
+    cls: type[CallOptions] | None, defaults: dict[str, Any], given: dict[str, Any], model_id: str
+) -> CallOptions | None:
     """Validate ``given`` per-call options against ``cls`` on top of ``defaults``.
 
     ``cls=None`` (a model that takes no per-call options) refuses any option. Errors are
@@ -119,7 +124,8 @@ def parse_call_options(cls: type[CallOptions] | None, defaults: dict[str, Any],
         return cls(**data)
     except ValidationError as exc:
         raise CallOptionError(
-            describe_validation_error(exc, cls, f"per-call options for {model_id!r}")) from None
+            describe_validation_error(exc, cls, f"per-call options for {model_id!r}")
+        ) from None
 
 
 class _StreamClosed(FmhubError):
@@ -161,11 +167,12 @@ class TextStream(Iterator[str]):
         if hits:  # a stop string: send up to it, nothing after
             safe, self._stopped = min(hits), True
         else:  # hold back an ending that may grow into a stop string
-            hold = max((k for s in stops for k in range(1, len(s)) if self._raw.endswith(s[:k])),
-                       default=0)
+            hold = max(
+                (k for s in stops for k in range(1, len(s)) if self._raw.endswith(s[:k])), default=0
+            )
             safe = len(self._raw) - hold
         if safe > self._sent:
-            self._queue.put(self._raw[self._sent:safe])
+            self._queue.put(self._raw[self._sent : safe])
             self._sent = safe
 
     def _work(self) -> None:
@@ -206,7 +213,7 @@ class TextStream(Iterator[str]):
                 f"plugin {self._model.spec.plugin!r} streamed {sent!r}, which is not the start of "
                 f"its result text {text!r}; the streamed pieces must add up to the result."
             )
-        self._emitted.append(text[len(sent):])
+        self._emitted.append(text[len(sent) :])
         return self._emitted[-1]
 
     def close(self) -> None:

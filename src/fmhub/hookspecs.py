@@ -244,8 +244,9 @@ def fmhub_preprocess(model: Model, inputs: Sequence[Any], options: CallOptions |
 
 
 @hookspec(firstresult=True)
-def fmhub_forward(model: Model, batch: Any, options: CallOptions | None,
-                  stream: Callable[[int, str], None] | None) -> Any:
+def fmhub_forward(
+    model: Model, batch: Any, options: CallOptions | None, stream: Callable[[int, str], None] | None
+) -> Any:
     """Run the torch module on a batch that is already on the model's device.
 
     Owner-dispatched. The core calls it under ``torch.inference_mode()`` for prediction and with
@@ -269,8 +270,9 @@ def fmhub_forward(model: Model, batch: Any, options: CallOptions | None,
 
 
 @hookspec(firstresult=True)
-def fmhub_postprocess(model: Model, outputs: Any, batch: Any,
-                      options: CallOptions | None) -> list[Any] | None:
+def fmhub_postprocess(
+    model: Model, outputs: Any, batch: Any, options: CallOptions | None
+) -> list[Any] | None:
     """Turn raw outputs into one typed result per input (see :mod:`fmhub.results`).
 
     Owner-dispatched. The result type depends only on ``model.task``, never on the family.

@@ -80,20 +80,28 @@ def input_list(inputs: Any, what: str = "predict") -> list[Any]:
     """
     kind = type(inputs).__name__
     if isinstance(inputs, (str, bytes, bytearray)):
-        raise InputError(f"{what} takes a list of inputs, got one {kind}; pass [x], or call "
-                         "model(x) for one input.")
+        raise InputError(
+            f"{what} takes a list of inputs, got one {kind}; pass [x], or call "
+            "model(x) for one input."
+        )
     if isinstance(inputs, Mapping):
-        raise InputError(f"{what} takes a list of inputs, got a {kind}; pass [d] for one input "
-                         "(an audio dict, say), or a list of them.")
+        raise InputError(
+            f"{what} takes a list of inputs, got a {kind}; pass [d] for one input "
+            "(an audio dict, say), or a list of them."
+        )
     if _is_array(inputs) or _is_tensor(inputs):  # a pandas Series of texts is a fine list
         shape = tuple(inputs.shape)
-        raise InputError(f"{what} takes a list of inputs, got a {kind} of shape {shape}; pass [a] "
-                         "for one input, or list(a) if its first axis is the batch.")
+        raise InputError(
+            f"{what} takes a list of inputs, got a {kind} of shape {shape}; pass [a] "
+            "for one input, or list(a) if its first axis is the batch."
+        )
     if _is_pil(inputs):
         raise InputError(f"{what} takes a list of inputs, got one PIL image; pass [image].")
     if not isinstance(inputs, Iterable):
-        raise InputError(f"{what} takes a list of inputs, got {kind} ({_short(inputs)}); pass a "
-                         "list, e.g. [x], or call model(x) for one input.")
+        raise InputError(
+            f"{what} takes a list of inputs, got {kind} ({_short(inputs)}); pass a "
+            "list, e.g. [x], or call model(x) for one input."
+        )
     return list(inputs)
 
 
@@ -105,10 +113,14 @@ def text_item(item: Any, index: int = 0) -> str:
     if isinstance(item, str):
         return item
     if isinstance(item, (bytes, bytearray)):
-        raise InputError(f"got {type(item).__name__} ({_short(item)}), not text; decode it first, "
-                         "e.g. data.decode('utf-8').", index=index)
-    raise InputError(f"got {type(item).__name__} ({_short(item)}), not text; pass a str.",
-                     index=index)
+        raise InputError(
+            f"got {type(item).__name__} ({_short(item)}), not text; decode it first, "
+            "e.g. data.decode('utf-8').",
+            index=index,
+        )
+    raise InputError(
+        f"got {type(item).__name__} ({_short(item)}), not text; pass a str.", index=index
+    )
 
 
 def texts(items: Sequence[Any]) -> list[str]:
@@ -134,32 +146,42 @@ def _is_array(x: Any) -> bool:
     return np is not None and isinstance(x, np.ndarray)
 
 
-def check_image_size(width: int, height: int, index: int = 0, *,
-                     max_pixels: int = MAX_IMAGE_PIXELS,
-                     max_aspect: float = MAX_ASPECT_RATIO) -> None:
+def check_image_size(
+    width: int,
+    height: int,
+    index: int = 0,
+    *,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_aspect: float = MAX_ASPECT_RATIO,
+) -> None:
     """Refuse an empty, oversized or absurdly elongated image (before it is decoded or resized)."""
     if width <= 0 or height <= 0:
-        raise InputError(f"got an empty image ({width}x{height} pixels); pass a real image.",
-                         index=index)
+        raise InputError(
+            f"got an empty image ({width}x{height} pixels); pass a real image.", index=index
+        )
     if width * height > max_pixels:
         raise InputError(
             f"got a {width}x{height} image ({width * height:,} pixels), more than the "
             f"{max_pixels:,} fmhub accepts; downscale it first (or raise max_pixels).",
-            index=index)
+            index=index,
+        )
     aspect = max(width, height) / min(width, height)
     if aspect > max_aspect:
         raise InputError(
             f"got a {width}x{height} image (aspect ratio {aspect:.0f}:1, more than "
             f"{max_aspect:g}:1); resizing it to a model's input size would blow it up. Crop or "
-            "pad it first (or raise max_aspect).", index=index)
+            "pad it first (or raise max_aspect).",
+            index=index,
+        )
 
 
 #: Modes that carry an alpha band (Pillow names).
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
-def pil_to_rgb(img: Image.Image, index: int = 0, *,
-               background: tuple[int, int, int] | None = None) -> Image.Image:
+def pil_to_rgb(
+    img: Image.Image, index: int = 0, *, background: tuple[int, int, int] | None = None
+) -> Image.Image:
     """An RGB copy of a PIL image of any mode (the image itself if it is RGB already).
 
     * ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, ``RGBX``...: Pillow's
@@ -193,8 +215,11 @@ def pil_to_rgb(img: Image.Image, index: int = 0, *,
             return Image.alpha_composite(base, rgba).convert("RGB")
         return img.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise InputError(f"got a PIL image of mode {mode!r}, which cannot be converted to RGB "
-                         f"({exc}); convert it yourself first.", index=index) from None
+        raise InputError(
+            f"got a PIL image of mode {mode!r}, which cannot be converted to RGB "
+            f"({exc}); convert it yourself first.",
+            index=index,
+        ) from None
 
 
 def _scale_to_uint8(img: Image.Image, index: int) -> np.ndarray:
@@ -202,8 +227,11 @@ def _scale_to_uint8(img: Image.Image, index: int) -> np.ndarray:
 
     a = np.asarray(img)
     if a.ndim != 2:
-        raise InputError(f"got a PIL image of mode {img.mode!r} with shape {a.shape}; only "
-                         "single-band integer and float images are supported.", index=index)
+        raise InputError(
+            f"got a PIL image of mode {img.mode!r} with shape {a.shape}; only "
+            "single-band integer and float images are supported.",
+            index=index,
+        )
     a = a.astype(np.float64)
     if not np.isfinite(a).all():
         raise InputError(f"got a {img.mode!r} image with NaN or infinite pixels.", index=index)
@@ -226,13 +254,19 @@ def _pil(index: int) -> Any:
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - installed with the image extra
-        raise InputError("reading an image needs Pillow: pip install "
-                         "'fmhub[image]'.", index=index) from None
+        raise InputError(
+            "reading an image needs Pillow: pip install 'fmhub[image]'.", index=index
+        ) from None
     return Image
 
 
-def _open_image(src: Any, index: int, max_pixels: int, max_aspect: float,
-                background: tuple[int, int, int] | None) -> Image.Image:
+def _open_image(
+    src: Any,
+    index: int,
+    max_pixels: int,
+    max_aspect: float,
+    background: tuple[int, int, int] | None,
+) -> Image.Image:
     Image = _pil(index)
     UnidentifiedImageError = Image.UnidentifiedImageError
 
@@ -241,8 +275,9 @@ def _open_image(src: Any, index: int, max_pixels: int, max_aspect: float,
     if is_path:
         path = os.fspath(src)
         if not os.path.exists(path):
-            raise InputError(f"no such image file {path!r}; pass an existing path or an image.",
-                             index=index)
+            raise InputError(
+                f"no such image file {path!r}; pass an existing path or an image.", index=index
+            )
         if os.path.isdir(path):
             raise InputError(f"{path!r} is a folder, not an image file.", index=index)
     else:
@@ -257,8 +292,10 @@ def _open_image(src: Any, index: int, max_pixels: int, max_aspect: float,
     except Image.DecompressionBombError as exc:
         raise InputError(f"{what} is too large to decode safely ({exc}).", index=index) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{what} is not an image Pillow can read ({exc}); pass a JPEG, PNG, ... "
-                         "file.", index=index) from None
+        raise InputError(
+            f"{what} is not an image Pillow can read ({exc}); pass a JPEG, PNG, ... file.",
+            index=index,
+        ) from None
 
 
 def _from_array(a: Any, index: int) -> Image.Image:
@@ -270,12 +307,16 @@ def _from_array(a: Any, index: int) -> Image.Image:
         raise InputError(
             f"got a numpy array of dtype {a.dtype}; pass uint8 pixels (0-255) as HxW or HxWxC, or "
             "a PIL image (16-bit and float images are scaled by the rule in docs/inputs.md).",
-            index=index)
+            index=index,
+        )
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        raise InputError(f"got a numpy array of shape {a.shape}; an image is HxW (grayscale) or "
-                         "HxWx3 / HxWx4 (RGB / RGBA), channels last.", index=index)
+        raise InputError(
+            f"got a numpy array of shape {a.shape}; an image is HxW (grayscale) or "
+            "HxWx3 / HxWx4 (RGB / RGBA), channels last.",
+            index=index,
+        )
     if a.size == 0:
         raise InputError(f"got an empty image array of shape {a.shape}.", index=index)
     return Image.fromarray(np.ascontiguousarray(a))
@@ -288,21 +329,27 @@ def _from_tensor(t: Any, index: int, keep_float: bool) -> Any:
     if t.ndim == 2:
         t = t.unsqueeze(0)
     if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
-        raise InputError(f"got a tensor of shape {tuple(t.shape)}; an image tensor is CxHxW with "
-                         "1, 3 or 4 channels (channels first), or HxW.", index=index)
+        raise InputError(
+            f"got a tensor of shape {tuple(t.shape)}; an image tensor is CxHxW with "
+            "1, 3 or 4 channels (channels first), or HxW.",
+            index=index,
+        )
     if t.numel() == 0:
         raise InputError(f"got an empty image tensor of shape {tuple(t.shape)}.", index=index)
     if str(t.dtype) == "torch.uint8":
         return t.permute(1, 2, 0).numpy()
     if not t.is_floating_point():
-        raise InputError(f"got a {t.dtype} tensor; pass uint8 (0-255) or floating (0-1) pixels.",
-                         index=index)
+        raise InputError(
+            f"got a {t.dtype} tensor; pass uint8 (0-255) or floating (0-1) pixels.", index=index
+        )
     t = t.float()
     lo, hi = float(t.min()), float(t.max())
     if lo < -_FLOAT_SLACK or hi > 1 + _FLOAT_SLACK or not np.isfinite([lo, hi]).all():
         raise InputError(
             f"got a float tensor with values in [{lo:.3g}, {hi:.3g}]; floating image tensors must "
-            "hold un-normalized pixels in [0, 1] (pass uint8 for 0-255 pixels).", index=index)
+            "hold un-normalized pixels in [0, 1] (pass uint8 for 0-255 pixels).",
+            index=index,
+        )
     if t.shape[0] == 1:
         t = t.expand(3, -1, -1)
     elif t.shape[0] == 4:
@@ -322,9 +369,15 @@ def _uint8() -> Any:
 _FLOAT_SLACK = 1e-3
 
 
-def image_item(item: Any, index: int = 0, *, background: tuple[int, int, int] | None = None,
-               keep_float_tensor: bool = False, max_pixels: int = MAX_IMAGE_PIXELS,
-               max_aspect: float = MAX_ASPECT_RATIO) -> Image.Image | torch.Tensor:
+def image_item(
+    item: Any,
+    index: int = 0,
+    *,
+    background: tuple[int, int, int] | None = None,
+    keep_float_tensor: bool = False,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_aspect: float = MAX_ASPECT_RATIO,
+) -> Image.Image | torch.Tensor:
     """One image input to an RGB PIL image (see the module doc for what an image is).
 
     ``keep_float_tensor=True`` returns a floating ``3xHxW`` tensor in [0, 1] as such (a plugin that
@@ -338,27 +391,37 @@ def image_item(item: Any, index: int = 0, *, background: tuple[int, int, int] | 
         return _open_image(item, index, max_pixels, max_aspect, background)
     if _is_tensor(item):
         if item.ndim in (2, 3):  # refuse before converting (CxHxW or HxW)
-            check_image_size(item.shape[-1], item.shape[-2], index, max_pixels=max_pixels,
-                             max_aspect=max_aspect)
+            check_image_size(
+                item.shape[-1], item.shape[-2], index, max_pixels=max_pixels, max_aspect=max_aspect
+            )
         item = _from_tensor(item, index, keep_float_tensor)
         if _is_tensor(item):
             return item
     if _is_array(item):
         if item.ndim >= 2:
-            check_image_size(item.shape[1], item.shape[0], index, max_pixels=max_pixels,
-                             max_aspect=max_aspect)
+            check_image_size(
+                item.shape[1], item.shape[0], index, max_pixels=max_pixels, max_aspect=max_aspect
+            )
         return pil_to_rgb(_from_array(item, index), index, background=background)
     raise InputError(
         f"got a {type(item).__name__} ({_short(item)}), not an image; pass a PIL image, a file "
-        "path, encoded image bytes, a numpy uint8 array (HxWxC) or a tensor (CxHxW).", index=index)
+        "path, encoded image bytes, a numpy uint8 array (HxWxC) or a tensor (CxHxW).",
+        index=index,
+    )
 
 
-def to_rgb_images(items: Sequence[Any], *, background: tuple[int, int, int] | None = None,
-                  max_pixels: int = MAX_IMAGE_PIXELS,
-                  max_aspect: float = MAX_ASPECT_RATIO) -> list[Image.Image]:
+def to_rgb_images(
+    items: Sequence[Any],
+    *,
+    background: tuple[int, int, int] | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_aspect: float = MAX_ASPECT_RATIO,
+) -> list[Image.Image]:
     """Every item as an RGB PIL image (:func:`image_item`); errors name the item's position."""
-    return [image_item(x, i, background=background, max_pixels=max_pixels, max_aspect=max_aspect)
-            for i, x in enumerate(items)]
+    return [
+        image_item(x, i, background=background, max_pixels=max_pixels, max_aspect=max_aspect)
+        for i, x in enumerate(items)
+    ]
 
 
 # -- audio ----------------------------------------------------------------------------------------
@@ -367,11 +430,17 @@ def to_rgb_images(items: Sequence[Any], *, background: tuple[int, int, int] | No
 def _check_rate(index: int, rate: Any) -> int:
     import numpy as np
 
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer, float)) or rate <= 0 or (
-        isinstance(rate, float) and not rate.is_integer()
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, (int, np.integer, float))
+        or rate <= 0
+        or (isinstance(rate, float) and not rate.is_integer())
     ):
-        raise InputError(f"the sample rate {rate!r} is not one; a sample rate is a positive whole "
-                         "number of Hz, e.g. (wave, 16000).", index=index)
+        raise InputError(
+            f"the sample rate {rate!r} is not one; a sample rate is a positive whole "
+            "number of Hz, e.g. (wave, 16000).",
+            index=index,
+        )
     return int(rate)
 
 
@@ -380,21 +449,26 @@ def _read_audio_file(index: int, source: Any) -> tuple[np.ndarray, int]:
 
     is_path = isinstance(source, (str, os.PathLike))
     if is_path and not os.path.isfile(source):
-        raise InputError(f"no such audio file {os.fspath(source)!r}; pass an existing file path.",
-                         index=index)
+        raise InputError(
+            f"no such audio file {os.fspath(source)!r}; pass an existing file path.", index=index
+        )
     try:
         import soundfile as sf
     except ImportError:  # pragma: no cover - installed with the audio extra
-        raise InputError("reading an audio file needs soundfile: "
-                         "pip install 'fmhub[audio]'.", index=index) from None
+        raise InputError(
+            "reading an audio file needs soundfile: pip install 'fmhub[audio]'.", index=index
+        ) from None
     name = f"the file {os.fspath(source)!r}" if is_path else "the encoded bytes"
     try:
-        data, rate = sf.read(source if is_path else io.BytesIO(bytes(source)), dtype="float32",
-                             always_2d=True)
+        data, rate = sf.read(
+            source if is_path else io.BytesIO(bytes(source)), dtype="float32", always_2d=True
+        )
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise InputError(f"{name} cannot be decoded as audio ({exc}); pass a wav, flac or ogg "
-                         "file (anything libsndfile reads), or an (array, sample_rate) pair.",
-                         index=index) from None
+        raise InputError(
+            f"{name} cannot be decoded as audio ({exc}); pass a wav, flac or ogg "
+            "file (anything libsndfile reads), or an (array, sample_rate) pair.",
+            index=index,
+        ) from None
     return np.ascontiguousarray(data.T), int(rate)  # soundfile gives (samples, channels)
 
 
@@ -415,13 +489,15 @@ def _audio_array(index: int, x: Any) -> np.ndarray:
             return ((arr.astype(np.float64) - mid) / mid).astype(np.float32)
         return (arr.astype(np.float64) / (int(info.max) + 1)).astype(np.float32)
     if arr.dtype.kind != "f":
-        raise InputError(f"got an array of {arr.dtype}; audio must be float or integer PCM "
-                         "samples.", index=index)
+        raise InputError(
+            f"got an array of {arr.dtype}; audio must be float or integer PCM samples.", index=index
+        )
     return arr.astype(np.float32, copy=False)
 
 
-def _decode_audio(index: int, x: Any, default_rate: int | None,
-                  rate_option: str | None = None) -> tuple[np.ndarray, int]:
+def _decode_audio(
+    index: int, x: Any, default_rate: int | None, rate_option: str | None = None
+) -> tuple[np.ndarray, int]:
     import numpy as np
 
     if isinstance(x, (str, os.PathLike, bytes, bytearray)):
@@ -432,22 +508,30 @@ def _decode_audio(index: int, x: Any, default_rate: int | None,
         if arr is None or rate is None:
             raise InputError(
                 f"got a dict with keys {sorted(map(str, x))}; an audio dict needs 'array' and "
-                "'sampling_rate' (or 'waveform' and 'sample_rate').", index=index)
+                "'sampling_rate' (or 'waveform' and 'sample_rate').",
+                index=index,
+            )
         return _audio_array(index, arr), _check_rate(index, rate)
     if isinstance(x, tuple) and len(x) == 2 and np.ndim(x[1]) == 0:
         return _audio_array(index, x[0]), _check_rate(index, x[1])
-    if x is None or isinstance(x, (int, float, str)) or not (
-        _is_array(x) or _is_tensor(x) or isinstance(x, (list, tuple))
+    if (
+        x is None
+        or isinstance(x, (int, float, str))
+        or not (_is_array(x) or _is_tensor(x) or isinstance(x, (list, tuple)))
     ):
-        raise InputError(f"got {type(x).__name__} ({_short(x)}), not audio; pass a file path or "
-                         "(array, sample_rate).", index=index)
+        raise InputError(
+            f"got {type(x).__name__} ({_short(x)}), not audio; pass a file path or "
+            "(array, sample_rate).",
+            index=index,
+        )
     arr = _audio_array(index, x)
     if default_rate is None:
         how = f", or load the model with {rate_option}=<Hz> for bare arrays" if rate_option else ""
         raise InputError(
             f"got a bare {type(x).__name__} of shape {tuple(arr.shape)} without a sample rate, so "
             f"it cannot be resampled safely; pass (array, sample_rate), e.g. (wave, 16000){how}.",
-            index=index)
+            index=index,
+        )
     return arr, default_rate
 
 
@@ -462,29 +546,40 @@ def _to_mono(index: int, arr: np.ndarray) -> np.ndarray:
             raise InputError(
                 f"got shape {arr.shape}: a square array leaves the channel axis ambiguous; pass "
                 "1-D mono audio or a (channels, samples) array with more samples than channels.",
-                index=index)
+                index=index,
+            )
         channels = min(a, b)
         if channels > MAX_AUDIO_CHANNELS:
             raise InputError(
                 f"got shape {arr.shape}: {channels} channels is more than {MAX_AUDIO_CHANNELS}; a "
                 "2-D array is one multichannel recording, not a batch. Pass a batch as a list of "
-                "recordings.", index=index)
+                "recordings.",
+                index=index,
+            )
         mono = arr.mean(axis=0 if a <= b else 1, dtype=np.float32)
     else:
         raise InputError(
             f"got shape {arr.shape}; a recording is 1-D (samples) or 2-D (channels and samples, "
-            "either order). Pass a batch as a list of recordings.", index=index)
+            "either order). Pass a batch as a list of recordings.",
+            index=index,
+        )
     if mono.size == 0:
-        raise InputError("got an empty recording (0 samples); pass at least a few ms of audio.",
-                         index=index)
+        raise InputError(
+            "got an empty recording (0 samples); pass at least a few ms of audio.", index=index
+        )
     if not np.isfinite(mono).all():
         raise InputError("the recording contains NaN or infinite samples.", index=index)
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def audio_item(item: Any, index: int = 0, *, target_rate: int | None,
-               default_rate: int | None = None,
-               rate_option: str | None = None) -> tuple[np.ndarray, int]:
+def audio_item(
+    item: Any,
+    index: int = 0,
+    *,
+    target_rate: int | None,
+    default_rate: int | None = None,
+    rate_option: str | None = None,
+) -> tuple[np.ndarray, int]:
     """One audio input to ``(samples, rate)``: 1-D float32 mono samples at ``target_rate``.
 
     ``default_rate`` is the rate of a bare array or tensor (``None`` refuses them; name the load
@@ -498,11 +593,14 @@ def audio_item(item: Any, index: int = 0, *, target_rate: int | None,
     return mono, rate
 
 
-def to_mono_audio(items: Sequence[Any], *, target_rate: int,
-                  default_rate: int | None = None) -> list[np.ndarray]:
+def to_mono_audio(
+    items: Sequence[Any], *, target_rate: int, default_rate: int | None = None
+) -> list[np.ndarray]:
     """Every item as 1-D float32 mono samples at ``target_rate``; errors name the position."""
-    return [audio_item(x, i, target_rate=target_rate, default_rate=default_rate)[0]
-            for i, x in enumerate(items)]
+    return [
+        audio_item(x, i, target_rate=target_rate, default_rate=default_rate)[0]
+        for i, x in enumerate(items)
+    ]
 
 
 def audio_duration(item: Any, default_rate: int | None = None) -> float:

@@ -164,7 +164,9 @@ def read_manifest(path: Path) -> Manifest:
             )
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ManifestError(f"{str(path)!r} has no {MANIFEST}; it was not saved by fmhub.") from None
+        raise ManifestError(
+            f"{str(path)!r} has no {MANIFEST}; it was not saved by fmhub."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"Cannot read {str(file)!r}: {exc}") from None
     depth = _json_depth(text)
@@ -300,14 +302,18 @@ def is_fmhub_folder(path: Path) -> bool:
 def seal(folder: Path, manifest: Manifest) -> Manifest:
     """Record every file of ``folder`` and the manifest's own hash, then write ``fmhub.json``."""
     folder = Path(folder)
-    files = {rel: FileEntry(size=(folder / rel).stat().st_size, sha256=sha256_file(folder / rel))
-             for rel in _listing(folder)}
-    manifest = manifest.model_copy(update={"files": files, "content_sha256": None,
-                                           "format_version": FORMAT_VERSION})
+    files = {
+        rel: FileEntry(size=(folder / rel).stat().st_size, sha256=sha256_file(folder / rel))
+        for rel in _listing(folder)
+    }
+    manifest = manifest.model_copy(
+        update={"files": files, "content_sha256": None, "format_version": FORMAT_VERSION}
+    )
     data = json.loads(manifest.model_dump_json(exclude={"content_sha256"}))
     data["content_sha256"] = hashlib.sha256(_canonical(data)).hexdigest()
-    (folder / MANIFEST).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
-                                   encoding="utf-8")
+    (folder / MANIFEST).write_text(
+        json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return Manifest(**data)
 
 
@@ -418,7 +424,12 @@ def recover(path: Any) -> bool:
     """
     try:
         dest = Path(os.fspath(path)).expanduser().absolute()
-        if not dest.name or dest.exists() or not dest.parent.is_dir() or not _siblings(dest, OLD_TAG):
+        if (
+            not dest.name
+            or dest.exists()
+            or not dest.parent.is_dir()
+            or not _siblings(dest, OLD_TAG)
+        ):
             return False
     except (TypeError, ValueError, OSError, RuntimeError):
         return False
@@ -448,8 +459,9 @@ def _clean(dest: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def atomic_folder(dest: Path, write: Callable[[Path], None], overwrite: bool = False,
-                  what: str = "save path") -> Path:
+def atomic_folder(
+    dest: Path, write: Callable[[Path], None], overwrite: bool = False, what: str = "save path"
+) -> Path:
     """Call ``write(tmp)`` on a fresh temporary sibling of ``dest``, then swap it into place.
 
     ``dest`` is checked with :func:`check_destination` (before and again under the lock). An
@@ -554,7 +566,9 @@ def model_manifest(model: Model, kind: str = "model", **extra: Any) -> Manifest:
     dists = ["fmhub", "torch"] + ([rec.distribution] if rec and rec.distribution else [])
     if kind == "adapter":
         dists.append("peft")
-    options = model.options.model_dump(exclude={"device", "dtype", "quantize"}, exclude_defaults=True)
+    options = model.options.model_dump(
+        exclude={"device", "dtype", "quantize"}, exclude_defaults=True
+    )
     spec = model.spec.model_dump(exclude={"path", "plugin"}, exclude_defaults=True)
     if model.spec.path and kind != "model":
         spec["path"] = model.spec.path
@@ -607,8 +621,9 @@ def saved_folder(hub: Hub, name: Any) -> Path | None:
 _Config = TypeVar("_Config", bound=BaseModel)
 
 
-def read_config(path: str | os.PathLike[str], model: type[_Config], *,
-                max_bytes: int = MAX_MANIFEST_BYTES) -> _Config:
+def read_config(
+    path: str | os.PathLike[str], model: type[_Config], *, max_bytes: int = MAX_MANIFEST_BYTES
+) -> _Config:
     """Read a JSON config file of a model folder (one a plugin wrote, or one it reads, such as
     ``torchaudio.json`` or a checkpoint's ``config.json``) into the pydantic ``model``.
 
@@ -621,7 +636,9 @@ def read_config(path: str | os.PathLike[str], model: type[_Config], *,
     try:
         size = file.stat().st_size
         if size > max_bytes:
-            raise ManifestError(f"{str(file)!r} is {size} bytes; refusing a config over {max_bytes}.")
+            raise ManifestError(
+                f"{str(file)!r} is {size} bytes; refusing a config over {max_bytes}."
+            )
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ManifestError(f"{str(file)!r} is missing; restore the folder's files.") from None
@@ -629,7 +646,9 @@ def read_config(path: str | os.PathLike[str], model: type[_Config], *,
         raise ManifestError(f"Cannot read {str(file)!r}: {exc}") from None
     depth = _json_depth(text)
     if depth > MAX_JSON_DEPTH:
-        raise ManifestError(f"{str(file)!r} is nested {depth} levels deep (at most {MAX_JSON_DEPTH}).")
+        raise ManifestError(
+            f"{str(file)!r} is nested {depth} levels deep (at most {MAX_JSON_DEPTH})."
+        )
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:

@@ -134,7 +134,9 @@ class Model:
         dev = resolve_device(device) if device is not None else self._device
         dt = resolve_dtype(dtype, dev) if dtype is not None else self._dtype
         if dt == torch.float16 and dev.type == "cpu":
-            raise DeviceError("float16 is not supported on CPU; move with dtype='float32' or 'bfloat16'.")
+            raise DeviceError(
+                "float16 is not supported on CPU; move with dtype='float32' or 'bfloat16'."
+            )
         self.module.to(device=dev, dtype=dt)
         self._refresh_placement()
         return self
@@ -176,8 +178,10 @@ class Model:
         """The error for a hook that gave nothing: not implemented, or implemented and None."""
         implemented = bool(self.hub.caller(hook, self._owner).get_hookimpls())
         why = f"its {hook} returned nothing" if implemented else f"it does not implement {hook}"
-        return error(f"plugin {self._owner!r} cannot {cannot} {self.spec.id!r}: {why}; "
-                     f"implement {hook} — docs/hooks.md#{hook}.")
+        return error(
+            f"plugin {self._owner!r} cannot {cannot} {self.spec.id!r}: {why}; "
+            f"implement {hook} — docs/hooks.md#{hook}."
+        )
 
     def preprocess(self, inputs: Sequence[Any], options: Any = None) -> Any:
         """Raw inputs (a non-empty sequence) to one batch; ``options`` as :meth:`parse_options`
@@ -191,12 +195,21 @@ class Model:
             raise InputError("preprocess got an empty sequence of inputs.")
         batch = self._call("fmhub_preprocess", inputs=inputs, options=self._options(options))
         if not _holds_array(batch):
-            raise self._stage_error("fmhub_preprocess", f"returned {_describe(batch)}, which holds "
-                                    "no tensor or array; a batch is what forward feeds the module")
+            raise self._stage_error(
+                "fmhub_preprocess",
+                f"returned {_describe(batch)}, which holds "
+                "no tensor or array; a batch is what forward feeds the module",
+            )
         return batch
 
-    def forward(self, batch: Any, *, grad: bool = False, options: Any = None,
-                stream: Callable[[int, str], None] | None = None) -> Any:
+    def forward(
+        self,
+        batch: Any,
+        *,
+        grad: bool = False,
+        options: Any = None,
+        stream: Callable[[int, str], None] | None = None,
+    ) -> Any:
         """Run the module on a batch; tensors follow the model's device and dtype.
 
         ``stream(index, piece)`` is called by a generative plugin with each piece of text of input
@@ -211,8 +224,11 @@ class Model:
             with torch.inference_mode():
                 outputs = self._call("fmhub_forward", batch=batch, **kw)
         if not _holds_array(outputs):
-            raise self._stage_error("fmhub_forward", f"returned {_describe(outputs)} instead of "
-                                    "the module's outputs (no tensor or array in it)")
+            raise self._stage_error(
+                "fmhub_forward",
+                f"returned {_describe(outputs)} instead of "
+                "the module's outputs (no tensor or array in it)",
+            )
         return outputs
 
     def postprocess(self, outputs: Any, batch: Any, options: Any = None) -> list[Any]:
@@ -221,22 +237,29 @@ class Model:
         :class:`fmhub.NonFiniteOutputError`."""
         return self._postprocess(outputs, batch, None, options)
 
-    def _postprocess(self, outputs: Any, batch: Any, positions: Sequence[int] | None,
-                     options: Any = None) -> list[Any]:
+    def _postprocess(
+        self, outputs: Any, batch: Any, positions: Sequence[int] | None, options: Any = None
+    ) -> list[Any]:
         from .results import inspect_result
 
-        results = self._call("fmhub_postprocess", outputs=outputs, batch=batch,
-                             options=self._options(options))
-        if results is None or isinstance(results, (str, bytes, Mapping)) or not isinstance(
-            results, Iterable
+        results = self._call(
+            "fmhub_postprocess", outputs=outputs, batch=batch, options=self._options(options)
+        )
+        if (
+            results is None
+            or isinstance(results, (str, bytes, Mapping))
+            or not isinstance(results, Iterable)
         ):
-            raise self._stage_error("fmhub_postprocess", f"returned {_describe(results)}, not a "
-                                    "list with one result per input")
+            raise self._stage_error(
+                "fmhub_postprocess",
+                f"returned {_describe(results)}, not a list with one result per input",
+            )
         results = list(results)
         positions = range(len(results)) if positions is None else positions
         if len(results) != len(positions):
-            raise self._stage_error("fmhub_postprocess", f"returned {len(results)} results for "
-                                    f"{len(positions)} inputs")
+            raise self._stage_error(
+                "fmhub_postprocess", f"returned {len(results)} results for {len(positions)} inputs"
+            )
         for pos, result in zip(positions, results):
             problem = inspect_result(self.task, result)
             if problem is None:
@@ -246,7 +269,9 @@ class Model:
                 err = NonFiniteOutputError(
                     f"model {self.spec.id!r} produced {detail} (plugin {self._owner!r}, stage "
                     "'postprocess'); fmhub never returns such a result. If the model runs in "
-                    "float16, load it with dtype='float32'; else check its weights.", index=pos)
+                    "float16, load it with dtype='float32'; else check its weights.",
+                    index=pos,
+                )
                 err.plugin, err.stage = self._owner, "postprocess"
                 raise err
             raise self._stage_error("fmhub_postprocess", f"returned, for input {pos}, {detail}")
@@ -266,8 +291,9 @@ class Model:
         labels = list(labels)
         head = self._call("fmhub_attach_head", labels=labels)
         if not head:
-            raise self._missing("fmhub_attach_head", FineTuneError,
-                                "attach a classification head to")
+            raise self._missing(
+                "fmhub_attach_head", FineTuneError, "attach a classification head to"
+            )
         self.task = "classification"
         self.labels = tuple(labels)
         self.module.to(device=self._device, dtype=self._dtype)
@@ -285,8 +311,9 @@ class Model:
         -100 wherever no loss is taken."""
         batch = self._call("fmhub_training_batch", examples=examples)
         if batch is None:
-            raise self._missing("fmhub_training_batch", FineTuneError,
-                                "fine-tune as a generative model")
+            raise self._missing(
+                "fmhub_training_batch", FineTuneError, "fine-tune as a generative model"
+            )
         return batch
 
     def _save_files(self, path: str) -> None:
@@ -301,7 +328,10 @@ class Model:
         return self.predict([x], batch_size=1, progress=False, **options)[0]
 
     def predict(
-        self, inputs: Iterable[Any], batch_size: int | None = None, progress: bool | None = None,
+        self,
+        inputs: Iterable[Any],
+        batch_size: int | None = None,
+        progress: bool | None = None,
         **options: Any,
     ) -> list[Any]:
         """Predict many inputs in batches; results come back in input order.
@@ -330,8 +360,10 @@ class Model:
         except (TypeError, ValueError):
             order = []
         if sorted(order) != list(range(len(items))):
-            raise self._stage_error("fmhub_batch_order", "returned a batch order that is not a "
-                                    f"permutation of range({len(items)})")
+            raise self._stage_error(
+                "fmhub_batch_order",
+                f"returned a batch order that is not a permutation of range({len(items)})",
+            )
         results: list[Any] = [None] * len(items)
         bar = _progress(len(items), progress)
         if self.module.training:
@@ -404,8 +436,13 @@ class Model:
 
         return finetune(self, train, eval=eval, **config)
 
-    def evaluate(self, data: Any, metrics: Sequence[str] | None = None,
-                 batch_size: int | None = None, **options: Any) -> EvalReport:
+    def evaluate(
+        self,
+        data: Any,
+        metrics: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        **options: Any,
+    ) -> EvalReport:
         """Measure the model on labelled data; see :func:`fmhub.evaluate`."""
         from .evaluation import evaluate
 
@@ -445,8 +482,10 @@ def _in_caller_positions(exc: FmhubError, idx: list[int]) -> None:
             exc.index, exc._renumbered = idx[index], True
     elif isinstance(exc, InputError) and idx != list(range(len(idx))):
         # a plugin that wrote a position into its message counted within this batch
-        exc.add_note(f"(the batch held inputs {_positions(idx)} of the list passed to predict, "
-                     "in that order)")
+        exc.add_note(
+            f"(the batch held inputs {_positions(idx)} of the list passed to predict, "
+            "in that order)"
+        )
 
 
 def _positions(idx: list[int]) -> str:
@@ -486,8 +525,10 @@ def stage_error(hub: Hub, owner: str, hook: str, model_id: str | None, problem: 
     wrappers = sorted({n for n in names if n and n != owner})
     by = f" (wrapped by plugin {', '.join(map(repr, wrappers))})" if wrappers else ""
     where = f"stage {stage!r}" + (f", model {model_id!r}" if model_id else "")
-    err = PluginError(f"plugin {owner!r}{by} {problem} ({where}); see docs/hooks.md#{hook} for "
-                      "what the hook must return.")
+    err = PluginError(
+        f"plugin {owner!r}{by} {problem} ({where}); see docs/hooks.md#{hook} for "
+        "what the hook must return."
+    )
     err.plugin, err.stage = owner, stage
     return err
 
@@ -499,8 +540,13 @@ def _progress(total: int, progress: bool | None):
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(total=total, unit="input", delay=0 if progress else PROGRESS_DELAY,
-                disable=None if progress is None else False, leave=False)
+    return tqdm(
+        total=total,
+        unit="input",
+        delay=0 if progress else PROGRESS_DELAY,
+        disable=None if progress is None else False,
+        leave=False,
+    )
 
 
 def load_options(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> LoadOptions:
@@ -513,13 +559,15 @@ def _loaded_problem(loaded: Any) -> str | None:
     if not isinstance(loaded, Loaded):
         return f"returned {_describe(loaded)}, not an fmhub.Loaded(module=..., task=...)"
     if not isinstance(loaded.module, torch.nn.Module):
-        return (f"returned a Loaded whose module is {_describe(loaded.module)}, not a "
-                "torch.nn.Module")
+        return (
+            f"returned a Loaded whose module is {_describe(loaded.module)}, not a torch.nn.Module"
+        )
     if loaded.task is not None and not (isinstance(loaded.task, str) and loaded.task):
         return f"returned a Loaded whose task is {_describe(loaded.task)}, not a task name"
     labels = loaded.labels
     if labels is not None and (
-        isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence)
+        isinstance(labels, (str, bytes))
+        or not isinstance(labels, Sequence)
         or not all(isinstance(x, str) for x in labels)
     ):
         return f"returned a Loaded whose labels are {_describe(labels)}, not a sequence of str"
@@ -533,8 +581,9 @@ def load_model(hub: Hub, spec: ModelSpec, options: dict[str, Any]) -> Model:
     opts = load_options(hub, spec, options)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
-    loaded = hub.call("fmhub_load", spec.plugin, spec.id, spec=spec, options=opts,
-                      device=device, dtype=dtype)
+    loaded = hub.call(
+        "fmhub_load", spec.plugin, spec.id, spec=spec, options=opts, device=device, dtype=dtype
+    )
     problem = _loaded_problem(loaded)
     if problem:
         raise stage_error(hub, spec.plugin, "fmhub_load", spec.id, problem)

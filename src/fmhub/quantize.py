@@ -65,7 +65,9 @@ def _torchao_int8(module: nn.Module) -> None:
         ) from None
     import torch
 
-    def eligible(mod: nn.Module, _fqn: str) -> bool:  # tiny layers gain nothing and some shapes are unsupported
+    def eligible(
+        mod: nn.Module, _fqn: str
+    ) -> bool:  # tiny layers gain nothing and some shapes are unsupported
         return isinstance(mod, torch.nn.Linear) and mod.in_features >= 16 and mod.out_features >= 16
 
     quantize_(module, Int8DynamicActivationInt8WeightConfig(), filter_fn=eligible)
@@ -77,5 +79,6 @@ def _eager_dynamic(module: nn.Module) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the eager API warns that it is being migrated to torchao
-        quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig},
-                         dtype=torch.qint8, inplace=True)
+        quantize_dynamic(
+            module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+        )

@@ -191,8 +191,9 @@ def full_distribution() -> Iterator[None]:
         _FULL_DISTRIBUTION.reset(token)
 
 
-def top_k_classification(probs: np.ndarray | torch.Tensor, labels: Sequence[str] | Mapping[int, str],
-                         k: int = 5) -> list[Classification]:
+def top_k_classification(
+    probs: np.ndarray | torch.Tensor, labels: Sequence[str] | Mapping[int, str], k: int = 5
+) -> list[Classification]:
     """Build :class:`Classification` results from a (batch, classes) probability array/tensor.
 
     ``labels`` maps class index to name (a sequence or a dict); a missing name becomes the index.
@@ -209,9 +210,7 @@ def top_k_classification(probs: np.ndarray | torch.Tensor, labels: Sequence[str]
     idx = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     out = []
     for row, order in zip(probs, idx):
-        top = tuple(
-            LabelScore(_label(labels, int(i)), float(row[i]), int(i)) for i in order
-        )
+        top = tuple(LabelScore(_label(labels, int(i)), float(row[i]), int(i)) for i in order)
         out.append(Classification(top[0].label, top[0].score, top))
     return out
 
@@ -249,8 +248,10 @@ def _finite(*values: Any) -> bool:
 
 
 def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) or (
-        type(x).__module__ == "numpy" and hasattr(x, "dtype") and x.dtype.kind in "iuf"
+    return (
+        isinstance(x, (int, float))
+        and not isinstance(x, bool)
+        or (type(x).__module__ == "numpy" and hasattr(x, "dtype") and x.dtype.kind in "iuf")
     )
 
 
@@ -265,11 +266,13 @@ def inspect_result(task: str, result: Any) -> tuple[str, str] | None:
 
     if task == "embedding":
         if not isinstance(result, np.ndarray):
-            return "type", (f"a {type(result).__name__} ({result!r:.40}) as an embedding, not a "
-                            "numpy array")
+            return "type", (
+                f"a {type(result).__name__} ({result!r:.40}) as an embedding, not a numpy array"
+            )
         if result.ndim != 1 or result.dtype != np.float32:
-            return "type", (f"an embedding of shape {result.shape} and dtype {result.dtype}, "
-                            "not 1-D float32")
+            return "type", (
+                f"an embedding of shape {result.shape} and dtype {result.dtype}, not 1-D float32"
+            )
         if not _finite(result):
             bad = int((~np.isfinite(result)).sum())
             return "non-finite", f"an embedding with {bad} NaN or infinite values of {result.size}"
@@ -287,8 +290,10 @@ def inspect_result(task: str, result: Any) -> tuple[str, str] | None:
         if not _finite(result.score, *(t.score for t in result.top_k)):
             return "non-finite", "a classification score that is NaN or infinite"
         if not 0.0 <= result.score <= 1.0 + 1e-6 or result.top_k[0].label != result.label:
-            return "type", ("a Classification whose score is not a probability or whose top_k "
-                            f"does not start with its label ({result!r:.80})")
+            return "type", (
+                "a Classification whose score is not a probability or whose top_k "
+                f"does not start with its label ({result!r:.80})"
+            )
         scores = [t.score for t in result.top_k]
         if scores != sorted(scores, reverse=True):
             return "type", "a Classification whose top_k is not best first"
@@ -301,11 +306,15 @@ def inspect_result(task: str, result: Any) -> tuple[str, str] | None:
             return "type", f"a Transcription whose language is {result.language!r:.40}"
     elif isinstance(result, Generation):
         if not isinstance(result.text, str) or result.finish_reason not in FINISH_REASONS:
-            return "type", (f"a Generation with text {type(result.text).__name__} and "
-                            f"finish_reason {result.finish_reason!r} (one of {FINISH_REASONS})")
+            return "type", (
+                f"a Generation with text {type(result.text).__name__} and "
+                f"finish_reason {result.finish_reason!r} (one of {FINISH_REASONS})"
+            )
         if result.prompt_tokens < 1 or result.completion_tokens < 0:
-            return "type", (f"a Generation counting {result.prompt_tokens} prompt and "
-                            f"{result.completion_tokens} generated tokens")
+            return "type", (
+                f"a Generation counting {result.prompt_tokens} prompt and "
+                f"{result.completion_tokens} generated tokens"
+            )
     elif isinstance(result, FillMask):
         if not result.predictions or not all(
             isinstance(p, TokenScore) and _number(p.score) for p in result.predictions
@@ -319,8 +328,9 @@ def inspect_result(task: str, result: Any) -> tuple[str, str] | None:
         if not _finite(*(e.score for e in result.entities)):
             return "non-finite", "an entity score that is NaN or infinite"
     elif isinstance(result, FeatureMaps):
-        if not result.maps or not all(isinstance(m, np.ndarray) and m.ndim == 3
-                                      for m in result.maps):
+        if not result.maps or not all(
+            isinstance(m, np.ndarray) and m.ndim == 3 for m in result.maps
+        ):
             return "type", "FeatureMaps whose maps are not (C, H, W) numpy arrays"
         if not _finite(*result.maps):
             return "non-finite", "a feature map with NaN or infinite values"

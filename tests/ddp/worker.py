@@ -28,9 +28,18 @@ def toy_data(n: int, seed: int):
 
 
 # One setting for the 1-process and the 2-process runs: plain SGD, constant rate, no dropout.
-TOY = {"method": "lora", "optimizer": "sgd", "learning_rate": 0.05, "batch_size": 16, "epochs": 2,
-       "scheduler": "constant", "warmup_ratio": 0.0, "weight_decay": 0.0, "progress": False,
-       "labels": ["neg", "pos"]}
+TOY = {
+    "method": "lora",
+    "optimizer": "sgd",
+    "learning_rate": 0.05,
+    "batch_size": 16,
+    "epochs": 2,
+    "scheduler": "constant",
+    "warmup_ratio": 0.0,
+    "weight_decay": 0.0,
+    "progress": False,
+    "labels": ["neg", "pos"],
+}
 
 
 class Faulty(torch.utils.data.Dataset):
@@ -74,21 +83,28 @@ def dump(out: Path, name: str, model, **extra) -> None:
 def toy(out: Path) -> None:
     train, ev = toy_data(256, 0), toy_data(64, 1)
     model = fmhub.load("toy:embed")
-    res = fmhub.finetune(model, train, eval=ev, output_dir=str(out / "a"), checkpoint_every=8,
-                         **TOY)
+    res = fmhub.finetune(
+        model, train, eval=ev, output_dir=str(out / "a"), checkpoint_every=8, **TOY
+    )
     dump(out, "a", model, history=res.history, steps=res.steps, train_loss=res.train_loss)
     # interrupted at step 11 (checkpoint at 8), then resumed: the same weights as run a
     model = fmhub.load("toy:embed")
     try:
-        fmhub.finetune(model, Faulty(train, 10 * 8, "interrupt"), output_dir=str(out / "b"),
-                       checkpoint_every=8, **TOY)
+        fmhub.finetune(
+            model,
+            Faulty(train, 10 * 8, "interrupt"),
+            output_dir=str(out / "b"),
+            checkpoint_every=8,
+            **TOY,
+        )
         raise AssertionError("the interruption did not happen")
     except KeyboardInterrupt:
         pass
     saved = json.loads((out / "b" / "checkpoint" / "state.json").read_text())["step"]
     model = fmhub.load("toy:embed")
-    res = fmhub.finetune(model, train, output_dir=str(out / "b"), checkpoint_every=8, resume=True,
-                         **TOY)
+    res = fmhub.finetune(
+        model, train, output_dir=str(out / "b"), checkpoint_every=8, resume=True, **TOY
+    )
     dump(out, "b", model, steps=res.steps, resumed_from=saved)
     # a NaN on rank 1 only, in step 3: every rank stops with the weights of step 2
     model = fmhub.load("toy:embed")
@@ -101,9 +117,20 @@ def toy(out: Path) -> None:
 
 def hf(out: Path, model_dir: str) -> None:
     model = fmhub.load(model_dir)
-    fmhub.finetune(model, text_data(32, 0), method="lora", optimizer="sgd", learning_rate=0.05,
-                   batch_size=8, max_steps=6, scheduler="constant", warmup_ratio=0.0,
-                   weight_decay=0.0, progress=False, output_dir=str(out / "hf"))
+    fmhub.finetune(
+        model,
+        text_data(32, 0),
+        method="lora",
+        optimizer="sgd",
+        learning_rate=0.05,
+        batch_size=8,
+        max_steps=6,
+        scheduler="constant",
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        progress=False,
+        output_dir=str(out / "hf"),
+    )
     dump(out, "hf", model)
 
 

@@ -18,10 +18,20 @@ pytest.importorskip("peft")
 
 # -- tiny learnable data sets, one per modality ----------------------------------------------------
 
-RIDE = ["a man is riding a horse", "the girl is riding a white horse", "two men are riding",
-        "a woman is riding on the ground", "a man rides a horse in the woods"]
-MUSIC = ["a monkey is playing drums", "a woman is playing violin", "someone is playing drums",
-         "the girl is playing a violin", "a man in a costume is playing drums"]
+RIDE = [
+    "a man is riding a horse",
+    "the girl is riding a white horse",
+    "two men are riding",
+    "a woman is riding on the ground",
+    "a man rides a horse in the woods",
+]
+MUSIC = [
+    "a monkey is playing drums",
+    "a woman is playing violin",
+    "someone is playing drums",
+    "the girl is playing a violin",
+    "a man in a costume is playing drums",
+]
 
 
 def text_data(n, seed):
@@ -70,7 +80,9 @@ def text_model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vision_ckpt(tmp_path_factory):
     vt = pytest.importorskip("fmhub_timm.testing")
-    return vt.write_checkpoint(tmp_path_factory.mktemp("tiny-timm") / "w.safetensors", "test_resnet")
+    return vt.write_checkpoint(
+        tmp_path_factory.mktemp("tiny-timm") / "w.safetensors", "test_resnet"
+    )
 
 
 FAMILIES = {
@@ -86,17 +98,28 @@ def family(request, text_model_dir, vision_ckpt):
     if name == "text":
         loader = lambda: fmhub.load(str(text_model_dir))  # noqa: E731
     elif name == "vision":
-        loader = lambda: fmhub.load("timm:test_resnet", pretrained=False,  # noqa: E731
-                                    checkpoint=str(vision_ckpt))
+        loader = lambda: fmhub.load(
+            "timm:test_resnet",
+            pretrained=False,  # noqa: E731
+            checkpoint=str(vision_ckpt),
+        )
     else:
         at = pytest.importorskip("fmhub_torchaudio.testing")
-        loader = lambda: fmhub.load("torchaudio:models.wav2vec2_model",  # noqa: E731
-                                    **at.tiny_options(seed=0))
+        loader = lambda: fmhub.load(
+            "torchaudio:models.wav2vec2_model",  # noqa: E731
+            **at.tiny_options(seed=0),
+        )
     f = FAMILIES[name]
     # options an adapter's manifest never replays (they read a file the caller must name)
     consent = {"checkpoint": str(vision_ckpt)} if name == "vision" else {}
-    return dict(name=name, load=loader, train=f["data"](32, 0), eval=f["data"](16, 1), consent=consent,
-                cfg=dict(learning_rate=f["lr"], epochs=f["epochs"], batch_size=8, progress=False))
+    return dict(
+        name=name,
+        load=loader,
+        train=f["data"](32, 0),
+        eval=f["data"](16, 1),
+        consent=consent,
+        cfg=dict(learning_rate=f["lr"], epochs=f["epochs"], batch_size=8, progress=False),
+    )
 
 
 def labels_of(model, data):
@@ -109,8 +132,14 @@ def scores(results):
 
 def test_lora_learns_round_trips_and_merges(family, tmp_path):
     model = family["load"]()
-    result = fmhub.finetune(model, family["train"], eval=family["eval"], method="lora",
-                            output_dir=str(tmp_path), **family["cfg"])
+    result = fmhub.finetune(
+        model,
+        family["train"],
+        eval=family["eval"],
+        method="lora",
+        output_dir=str(tmp_path),
+        **family["cfg"],
+    )
     assert result.metrics["accuracy"] >= 0.8, result.history  # two balanced classes: chance 0.5
     xs = [x for x, _ in family["eval"]]
     before = model.predict(xs, progress=False)
@@ -120,8 +149,9 @@ def test_lora_learns_round_trips_and_merges(family, tmp_path):
     np.testing.assert_allclose(scores(again.predict(xs, progress=False)), scores(before), atol=1e-4)
     manifest = json.loads((result.adapter_path / "fmhub.json").read_text())
     head = manifest["adapter"]["head"]
-    assert head and not any(any(m == h or m.startswith(h + ".") for h in head)
-                            for m in manifest["adapter"]["modules"]), "LoRA must not wrap the head"
+    assert head and not any(
+        any(m == h or m.startswith(h + ".") for h in head) for m in manifest["adapter"]["modules"]
+    ), "LoRA must not wrap the head"
 
 
 def test_resume_is_exact_and_seeds_reproduce(family, tmp_path):
@@ -145,13 +175,17 @@ def test_resume_is_exact_and_seeds_reproduce(family, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fmhub.finetune(family["load"](), Interrupt(), output_dir=str(tmp_path / "b"), **cfg)
     resumed = family["load"]()
-    result = fmhub.finetune(resumed, family["train"], output_dir=str(tmp_path / "b"), resume=True, **cfg)
+    result = fmhub.finetune(
+        resumed, family["train"], output_dir=str(tmp_path / "b"), resume=True, **cfg
+    )
     assert result.steps == 8
     twin = family["load"]()
     fmhub.finetune(twin, family["train"], **dict(cfg, checkpoint_every=None))
-    for (n, p), (_, q), (_, r) in zip(straight.module.named_parameters(),
-                                      resumed.module.named_parameters(),
-                                      twin.module.named_parameters()):
+    for (n, p), (_, q), (_, r) in zip(
+        straight.module.named_parameters(),
+        resumed.module.named_parameters(),
+        twin.module.named_parameters(),
+    ):
         assert torch.allclose(p, q, atol=1e-6), f"resume diverged at {n}"
         assert torch.equal(p, r), f"same seed, different {n}"
 

@@ -18,8 +18,11 @@ import tomllib
 import fmhub
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGINS = {"fmhub_transformers": "fmhub-transformers", "fmhub_timm": "fmhub-timm",
-           "fmhub_torchaudio": "fmhub-torchaudio"}
+PLUGINS = {
+    "fmhub_transformers": "fmhub-transformers",
+    "fmhub_timm": "fmhub-timm",
+    "fmhub_torchaudio": "fmhub-torchaudio",
+}
 #: Every plugin has these modules (docs/writing-a-plugin.md#module-layout).
 ROLES = {"__init__", "_catalog", "_config", "_load", "_stages", "_finetune", "testing"}
 #: The fields every catalog row carries, whatever else a plugin adds.
@@ -51,7 +54,8 @@ def test_stage_functions_live_in_stage_modules(package):
         if defined & STAGE_FUNCTIONS and name != "__init__":
             assert re.fullmatch(r"_stages(_[a-z]+)?", name), (
                 f"{package}.{name} defines {sorted(defined & STAGE_FUNCTIONS)}: stage functions "
-                "belong in _stages.py (or _stages_<family>.py)")
+                "belong in _stages.py (or _stages_<family>.py)"
+            )
 
 
 @pytest.mark.parametrize("package", sorted(PLUGINS))
@@ -62,8 +66,9 @@ def test_registration_imports_only_the_catalog_and_config_of_the_plugin(package)
     for node in tree.body:  # every other plugin module is imported inside a hook, when it runs
         if isinstance(node, ast.Import) or (isinstance(node, ast.ImportFrom) and not node.level):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-            assert not any(n.split(".")[0] in ("torch", "transformers", "timm", "torchaudio")
-                           for n in names), names
+            assert not any(
+                n.split(".")[0] in ("torch", "transformers", "timm", "torchaudio") for n in names
+            ), names
 
 
 @pytest.mark.parametrize("package", sorted(PLUGINS))
@@ -76,15 +81,22 @@ def test_every_catalog_row_is_a_keyword_row(package):
     with pytest.raises(TypeError):  # keyword-only: a positional row cannot even be built
         row_type(*[None] * len(fields))
     tree = ast.parse(Path(catalog.__file__).read_text())
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and isinstance(n.func, ast.Name) and n.func.id == "Row"]
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "Row"
+    ]
     assert len(calls) == len(catalog.ROWS) and all(not c.args for c in calls)
     for row in catalog.ROWS:
         assert isinstance(row, row_type) and row.aliases and isinstance(row.aliases, tuple)
         spec = fmhub.model_info(row.aliases[0])
         assert spec.name == row.id and spec.aliases == row.aliases
         assert (spec.architecture, spec.task, spec.license, spec.description) == (
-            row.architecture, row.task, row.license, row.description)
+            row.architecture,
+            row.task,
+            row.license,
+            row.description,
+        )
 
 
 def test_all_mpnet_base_v2_is_an_mpnet():
@@ -134,6 +146,8 @@ def test_options_of_the_same_meaning_have_the_same_name():
 @pytest.mark.parametrize("package", ["fmhub", *sorted(PLUGINS)])
 def test_py_typed_ships(package):
     assert (importlib.resources.files(package) / "py.typed").is_file()
-    project = ROOT / (f"plugins/{PLUGINS[package]}" if package in PLUGINS else "") / "pyproject.toml"
+    project = (
+        ROOT / (f"plugins/{PLUGINS[package]}" if package in PLUGINS else "") / "pyproject.toml"
+    )
     data = tomllib.loads(project.read_text())
     assert "py.typed" in data["tool"]["setuptools"]["package-data"][package]

@@ -27,8 +27,10 @@ def test_aliases_are_unique():
 
 
 def test_listing_imports_neither_torch_nor_timm():
-    code = ("import fmhub; fmhub.list_models('timm:*'); fmhub.model_info('timm:resnet18'); "
-            "fmhub.model_info('timm:hf-hub:timm/resnet18.a1_in1k'); fmhub.model_info('resnet50')")
+    code = (
+        "import fmhub; fmhub.list_models('timm:*'); fmhub.model_info('timm:resnet18'); "
+        "fmhub.model_info('timm:hf-hub:timm/resnet18.a1_in1k'); fmhub.model_info('resnet50')"
+    )
     assert imported_after(code, ("torch", "timm", "PIL", "numpy")) == []
 
 

@@ -75,8 +75,12 @@ def test_weights_come_from_the_hub_cache(name, loaded, skimage_photos):
     ours = tiny_model(name.split(".")[0], seed=0)
     x = loaded[name, False].preprocess([_rgb(skimage_photos["chelsea"])])["pixel_values"]
     with torch.inference_mode():
-        torch.testing.assert_close(_logits(loaded[name, False], [_rgb(skimage_photos["chelsea"])]),
-                                   ours(x), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            _logits(loaded[name, False], [_rgb(skimage_photos["chelsea"])]),
+            ours(x),
+            atol=1e-6,
+            rtol=0,
+        )
 
 
 def test_every_input_kind_matches_timm(references, loaded, skimage_photos, tmp_path):
@@ -92,13 +96,25 @@ def test_every_input_kind_matches_timm(references, loaded, skimage_photos, tmp_p
         Image.fromarray(arr).save(path)
         with torch.inference_mode():
             expected = model(transform(img).unsqueeze(0))
-        kinds = [Image.fromarray(arr), str(path), path, path.read_bytes(), arr,
-                 torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1) if arr.ndim == 3
-                 else torch.from_numpy(arr)]
+        kinds = [
+            Image.fromarray(arr),
+            str(path),
+            path,
+            path.read_bytes(),
+            arr,
+            torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+            if arr.ndim == 3
+            else torch.from_numpy(arr),
+        ]
         got = _logits(fm, kinds)  # one batch of every kind
         for kind, row in zip(kinds, got):
-            torch.testing.assert_close(row[None], expected, atol=1e-5, rtol=0,
-                                       msg=lambda m: f"{photo} {type(kind).__name__}: {m}")
+            torch.testing.assert_close(
+                row[None],
+                expected,
+                atol=1e-5,
+                rtol=0,
+                msg=lambda m: f"{photo} {type(kind).__name__}: {m}",
+            )
     chw = torch.from_numpy(skimage_photos["coffee"]).permute(2, 0, 1).float() / 255
     with torch.inference_mode():
         expected = model(transform(chw).unsqueeze(0))
@@ -128,7 +144,9 @@ def test_embedding_is_pre_logits_features(references, skimage_photos):
     emb = fmhub.load(f"timm:{name}", task="embedding", device="cpu")
     img = _rgb(skimage_photos["astronaut"])
     with torch.inference_mode():
-        expected = model.forward_head(model.forward_features(transform(img).unsqueeze(0)), pre_logits=True)
+        expected = model.forward_head(
+            model.forward_features(transform(img).unsqueeze(0)), pre_logits=True
+        )
     got = emb(img)
     assert got.shape == (model.num_features,)
     np.testing.assert_allclose(got, expected[0].numpy(), atol=1e-4)

@@ -16,11 +16,17 @@ IMG = np.random.default_rng(1).integers(0, 256, (100, 140, 3), dtype=np.uint8)
 
 FAMILIES = {
     "vit": ("test_vit", {}, {"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"}),
-    "deit": ("deit_tiny_patch16_224", {"depth": 1}, {"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"}),
+    "deit": (
+        "deit_tiny_patch16_224",
+        {"depth": 1},
+        {"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"},
+    ),
     "eva": ("eva02_tiny_patch14_224", {"depth": 1, "num_classes": 10}, {"attn.qkv", "attn.proj"}),
-    "swin": ("swin_tiny_patch4_window7_224",
-             {"depths": (1, 1, 1, 1), "embed_dim": 32, "num_heads": (1, 1, 2, 2)},
-             {"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"}),
+    "swin": (
+        "swin_tiny_patch4_window7_224",
+        {"depths": (1, 1, 1, 1), "embed_dim": 32, "num_heads": (1, 1, 2, 2)},
+        {"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"},
+    ),
     "convnext": ("test_convnext", {}, {"mlp.fc1", "mlp.fc2"}),
     "resnet-deep-stem": ("test_resnet", {}, {"conv2", "conv3"}),
     "resnet": ("resnet10t", {}, {"conv2"}),
@@ -65,7 +71,9 @@ def test_lora_wraps_targets_not_the_classifier(family, family_models):
 
     module = copy.deepcopy(family_models[family])
     targets, heads = finetune_targets(module), head_names(module)
-    peft_model = get_peft_model(module, LoraConfig(r=2, target_modules=targets, modules_to_save=heads))
+    peft_model = get_peft_model(
+        module, LoraConfig(r=2, target_modules=targets, modules_to_save=heads)
+    )
     wrapped = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A")]
     assert wrapped
     assert not any(h in n for n in wrapped for h in heads), "the classifier was wrapped by LoRA"
@@ -79,11 +87,16 @@ def loaded(request):
     return fmhub.load(f"timm:{request.param}", device="cpu")
 
 
-@pytest.mark.parametrize(("loaded", "head"), [("test_vit.r160_in1k", "head"),
-                                              ("test_resnet.r160_in1k", "fc"),
-                                              ("test_convnext.r160_in1k", "head.fc"),
-                                              ("test_efficientnet.r160_in1k", "classifier")],
-                         indirect=["loaded"])
+@pytest.mark.parametrize(
+    ("loaded", "head"),
+    [
+        ("test_vit.r160_in1k", "head"),
+        ("test_resnet.r160_in1k", "fc"),
+        ("test_convnext.r160_in1k", "head.fc"),
+        ("test_efficientnet.r160_in1k", "classifier"),
+    ],
+    indirect=["loaded"],
+)
 def test_attach_head_resets_classifier_to_the_labels(loaded, head):
     before = {k: v.clone() for k, v in loaded.module.state_dict().items() if not k.startswith(head)}
     names = fmhub_attach_head(model=loaded, labels=["cat", "dog", "cow"])

@@ -34,8 +34,15 @@ def test_aliases_resolve_without_loading():
     assert spec.plugin == "timm" and spec.preprocessing.input_size == (3, 224, 224)
 
 
-@pytest.mark.parametrize("name", ["timm:resnet18", "timm:convnext_tiny.fb_in1k",
-                                  "timm:hf-hub:timm/resnet18.a1_in1k", "timm:hf-hub:org/name@v1"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "timm:resnet18",
+        "timm:convnext_tiny.fb_in1k",
+        "timm:hf-hub:timm/resnet18.a1_in1k",
+        "timm:hf-hub:org/name@v1",
+    ],
+)
 def test_open_names_resolve(name):
     spec = fmhub.model_info(name)
     assert spec.id == name and spec.plugin == "timm" and spec.modality == "image"
@@ -59,7 +66,9 @@ def test_unknown_tag_lists_the_tags():
 
 def test_missing_weights_explain_the_cache():
     # test_byobnet.r160_in1k is never written into the offline cache.
-    with pytest.raises(fmhub.PluginError, match="Hub repo 'timm/test_byobnet.r160_in1k'.*HF_HUB_CACHE"):
+    with pytest.raises(
+        fmhub.PluginError, match="Hub repo 'timm/test_byobnet.r160_in1k'.*HF_HUB_CACHE"
+    ):
         fmhub.load("timm:test_byobnet.r160_in1k", device="cpu")
     with pytest.raises(fmhub.PluginError, match="Hub repo 'timm/test_byobnet.r160_in1k'"):
         fmhub.load("timm:test_byobnet", device="cpu")  # the default tag's repo is named
@@ -92,10 +101,13 @@ def test_pytorch_bin_in_the_cache_loads(tmp_path):
     from fmhub_timm.testing import offline_hub
 
     with offline_hub(tmp_path):
-        write_hub_model(tmp_path, "test_efficientnet.r160_in1k", seed=3, weights="pytorch_model.bin")
+        write_hub_model(
+            tmp_path, "test_efficientnet.r160_in1k", seed=3, weights="pytorch_model.bin"
+        )
         fm = fmhub.load("timm:test_efficientnet.r160_in1k", device="cpu", channels_last=False)
-        torch.testing.assert_close(_logits(fm), _reference("test_efficientnet", fm, seed=3),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            _logits(fm), _reference("test_efficientnet", fm, seed=3), atol=1e-6, rtol=0
+        )
 
 
 def test_pretrained_false_builds_random_weights():
@@ -107,7 +119,9 @@ def test_pretrained_false_builds_random_weights():
 def test_checkpoint_file(tmp_path, suffix):
     path = write_checkpoint(tmp_path / f"w{suffix}", "test_resnet", seed=5)
     fm = fmhub.load("timm:test_resnet", checkpoint=str(path), device="cpu", channels_last=False)
-    torch.testing.assert_close(_logits(fm), _reference("test_resnet", fm, seed=5), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        _logits(fm), _reference("test_resnet", fm, seed=5), atol=1e-6, rtol=0
+    )
 
 
 def test_checkpoint_with_other_head_size_sets_num_classes(tmp_path):
@@ -117,8 +131,9 @@ def test_checkpoint_with_other_head_size_sets_num_classes(tmp_path):
     assert "state_dict" not in fm.module.pretrained_cfg, "checkpoint tensors kept alive"
     result = fm(CAT)
     assert len(result.top_k) == 5 and result.label in {str(i) for i in range(7)}
-    torch.testing.assert_close(_logits(fm), _reference("test_resnet", fm, seed=2, num_classes=7),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        _logits(fm), _reference("test_resnet", fm, seed=2, num_classes=7), atol=1e-6, rtol=0
+    )
 
 
 def test_checkpoint_errors(tmp_path):
@@ -145,7 +160,9 @@ def test_num_classes_gives_fresh_head_keeping_backbone():
     fm = fmhub.load("timm:test_vit.r160_in1k", num_classes=4, device="cpu")
     assert fm.module.num_classes == 4 and fm.labels is None
     base = fmhub.load("timm:test_vit.r160_in1k", device="cpu")
-    torch.testing.assert_close(fm.module.blocks[0].attn.qkv.weight, base.module.blocks[0].attn.qkv.weight)
+    torch.testing.assert_close(
+        fm.module.blocks[0].attn.qkv.weight, base.module.blocks[0].attn.qkv.weight
+    )
 
 
 def test_channels_last_policy():
@@ -178,7 +195,9 @@ def test_transformers_style_folder_is_not_claimed(tmp_path):
 
     from fmhub_timm import fmhub_claim_path
 
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit", "architectures": ["ViT"]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "vit", "architectures": ["ViT"]})
+    )
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert fmhub_claim_path(str(tmp_path)) is None
 

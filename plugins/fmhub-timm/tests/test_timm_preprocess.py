@@ -12,8 +12,14 @@ import fmhub
 from fmhub.inputs import image_item
 from fmhub_timm._stages import ImageProcessor
 
-CONFIG = {"input_size": (3, 32, 32), "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406),
-          "std": (0.229, 0.224, 0.225), "crop_pct": 0.875, "crop_mode": "center"}
+CONFIG = {
+    "input_size": (3, 32, 32),
+    "interpolation": "bicubic",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,11 @@ def test_rgba_and_grayscale_photos(proc, skimage_photos):
 def test_mixed_batch_sizes_and_layouts(skimage_photos):
     cl = ImageProcessor(CONFIG, channels_last=True)
     plain = ImageProcessor(CONFIG)
-    inputs = [skimage_photos["chelsea"], skimage_photos["coffee"], Image.new("RGB", (4, 700), "red")]
+    inputs = [
+        skimage_photos["chelsea"],
+        skimage_photos["coffee"],
+        Image.new("RGB", (4, 700), "red"),
+    ]
     a, b = cl.batch(inputs), plain.batch(inputs)
     assert a["pixel_values"].is_contiguous(memory_format=torch.channels_last)
     assert b["pixel_values"].is_contiguous()

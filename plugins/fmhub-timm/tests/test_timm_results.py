@@ -14,8 +14,11 @@ from fmhub_timm._stages import postprocess
 
 
 def _model(output_fmt):
-    return SimpleNamespace(task="feature-maps", module=SimpleNamespace(output_fmt=output_fmt),
-                           spec=SimpleNamespace(id="timm:fake"))
+    return SimpleNamespace(
+        task="feature-maps",
+        module=SimpleNamespace(output_fmt=output_fmt),
+        spec=SimpleNamespace(id="timm:fake"),
+    )
 
 
 def test_nhwc_feature_maps_become_chw():

@@ -22,7 +22,9 @@ def _flip(file, n: int = 4096) -> None:
 def test_flipped_bytes_in_saved_weights_are_refused(tmp_path):
     folder = fmhub.load("timm:test_resnet.r160_in1k", device="cpu").save(tmp_path / "saved")
     _flip(folder / "model.safetensors")
-    with pytest.raises(fmhub.ManifestError, match=r"model\.safetensors' does not match the SHA-256"):
+    with pytest.raises(
+        fmhub.ManifestError, match=r"model\.safetensors' does not match the SHA-256"
+    ):
         fmhub.load(folder)
 
 
@@ -40,11 +42,14 @@ def test_config_that_no_longer_fits_the_weights_is_refused_whole(tmp_path):
         fmhub.load(str(folder))
 
 
-@pytest.mark.parametrize("edit,field", [
-    (lambda c: c.update(num_classes="many"), "num_classes"),  # wrong type
-    (lambda c: c.pop("architecture"), "architecture"),  # missing field
-    (lambda c: c["pretrained_cfg"].update(input_size=[3, 160]), "pretrained_cfg.input_size"),
-])
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (lambda c: c.update(num_classes="many"), "num_classes"),  # wrong type
+        (lambda c: c.pop("architecture"), "architecture"),  # missing field
+        (lambda c: c["pretrained_cfg"].update(input_size=[3, 160]), "pretrained_cfg.input_size"),
+    ],
+)
 def test_bad_config_json_is_a_manifest_error_naming_file_and_field(tmp_path, edit, field):
     folder = fmhub.load("timm:test_resnet.r160_in1k", device="cpu").save(tmp_path / "saved")
     cfg = json.loads((folder / "config.json").read_text())

@@ -31,8 +31,9 @@ def test_predict_is_thread_safe(model, skimage_photos):
         for _ in range(6):
             idx = rng.sample(range(len(pool)), rng.choice([1, 2, 4, len(pool)]))
             try:
-                done.append((idx, model.predict([pool[i] for i in idx],
-                                                batch_size=rng.choice([1, 3]))))
+                done.append(
+                    (idx, model.predict([pool[i] for i in idx], batch_size=rng.choice([1, 3])))
+                )
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
@@ -49,13 +50,15 @@ def test_predict_is_thread_safe(model, skimage_photos):
             assert r.score == pytest.approx(serial[i].score, abs=1e-4)
 
 
-def test_one_by_ten_thousand_png_is_refused_naming_the_callers_position(model, tmp_path,
-                                                                         skimage_photos):
+def test_one_by_ten_thousand_png_is_refused_naming_the_callers_position(
+    model, tmp_path, skimage_photos
+):
     strip = tmp_path / "strip.png"
     Image.new("RGB", (1, 10000), "red").save(strip)
     with pytest.raises(fmhub.InputError, match=r"^Input 1: got a 1x10000 image \(aspect") as err:
-        model.predict([skimage_photos["coffee"], str(strip), skimage_photos["camera"]],
-                      batch_size=2)
+        model.predict(
+            [skimage_photos["coffee"], str(strip), skimage_photos["camera"]], batch_size=2
+        )
     assert err.value.index == 1 and err.value.stage == "preprocess"
 
 

@@ -78,8 +78,12 @@ def test_integer_pcm_is_scaled(model):
     import torch
 
     pcm = (np.sin(np.arange(8000) / 5.0) * 20000).astype(np.int16)
-    torch.testing.assert_close(wave_of(model, (pcm, 16000)),
-                               torch.from_numpy(pcm.astype(np.float32) / 32768), atol=1e-7, rtol=0)
+    torch.testing.assert_close(
+        wave_of(model, (pcm, 16000)),
+        torch.from_numpy(pcm.astype(np.float32) / 32768),
+        atol=1e-7,
+        rtol=0,
+    )
 
 
 def test_bare_arrays_need_an_explicit_rate(model):
@@ -90,16 +94,16 @@ def test_bare_arrays_need_an_explicit_rate(model):
         model([0.1] * 16000)
     with pytest.raises(fmhub.InputError, match=r"\(array, sample_rate\)"):
         model(torch.from_numpy(wave))
-    with_rate = fmhub.load("torchaudio:models.wav2vec2_model", input_sample_rate=8000,
-                           **tiny_options())
+    with_rate = fmhub.load(
+        "torchaudio:models.wav2vec2_model", input_sample_rate=8000, **tiny_options()
+    )
     torch.testing.assert_close(wave_of(with_rate, wave), resampled(wave, 8000), atol=0, rtol=0)
 
 
 def test_normalisation_is_per_recording():
     import torch
 
-    norm = fmhub.load("torchaudio:models.wav2vec2_model", normalize_waveform=True,
-                      **tiny_options())
+    norm = fmhub.load("torchaudio:models.wav2vec2_model", normalize_waveform=True, **tiny_options())
     quiet = np.sin(np.arange(9000) / 3.0).astype(np.float32) * 0.01
     loud = np.sin(np.arange(20000) / 9.0).astype(np.float32) * 0.9 + 0.2
     batch = norm.preprocess([(quiet, 16000), (loud, 16000)])
@@ -117,8 +121,12 @@ def test_normalisation_is_per_recording():
 def test_batch_order_is_longest_first(model):
     from fmhub_torchaudio import fmhub_batch_order
 
-    inputs = [(np.zeros(5000, np.float32), 16000), HELLO, (np.zeros(90000, np.float32), 44100),
-              SEVEN_8K]
+    inputs = [
+        (np.zeros(5000, np.float32), 16000),
+        HELLO,
+        (np.zeros(90000, np.float32), 44100),
+        SEVEN_8K,
+    ]
     order = fmhub_batch_order(model=model, inputs=inputs)
     assert order == [2, 1, 3, 0]  # 2.04 s, 1.03 s, 0.74 s, 0.31 s
     assert sorted(order) == list(range(4))
@@ -145,13 +153,16 @@ def test_bad_arrays_are_clear_errors(model, array, rate, message):
         model((array, rate))
 
 
-@pytest.mark.parametrize("bad,message", [
-    (str(DATA / "nope.wav"), "no such audio file"),
-    (str(DATA / "README.md"), "cannot be decoded"),
-    (b"not audio at all", "cannot be decoded"),
-    (None, "not audio"),
-    ({"array": [0.0] * 800}, "sampling_rate"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (str(DATA / "nope.wav"), "no such audio file"),
+        (str(DATA / "README.md"), "cannot be decoded"),
+        (b"not audio at all", "cannot be decoded"),
+        (None, "not audio"),
+        ({"array": [0.0] * 800}, "sampling_rate"),
+    ],
+)
 def test_bad_inputs_are_clear_errors(model, bad, message):
     with pytest.raises(fmhub.InputError, match=message) as info:
         model(bad)

@@ -83,7 +83,8 @@ class TestEveryBundleLoads:
         assert model.task == ("transcription" if info.asr else "embedding")
         assert model.processor.normalize_waveform == info.normalize_waveform
         assert model.processor.padding_safe == (
-            info.extractor_mode == "layer_norm" and info.architecture != "wavlm")
+            info.extractor_mode == "layer_norm" and info.architecture != "wavlm"
+        )
         assert model.processor.encoder_padding_safe == (info.architecture != "wavlm")
         wave = np.sin(np.arange(8000) / 7.0).astype(np.float32) * 0.3
         batch = model.preprocess([(wave, 16000)])
@@ -148,8 +149,9 @@ class TestWeightSources:
         assert spec.id == "torchaudio:hubert_base" and spec.path == str(copy)
         model = fmhub.load(str(copy))
         ref = fmhub.load("hubert-base")
-        torch.testing.assert_close(self.embedding(model)["embeddings"],
-                                   self.embedding(ref)["embeddings"], atol=0, rtol=0)
+        torch.testing.assert_close(
+            self.embedding(model)["embeddings"], self.embedding(ref)["embeddings"], atol=0, rtol=0
+        )
         other = tmp_path / "weights.pth"
         other.write_bytes(b"x")
         with pytest.raises(fmhub.UnknownModelError):

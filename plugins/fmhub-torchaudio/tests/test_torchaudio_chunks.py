@@ -13,8 +13,10 @@ STRIDE, FIELD = 320, 400
 
 
 @pytest.mark.parametrize("n", [400, 16_000, 64_000, 64_001, 100_000, 160_321, 961_234])
-@pytest.mark.parametrize("chunk,context", [(64_000, 16_000), (32_000, 0), (50_000, 7_000),
-                                           (64_000, 32_000), (1_000, 500)])
+@pytest.mark.parametrize(
+    "chunk,context",
+    [(64_000, 16_000), (32_000, 0), (50_000, 7_000), (64_000, 32_000), (1_000, 500)],
+)
 def test_plan_keeps_exactly_the_frames_of_the_whole_recording(n, chunk, context):
     segments = plan_segments([n], chunk, context, STRIDE, FIELD)
     size, ctx = chunk_sizes(chunk, context, STRIDE, FIELD)
@@ -58,13 +60,27 @@ def signal():
 def test_chunked_equals_whole_for_a_local_model(signal, task):
     import torch
 
-    chunked = _local(fmhub.load("torchaudio:models.wav2vec2_model", chunk_seconds=3,
-                                chunk_context_seconds=0.5, task=task, **tiny_options(asr=True)))
-    whole = _local(fmhub.load("torchaudio:models.wav2vec2_model", chunk_seconds=1000,
-                              task=task, **tiny_options(asr=True)))
+    chunked = _local(
+        fmhub.load(
+            "torchaudio:models.wav2vec2_model",
+            chunk_seconds=3,
+            chunk_context_seconds=0.5,
+            task=task,
+            **tiny_options(asr=True),
+        )
+    )
+    whole = _local(
+        fmhub.load(
+            "torchaudio:models.wav2vec2_model",
+            chunk_seconds=1000,
+            task=task,
+            **tiny_options(asr=True),
+        )
+    )
     sizes = []
     hook = chunked.module.model.feature_extractor.register_forward_pre_hook(
-        lambda mod, args: sizes.append(tuple(args[0].shape)))
+        lambda mod, args: sizes.append(tuple(args[0].shape))
+    )
     batch = chunked.preprocess([(signal, 16000)])
     a, b = chunked.forward(batch), whole.forward(batch)
     hook.remove()
@@ -80,15 +96,21 @@ def test_chunked_equals_whole_for_a_local_model(signal, task):
 def test_chunks_of_a_global_model_are_stitched_without_losing_frames(signal):
     import torch
 
-    model = fmhub.load("torchaudio:models.wav2vec2_model", chunk_seconds=4,
-                       **tiny_options(asr=True, extractor_mode="group_norm"))
+    model = fmhub.load(
+        "torchaudio:models.wav2vec2_model",
+        chunk_seconds=4,
+        **tiny_options(asr=True, extractor_mode="group_norm"),
+    )
     short = (signal[: 3 * 16000], 16000)
     batch = model.preprocess([(signal, 16000), short])
     out = model.forward(batch)
-    assert out["frames"].tolist() == [frames_for(len(signal), STRIDE, FIELD),
-                                      frames_for(3 * 16000, STRIDE, FIELD)]
+    assert out["frames"].tolist() == [
+        frames_for(len(signal), STRIDE, FIELD),
+        frames_for(3 * 16000, STRIDE, FIELD),
+    ]
     alone = model.forward(model.preprocess([short]))  # a short item is never chunked
-    torch.testing.assert_close(out["emissions"][1, : alone["frames"][0]], alone["emissions"][0],
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        out["emissions"][1, : alone["frames"][0]], alone["emissions"][0], atol=1e-5, rtol=0
+    )
     results = model.predict([(signal, 16000), short], batch_size=2)
     assert results[1] == model(short)

@@ -12,8 +12,10 @@ from fmhub.testing import ConformanceCase, ConformanceSuite
 from fmhub_torchaudio.testing import tiny_options
 
 DATA = Path(__file__).parent / "data"
-FILES = [str(DATA / f) for f in ("hello_22k.flac", "yes_stereo_22k.ogg", "seven_8k.wav",
-                                 "seven_48k.flac")]
+FILES = [
+    str(DATA / f)
+    for f in ("hello_22k.flac", "yes_stereo_22k.ogg", "seven_8k.wav", "seven_48k.flac")
+]
 HEAVY = ("torch", "torchaudio", "soundfile")
 _rng = np.random.default_rng(0)
 ARRAYS = [
@@ -33,18 +35,42 @@ BAD = [
 
 class TestTinyFactories(ConformanceSuite):
     cases = [
-        ConformanceCase(model="torchaudio:models.wav2vec2_model", id="tiny-asr-layer-norm",
-                        options=tiny_options(asr=True), inputs=FILES, task="transcription",
-                        heavy_modules=HEAVY, bad_inputs=BAD),
-        ConformanceCase(model="torchaudio:models.wav2vec2_model", id="tiny-embed-group-norm",
-                        options=tiny_options(extractor_mode="group_norm"), inputs=FILES + ARRAYS,
-                        task="embedding", heavy_modules=HEAVY, bad_inputs=BAD[:3], atol=1e-5),
-        ConformanceCase(model="torchaudio:models.wavlm_model", id="tiny-wavlm-embed",
-                        options=tiny_options(family="wavlm"), inputs=ARRAYS + FILES[:2],
-                        task="embedding", heavy_modules=HEAVY, bad_inputs=BAD[:2]),
-        ConformanceCase(model="torchaudio:models.wav2vec2_model", id="tiny-embed-normalized",
-                        options={**tiny_options(), "normalize_waveform": True, "layer": 1},
-                        inputs=ARRAYS, task="embedding", heavy_modules=HEAVY),
+        ConformanceCase(
+            model="torchaudio:models.wav2vec2_model",
+            id="tiny-asr-layer-norm",
+            options=tiny_options(asr=True),
+            inputs=FILES,
+            task="transcription",
+            heavy_modules=HEAVY,
+            bad_inputs=BAD,
+        ),
+        ConformanceCase(
+            model="torchaudio:models.wav2vec2_model",
+            id="tiny-embed-group-norm",
+            options=tiny_options(extractor_mode="group_norm"),
+            inputs=FILES + ARRAYS,
+            task="embedding",
+            heavy_modules=HEAVY,
+            bad_inputs=BAD[:3],
+            atol=1e-5,
+        ),
+        ConformanceCase(
+            model="torchaudio:models.wavlm_model",
+            id="tiny-wavlm-embed",
+            options=tiny_options(family="wavlm"),
+            inputs=ARRAYS + FILES[:2],
+            task="embedding",
+            heavy_modules=HEAVY,
+            bad_inputs=BAD[:2],
+        ),
+        ConformanceCase(
+            model="torchaudio:models.wav2vec2_model",
+            id="tiny-embed-normalized",
+            options={**tiny_options(), "normalize_waveform": True, "layer": 1},
+            inputs=ARRAYS,
+            task="embedding",
+            heavy_modules=HEAVY,
+        ),
     ]
 
 
@@ -59,10 +85,24 @@ class TestTinyBundles(ConformanceSuite):
 
     bundles = TINY_BUNDLES
     cases = [
-        ConformanceCase(model="wav2vec2-asr-base-960h", inputs=FILES[:3], task="transcription",
-                        heavy_modules=HEAVY, bad_inputs=BAD[:3]),
-        ConformanceCase(model="torchaudio:hubert_asr_large", inputs=FILES + ARRAYS[:1],
-                        task="transcription", heavy_modules=HEAVY),
-        ConformanceCase(model="wavlm-base-plus", options={"layer": -2},
-                        inputs=FILES[:2] + ARRAYS[1:], task="embedding", heavy_modules=HEAVY),
+        ConformanceCase(
+            model="wav2vec2-asr-base-960h",
+            inputs=FILES[:3],
+            task="transcription",
+            heavy_modules=HEAVY,
+            bad_inputs=BAD[:3],
+        ),
+        ConformanceCase(
+            model="torchaudio:hubert_asr_large",
+            inputs=FILES + ARRAYS[:1],
+            task="transcription",
+            heavy_modules=HEAVY,
+        ),
+        ConformanceCase(
+            model="wavlm-base-plus",
+            options={"layer": -2},
+            inputs=FILES[:2] + ARRAYS[1:],
+            task="embedding",
+            heavy_modules=HEAVY,
+        ),
     ]

@@ -14,8 +14,10 @@ import soundfile as sf
 import fmhub
 
 DATA = Path(__file__).parent / "data"
-FILES = [str(DATA / f) for f in ("hello_22k.flac", "yes_stereo_22k.ogg", "seven_8k.wav",
-                                 "seven_48k.flac")]
+FILES = [
+    str(DATA / f)
+    for f in ("hello_22k.flac", "yes_stereo_22k.ogg", "seven_8k.wav", "seven_48k.flac")
+]
 ATOL = 1e-5
 
 
@@ -93,8 +95,9 @@ def test_normalizing_models_match_torchaudios_wrapper():
 
     from fmhub_torchaudio.testing import tiny_options
 
-    model = fmhub.load("torchaudio:models.wav2vec2_model", normalize_waveform=True,
-                       **tiny_options(asr=True))
+    model = fmhub.load(
+        "torchaudio:models.wav2vec2_model", normalize_waveform=True, **tiny_options(asr=True)
+    )
     wrapped = _extend_model(model.module.model, normalize_waveform=True)
     batch = model.preprocess(FILES)
     out = model.forward(batch)
@@ -105,21 +108,31 @@ def test_normalizing_models_match_torchaudios_wrapper():
         torch.testing.assert_close(out["emissions"][j, :n], ref[0], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("family,mode", [("wav2vec2", "layer_norm"), ("wav2vec2", "group_norm"),
-                                         ("wavlm", "group_norm"), ("wavlm", "layer_norm")])
+@pytest.mark.parametrize(
+    "family,mode",
+    [
+        ("wav2vec2", "layer_norm"),
+        ("wav2vec2", "group_norm"),
+        ("wavlm", "group_norm"),
+        ("wavlm", "layer_norm"),
+    ],
+)
 def test_padded_batches_equal_single_recordings(family, mode):
     """Padding with lengths where the architecture allows it, equal-length groups where not."""
     import torch
 
     from fmhub_torchaudio.testing import tiny_options
 
-    model = fmhub.load(f"torchaudio:models.{family}_model",
-                       **tiny_options(family=family, extractor_mode=mode, asr=True))
+    model = fmhub.load(
+        f"torchaudio:models.{family}_model",
+        **tiny_options(family=family, extractor_mode=mode, asr=True),
+    )
     batch = model.preprocess(FILES)
     assert batch["waveforms"].shape == (4, int(batch["lengths"].max()))
     calls = []
     hook = model.module.model.encoder.register_forward_pre_hook(
-        lambda mod, args: calls.append(args[0].shape[0]))
+        lambda mod, args: calls.append(args[0].shape[0])
+    )
     out = model.forward(batch)
     hook.remove()
     # one padded encoder batch, except for WavLM, whose attention takes no padding mask: one

@@ -21,8 +21,10 @@ def with_head(model, labels=LABELS):
     return head
 
 
-@pytest.mark.parametrize("factory,family", [("wav2vec2_model", "wav2vec2"),
-                                            ("wavlm_model", "wavlm"), ("hubert_base", "hubert")])
+@pytest.mark.parametrize(
+    "factory,family",
+    [("wav2vec2_model", "wav2vec2"), ("wavlm_model", "wavlm"), ("hubert_base", "hubert")],
+)
 def test_targets_match_real_modules_and_never_the_head(factory, family):
     from torch import nn
 
@@ -56,14 +58,17 @@ def test_head_over_pooled_features_and_loss():
     with torch.inference_mode():
         torch.testing.assert_close(out["logits"], model.module.head(out["embeddings"]))
         feats, _ = model.module.model.extract_features(
-            torch.from_numpy(CLIPS[0][0])[None], num_layers=1)
+            torch.from_numpy(CLIPS[0][0])[None], num_layers=1
+        )
     torch.testing.assert_close(out["embeddings"][0], feats[-1][0].mean(0), atol=1e-5, rtol=0)
     results = model.postprocess(out, batch)
     assert all(r.label in LABELS and len(r.top_k) == 3 for r in results)
     probs = out["logits"].softmax(-1)
     assert results[1].score == pytest.approx(float(probs[1].max()), abs=1e-6)
 
-    top2 = fmhub.load("torchaudio:models.wav2vec2_model", layer=1, top_k=2, **tiny_options(asr=True))
+    top2 = fmhub.load(
+        "torchaudio:models.wav2vec2_model", layer=1, top_k=2, **tiny_options(asr=True)
+    )
     with_head(top2)
     top2.module.head.load_state_dict(model.module.head.state_dict())
     two = top2.postprocess(top2.forward(top2.preprocess(CLIPS)), batch)
@@ -89,8 +94,9 @@ def test_lora_wraps_targets_but_not_the_head():
     head = with_head(model)
     before = model.forward(model.preprocess(CLIPS))["logits"]
     suffixes = plugin.fmhub_finetune_targets(model=model, method="lora")
-    peft_model = peft.get_peft_model(model.module, peft.LoraConfig(
-        r=4, target_modules=suffixes, modules_to_save=head))
+    peft_model = peft.get_peft_model(
+        model.module, peft.LoraConfig(r=4, target_modules=suffixes, modules_to_save=head)
+    )
     wrapped = [n for n, m in model.module.named_modules() if hasattr(m, "lora_A")]
     assert wrapped and not any(n.startswith("head") for n in wrapped)
     model.module = peft_model  # the hooks find the speech module under a PEFT wrapper too

@@ -24,7 +24,9 @@ def test_flipped_bytes_and_a_config_that_no_longer_fits_are_refused(tmp_path):
     folder = model.save(tmp_path / "saved")
     other = model.save(tmp_path / "other")
     _flip(folder / "model.safetensors")
-    with pytest.raises(fmhub.ManifestError, match=r"model\.safetensors' does not match the SHA-256"):
+    with pytest.raises(
+        fmhub.ManifestError, match=r"model\.safetensors' does not match the SHA-256"
+    ):
         fmhub.load(folder)
     cfg = json.loads((other / "torchaudio.json").read_text())
     cfg["config"]["kwargs"]["encoder_num_layers"] = 1  # the weights hold 2 layers
@@ -39,11 +41,14 @@ def test_flipped_bytes_and_a_config_that_no_longer_fits_are_refused(tmp_path):
         fmhub.load(other, verify=False)
 
 
-@pytest.mark.parametrize("edit,field", [
-    (lambda c: c.update(sample_rate="fast"), "sample_rate"),  # wrong type
-    (lambda c: c.pop("family"), "family"),  # missing field
-    (lambda c: c["config"].pop("factory"), "config.factory"),  # missing nested field
-])
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (lambda c: c.update(sample_rate="fast"), "sample_rate"),  # wrong type
+        (lambda c: c.pop("family"), "family"),  # missing field
+        (lambda c: c["config"].pop("factory"), "config.factory"),  # missing nested field
+    ],
+)
 def test_bad_torchaudio_json_is_a_manifest_error_naming_file_and_field(tmp_path, edit, field):
     model = fmhub.load("torchaudio:models.wav2vec2_model", **tiny_options(asr=True))
     folder = model.save(tmp_path / "saved")

@@ -23,8 +23,12 @@ def _wave(seconds: float, seed: int) -> np.ndarray:
 
 
 def test_predict_is_thread_safe(model):
-    pool = [(_wave(s, i), r) for i, (s, r) in enumerate(
-        [(0.2, 16000), (0.5, 16000), (1.0, 8000), (0.3, 44100), (0.8, 22050)])]
+    pool = [
+        (_wave(s, i), r)
+        for i, (s, r) in enumerate(
+            [(0.2, 16000), (0.5, 16000), (1.0, 8000), (0.3, 44100), (0.8, 22050)]
+        )
+    ]
     pool.append((np.stack([_wave(0.4, 9), _wave(0.4, 10)]), 16000))
     serial = [model(x) for x in pool]
     done, errors = [], []
@@ -36,8 +40,9 @@ def test_predict_is_thread_safe(model):
         for _ in range(6):
             idx = rng.sample(range(len(pool)), rng.choice([1, 2, 3, len(pool)]))
             try:
-                done.append((idx, model.predict([pool[i] for i in idx],
-                                                batch_size=rng.choice([1, 2, 4]))))
+                done.append(
+                    (idx, model.predict([pool[i] for i in idx], batch_size=rng.choice([1, 2, 4])))
+                )
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 

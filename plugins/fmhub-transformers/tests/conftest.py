@@ -19,8 +19,12 @@ ROOT = Path(tempfile.gettempdir()) / f"fmhub-tf-tests-{os.getpid()}"
 
 #: name -> (arch, task, build options, hub repo id or None for a local folder only)
 ZOO = {
-    "bert-st": ("bert", "embedding", {"pooling": "mean", "normalize": True, "max_seq_length": 32},
-                "tiny-org/bert-st"),
+    "bert-st": (
+        "bert",
+        "embedding",
+        {"pooling": "mean", "normalize": True, "max_seq_length": 32},
+        "tiny-org/bert-st",
+    ),
     "distilbert-mlm": ("distilbert", "fill-mask", {}, "tiny-org/distilbert-mlm"),
     "deberta-cls": ("deberta-v2", "classification", {}, "tiny-org/deberta-cls"),
     "roberta-cls": ("roberta", "classification", {"labels": ["sad", "neutral", "happy"]}, None),
@@ -70,4 +74,3 @@ def offline_hub(tiny_zoo):
 
     with hub_cache_env(ROOT / "hub") as cache:
         yield cache
-

@@ -19,14 +19,23 @@ def _pipeline(task, folder, **kw):
     return pipeline(task, model=str(folder), tokenizer=str(folder), device="cpu", **kw)
 
 
-@pytest.mark.parametrize("pooling,normalize", [("mean", True), ("cls", False), ("max", False),
-                                                (["cls", "mean"], True), ("lasttoken", False),
-                                                ("weightedmean", False)])
+@pytest.mark.parametrize(
+    "pooling,normalize",
+    [
+        ("mean", True),
+        ("cls", False),
+        ("max", False),
+        (["cls", "mean"], True),
+        ("lasttoken", False),
+        ("weightedmean", False),
+    ],
+)
 def test_embeddings_equal_sentence_transformers(tmp_path, pooling, normalize):
     from sentence_transformers import SentenceTransformer
 
-    folder = build_tiny_model(tmp_path / "m", "bert", "embedding", pooling=pooling,
-                              normalize=normalize, max_seq_length=12)
+    folder = build_tiny_model(
+        tmp_path / "m", "bert", "embedding", pooling=pooling, normalize=normalize, max_seq_length=12
+    )
     ours = np.stack(fmhub.load(str(folder), truncation="silent").predict(TEXTS, batch_size=4))
     theirs = SentenceTransformer(str(folder), device="cpu").encode(TEXTS, batch_size=4)
     assert ours.shape == theirs.shape
@@ -52,22 +61,28 @@ def test_classification_equals_pipeline(tiny_zoo):
     for ours, theirs in zip(model.predict(TEXTS, batch_size=4), pipe(TEXTS)):
         assert ours.label == theirs[0]["label"]
         assert [t.label for t in ours.top_k] == [t["label"] for t in theirs]
-        np.testing.assert_allclose([t.score for t in ours.top_k], [t["score"] for t in theirs],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            [t.score for t in ours.top_k], [t["score"] for t in theirs], atol=1e-5
+        )
     assert model.labels == ("sad", "neutral", "happy")
 
 
 @pytest.mark.parametrize("name,mask", [("distilbert-mlm", "[MASK]"), ("xlmr-mlm", "<mask>")])
 def test_fill_mask_equals_pipeline(tiny_zoo, name, mask):
-    texts = [f"Paris is the {mask} of France.", f"{mask}", f"A man is {mask} a horse on the ground."]
+    texts = [
+        f"Paris is the {mask} of France.",
+        f"{mask}",
+        f"A man is {mask} a horse on the ground.",
+    ]
     model = fmhub.load(str(tiny_zoo[name]), top_k=4)
     pipe = _pipeline("fill-mask", tiny_zoo[name], top_k=4)
     for ours, theirs in zip(model.predict(texts), pipe(texts)):
         assert [p.token_id for p in ours.predictions] == [t["token"] for t in theirs]
         assert [p.token for p in ours.predictions] == [t["token_str"] for t in theirs]
         assert [p.sequence for p in ours.predictions] == [t["sequence"] for t in theirs]
-        np.testing.assert_allclose([p.score for p in ours.predictions], [t["score"] for t in theirs],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            [p.score for p in ours.predictions], [t["score"] for t in theirs], atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("arch", ["electra", "roberta"])
@@ -80,10 +95,12 @@ def test_token_classification_equals_pipeline(tmp_path, arch, aggregation):
     for text, ours, theirs in zip(TEXTS, model.predict(TEXTS, batch_size=4), pipe(TEXTS)):
         key = "entity_group" if aggregation == "simple" else "entity"
         assert [(e.label, e.start, e.end) for e in ours.entities] == [
-            (t[key], t["start"], t["end"]) for t in theirs]
-        np.testing.assert_allclose([e.score for e in ours.entities], [t["score"] for t in theirs],
-                                   atol=1e-5)
-        assert all(e.text == text[e.start:e.end] for e in ours.entities)
+            (t[key], t["start"], t["end"]) for t in theirs
+        ]
+        np.testing.assert_allclose(
+            [e.score for e in ours.entities], [t["score"] for t in theirs], atol=1e-5
+        )
+        assert all(e.text == text[e.start : e.end] for e in ours.entities)
         found += len(ours.entities)
     assert found > 5, "random tiny model should tag some spans"
 
@@ -117,6 +134,7 @@ def test_pooling_equals_sentence_transformers_module_for_either_padding_side(sid
     if side == "left":
         mask = mask.flip(1)
     for mode in ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]:
-        theirs = Pooling(8, pooling_mode=mode)({"token_embeddings": hidden,
-                                                "attention_mask": mask})["sentence_embedding"]
+        theirs = Pooling(8, pooling_mode=mode)(
+            {"token_embeddings": hidden, "attention_mask": mask}
+        )["sentence_embedding"]
         torch.testing.assert_close(pool(hidden, mask, (mode,)), theirs, msg=mode)

@@ -31,7 +31,9 @@ def test_attach_head_targets_and_loss(folders, arch):
     head = _hook(model, "fmhub_attach_head", labels=LABELS)
     model.task, model.labels = "classification", tuple(LABELS)  # what the core does next
     assert head and all(model.module.get_submodule(h) is not None for h in head)
-    assert getattr(model.module, model.module.base_model_prefix) is encoder, "pretrained encoder kept"
+    assert getattr(model.module, model.module.base_model_prefix) is encoder, (
+        "pretrained encoder kept"
+    )
     assert all(p.device.type != "meta" for p in model.module.parameters())
 
     batch = model.preprocess(CORPUS[:3])

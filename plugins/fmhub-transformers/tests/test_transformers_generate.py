@@ -17,8 +17,12 @@ from fmhub.results import Generation, check_result
 
 ROOT = Path(tempfile.gettempdir()) / f"fmhub-tf-tests-{os.getpid()}"  # as in conftest.py
 PROMPTS = ["A man is eating food.", "The quick brown fox", "Paris", "What is the weather like?"]
-CLASSES = {"gpt2-lm": "AutoModelForCausalLM", "llama-lm": "AutoModelForCausalLM",
-           "t5-s2s": "AutoModelForSeq2SeqLM", "bart-s2s": "AutoModelForSeq2SeqLM"}
+CLASSES = {
+    "gpt2-lm": "AutoModelForCausalLM",
+    "llama-lm": "AutoModelForCausalLM",
+    "t5-s2s": "AutoModelForSeq2SeqLM",
+    "bart-s2s": "AutoModelForSeq2SeqLM",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +53,9 @@ def test_greedy_equals_transformers_generate_token_for_token(models, name):
         ends = got.token_ids[-1] == model.module.generation_config.eos_token_id  # BART forces one
         assert got.completion_tokens == 10 and got.finish_reason == ("stop" if ends else "length")
         tok = model.processor.tokenizer
-        assert got.text == tok.decode(got.token_ids, skip_special_tokens=True,
-                                      clean_up_tokenization_spaces=False)
+        assert got.text == tok.decode(
+            got.token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
         assert got.prompt_tokens == len(tok(prompt)["input_ids"])
 
 
@@ -105,7 +110,7 @@ def test_chat_is_rendered_with_the_chat_template(models):
     ids = tok(rendered, add_special_tokens=False, return_tensors="pt")
     with torch.no_grad():
         out = model.module.generate(**ids, max_new_tokens=6, do_sample=False)
-    assert list(got.token_ids) == out[0, ids["input_ids"].shape[1]:].tolist()
+    assert list(got.token_ids) == out[0, ids["input_ids"].shape[1] :].tolist()
     assert model.predict([chat, "Paris"], max_new_tokens=6)[0] == got  # chats and prompts mix
 
 
@@ -115,8 +120,11 @@ def test_streaming_pieces_add_up_and_arrive_before_the_end(models):
         stream = model.stream(PROMPTS[0], max_new_tokens=10, min_new_tokens=10)
         pieces = list(stream)
         assert len(pieces) > 1, "text must arrive piece by piece"
-        assert "".join(pieces) == stream.result.text == model(PROMPTS[0], max_new_tokens=10,
-                                                              min_new_tokens=10).text
+        assert (
+            "".join(pieces)
+            == stream.result.text
+            == model(PROMPTS[0], max_new_tokens=10, min_new_tokens=10).text
+        )
 
 
 def test_the_kv_cache_is_used(models):
@@ -124,7 +132,8 @@ def test_the_kv_cache_is_used(models):
     model = models["llama-lm"]
     widths = []
     handle = model.module.model.register_forward_pre_hook(
-        lambda mod, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        lambda mod, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
     try:
         model(PROMPTS[0], max_new_tokens=6, min_new_tokens=6)
     finally:
@@ -139,8 +148,20 @@ def test_loads_from_the_offline_hub_cache(models):
         assert model(PROMPTS[2], max_new_tokens=5) == models[name](PROMPTS[2], max_new_tokens=5)
 
 
-@pytest.mark.parametrize("bad", ["", "   ", None, 42, b"bytes", [{"role": "robot", "content": "hi"}],
-                                 [{"role": "user"}], ["not a message"], []])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "   ",
+        None,
+        42,
+        b"bytes",
+        [{"role": "robot", "content": "hi"}],
+        [{"role": "user"}],
+        ["not a message"],
+        [],
+    ],
+)
 def test_bad_inputs_are_input_errors(models, bad):
     with pytest.raises(fmhub.InputError):
         models["llama-lm"](bad, max_new_tokens=3)

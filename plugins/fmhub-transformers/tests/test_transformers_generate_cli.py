@@ -31,8 +31,17 @@ class Spy:
 
 def test_generate_streams_the_same_text_as_the_api(tiny_zoo, capsys):
     folder = str(ROOT / "gpt2-lm")
-    rc = main(["generate", folder, "The quick brown fox", "-o", "max_new_tokens=8",
-               "-o", "min_new_tokens=8"])
+    rc = main(
+        [
+            "generate",
+            folder,
+            "The quick brown fox",
+            "-o",
+            "max_new_tokens=8",
+            "-o",
+            "min_new_tokens=8",
+        ]
+    )
     out = capsys.readouterr().out
     expected = fmhub.load(folder)("The quick brown fox", max_new_tokens=8, min_new_tokens=8).text
     assert rc == 0 and out == expected + "\n"
@@ -54,27 +63,51 @@ def test_chat_keeps_the_conversation_and_ends_at_end_of_input(tiny_zoo, capsys, 
     previous = fmhub.set_hub(hub)
     try:
         monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n\nAnd then?\n"))
-        rc = main(["chat", str(ROOT / "llama-lm"), "--system", "Be brief.",
-                   "-o", "max_new_tokens=5", "-o", "min_new_tokens=5"])
+        rc = main(
+            [
+                "chat",
+                str(ROOT / "llama-lm"),
+                "--system",
+                "Be brief.",
+                "-o",
+                "max_new_tokens=5",
+                "-o",
+                "min_new_tokens=5",
+            ]
+        )
     finally:
         fmhub.set_hub(previous)
     out = capsys.readouterr().out.split("\n")
     assert rc == 0 and len(out) == 3 and out[2] == ""  # two replies, blank line skipped
     first, second = spy.inputs[0][0], spy.inputs[1][0]
     assert [m["role"] for m in first] == ["system", "user"]
-    assert second == [{"role": "system", "content": "Be brief."},
-                      {"role": "user", "content": "Hello"},
-                      {"role": "assistant", "content": out[0]},
-                      {"role": "user", "content": "And then?"}]
+    assert second == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": out[0]},
+        {"role": "user", "content": "And then?"},
+    ]
 
 
 def test_chat_as_a_subprocess_with_stdin_piped(tiny_zoo):
-    proc = subprocess.run([sys.executable, "-m", "fmhub", "chat", str(ROOT / "llama-lm"),
-                           "-o", "max_new_tokens=4"], input="Hello\nBye\n", capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ), check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fmhub", "chat", str(ROOT / "llama-lm"), "-o", "max_new_tokens=4"],
+        input="Hello\nBye\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("\n") == 2
-    proc = subprocess.run([sys.executable, "-m", "fmhub", "chat", str(ROOT / "gpt2-lm")],
-                          input="Hello\n", capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ), check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fmhub", "chat", str(ROOT / "gpt2-lm")],
+        input="Hello\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+        check=False,
+    )
     assert proc.returncode == 1 and "no chat template" in proc.stderr

@@ -42,8 +42,9 @@ def test_text_batches_are_grouped_by_token_count(folder):
     ex = as_examples(data)
     model.attach_head(ex.labels)
     grouped = _Trainer(model, FineTuneConfig(batch_size=8, progress=False), ex, None)
-    plain = _Trainer(model, FineTuneConfig(batch_size=8, group_by_length=False, progress=False),
-                     ex, None)
+    plain = _Trainer(
+        model, FineTuneConfig(batch_size=8, group_by_length=False, progress=False), ex, None
+    )
     tokens = [len(model.processor.encode([x])["input_ids"][0]) for x, _ in data]
 
     def padded(batches):  # the tokens a batch padded to its longest costs
@@ -62,8 +63,17 @@ def test_grouped_fine_tuning_learns_as_well(folder):
         scores = []
         for seed in (0, 1):
             model = fmhub.load(str(folder))
-            fmhub.finetune(model, train, method="full", epochs=6, batch_size=8, learning_rate=1e-3,
-                           group_by_length=grouped, seed=seed, progress=False)
+            fmhub.finetune(
+                model,
+                train,
+                method="full",
+                epochs=6,
+                batch_size=8,
+                learning_rate=1e-3,
+                group_by_length=grouped,
+                seed=seed,
+                progress=False,
+            )
             preds = model.predict([x for x, _ in held], progress=False)
             scores.append(sum(p.label == y for p, (_, y) in zip(preds, held)) / len(held))
         acc[grouped] = sum(scores) / len(scores)

@@ -22,16 +22,23 @@ pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 def test_aliases_and_any_repo_id_resolve_without_heavy_imports():
-    code = ("import fmhub; [fmhub.model_info(a) for a in ('bert-base', 'all-MiniLM-L6-v2', "
-            "'roberta-base', 'distilbert-base', 'bert-large')]; fmhub.model_info('hf:any-org/any.model-1')")
+    code = (
+        "import fmhub; [fmhub.model_info(a) for a in ('bert-base', 'all-MiniLM-L6-v2', "
+        "'roberta-base', 'distilbert-base', 'bert-large')]; fmhub.model_info('hf:any-org/any.model-1')"
+    )
     assert imported_after(code, ("torch", "transformers", "tokenizers", "huggingface_hub")) == []
 
 
-@pytest.mark.parametrize("alias,repo", [("bert-base", "google-bert/bert-base-uncased"),
-                                        ("bert-large", "google-bert/bert-large-uncased"),
-                                        ("distilbert-base", "distilbert/distilbert-base-uncased"),
-                                        ("roberta-base", "FacebookAI/roberta-base"),
-                                        ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")])
+@pytest.mark.parametrize(
+    "alias,repo",
+    [
+        ("bert-base", "google-bert/bert-base-uncased"),
+        ("bert-large", "google-bert/bert-large-uncased"),
+        ("distilbert-base", "distilbert/distilbert-base-uncased"),
+        ("roberta-base", "FacebookAI/roberta-base"),
+        ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+    ],
+)
 def test_alias_targets(alias, repo):
     spec = fmhub.model_info(alias)
     assert spec.id == f"hf:{repo}" and spec.plugin == "transformers" and alias in spec.aliases
@@ -55,7 +62,9 @@ def test_revision_in_the_name_points_to_the_option():
 
 
 def test_claim_path_ignores_folders_of_other_families(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet50", "num_classes": 3}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architecture": "resnet50", "num_classes": 3})
+    )
     (tmp_path / "tokenizer.json").write_text("{}")
     import fmhub_transformers
 
@@ -92,7 +101,9 @@ def test_offline_and_not_cached_is_a_clear_error_without_network(monkeypatch):
     for name in ("getaddrinfo", "create_connection"):
         monkeypatch.setattr(socket, name, no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    with pytest.raises(fmhub.PluginError, match="not in the local Hugging Face cache.*HF_HUB_OFFLINE"):
+    with pytest.raises(
+        fmhub.PluginError, match="not in the local Hugging Face cache.*HF_HUB_OFFLINE"
+    ):
         fmhub.load("hf:nobody/not-cached")
 
 
@@ -105,19 +116,32 @@ def _copy(tiny_zoo, tmp_path, name="mpnet-emb"):
     return dest
 
 
-@pytest.mark.parametrize("content,match", [
-    ("{not json", r"Cannot read '.*config\.json': not JSON"),
-    ("[1, 2]", r"config\.json': a JSON list, not an object"),
-    (json.dumps({"architectures": ["BertModel"]}), r"config\.json': field 'model_type': Field required"),
-    (json.dumps({"model_type": "bert", "architectures": "BertModel"}),
-     r"config\.json': field 'architectures': Input should be a valid tuple"),
-    (json.dumps({"model_type": "bert", "id2label": {"zero": "a"}}),
-     r"config\.json': field 'id2label\.zero\.\[key\]': Input should be a valid integer"),
-    (json.dumps({"model_type": "bert", "id2label": {"0": "a", "2": "b"}}),
-     r"field 'id2label':.*number classes 0..N-1"),
-])
-def test_bad_config_json_from_the_hub_is_refused_clearly(tiny_zoo, tmp_path, offline_hub,
-                                                         content, match):
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("{not json", r"Cannot read '.*config\.json': not JSON"),
+        ("[1, 2]", r"config\.json': a JSON list, not an object"),
+        (
+            json.dumps({"architectures": ["BertModel"]}),
+            r"config\.json': field 'model_type': Field required",
+        ),
+        (
+            json.dumps({"model_type": "bert", "architectures": "BertModel"}),
+            r"config\.json': field 'architectures': Input should be a valid tuple",
+        ),
+        (
+            json.dumps({"model_type": "bert", "id2label": {"zero": "a"}}),
+            r"config\.json': field 'id2label\.zero\.\[key\]': Input should be a valid integer",
+        ),
+        (
+            json.dumps({"model_type": "bert", "id2label": {"0": "a", "2": "b"}}),
+            r"field 'id2label':.*number classes 0..N-1",
+        ),
+    ],
+)
+def test_bad_config_json_from_the_hub_is_refused_clearly(
+    tiny_zoo, tmp_path, offline_hub, content, match
+):
     folder = _copy(tiny_zoo, tmp_path)
     (folder / "config.json").write_text(content)
     repo = f"tiny-org/broken-{abs(hash(content))}"
@@ -144,12 +168,16 @@ def test_remote_code_is_never_run_unless_asked(tiny_zoo, tmp_path):
     assert TransformersOptions().trust_remote_code is False
 
 
-@pytest.mark.parametrize("file,content,field", [
-    ("sentence_bert_config.json", {"max_seq_length": "long"}, "max_seq_length"),  # wrong type
-    ("modules.json", [{"idx": 0, "name": "0", "path": ""}], "0.type"),  # missing field
-])
-def test_bad_sentence_transformers_file_names_file_and_field(tiny_zoo, tmp_path, file, content,
-                                                             field):
+@pytest.mark.parametrize(
+    "file,content,field",
+    [
+        ("sentence_bert_config.json", {"max_seq_length": "long"}, "max_seq_length"),  # wrong type
+        ("modules.json", [{"idx": 0, "name": "0", "path": ""}], "0.type"),  # missing field
+    ],
+)
+def test_bad_sentence_transformers_file_names_file_and_field(
+    tiny_zoo, tmp_path, file, content, field
+):
     folder = _copy(tiny_zoo, tmp_path, "bert-st")
     (folder / file).write_text(json.dumps(content))
     with pytest.raises(fmhub.ManifestError, match=rf"{file}': field '{field}'"):
@@ -159,7 +187,9 @@ def test_bad_sentence_transformers_file_names_file_and_field(tiny_zoo, tmp_path,
 def test_unsupported_sentence_transformers_module_is_refused(tiny_zoo, tmp_path):
     folder = _copy(tiny_zoo, tmp_path, "bert-st")
     modules = json.loads((folder / "modules.json").read_text())
-    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    modules.append(
+        {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    )
     (folder / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(fmhub.PluginError, match="'Dense' module"):
         fmhub.load(str(folder))
@@ -244,8 +274,12 @@ def test_batches_are_token_length_sorted_and_results_in_input_order(tiny_zoo):
     model = fmhub.load(str(tiny_zoo["bert-st"]), truncation="silent")
     texts = [CORPUS[15], CORPUS[10], "", CORPUS[3], CORPUS[6], " ".join(CORPUS), 7]
     order = model.hub.call("fmhub_batch_order", model.spec.plugin, model=model, inputs=texts)
-    tokens = [len(model.processor.tokenizer(t, truncation=True, max_length=32)["input_ids"])
-              if isinstance(t, str) else 0 for t in texts]
+    tokens = [
+        len(model.processor.tokenizer(t, truncation=True, max_length=32)["input_ids"])
+        if isinstance(t, str)
+        else 0
+        for t in texts
+    ]
     assert sorted(order) == list(range(len(texts)))
     assert [tokens[i] for i in order] == sorted(tokens, reverse=True)
     assert order[-1] == 6, "non-text inputs sort last"

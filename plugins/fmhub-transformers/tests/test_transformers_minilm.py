@@ -29,8 +29,9 @@ def minilm(tmp_path_factory):
     from fmhub_transformers.testing import hub_cache_env, install_in_hub_cache
 
     cache = tmp_path_factory.mktemp("hub")
-    install_in_hub_cache(cache, "sentence-transformers/all-MiniLM-L6-v2", gt.get_model_path(),
-                         symlink=True)
+    install_in_hub_cache(
+        cache, "sentence-transformers/all-MiniLM-L6-v2", gt.get_model_path(), symlink=True
+    )
     with hub_cache_env(cache):
         model = fmhub.load("all-MiniLM-L6-v2", truncation="silent")
         yield model
@@ -56,14 +57,20 @@ def test_embeddings_equal_sentence_transformers_encode(minilm):
 
 def test_local_package_folder_gives_the_same_vectors(minilm):
     local = fmhub.load(str(gt.get_model_path()), truncation="silent")
-    np.testing.assert_allclose(np.stack(local.predict(SENTENCES[:4])),
-                               np.stack(minilm.predict(SENTENCES[:4])), atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(local.predict(SENTENCES[:4])), np.stack(minilm.predict(SENTENCES[:4])), atol=1e-6
+    )
 
 
 def test_semantic_ranking(minilm):
-    query, *docs = ["A man is eating food.", "A man is eating a piece of bread.",
-                    "A man is riding a horse.", "A monkey is playing drums.",
-                    "The girl is carrying a baby.", "Two men pushed carts through the woods."]
+    query, *docs = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "A man is riding a horse.",
+        "A monkey is playing drums.",
+        "The girl is carrying a baby.",
+        "Two men pushed carts through the woods.",
+    ]
     q, d = minilm(query), np.stack(minilm.predict(docs))
     scores = d @ q
     assert int(np.argmax(scores)) == 0, dict(zip(docs, scores.round(3)))

@@ -26,8 +26,12 @@ from fmhub_transformers import _load
 
 ROOT = Path(tempfile.gettempdir()) / f"fmhub-tf-tests-{os.getpid()}"  # see conftest
 REPO = "tiny-org/bert-st"  # in ROOT/hub
-NOISE = ("torch/utils/_pytree.py", "is an Enum subclass", "is_gradient_checkpointing",
-         "Could not find a config file")
+NOISE = (
+    "torch/utils/_pytree.py",
+    "is an Enum subclass",
+    "is_gradient_checkpointing",
+    "Could not find a config file",
+)
 
 
 def closed_port() -> int:
@@ -38,20 +42,32 @@ def closed_port() -> int:
 
 
 def unreachable_hub_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_OFFLINE", "FMHUB_SHOW_WARNINGS", "FMHUB_HF_PROBE_TIMEOUT")}
-    env.update(HF_HUB_CACHE=str(ROOT / "hub"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
-               **extra)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "FMHUB_SHOW_WARNINGS", "FMHUB_HF_PROBE_TIMEOUT")
+    }
+    env.update(
+        HF_HUB_CACHE=str(ROOT / "hub"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}", **extra
+    )
     return env
 
 
 def test_a_cached_model_loads_without_retries_when_the_hub_is_unreachable(tiny_zoo):
     """Without the probe this load spends about four minutes in the hub client's retries (every
     file of the repo, five times, with back-off); the timeout is the failure bound."""
-    code = (f"import fmhub; m = fmhub.load('hf:{REPO}'); "
-            "print(m.info['revision'], m.predict(['A man is eating food.'])[0].shape)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=unreachable_hub_env(), timeout=120, check=False)
+    code = (
+        f"import fmhub; m = fmhub.load('hf:{REPO}'); "
+        "print(m.info['revision'], m.predict(['A man is eating food.'])[0].shape)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=unreachable_hub_env(),
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[1].startswith("(")  # a predicted embedding's shape
     assert "Retrying" not in proc.stderr and "127.0.0.1" not in proc.stderr, proc.stderr[-3000:]
@@ -86,22 +102,56 @@ def test_an_uncached_model_with_the_hub_unreachable_is_a_quick_clear_error(monke
 
         monkeypatch.setattr(_load, "_probes", {})
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed_port()}")
-        with pytest.raises(fmhub.PluginError, match=r"not in the local Hugging Face cache and the "
-                           r"hub \(http://127\.0\.0\.1:\d+\) cannot be reached"):
+        with pytest.raises(
+            fmhub.PluginError,
+            match=r"not in the local Hugging Face cache and the "
+            r"hub \(http://127\.0\.0\.1:\d+\) cannot be reached",
+        ):
             fmhub.load("hf:tiny-org/not-cached")
 
 
 def run_finetune(tmp_path, *flags: str) -> subprocess.CompletedProcess:
     data = tmp_path / "train.csv"
-    data.write_text("text,label\n" + "".join(
-        f"{t},{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(
-            ["A man is eating food.", "A monkey is playing drums.", "Short.",
-             "The girl is carrying a baby.", "A woman is playing violin.", "It was the best."])))
+    data.write_text(
+        "text,label\n"
+        + "".join(
+            f"{t},{'pos' if i % 2 else 'neg'}\n"
+            for i, t in enumerate(
+                [
+                    "A man is eating food.",
+                    "A monkey is playing drums.",
+                    "Short.",
+                    "The girl is carrying a baby.",
+                    "A woman is playing violin.",
+                    "It was the best.",
+                ]
+            )
+        )
+    )
     env = unreachable_hub_env(HF_HUB_OFFLINE="1")
     return subprocess.run(
-        [sys.executable, "-m", "fmhub", *flags, "finetune", f"hf:{REPO}", "--train", str(data),
-         "--output", str(tmp_path / f"out{len(flags)}"), "-c", "epochs=1", "-c", "batch_size=3"],
-        capture_output=True, text=True, env=env, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "fmhub",
+            *flags,
+            "finetune",
+            f"hf:{REPO}",
+            "--train",
+            str(data),
+            "--output",
+            str(tmp_path / f"out{len(flags)}"),
+            "-c",
+            "epochs=1",
+            "-c",
+            "batch_size=3",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_load_and_lora_finetune_are_quiet_and_dash_v_shows_the_warnings(tiny_zoo, tmp_path):

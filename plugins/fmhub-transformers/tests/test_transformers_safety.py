@@ -31,12 +31,22 @@ def _remote_code_folder(tiny_zoo, tmp_path):
     shutil.copytree(tiny_zoo["mpnet-emb"], folder)
     marker = tmp_path / "REMOTE-CODE-RAN"
     cfg = json.loads((folder / "config.json").read_text())
-    cfg.update(model_type="evil-net", auto_map={"AutoConfig": "evil.EvilConfig",
-                                                "AutoModel": "evil.EvilModel"})
+    cfg.update(
+        model_type="evil-net",
+        auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"},
+    )
     (folder / "config.json").write_text(json.dumps(cfg))
     (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
-    seal(folder, Manifest(kind="model", spec={"id": "hf:evil"}, task="embedding",
-                          options={"trust_remote_code": True}, plugin="transformers"))
+    seal(
+        folder,
+        Manifest(
+            kind="model",
+            spec={"id": "hf:evil"},
+            task="embedding",
+            options={"trust_remote_code": True},
+            plugin="transformers",
+        ),
+    )
     return folder, marker
 
 
@@ -56,11 +66,20 @@ def test_an_adapter_naming_a_remote_code_base_runs_nothing(tiny_zoo, tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter.safetensors").write_bytes(b"not even tensors")
-    manifest = Manifest(kind="adapter", spec={"id": "hf:evil", "path": str(base)},
-                        task="classification", labels=["a", "b"],
-                        options={"trust_remote_code": True}, plugin="transformers",
-                        adapter={"method": "head", "options": {}, "head": ["classifier"],
-                                 "fingerprint": {"sha256": "0" * 16, "shapes": {}}})
+    manifest = Manifest(
+        kind="adapter",
+        spec={"id": "hf:evil", "path": str(base)},
+        task="classification",
+        labels=["a", "b"],
+        options={"trust_remote_code": True},
+        plugin="transformers",
+        adapter={
+            "method": "head",
+            "options": {},
+            "head": ["classifier"],
+            "fingerprint": {"sha256": "0" * 16, "shapes": {}},
+        },
+    )
     seal(adapter, manifest)
     with pytest.raises(fmhub.InvalidOptionError, match="trust_remote_code"):
         fmhub.load(adapter)
@@ -78,7 +97,9 @@ def test_an_adapter_naming_a_remote_code_base_runs_nothing(tiny_zoo, tmp_path):
 def test_flipped_bytes_in_saved_weights_are_refused(tiny_zoo, tmp_path):
     folder = fmhub.load(str(tiny_zoo["bert-st"])).save(tmp_path / "saved")
     _flip(folder / "model.safetensors")
-    with pytest.raises(fmhub.ManifestError, match=r"model\.safetensors' does not match the SHA-256"):
+    with pytest.raises(
+        fmhub.ManifestError, match=r"model\.safetensors' does not match the SHA-256"
+    ):
         fmhub.load(folder)
 
 
@@ -91,7 +112,9 @@ def test_config_that_no_longer_fits_the_weights_is_refused_whole(tiny_zoo, tmp_p
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(fmhub.ManifestError, match=r"config\.json' has \d+ bytes"):
         fmhub.load(folder)
-    with pytest.raises(fmhub.ManifestError, match=r"do not fit the architecture.*encoder\.layer\.1"):
+    with pytest.raises(
+        fmhub.ManifestError, match=r"do not fit the architecture.*encoder\.layer\.1"
+    ):
         fmhub.load(folder, verify=False)
     cfg["num_hidden_layers"] = 3  # more layers than weights: random ones, refused as well
     (folder / "config.json").write_text(json.dumps(cfg))

@@ -60,7 +60,8 @@ def test_fill_mask_predict_is_thread_safe(tiny_zoo):
     for items, results in hammer(model, pool, threads=4, calls=15):
         for text, result in zip(items, results):
             assert [p.token_id for p in result.predictions[:1]] == [
-                p.token_id for p in serial[text].predictions[:1]]
+                p.token_id for p in serial[text].predictions[:1]
+            ]
 
 
 @pytest.mark.parametrize("bad", [None, b"hello", 3])

@@ -33,28 +33,37 @@ def whisper(offline_hub):
 def pipe(whisper):
     import transformers
 
-    return transformers.pipeline("automatic-speech-recognition", model=whisper.module,
-                                 tokenizer=whisper.processor.tokenizer,
-                                 feature_extractor=whisper.processor.feature_extractor)
+    return transformers.pipeline(
+        "automatic-speech-recognition",
+        model=whisper.module,
+        tokenizer=whisper.processor.tokenizer,
+        feature_extractor=whisper.processor.feature_extractor,
+    )
 
 
 def reference(pipe, wave, **generate_kwargs):
-    out = pipe(wave.copy(), return_timestamps=True,
-               generate_kwargs={"num_beams": 1, **generate_kwargs})  # the pipeline's default is 5
+    out = pipe(
+        wave.copy(), return_timestamps=True, generate_kwargs={"num_beams": 1, **generate_kwargs}
+    )  # the pipeline's default is 5
     return out["text"], [tuple(c["timestamp"]) for c in out["chunks"]]
 
 
-@pytest.mark.parametrize("wave,opts", [
-    (SHORT, {"language": "en", "task": "transcribe"}),
-    (SHORT, {"language": "fr", "task": "translate"}),
-    (LONG, {"language": "en", "task": "transcribe"}),
-])
+@pytest.mark.parametrize(
+    "wave,opts",
+    [
+        (SHORT, {"language": "en", "task": "transcribe"}),
+        (SHORT, {"language": "fr", "task": "translate"}),
+        (LONG, {"language": "en", "task": "transcribe"}),
+    ],
+)
 def test_transcripts_equal_the_transformers_pipeline(whisper, pipe, wave, opts):
     got = whisper((wave, 16000), max_new_tokens=24, **opts)
     check_result("transcription", got)
     text, stamps = reference(pipe, wave, max_new_tokens=24, **opts)
     assert got.text == text
-    assert [(c.start, c.end) for c in got.chunks] == [(s, e if e is not None else s) for s, e in stamps]
+    assert [(c.start, c.end) for c in got.chunks] == [
+        (s, e if e is not None else s) for s, e in stamps
+    ]
     assert got.language == opts["language"]
     assert "".join(c.text for c in got.chunks) == got.text
 
@@ -84,7 +93,8 @@ def test_audio_follows_the_shared_input_rules(whisper):
     assert rate == 16000 and from_file == whisper((mono, 16000), language="en", max_new_tokens=8)
     stereo = np.stack([SHORT, SHORT])
     assert whisper((stereo, 16000), language="en", max_new_tokens=8) == whisper(
-        (SHORT, 16000), language="en", max_new_tokens=8)
+        (SHORT, 16000), language="en", max_new_tokens=8
+    )
     with pytest.raises(fmhub.InputError, match="sample rate"):
         whisper(SHORT)
     with pytest.raises(fmhub.InputError):

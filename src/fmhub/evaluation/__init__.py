@@ -29,8 +29,13 @@ __all__ = [
 ]
 
 
-def evaluate(model: Model, data: Any, metrics: Sequence[str] | None = None,
-             batch_size: int | None = None, **options: Any) -> EvalReport:
+def evaluate(
+    model: Model,
+    data: Any,
+    metrics: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    **options: Any,
+) -> EvalReport:
     """See :func:`fmhub.evaluate`."""
     from .run import evaluate as _evaluate
 

@@ -50,8 +50,10 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     known = {name for per_task in get_hub().registry.metrics.values() for name in per_task}
     for name in args.metrics or ():
         if name not in known:
-            raise UsageError(f"unknown metric {name!r}.{did_you_mean(name, known)} Known "
-                             f"metrics: {', '.join(sorted(known))}.")
+            raise UsageError(
+                f"unknown metric {name!r}.{did_you_mean(name, known)} Known "
+                f"metrics: {', '.join(sorted(known))}."
+            )
     return options
 
 
@@ -61,8 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     options = check(args)
     model = load(args.name, **load_options(args))
-    report = evaluate(model, args.data, metrics=args.metrics, batch_size=args.batch_size,
-                      **options)
+    report = evaluate(model, args.data, metrics=args.metrics, batch_size=args.batch_size, **options)
     if args.plots:
         for path in report.plot(args.plots):
             print(f"plot: {path}", file=sys.stderr)
@@ -77,18 +78,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 @subcommand
 def _eval_command(sub: Any) -> None:
-    p = add_command(sub, "eval", cmd_eval,
-                    help="measure a model (or an adapter folder) on labelled data")
+    p = add_command(
+        sub, "eval", cmd_eval, help="measure a model (or an adapter folder) on labelled data"
+    )
     p.add_argument("name", help="model id, alias, local folder or adapter folder")
-    p.add_argument("--data", required=True, metavar="DATA",
-                   help="labelled data: CSV/TSV/JSONL file, class-per-folder or retrieval folder")
-    p.add_argument("--metrics", nargs="+", metavar="METRIC",
-                   help="metrics to compute (default: the task's default metrics)")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DATA",
+        help="labelled data: CSV/TSV/JSONL file, class-per-folder or retrieval folder",
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="METRIC",
+        help="metrics to compute (default: the task's default metrics)",
+    )
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.add_argument("--markdown", action="store_true", help="print the report as Markdown")
     p.add_argument("--plots", metavar="DIR", help="write the report's plots as PNG into DIR")
     p.add_argument("--batch-size", type=int, default=None, help="inputs per batch (default 32)")
     p.add_argument("--task", help="evaluation task (default: from the model and the data)")
-    p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", dest="eval_option",
-                   help="evaluation option, repeatable: k=3, bins=10, ks=[1,10], normalize=false")
+    p.add_argument(
+        "--set",
+        "-s",
+        action="append",
+        metavar="KEY=VALUE",
+        dest="eval_option",
+        help="evaluation option, repeatable: k=3, bins=10, ks=[1,10], normalize=false",
+    )
     add_load_options(p)

@@ -44,14 +44,22 @@ class EvalOptions(BaseModel):
     )
 
 
-def score_batches(model: Model, task: str, batches: Iterable[dict[str, Any]],
-                  metrics: Sequence[str] | None = None, **options: Any) -> dict[str, float]:
+def score_batches(
+    model: Model,
+    task: str,
+    batches: Iterable[dict[str, Any]],
+    metrics: Sequence[str] | None = None,
+    **options: Any,
+) -> dict[str, float]:
     """The metric values of batches already in the task's batch form (what the task's runner
     yields): how fine-tuning under torchrun scores the predictions gathered from every rank with
     the same metric code as :func:`evaluate`."""
     opts: EvalOptions = validate_model(EvalOptions, options, "evaluation options")
-    context = EvalContext(task=task, labels=tuple(model.labels) if model.labels else None,
-                          options=_TaskOptions(opts, task))
+    context = EvalContext(
+        task=task,
+        labels=tuple(model.labels) if model.labels else None,
+        options=_TaskOptions(opts, task),
+    )
     accumulators = [m.start(context) for m in pick_metrics(model.hub, task, metrics)]
     for batch in batches:
         for acc in accumulators:
@@ -419,9 +427,13 @@ def _token_classification(model: Model, data: Any, bs: int, opts: EvalOptions):
 # -- fill-mask, transcription, generation: (input, expected text) pairs ------------------------
 
 
-def _text_pairs(in_field: str, out_field: str, hint: str,
-                result_text: Callable[[list[Any], list[str]], dict[str, Any]],
-                extra: Callable[..., dict[str, Any]] | None = None):
+def _text_pairs(
+    in_field: str,
+    out_field: str,
+    hint: str,
+    result_text: Callable[[list[Any], list[str]], dict[str, Any]],
+    extra: Callable[..., dict[str, Any]] | None = None,
+):
     def runner(model: Model, data: Any, bs: int, opts: EvalOptions):
         rows = rows_of(data)
 
@@ -457,8 +469,12 @@ def _hyp_ref(results: list[Any], refs: list[str]):
     return {"hyp": [r if isinstance(r, str) else r.text for r in results], "ref": refs}
 
 
-def _nll(results: list[Any], model: Model | None = None, inputs: Sequence[Any] = (),
-         references: Sequence[str] = ()):
+def _nll(
+    results: list[Any],
+    model: Model | None = None,
+    inputs: Sequence[Any] = (),
+    references: Sequence[str] = (),
+):
     """Token negative log-likelihoods of the references: carried by the results (``nll`` and
     ``tokens``), or, for a model that trains as a generative model (``fmhub_training_batch``),
     computed teacher-forced on (prompt, reference) -- the loss fine-tuning minimises, so
@@ -472,8 +488,9 @@ def _nll(results: list[Any], model: Model | None = None, inputs: Sequence[Any] =
     return _teacher_forced_nll(model, inputs, references)
 
 
-def _teacher_forced_nll(model: Model, inputs: Sequence[str],
-                        references: Sequence[str]) -> dict[str, Any]:
+def _teacher_forced_nll(
+    model: Model, inputs: Sequence[str], references: Sequence[str]
+) -> dict[str, Any]:
     import torch
 
     if not model.hub.caller("fmhub_training_batch", model._owner).get_hookimpls():
@@ -567,8 +584,12 @@ def _generic(model: Model, data: Any, bs: int, opts: EvalOptions):
             hint = "Examples are (input, expected) pairs."
             xs = [field(rec, where, "input", 0, 2, hint) for where, rec in chunk]
             expected = [field(rec, where, "answer", 1, 2, hint) for where, rec in chunk]
-            yield {"n": len(xs), "inputs": xs, "expected": expected,
-                   "results": _predict(model, xs, bs)}
+            yield {
+                "n": len(xs),
+                "inputs": xs,
+                "expected": expected,
+                "results": _predict(model, xs, bs),
+            }
 
     return rows.description, len(rows), batches()
 

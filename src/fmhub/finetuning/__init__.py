@@ -27,8 +27,9 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
         return _finetune(model, train, eval=eval, **config)
 
 
-def finetune_plan(model: Model, method: str | FineTuneMethod = "lora",
-                  **config: Any) -> FineTunePlan:
+def finetune_plan(
+    model: Model, method: str | FineTuneMethod = "lora", **config: Any
+) -> FineTunePlan:
     from .plan import finetune_plan as _plan
 
     return _plan(model, method, **config)

@@ -59,8 +59,9 @@ def fingerprint(model: Model, modules: list[str], head: list[str]) -> dict[str, 
     return {"sha256": digest, "shapes": shapes}
 
 
-def apply_method(model: Model, method: FineTuneMethod, options: MethodOptions,
-                 head: list[str]) -> Adapter:
+def apply_method(
+    model: Model, method: FineTuneMethod, options: MethodOptions, head: list[str]
+) -> Adapter:
     """Run ``method`` on ``model`` (its head attached) and return the :class:`Adapter` recording
     what it adapted: the core's record, whatever the method. Fine-tuning and adapter loading
     both come through here."""
@@ -73,14 +74,22 @@ def apply_method(model: Model, method: FineTuneMethod, options: MethodOptions,
             f"method {method.name!r} says uses_peft but its apply() returned no PeftModel; "
             "return the model peft.get_peft_model made (see docs/finetuning.md)."
         )
-    return Adapter(method=method.name, options=options.model_dump(mode="json"), head=list(head),
-                   modules=modules, fingerprint=fp, peft=result if method.uses_peft else None)
+    return Adapter(
+        method=method.name,
+        options=options.model_dump(mode="json"),
+        head=list(head),
+        modules=modules,
+        fingerprint=fp,
+        peft=result if method.uses_peft else None,
+    )
 
 
 def trainable_state(module: nn.Module) -> dict[str, Any]:
     """The trainable parameters, plus the buffers (e.g. BatchNorm running statistics) of every
     module that has a trainable parameter: all that training changed."""
-    state = {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad}
+    state = {
+        n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad
+    }
     for prefix, mod in module.named_modules():
         if any(p.requires_grad for p in mod.parameters(recurse=False)):
             for name, buf in mod.named_buffers(recurse=False):
@@ -157,8 +166,13 @@ def base_location(manifest: Manifest, path: Path) -> str:
     return base_id
 
 
-def load_adapter(hub: Hub, path: Path, options: dict[str, Any], manifest: Manifest | None = None,
-                 verify: bool = True) -> Model:
+def load_adapter(
+    hub: Hub,
+    path: Path,
+    options: dict[str, Any],
+    manifest: Manifest | None = None,
+    verify: bool = True,
+) -> Model:
     """Load the base model named in the manifest, attach the head, apply and fill the adapter.
 
     The adapter folder is verified first (``verify``), then the base is built with the caller's
@@ -184,8 +198,11 @@ def load_adapter(hub: Hub, path: Path, options: dict[str, Any], manifest: Manife
     base = base_location(manifest, path)
     ns = hub.registry.namespaces.get(str(manifest.spec.get("id", "")).partition(":")[0])
     consent = consent_options(ns.options) if ns is not None else CONSENT_OPTIONS
-    asked = {k: v for k, v in manifest.options.items()
-             if k in consent and k not in options and k != "device_map"}
+    asked = {
+        k: v
+        for k, v in manifest.options.items()
+        if k in consent and k not in options and k != "device_map"
+    }
     if asked:  # the base was built with them: ask, rather than build another base silently
         given = ", ".join(f"{k}={v!r}" for k, v in asked.items())
         raise InvalidOptionError(
@@ -193,8 +210,9 @@ def load_adapter(hub: Hub, path: Path, options: dict[str, Any], manifest: Manife
             f"never replays from a manifest (it runs code or reads files the caller did not "
             f"name). If you trust it, pass it yourself: fmhub.load({str(path)!r}, {given})."
         )
-    model = hub.load(base, verify=verify, **{**replayable_options(manifest.options, consent),
-                                             **options})
+    model = hub.load(
+        base, verify=verify, **{**replayable_options(manifest.options, consent), **options}
+    )
     generative = not saved.head and not manifest.labels  # nothing was attached when trained
     head = [] if generative else model.attach_head(manifest.labels or [])
     method, opts = get_method(model, saved.method, saved.options)
@@ -210,8 +228,13 @@ def load_adapter(hub: Hub, path: Path, options: dict[str, Any], manifest: Manife
     return model
 
 
-def check_fingerprint(model: Model, modules: list[str], head: list[str],
-                      expected: dict[str, Any] | None, path: str | Path) -> None:
+def check_fingerprint(
+    model: Model,
+    modules: list[str],
+    head: list[str],
+    expected: dict[str, Any] | None,
+    path: str | Path,
+) -> None:
     if not expected:
         return
     got = fingerprint(model, modules, head)
@@ -219,14 +242,22 @@ def check_fingerprint(model: Model, modules: list[str], head: list[str],
         return
     want, have = expected.get("shapes", {}), got["shapes"]
     missing = sorted(set(want) - set(have))[:5]
-    differ = [f"{n}: saved {want[n]} vs base {have[n]}" for n in sorted(set(want) & set(have))
-              if want[n] != have[n]][:5]
+    differ = [
+        f"{n}: saved {want[n]} vs base {have[n]}"
+        for n in sorted(set(want) & set(have))
+        if want[n] != have[n]
+    ][:5]
     extra = sorted(set(have) - set(want))[:5]
-    detail = "; ".join(filter(None, [
-        f"missing in base: {missing}" if missing else "",
-        f"shapes differ: {differ}" if differ else "",
-        f"not in adapter: {extra}" if extra else "",
-    ]))
+    detail = "; ".join(
+        filter(
+            None,
+            [
+                f"missing in base: {missing}" if missing else "",
+                f"shapes differ: {differ}" if differ else "",
+                f"not in adapter: {extra}" if extra else "",
+            ],
+        )
+    )
     raise ManifestError(
         f"The adapter {str(path)!r} does not fit base model {model.spec.id!r} ({detail}). "
         "Load it onto the base model it was trained on (see its fmhub.json)."
@@ -252,15 +283,22 @@ def _check_tensors(state: dict[str, Any], expected: dict[str, Any], file: Path) 
     """The file must hold exactly the tensors the method trains, each of the expected shape."""
     unknown = sorted(set(state) - set(expected))
     missing = sorted(set(expected) - set(state))
-    wrong = [f"{k}: {list(state[k].shape)} vs {list(expected[k].shape)}"
-             for k in sorted(set(state) & set(expected))
-             if tuple(state[k].shape) != tuple(expected[k].shape)]
+    wrong = [
+        f"{k}: {list(state[k].shape)} vs {list(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
     if unknown or missing or wrong:
-        detail = "; ".join(filter(None, [
-            f"tensors the method does not train: {unknown[:5]}" if unknown else "",
-            f"missing: {missing[:5]}" if missing else "",
-            f"shapes differ: {wrong[:5]}" if wrong else "",
-        ]))
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"tensors the method does not train: {unknown[:5]}" if unknown else "",
+                    f"missing: {missing[:5]}" if missing else "",
+                    f"shapes differ: {wrong[:5]}" if wrong else "",
+                ],
+            )
+        )
         raise ManifestError(
             f"{str(file)!r} does not fit the adapter its manifest describes ({detail}); nothing was "
             "loaded. Save the adapter again from the fine-tuned model."
@@ -278,7 +316,9 @@ def _load_weights(model: Model, path: Path) -> None:
         result = set_peft_model_state_dict(adapter.peft, state)
         bad = [k for k in getattr(result, "unexpected_keys", []) if k]
         if bad:
-            raise ManifestError(f"{str(path)!r} holds weights the model has no place for: {bad[:5]}")
+            raise ManifestError(
+                f"{str(path)!r} holds weights the model has no place for: {bad[:5]}"
+            )
         return
     file = path / "adapter.safetensors"
     state = _read_tensors(file, path)
@@ -295,12 +335,15 @@ def model_card(manifest: Manifest) -> str:
     lines = [
         f"# Fine-tuned {manifest.spec.get('id')} ({a.get('method')}, {manifest.task})",
         "",
-        ("An fmhub adapter: load it with `fmhub.load(\"<this folder>\")`; fmhub builds the base "
-         "model, checks that the adapter fits it, and applies the adapter."),
+        (
+            'An fmhub adapter: load it with `fmhub.load("<this folder>")`; fmhub builds the base '
+            "model, checks that the adapter fits it, and applies the adapter."
+        ),
         "",
         "## Base model",
         "",
-        f"- model: `{manifest.spec.get('id')}`" + (f" (folder `{base}`)" if base != manifest.spec.get("id") else ""),
+        f"- model: `{manifest.spec.get('id')}`"
+        + (f" (folder `{base}`)" if base != manifest.spec.get("id") else ""),
         f"- plugin: `{manifest.plugin}`",
         f"- base fingerprint: `{(a.get('fingerprint') or {}).get('sha256')}`",
         "",
@@ -323,7 +366,11 @@ def model_card(manifest: Manifest) -> str:
         counts = d.get("label_counts")
         lines.append(
             f"- {split}: {d.get('examples')} examples from {d.get('source')}"
-            + (f"; per label: {', '.join(f'{k}: {v}' for k, v in counts.items())}" if counts else "")
+            + (
+                f"; per label: {', '.join(f'{k}: {v}' for k, v in counts.items())}"
+                if counts
+                else ""
+            )
         )
     if not data:
         lines.append("- not recorded")
@@ -332,22 +379,39 @@ def model_card(manifest: Manifest) -> str:
     lines += [f"- {k}: `{json.dumps(v)}`" for k, v in sorted(cfg.items())] or ["- not recorded"]
     if t:
         lines += ["", "## Results", ""]
-        lines.append(f"- optimizer steps: {t.get('steps')}; stopped early: {t.get('stopped_early')}; "
-                     f"seconds: {t.get('seconds')}")
+        lines.append(
+            f"- optimizer steps: {t.get('steps')}; stopped early: {t.get('stopped_early')}; "
+            f"seconds: {t.get('seconds')}"
+        )
         lines.append(f"- last training loss: {t.get('train_loss')}")
         final = t.get("metrics")
         if final:
-            lines.append("- final evaluation: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float)
-                                                           else f"{k} {v}" for k, v in final.items()))
+            lines.append(
+                "- final evaluation: "
+                + ", ".join(
+                    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items()
+                )
+            )
         else:
             lines.append("- final evaluation: none (no eval data)")
         if t.get("best"):
-            lines.append("- best evaluation: " + ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in t["best"].items()))
+            lines.append(
+                "- best evaluation: "
+                + ", ".join(
+                    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in t["best"].items()
+                )
+            )
     lines += ["", "## Library versions", ""]
     lines += [f"- {k}: {v}" for k, v in sorted(manifest.versions.items())] or ["- not recorded"]
-    lines += ["", ("Every file of this folder is listed with its size and SHA-256 in fmhub.json; "
-                   "fmhub.load refuses the folder if one changes."), ""]
+    lines += [
+        "",
+        (
+            "Every file of this folder is listed with its size and SHA-256 in fmhub.json; "
+            "fmhub.load refuses the folder if one changes."
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -24,8 +24,9 @@ def in_head(name: str, head: list[str]) -> bool:
     return any(name == h or name.startswith(h + ".") for h in head)
 
 
-def matched_modules(model: Model, head: list[str], suffixes: list[str] | None,
-                    kinds: tuple[type, ...] | None = None) -> list[str]:
+def matched_modules(
+    model: Model, head: list[str], suffixes: list[str] | None, kinds: tuple[type, ...] | None = None
+) -> list[str]:
     """Full names of modules whose name ends with one of ``suffixes`` (PEFT's rule), outside the
     head; with ``suffixes=None`` every module of one of ``kinds`` (default ``nn.Linear``)."""
     from torch import nn
@@ -39,8 +40,10 @@ def matched_modules(model: Model, head: list[str], suffixes: list[str] | None,
             ok = isinstance(mod, kinds)
         else:
             ok = any(name == s or name.endswith("." + s) for s in suffixes)
-            ok = ok and isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)) or (
-                ok and type(mod).__name__ == "Conv1D"
+            ok = (
+                ok
+                and isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding))
+                or (ok and type(mod).__name__ == "Conv1D")
             )
         if ok:
             out.append(name)
@@ -66,8 +69,9 @@ class _PeftMethod(FineTuneMethod):
     uses_peft = True
 
     def targets(self, model: Model, head: list[str], options: MethodOptions) -> list[str]:
-        suffixes = (options.targets if options.targets is not None
-                    else model.finetune_targets(self.name))
+        suffixes = (
+            options.targets if options.targets is not None else model.finetune_targets(self.name)
+        )
         names = matched_modules(model, head, suffixes)
         if not names:
             raise FineTuneError(
@@ -101,17 +105,24 @@ class LoRA(_PeftMethod):
     description = "Low-rank adapters on the targeted layers (PEFT LoRA)."
     Options = LoRAOptions
 
-    def peft_config(self, peft: ModuleType, names: list[str], head: list[str],
-                    o: LoRAOptions) -> Any:
-        return peft.LoraConfig(r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout,
-                               target_modules=names, modules_to_save=list(head) or None,
-                               bias=o.bias)
+    def peft_config(
+        self, peft: ModuleType, names: list[str], head: list[str], o: LoRAOptions
+    ) -> Any:
+        return peft.LoraConfig(
+            r=o.r,
+            lora_alpha=o.alpha,
+            lora_dropout=o.dropout,
+            target_modules=names,
+            modules_to_save=list(head) or None,
+            bias=o.bias,
+        )
 
 
 class IA3Options(MethodOptions):
     targets: list[str] | None = None
-    feedforward: list[str] = Field(default_factory=list,
-                                   description="Targets whose inputs (not outputs) are scaled.")
+    feedforward: list[str] = Field(
+        default_factory=list, description="Targets whose inputs (not outputs) are scaled."
+    )
 
 
 class IA3(_PeftMethod):
@@ -119,11 +130,13 @@ class IA3(_PeftMethod):
     description = "Learned rescaling vectors on the targeted layers (PEFT IA3)."
     Options = IA3Options
 
-    def peft_config(self, peft: ModuleType, names: list[str], head: list[str],
-                    o: IA3Options) -> Any:
+    def peft_config(
+        self, peft: ModuleType, names: list[str], head: list[str], o: IA3Options
+    ) -> Any:
         ff = [n for n in names if any(n == s or n.endswith("." + s) for s in o.feedforward)]
-        return peft.IA3Config(target_modules=names, feedforward_modules=ff,
-                              modules_to_save=list(head) or None)
+        return peft.IA3Config(
+            target_modules=names, feedforward_modules=ff, modules_to_save=list(head) or None
+        )
 
 
 class BitFit(FineTuneMethod):
@@ -131,8 +144,13 @@ class BitFit(FineTuneMethod):
     description = "Train only the biases (and the head)."
 
     def targets(self, model: Model, head: list[str], options: MethodOptions) -> list[str]:
-        return sorted({n.rpartition(".")[0] for n, _ in model.module.named_parameters()
-                       if n.endswith("bias") and not in_head(n, head)})
+        return sorted(
+            {
+                n.rpartition(".")[0]
+                for n, _ in model.module.named_parameters()
+                if n.endswith("bias") and not in_head(n, head)
+            }
+        )
 
     def apply(self, model: Model, head: list[str], options: MethodOptions) -> None:
         _set_trainable(model, lambda n: n.endswith("bias") or in_head(n, head))
@@ -154,8 +172,13 @@ class Full(FineTuneMethod):
     description = "Train every parameter."
 
     def targets(self, model: Model, head: list[str], options: MethodOptions) -> list[str]:
-        return sorted({n.rpartition(".")[0] for n, _ in model.module.named_parameters()
-                       if not in_head(n, head)})
+        return sorted(
+            {
+                n.rpartition(".")[0]
+                for n, _ in model.module.named_parameters()
+                if not in_head(n, head)
+            }
+        )
 
     def apply(self, model: Model, head: list[str], options: MethodOptions) -> None:
         _set_trainable(model, lambda n: True)

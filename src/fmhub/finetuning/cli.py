@@ -41,8 +41,11 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     from .data import as_examples
 
     config = _config(args.config)
-    for flag, key in (("--text-column", "text_column"), ("--label-column", "label_column"),
-                      ("--encoding", "encoding")):
+    for flag, key in (
+        ("--text-column", "text_column"),
+        ("--label-column", "label_column"),
+        ("--encoding", "encoding"),
+    ):
         value = getattr(args, key)
         if value is not None:
             if key in config and config[key] != value:
@@ -54,8 +57,15 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     if not args.output and (config.get("checkpoint_every") or config.get("resume")):
         raise UsageError("checkpoint_every and resume need --output DIR.")
     try:
-        cfg = validate_model(FineTuneConfig, {"method": args.method, **config, **(
-            {"output_dir": args.output} if args.output else {})}, "fine-tuning config")
+        cfg = validate_model(
+            FineTuneConfig,
+            {
+                "method": args.method,
+                **config,
+                **({"output_dir": args.output} if args.output else {}),
+            },
+            "fine-tuning config",
+        )
     except FmhubError as exc:
         raise UsageError(str(exc)) from None
     _check_method(args.method, cfg.method_options)
@@ -63,8 +73,11 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         return config
     if not args.train:
         raise UsageError("fmhub finetune needs --train DATA (or --plan to only show the plan)")
-    data = {"text_column": cfg.text_column, "label_column": cfg.label_column,
-            "encoding": cfg.encoding}
+    data = {
+        "text_column": cfg.text_column,
+        "label_column": cfg.label_column,
+        "encoding": cfg.encoding,
+    }
     try:
         check_input_file(args.train, "--train")
         train = as_examples(args.train, cfg.labels, **data)
@@ -99,8 +112,10 @@ def _check_method(name: str, options: dict[str, Any]) -> None:
     methods = get_hub().finetune_methods()
     method = methods.get(name)
     if method is None:
-        raise UsageError(f"Unknown fine-tuning method {name!r}.{did_you_mean(name, methods)} "
-                         f"Registered methods: {', '.join(sorted(methods))}.")
+        raise UsageError(
+            f"Unknown fine-tuning method {name!r}.{did_you_mean(name, methods)} "
+            f"Registered methods: {', '.join(sorted(methods))}."
+        )
     try:
         validate_model(method.Options, options, f"options of method {name!r}")
     except FmhubError as exc:
@@ -135,16 +150,21 @@ def run(model: Any, args: argparse.Namespace, config: dict[str, Any] | None = No
     if not is_main:
         return 0
     evaluation = _final_evaluation(model, args, config) if args.eval else None
-    print(json.dumps({
-        "steps": result.steps,
-        "seconds": round(result.seconds, 2),
-        "train_loss": result.train_loss,
-        "metrics": result.metrics,
-        "best": result.best,
-        "stopped_early": result.stopped_early,
-        "adapter": str(adapter) if adapter else None,
-        "evaluation": evaluation,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "steps": result.steps,
+                "seconds": round(result.seconds, 2),
+                "train_loss": result.train_loss,
+                "metrics": result.metrics,
+                "best": result.best,
+                "stopped_early": result.stopped_early,
+                "adapter": str(adapter) if adapter else None,
+                "evaluation": evaluation,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -159,8 +179,12 @@ def _final_evaluation(model: Any, args: argparse.Namespace, config: dict[str, An
 
     data = {k: config[k] for k in ("text_column", "label_column", "encoding") if k in config}
     examples = as_examples(args.eval, list(model.labels), **data)
-    report = evaluate(model, LabelNames(examples, examples.labels),
-                      batch_size=config.get("batch_size"), progress=False)
+    report = evaluate(
+        model,
+        LabelNames(examples, examples.labels),
+        batch_size=config.get("batch_size"),
+        progress=False,
+    )
     report = report.model_copy(update={"data": str(args.eval)})
     print(report, file=sys.stderr)
     return report.model_dump(mode="json")
@@ -176,33 +200,54 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise UsageError("--plan runs in one process; drop --nproc-per-node.")
         if args.nproc_per_node < 1 or args.nnodes < 1:
             raise UsageError("--nproc-per-node and --nnodes must be at least 1.")
-        return launch(args.argv, args.nproc_per_node, args.nnodes, args.rdzv_endpoint,
-                      args.node_rank)
+        return launch(
+            args.argv, args.nproc_per_node, args.nnodes, args.rdzv_endpoint, args.node_rank
+        )
     model = load(args.name, **options)
     return run(model, args, config)
 
 
 @subcommand
 def _finetune_command(sub: Any) -> None:
-    p = add_command(sub, "finetune", cmd_finetune,
-                    help="fine-tune a model (or --plan: show what would train)")
+    p = add_command(
+        sub, "finetune", cmd_finetune, help="fine-tune a model (or --plan: show what would train)"
+    )
     p.add_argument("name", help="model id, alias or local folder")
     p.add_argument("--plan", action="store_true", help="list matched modules and parameter counts")
     p.add_argument("--method", default="lora", help="lora (default), ia3, bitfit, head, full, ...")
-    p.add_argument("--train", metavar="DATA",
-                   help="training data: CSV/TSV/JSONL file or class-per-folder directory")
+    p.add_argument(
+        "--train",
+        metavar="DATA",
+        help="training data: CSV/TSV/JSONL file or class-per-folder directory",
+    )
     p.add_argument("--eval", metavar="DATA", help="evaluation data, same forms as --train")
-    p.add_argument("--text-column", metavar="NAME",
-                   help="CSV/JSONL column holding the inputs (default: text, sentence or input)")
-    p.add_argument("--label-column", metavar="NAME",
-                   help="CSV/JSONL column holding the labels (default: label, labels or class)")
+    p.add_argument(
+        "--text-column",
+        metavar="NAME",
+        help="CSV/JSONL column holding the inputs (default: text, sentence or input)",
+    )
+    p.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="CSV/JSONL column holding the labels (default: label, labels or class)",
+    )
     p.add_argument("--encoding", help="encoding of CSV/JSONL files (default utf-8)")
-    p.add_argument("--output", metavar="DIR",
-                   help="output folder: the adapter goes to DIR/adapter (checkpoints to "
-                   "DIR/checkpoint)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an adapter already in --output (refused otherwise)")
-    p.add_argument("--config", "-c", action="append", metavar="KEY=VALUE",
-                   help="a FineTuneConfig field, repeatable (epochs=3, learning_rate=1e-4, ...)")
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        help="output folder: the adapter goes to DIR/adapter (checkpoints to DIR/checkpoint)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an adapter already in --output (refused otherwise)",
+    )
+    p.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a FineTuneConfig field, repeatable (epochs=3, learning_rate=1e-4, ...)",
+    )
     add_load_options(p)
     add_launch_options(p)

@@ -96,11 +96,15 @@ def _read_rows(path: Path, encoding: str | None) -> list[dict]:
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise InputError(f"{str(path)!r} line {lineno} is not JSON ({exc.msg}); "
-                                         "a .jsonl file holds one JSON object per line.") from None
+                        raise InputError(
+                            f"{str(path)!r} line {lineno} is not JSON ({exc.msg}); "
+                            "a .jsonl file holds one JSON object per line."
+                        ) from None
                     if not isinstance(row, dict):
-                        raise InputError(f"{str(path)!r} line {lineno} is a "
-                                         f"{type(row).__name__}, not a JSON object.")
+                        raise InputError(
+                            f"{str(path)!r} line {lineno} is a "
+                            f"{type(row).__name__}, not a JSON object."
+                        )
                     rows.append(row)
             return rows
         if path.suffix in (".csv", ".tsv"):
@@ -113,15 +117,21 @@ def _read_rows(path: Path, encoding: str | None) -> list[dict]:
             "(fmhub finetune: --encoding cp1252)."
         ) from None
     except LookupError:
-        raise InputError(f"encoding={enc!r} is not an encoding Python knows (utf-8, latin-1, "
-                         "cp1252, utf-16, ...).") from None
+        raise InputError(
+            f"encoding={enc!r} is not an encoding Python knows (utf-8, latin-1, "
+            "cp1252, utf-16, ...)."
+        ) from None
     except csv.Error as exc:
         raise InputError(f"{str(path)!r} is not a readable CSV file: {exc}.") from None
     raise InputError(f"{str(path)!r}: training files must be .csv, .tsv or .jsonl.")
 
 
-def _read_table(path: Path, text_column: str | None = None, label_column: str | None = None,
-                encoding: str | None = None) -> list[tuple[Any, Any]]:
+def _read_table(
+    path: Path,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str | None = None,
+) -> list[tuple[Any, Any]]:
     rows = _read_rows(path, encoding)
     if not rows:
         raise InputError(f"{str(path)!r} holds no examples.")
@@ -130,8 +140,9 @@ def _read_table(path: Path, text_column: str | None = None, label_column: str | 
     lc = label_column or next((c for c in LABEL_COLUMNS if c in cols), None)
     for given, col in (("text_column", text_column), ("label_column", label_column)):
         if col is not None and col not in cols:
-            raise InputError(f"{str(path)!r} has no column {col!r} ({given}); its columns are "
-                             f"{sorted(cols)}.")
+            raise InputError(
+                f"{str(path)!r} has no column {col!r} ({given}); its columns are {sorted(cols)}."
+            )
     if tc is None or lc is None:
         raise InputError(
             f"{str(path)!r} needs a text column ({'/'.join(TEXT_COLUMNS)}) and a label column "
@@ -140,8 +151,9 @@ def _read_table(path: Path, text_column: str | None = None, label_column: str | 
         )
     for i, r in enumerate(rows):
         if r.get(tc) is None or r.get(lc) is None:
-            raise InputError(f"{str(path)!r} row {i + 1} has no {tc if r.get(tc) is None else lc!r}"
-                             " value.")
+            raise InputError(
+                f"{str(path)!r} row {i + 1} has no {tc if r.get(tc) is None else lc!r} value."
+            )
     return [(r[tc], r[lc]) for r in rows]
 
 
@@ -158,8 +170,14 @@ def _read_folder(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def as_examples(data: Any, labels: list[str] | None = None, *, text_column: str | None = None,
-                label_column: str | None = None, encoding: str | None = None) -> Examples:
+def as_examples(
+    data: Any,
+    labels: list[str] | None = None,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str | None = None,
+) -> Examples:
     """Normalise ``data`` and work out the label list (sorted names unless given).
 
     ``text_column``, ``label_column`` and ``encoding`` apply to a CSV/TSV/JSONL file."""
@@ -201,8 +219,12 @@ def as_examples(data: Any, labels: list[str] | None = None, *, text_column: str 
 # -- generative models -----------------------------------------------------------------------------
 
 #: Column pairs read as (prompt, completion) / (source, target), in order of preference.
-PAIR_COLUMNS = (("prompt", "completion"), ("source", "target"), ("input", "output"),
-                ("instruction", "response"))
+PAIR_COLUMNS = (
+    ("prompt", "completion"),
+    ("source", "target"),
+    ("input", "output"),
+    ("instruction", "response"),
+)
 
 
 class GenerationExamples(Sequence):
@@ -224,10 +246,15 @@ def _chat_item(messages: Any, i: int) -> tuple:
     if not isinstance(messages, (list, tuple)) or not messages:
         raise InputError(f"training example {i}: a chat is a non-empty list of messages.")
     for j, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(
-                m.get("content"), str):
-            raise InputError(f"training example {i}, message {j} is {m!r:.80}; a message is "
-                             "{'role': ..., 'content': '...'}.")
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise InputError(
+                f"training example {i}, message {j} is {m!r:.80}; a message is "
+                "{'role': ..., 'content': '...'}."
+            )
     if not any(m["role"] == "assistant" for m in messages):
         raise InputError(f"training example {i} has no assistant message to learn from.")
     return ("chat", [{"role": m["role"], "content": m["content"]} for m in messages])
@@ -244,19 +271,28 @@ def _generation_item(item: Any, i: int) -> tuple:
         else:
             raise InputError(
                 f"training example {i} has keys {sorted(item)}; use 'prompt'/'completion' (or "
-                "'source'/'target') for pairs, or 'messages' for a chat.")
+                "'source'/'target') for pairs, or 'messages' for a chat."
+            )
     if isinstance(item, (list, tuple)) and item and all(isinstance(m, dict) for m in item):
         return _chat_item(item, i)
     if isinstance(item, (list, tuple)) and len(item) == 2:
         prompt, completion = item
-        if not isinstance(prompt, str) or not isinstance(completion, str) or not prompt or not completion:
-            raise InputError(f"training example {i}: prompt and completion must be non-empty "
-                             f"strings, got {prompt!r:.40} and {completion!r:.40}.")
+        if (
+            not isinstance(prompt, str)
+            or not isinstance(completion, str)
+            or not prompt
+            or not completion
+        ):
+            raise InputError(
+                f"training example {i}: prompt and completion must be non-empty "
+                f"strings, got {prompt!r:.40} and {completion!r:.40}."
+            )
         return ("pair", prompt, completion)
     raise InputError(
         f"training example {i} is {type(item).__name__} ({item!r:.60}); a generative model trains "
         "on (prompt, completion) pairs, chats (lists of {'role', 'content'} messages), or dicts "
-        "with 'prompt'/'completion' or 'messages'.")
+        "with 'prompt'/'completion' or 'messages'."
+    )
 
 
 def as_generation_examples(data: Any) -> GenerationExamples:

@@ -49,7 +49,9 @@ def _timeout() -> timedelta:
     try:
         seconds = float(raw)
     except ValueError:
-        raise DistributedError(f"FMHUB_DIST_TIMEOUT must be a number of seconds, got {raw!r}.") from None
+        raise DistributedError(
+            f"FMHUB_DIST_TIMEOUT must be a number of seconds, got {raw!r}."
+        ) from None
     return timedelta(seconds=seconds)
 
 
@@ -131,8 +133,11 @@ class Dist:
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-                if bucket and (size + p.numel() > BUCKET or p.grad.dtype != bucket[0].grad.dtype
-                               or p.grad.device != bucket[0].grad.device):
+                if bucket and (
+                    size + p.numel() > BUCKET
+                    or p.grad.dtype != bucket[0].grad.dtype
+                    or p.grad.device != bucket[0].grad.device
+                ):
                     self._reduce_bucket(bucket)
                     bucket, size = [], 0
                 bucket.append(p)
@@ -159,8 +164,11 @@ class Dist:
         """Fail loudly if the ranks' trainable weights diverged (they never should)."""
         import torch
 
-        total = sum(float(v.double().sum()) + float(v.double().abs().sum())
-                    for v in state.values() if torch.is_floating_point(v))
+        total = sum(
+            float(v.double().sum()) + float(v.double().abs().sum())
+            for v in state.values()
+            if torch.is_floating_point(v)
+        )
         sums = self.all_gather_object(total, "the final weight check")
         if max(sums) - min(sums) > 1e-6 * max(1.0, max(abs(s) for s in sums)):
             raise DistributedError(
@@ -237,8 +245,12 @@ def _shutdown() -> None:
 # -- launching from the CLI ------------------------------------------------------------------------
 
 #: The CLI flags that start torchrun; the workers get the command line without them.
-LAUNCH_FLAGS = {"--nproc-per-node": True, "--nnodes": True, "--rdzv-endpoint": True,
-                "--node-rank": True}
+LAUNCH_FLAGS = {
+    "--nproc-per-node": True,
+    "--nnodes": True,
+    "--rdzv-endpoint": True,
+    "--node-rank": True,
+}
 
 
 def strip_launch_flags(argv: Sequence[str]) -> list[str]:
@@ -256,8 +268,13 @@ def strip_launch_flags(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def launch(argv: Sequence[str], nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = None,
-           node_rank: int | None = None) -> int:
+def launch(
+    argv: Sequence[str],
+    nproc: int,
+    nnodes: int = 1,
+    rdzv_endpoint: str | None = None,
+    node_rank: int | None = None,
+) -> int:
     """Run ``python -m fmhub <argv>`` on ``nproc`` processes per node through torchrun
     (``torch.distributed.run``); return 0, or raise :class:`DistributedError` naming the rank that
     failed. ``argv`` may still hold the launch flags: they are removed."""
@@ -271,8 +288,16 @@ def launch(argv: Sequence[str], nproc: int, nnodes: int = 1, rdzv_endpoint: str 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    targs = ["--nproc-per-node", str(nproc), "--nnodes", str(nnodes), "--max-restarts", "0",
-             "--monitor-interval", "0.5"]
+    targs = [
+        "--nproc-per-node",
+        str(nproc),
+        "--nnodes",
+        str(nnodes),
+        "--max-restarts",
+        "0",
+        "--monitor-interval",
+        "0.5",
+    ]
     if rdzv_endpoint:
         targs += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", "fmhub"]
         if node_rank is not None:

@@ -97,15 +97,19 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
         raise FineTuneError("fmhub does not fine-tune a model spread over several devices yet.")
     if cfg.output_dir:  # before reading any data: a long run must not end in a refused save
         check_outputs(cfg)
-    method, mopts = get_method(model, instance if isinstance(instance, FineTuneMethod)
-                               else cfg.method, cfg.method_options)
+    method, mopts = get_method(
+        model, instance if isinstance(instance, FineTuneMethod) else cfg.method, cfg.method_options
+    )
     generative = is_generative(model)
     if generative:  # prompt/completion pairs or chats; no head, loss on the completions only
         train_ex = as_generation_examples(train)
         eval_ex = as_generation_examples(eval) if eval is not None else None
     else:
-        data_opts = {"text_column": cfg.text_column, "label_column": cfg.label_column,
-                     "encoding": cfg.encoding}
+        data_opts = {
+            "text_column": cfg.text_column,
+            "label_column": cfg.label_column,
+            "encoding": cfg.encoding,
+        }
         train_ex = as_examples(train, cfg.labels, **data_opts)
         eval_ex = as_examples(eval, train_ex.labels, **data_opts) if eval is not None else None
     if cfg.early_stopping_patience and eval_ex is None:
@@ -139,9 +143,16 @@ def finetune(model: Model, train: Any, eval: Any = None, **config: Any) -> FineT
             adapter_path = save_adapter(model, adapter_path, overwrite=cfg.overwrite or cfg.resume)
         if dist:
             dist.barrier("waiting for rank 0 to write the adapter")
-    return FineTuneResult(model=model, steps=s.step, history=s.history, best=s.best,
-                          stopped_early=trainer.stopped_early, adapter_path=adapter_path,
-                          seconds=seconds, train_loss=trainer.train_loss())
+    return FineTuneResult(
+        model=model,
+        steps=s.step,
+        history=s.history,
+        best=s.best,
+        stopped_early=trainer.stopped_early,
+        adapter_path=adapter_path,
+        seconds=seconds,
+        train_loss=trainer.train_loss(),
+    )
 
 
 def check_outputs(cfg: FineTuneConfig) -> None:
@@ -191,8 +202,15 @@ def data_description(data: Any, examples: Examples) -> dict[str, Any]:
     return out
 
 
-def training_facts(cfg: FineTuneConfig, train: Any, train_ex: Examples, eval: Any,
-                   eval_ex: Examples | None, trainer: _Trainer, seconds: float) -> dict[str, Any]:
+def training_facts(
+    cfg: FineTuneConfig,
+    train: Any,
+    train_ex: Examples,
+    eval: Any,
+    eval_ex: Examples | None,
+    trainer: _Trainer,
+    seconds: float,
+) -> dict[str, Any]:
     """What the adapter's manifest and model card record about its training."""
     s = trainer.state
     data = {"train": data_description(train, train_ex)}
@@ -268,8 +286,9 @@ def is_generative(model: Model) -> bool:
     return model.task in GENERATION_TASKS
 
 
-def generative_loss(model: Model, examples: list[Any],
-                    autocast: tuple[str, torch.dtype] | None = None) -> tuple[torch.Tensor, int]:
+def generative_loss(
+    model: Model, examples: list[Any], autocast: tuple[str, torch.dtype] | None = None
+) -> tuple[torch.Tensor, int]:
     """The loss of a generative batch, and how many target tokens it covers."""
     batch = model.training_batch(examples)
     targets = batch["labels"].to(model.device)
@@ -300,30 +319,36 @@ def length_ranks(model: Model, train: Examples, cfg: FineTuneConfig) -> list[int
     implemented = bool(model.hub.caller("fmhub_batch_order", model._owner).get_hookimpls())
     if want is None and (not implemented or n <= cfg.batch_size):
         return None
-    order = model._call("fmhub_batch_order", inputs=[train[i][0] for i in range(n)]) \
-        if implemented and n > 1 else None
+    order = (
+        model._call("fmhub_batch_order", inputs=[train[i][0] for i in range(n)])
+        if implemented and n > 1
+        else None
+    )
     if order is None:
         if want and n > 1:
             raise FineTuneError(
                 f"group_by_length=True, but the plugin of {model.spec.id!r} does not order inputs "
                 "by length (it implements no fmhub_batch_order, or returned None); pass "
-                "group_by_length=False or leave it unset.")
+                "group_by_length=False or leave it unset."
+            )
         return None
     try:
         order = [int(i) for i in order]
     except (TypeError, ValueError):
         order = []
     if sorted(order) != list(range(n)):
-        raise model._stage_error("fmhub_batch_order", "returned a batch order that is not a "
-                                 f"permutation of range({n})")
+        raise model._stage_error(
+            "fmhub_batch_order", f"returned a batch order that is not a permutation of range({n})"
+        )
     ranks = [0] * n
     for place, i in enumerate(order):
         ranks[i] = place
     return ranks
 
 
-def grouped_batches(order: list[int], ranks: list[int], bs: int,
-                    gen: torch.Generator) -> list[list[int]]:
+def grouped_batches(
+    order: list[int], ranks: list[int], bs: int, gen: torch.Generator
+) -> list[list[int]]:
     """Cut the shuffled ``order`` into buckets of ``GROUP_BUCKET`` batches, sort each bucket by
     length rank, cut it into batches of ``bs`` and shuffle all the batches with ``gen``. Every
     example appears once; only the last bucket's last batch may be short, so the number of
@@ -352,7 +377,10 @@ def _param_groups(module: torch.nn.Module, weight_decay: float):
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     if not decay and not no_decay:
         raise FineTuneError("nothing to train: the method left no trainable parameter.")
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def _schedule(total: int, warmup: int, kind: str):
@@ -371,8 +399,15 @@ def _schedule(total: int, warmup: int, kind: str):
 
 
 class _Trainer:
-    def __init__(self, model: Model, cfg: FineTuneConfig, train: Examples, eval: Examples | None,
-                 fingerprint: dict[str, Any] | None = None, dist: Dist | None = None):
+    def __init__(
+        self,
+        model: Model,
+        cfg: FineTuneConfig,
+        train: Examples,
+        eval: Examples | None,
+        fingerprint: dict[str, Any] | None = None,
+        dist: Dist | None = None,
+    ):
         self.model, self.cfg, self.train, self.eval = model, cfg, train, eval
         self.fingerprint = (fingerprint or {}).get("sha256")
         self._identity: dict[str, Any] | None = None
@@ -387,7 +422,8 @@ class _Trainer:
         self.total = cfg.max_steps or steps_per_epoch * cfg.epochs
         warmup = int(cfg.warmup_ratio * self.total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _schedule(self.total, warmup, cfg.scheduler))
+            self.optimizer, _schedule(self.total, warmup, cfg.scheduler)
+        )
         self.autocast, self.scaler = self._precision()
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bar = None
@@ -531,13 +567,18 @@ class _Trainer:
     def _sync(self, params: list[torch.Tensor]) -> None:
         """Stop every rank if one saw a non-finite loss, else average the gradients the optimizer
         is about to use: whatever module the plugin's hooks ran, no rank steps on its own."""
-        bad = self.dist.any_flag(self.bad_loss is not None, self.model.device,
-                                 "the non-finite loss check")
+        bad = self.dist.any_flag(
+            self.bad_loss is not None, self.model.device, "the non-finite loss check"
+        )
         if bad:
             self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(self.bad_loss or (
-                f"The training loss became non-finite on rank(s) {bad} at step "
-                f"{self.state.step + 1}; every rank stopped before any weight was updated with it."))
+            raise NonFiniteLossError(
+                self.bad_loss
+                or (
+                    f"The training loss became non-finite on rank(s) {bad} at step "
+                    f"{self.state.step + 1}; every rank stopped before any weight was updated with it."
+                )
+            )
         self.dist.sync_gradients(params)
 
     def _after_step(self, epoch_end: bool) -> bool:
@@ -562,8 +603,9 @@ class _Trainer:
         if self.dist and not isinstance(self.eval, GenerationExamples):
             # each rank predicts its share; the metrics are computed on everything gathered, by
             # the same streaming metric code as fmhub.evaluate
-            part = _eval_share(self.model, self.eval, shares(range(len(self.eval)), self.dist),
-                               cfg.batch_size)
+            part = _eval_share(
+                self.model, self.eval, shares(range(len(self.eval)), self.dist), cfg.batch_size
+            )
             parts = self.dist.all_gather_object(part, "gathering evaluation results")
             metrics = _gathered_metrics(self.model, parts)
         else:  # one process, or a generative model (its loss: every rank, the same weights)
@@ -575,7 +617,8 @@ class _Trainer:
             return
         key = "loss" if isinstance(self.eval, GenerationExamples) else cfg.early_stopping_metric
         better = st.best is None or (
-            metrics[key] < st.best[key] if key == "loss" else metrics[key] > st.best[key])
+            metrics[key] < st.best[key] if key == "loss" else metrics[key] > st.best[key]
+        )
         if better:
             st.best, st.bad_evals = dict(metrics), 0
             self.best_state = trainable_state(self.model.module)
@@ -596,11 +639,18 @@ class _Trainer:
             self._identity = {
                 "config": self.cfg.model_dump(mode="json", exclude=set(RESULT_NEUTRAL)),
                 "labels": list(self.train.labels),
-                "data": {"train": {"examples": len(self.train), "sha256": data_digest(self.train)},
-                         "eval": None if self.eval is None else
-                         {"examples": len(self.eval), "sha256": data_digest(self.eval)}},
-                "model": {"id": m.spec.id, "path": m.spec.path, "fingerprint": self.fingerprint,
-                          "options": m.options.model_dump(mode="json", exclude={"device"})},
+                "data": {
+                    "train": {"examples": len(self.train), "sha256": data_digest(self.train)},
+                    "eval": None
+                    if self.eval is None
+                    else {"examples": len(self.eval), "sha256": data_digest(self.eval)},
+                },
+                "model": {
+                    "id": m.spec.id,
+                    "path": m.spec.path,
+                    "fingerprint": self.fingerprint,
+                    "options": m.options.model_dump(mode="json", exclude={"device"}),
+                },
             }
         return self._identity
 
@@ -615,15 +665,32 @@ class _Trainer:
 
         def write(tmp: Path) -> None:
             save_file(trainable, str(tmp / "trainable.safetensors"))
-            torch.save({"optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(),
-                        "rng": torch.get_rng_state(), "rank_rngs": rngs}, tmp / "optimizer.pt")
-            (tmp / "state.json").write_text(json.dumps({
-                "step": st.step, "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch,
-                "history": st.history, "best": st.best, "bad_evals": st.bad_evals,
-                "config": self.cfg.model_dump(mode="json", exclude={"resume", "progress"}),
-                "labels": self.train.labels, "identity": self.identity(),
-                "world_size": self.dist.world if self.dist else 1}, indent=1))
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "rank_rngs": rngs,
+                },
+                tmp / "optimizer.pt",
+            )
+            (tmp / "state.json").write_text(
+                json.dumps(
+                    {
+                        "step": st.step,
+                        "epoch": st.epoch,
+                        "batch_in_epoch": st.batch_in_epoch,
+                        "history": st.history,
+                        "best": st.best,
+                        "bad_evals": st.bad_evals,
+                        "config": self.cfg.model_dump(mode="json", exclude={"resume", "progress"}),
+                        "labels": self.train.labels,
+                        "identity": self.identity(),
+                        "world_size": self.dist.world if self.dist else 1,
+                    },
+                    indent=1,
+                )
+            )
             seal(tmp, model_manifest(self.model, kind="checkpoint"))
 
         if self.dist is None or self.dist.is_main:  # only rank 0 writes; the others wait for it
@@ -669,7 +736,11 @@ class _Trainer:
         rngs = extra.get("rank_rngs")
         torch.set_rng_state(rngs[self.dist.rank] if self.dist and rngs else extra["rng"])
         st = self.state
-        st.step, st.epoch, st.batch_in_epoch = saved["step"], saved["epoch"], saved["batch_in_epoch"]
+        st.step, st.epoch, st.batch_in_epoch = (
+            saved["step"],
+            saved["epoch"],
+            saved["batch_in_epoch"],
+        )
         st.history, st.best, st.bad_evals = saved["history"], saved["best"], saved["bad_evals"]
         if st.batch_in_epoch >= self.batches_per_epoch:
             st.epoch, st.batch_in_epoch = st.epoch + 1, 0
@@ -679,11 +750,15 @@ class _Trainer:
         """Refuse a checkpoint made with anything that changes the result; a data set given as a
         torch Dataset (no digest) is compared by size only."""
         now = self.identity()
-        how = ("use the same settings and data to resume, or start over with overwrite=True or a "
-               "new output_dir.")
+        how = (
+            "use the same settings and data to resume, or start over with overwrite=True or a "
+            "new output_dir."
+        )
         if not isinstance(saved, dict):
-            raise FineTuneError(f"cannot resume from {str(folder)!r}: it does not record the "
-                                f"settings it was made with; {how}")
+            raise FineTuneError(
+                f"cannot resume from {str(folder)!r}: it does not record the "
+                f"settings it was made with; {how}"
+            )
         diffs = []
         old_cfg, new_cfg = saved.get("config") or {}, now["config"]
         for key in sorted(set(old_cfg) | set(new_cfg)):
@@ -692,18 +767,32 @@ class _Trainer:
         for split in ("train", "eval"):
             a, b = (saved.get("data") or {}).get(split), now["data"][split]
             if (a is None) != (b is None):
-                diffs.append(f"{split} data was {'given' if a else 'not given'}, now "
-                             f"{'given' if b else 'not given'}")
-            elif a and b and (a.get("examples") != b["examples"] or (
-                    a.get("sha256") and b["sha256"] and a["sha256"] != b["sha256"])):
-                diffs.append(f"{split} data differs ({a.get('examples')} examples then, "
-                             f"{b['examples']} now{', other content' if a.get('examples') == b['examples'] else ''})")
+                diffs.append(
+                    f"{split} data was {'given' if a else 'not given'}, now "
+                    f"{'given' if b else 'not given'}"
+                )
+            elif (
+                a
+                and b
+                and (
+                    a.get("examples") != b["examples"]
+                    or (a.get("sha256") and b["sha256"] and a["sha256"] != b["sha256"])
+                )
+            ):
+                diffs.append(
+                    f"{split} data differs ({a.get('examples')} examples then, "
+                    f"{b['examples']} now{', other content' if a.get('examples') == b['examples'] else ''})"
+                )
         old_model, new_model = saved.get("model") or {}, now["model"]
         for key in ("id", "path", "fingerprint", "options"):
             if old_model.get(key) != new_model.get(key):
-                diffs.append(f"base model {key} was {old_model.get(key)!r}, now {new_model.get(key)!r}")
+                diffs.append(
+                    f"base model {key} was {old_model.get(key)!r}, now {new_model.get(key)!r}"
+                )
         if diffs:
-            raise FineTuneError(f"cannot resume from {str(folder)!r}: " + "; ".join(diffs) + f". {how}")
+            raise FineTuneError(
+                f"cannot resume from {str(folder)!r}: " + "; ".join(diffs) + f". {how}"
+            )
 
 
 def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, float]:
@@ -716,8 +805,9 @@ def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, fl
         total, tokens = 0.0, 0
         with torch.no_grad():
             for start in range(0, len(data), batch_size):
-                loss, n = generative_loss(model, [data[i] for i in range(
-                    start, min(start + batch_size, len(data)))])
+                loss, n = generative_loss(
+                    model, [data[i] for i in range(start, min(start + batch_size, len(data)))]
+                )
                 total, tokens = total + float(loss) * n, tokens + n
         if was_training:
             train_mode(model.module)
@@ -727,8 +817,13 @@ def evaluate(model: Model, data: Examples, batch_size: int = 32) -> dict[str, fl
     from ..evaluation.run import evaluate as run_evaluation
 
     try:
-        report = run_evaluation(model, LabelNames(data, data.labels), batch_size=batch_size,
-                                metrics=_EVAL_METRICS, progress=False)
+        report = run_evaluation(
+            model,
+            LabelNames(data, data.labels),
+            batch_size=batch_size,
+            metrics=_EVAL_METRICS,
+            progress=False,
+        )
     finally:
         if was_training:
             train_mode(model.module)
@@ -754,8 +849,9 @@ def _eval_share(model: Model, data: Examples, indices: Sequence[int], batch_size
         was_training = model.module.training
         try:
             with full_distribution():
-                results = model.predict([x for x, _ in pairs], batch_size=batch_size,
-                                        progress=False)
+                results = model.predict(
+                    [x for x, _ in pairs], batch_size=batch_size, progress=False
+                )
         finally:
             if was_training:
                 train_mode(model.module)
@@ -774,8 +870,13 @@ def _gathered_metrics(model: Model, parts: list[tuple[np.ndarray, np.ndarray]]) 
 
     probs = np.concatenate([p for p, _ in parts])
     targets = np.concatenate([t for _, t in parts])
-    batch = {"n": len(targets), "probs": probs, "targets": targets,
-             "inputs": [None] * len(targets), "results": []}
+    batch = {
+        "n": len(targets),
+        "probs": probs,
+        "targets": targets,
+        "inputs": [None] * len(targets),
+        "results": [],
+    }
     return _classification_summary(score_batches(model, "classification", [batch], _EVAL_METRICS))
 
 

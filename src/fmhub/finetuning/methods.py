@@ -98,8 +98,14 @@ class Adapter:
 
     def to_manifest(self) -> dict[str, Any]:
         """The JSON-ready form written as ``fmhub.json``'s ``adapter`` field (no PEFT object)."""
-        out = {**self.extra, "method": self.method, "options": self.options, "head": list(self.head),
-               "modules": list(self.modules), "fingerprint": self.fingerprint}
+        out = {
+            **self.extra,
+            "method": self.method,
+            "options": self.options,
+            "head": list(self.head),
+            "modules": list(self.modules),
+            "fingerprint": self.fingerprint,
+        }
         if self.training:
             out["training"] = self.training
         return out

@@ -44,8 +44,9 @@ class FineTunePlan:
         return "\n".join(lines)
 
 
-def get_method(model: Model, method: str | FineTuneMethod, options: dict[str, Any]
-               ) -> tuple[FineTuneMethod, MethodOptions]:
+def get_method(
+    model: Model, method: str | FineTuneMethod, options: dict[str, Any]
+) -> tuple[FineTuneMethod, MethodOptions]:
     """The method (a registered name, or an instance) and its validated options."""
     methods = model.hub.finetune_methods()
     if isinstance(method, FineTuneMethod):
@@ -86,8 +87,13 @@ def attach_head(model: Model, labels: list[str]) -> list[str]:
     return model.attach_head(labels)
 
 
-def finetune_plan(model: Model, method: str | FineTuneMethod = "lora", labels: list[str] | None = None,
-                  method_options: dict[str, Any] | None = None, **_: Any) -> FineTunePlan:
+def finetune_plan(
+    model: Model,
+    method: str | FineTuneMethod = "lora",
+    labels: list[str] | None = None,
+    method_options: dict[str, Any] | None = None,
+    **_: Any,
+) -> FineTunePlan:
     """Apply ``method`` to a copy of the model and count; the model itself is not touched."""
     m, opts = get_method(model, method, method_options or {})
     shadow = copy.copy(model)

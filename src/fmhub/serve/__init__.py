@@ -21,8 +21,9 @@ def _require() -> None:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise FmhubError(f"fmhub serve needs FastAPI and uvicorn ({exc.name} is missing); "
-                         "install fmhub[serve].") from None
+        raise FmhubError(
+            f"fmhub serve needs FastAPI and uvicorn ({exc.name} is missing); install fmhub[serve]."
+        ) from None
 
 
 def served_names(sources: Sequence[str]) -> dict[str, str]:
@@ -38,14 +39,19 @@ def served_names(sources: Sequence[str]) -> dict[str, str]:
         if not name or not source:
             raise FmhubError(f"Cannot serve {raw!r}: give NAME, FOLDER or SERVED_NAME=SOURCE.")
         if name in out:
-            raise FmhubError(f"Two models would be served as {name!r}; name them with "
-                             "SERVED_NAME=SOURCE.")
+            raise FmhubError(
+                f"Two models would be served as {name!r}; name them with SERVED_NAME=SOURCE."
+            )
         out[name] = source
     return out
 
 
-def create_app(models: Mapping[str, Any], config: Any = None,
-               options: Mapping[str, Any] | None = None, **settings: Any) -> Any:
+def create_app(
+    models: Mapping[str, Any],
+    config: Any = None,
+    options: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> Any:
     """The ASGI app serving ``models`` (served name -> ``Model`` or name/folder to load with the
     load ``options``)."""
     _require()
@@ -57,8 +63,11 @@ def create_app(models: Mapping[str, Any], config: Any = None,
     return _create(models, config, {name: dict(options or {}) for name in models})
 
 
-def serve(models: Mapping[str, Any] | Sequence[str], options: Mapping[str, Any] | None = None,
-          **settings: Any) -> None:
+def serve(
+    models: Mapping[str, Any] | Sequence[str],
+    options: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> None:
     """Serve ``models`` until SIGINT/SIGTERM; in-flight requests finish before it returns."""
     _require()
     import uvicorn
@@ -72,13 +81,21 @@ def serve(models: Mapping[str, Any] | Sequence[str], options: Mapping[str, Any] 
 
     config = validate_model(ServeConfig, settings, "serve settings")
     app = create_app(models, config, options)
-    uv = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                        timeout_graceful_shutdown=config.graceful_timeout_s or None,
-                        access_log=False, lifespan="on")
+    uv = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        timeout_graceful_shutdown=config.graceful_timeout_s or None,
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(uv)
-    print(f"fmhub serve: {', '.join(models)} on http://{config.host}:{config.port} "
-          f"(batching {'on, max ' + str(config.max_batch) if config.batching else 'off'})",
-          flush=True)
+    print(
+        f"fmhub serve: {', '.join(models)} on http://{config.host}:{config.port} "
+        f"(batching {'on, max ' + str(config.max_batch) if config.batching else 'off'})",
+        flush=True,
+    )
     server.run()
 
 

@@ -32,8 +32,13 @@ __all__ = ["GENERATION_TASK", "ServeConfig", "create_app"]
 #: The task of models the completion endpoints serve.
 GENERATION_TASK = "text-generation"
 #: OpenAI request fields passed to a generation model's predict/stream as per-call options.
-_GEN_OPTIONS = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
-                "stop": "stop", "seed": "seed"}
+_GEN_OPTIONS = {
+    "max_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "stop": "stop",
+    "seed": "seed",
+}
 
 
 class ServeConfig(BaseModel):
@@ -75,8 +80,9 @@ _current_model: contextvars.ContextVar[str] = contextvars.ContextVar("fmhub_mode
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "error",
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, message: str, kind: str = "error", headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
 
@@ -109,9 +115,14 @@ class _Limits:
         if self.config.api_key and path.startswith("/v1/"):
             given = headers.get("authorization", "")
             if given != f"Bearer {self.config.api_key}":
-                return await self._reject(send, path, 401, "A valid bearer token is required: send "
-                                          "'Authorization: Bearer <key>'.", "authentication_error",
-                                          {"www-authenticate": "Bearer"})
+                return await self._reject(
+                    send,
+                    path,
+                    401,
+                    "A valid bearer token is required: send 'Authorization: Bearer <key>'.",
+                    "authentication_error",
+                    {"www-authenticate": "Bearer"},
+                )
         if scope["method"] in ("POST", "PUT", "PATCH"):
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
@@ -138,29 +149,49 @@ class _Limits:
         return await self.app(scope, receive, send)
 
     async def _too_large(self, send: Send, path: str):
-        return await self._reject(send, path, 413, f"The request body is larger than "
-                                  f"{self.config.max_body_mb:g} MiB; send fewer or smaller inputs, "
-                                  "or start the server with a larger --max-body-mb.",
-                                  "request_too_large")
+        return await self._reject(
+            send,
+            path,
+            413,
+            f"The request body is larger than "
+            f"{self.config.max_body_mb:g} MiB; send fewer or smaller inputs, "
+            "or start the server with a larger --max-body-mb.",
+            "request_too_large",
+        )
 
-    async def _reject(self, send: Send, path: str, status: int, message: str, kind: str,
-                      headers: Mapping[str, str] | None = None):
+    async def _reject(
+        self,
+        send: Send,
+        path: str,
+        status: int,
+        message: str,
+        kind: str,
+        headers: Mapping[str, str] | None = None,
+    ):
         self.metrics.request("-", path, status, 0.0)
         body = json.dumps({"error": {"message": message, "type": kind}}).encode()
-        hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        hdrs = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         hdrs += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
         await send({"type": "http.response.start", "status": status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
-               load_options: Mapping[str, dict[str, Any]] | None = None) -> Any:
+def create_app(
+    models: Mapping[str, Any],
+    config: ServeConfig | None = None,
+    load_options: Mapping[str, dict[str, Any]] | None = None,
+) -> Any:
     """The ASGI app serving ``models`` (served name -> a loaded ``Model``, or a name/folder that is
     loaded in the background once the server starts; ``/ready`` says when all are loaded)."""
     config = config or ServeConfig()
     metrics = Metrics()
-    served = {name: Served(name, src, dict((load_options or {}).get(name, {})))
-              for name, src in models.items()}
+    served = {
+        name: Served(name, src, dict((load_options or {}).get(name, {})))
+        for name, src in models.items()
+    }
     lookup: dict[str, Served] = dict(served)
 
     def start_batcher(s: Served) -> None:
@@ -169,9 +200,15 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
         def predict(items: list[Any], **options: Any):
             return model.predict(items, batch_size=config.max_batch, progress=False, **options)
 
-        s.batcher = Batcher(s.name, predict, max_batch=config.max_batch,
-                            max_wait_ms=config.max_wait_ms, max_queue=config.max_queue,
-                            batching=config.batching, metrics=metrics)
+        s.batcher = Batcher(
+            s.name,
+            predict,
+            max_batch=config.max_batch,
+            max_wait_ms=config.max_wait_ms,
+            max_queue=config.max_queue,
+            batching=config.batching,
+            metrics=metrics,
+        )
         s.batcher.start()
         for alias in (s.model.spec.id, *s.model.spec.aliases):
             lookup.setdefault(alias, s)
@@ -185,7 +222,8 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
             if s.model is None:
                 try:
                     s.model = await loop.run_in_executor(
-                        None, lambda s=s: load(s.source, **s.options))
+                        None, lambda s=s: load(s.source, **s.options)
+                    )
                 except Exception as exc:  # noqa: BLE001 - reported by /ready and the endpoints
                     s.error = f"{type(exc).__name__}: {exc}"
                     continue
@@ -209,23 +247,37 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
     app.state.config = config
 
     def error_response(exc: _HTTPError) -> JSONResponse:
-        return JSONResponse({"error": {"message": exc.message, "type": exc.kind}},
-                            status_code=exc.status, headers=exc.headers)
+        return JSONResponse(
+            {"error": {"message": exc.message, "type": exc.kind}},
+            status_code=exc.status,
+            headers=exc.headers,
+        )
 
     def get_served(name: str, task: str | None = None) -> Served:
         s = lookup.get(name)
         _current_model.set(s.name if s is not None else "-")
         if s is None:
-            raise _HTTPError(404, f"Model {name!r} is not served here; served: "
-                             f"{sorted(served)}. GET /v1/models lists them.", "model_not_found")
+            raise _HTTPError(
+                404,
+                f"Model {name!r} is not served here; served: "
+                f"{sorted(served)}. GET /v1/models lists them.",
+                "model_not_found",
+            )
         if s.error is not None:
             raise _HTTPError(500, f"Model {name!r} failed to load: {s.error}", "load_error")
         if not s.ready:
-            raise _HTTPError(503, f"Model {name!r} is still loading; retry shortly.",
-                             "model_loading", {"retry-after": str(config.retry_after_s)})
+            raise _HTTPError(
+                503,
+                f"Model {name!r} is still loading; retry shortly.",
+                "model_loading",
+                {"retry-after": str(config.retry_after_s)},
+            )
         if task is not None and s.model.task != task:
-            raise _HTTPError(400, f"Model {name!r} does task {s.model.task!r}; this endpoint "
-                             f"needs a {task!r} model.", "invalid_request_error")
+            raise _HTTPError(
+                400,
+                f"Model {name!r} does task {s.model.task!r}; this endpoint needs a {task!r} model.",
+                "invalid_request_error",
+            )
         return s
 
     async def run_batch(s: Served, items: list[Any], options: dict[str, Any]) -> list[Any]:
@@ -233,11 +285,16 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
         try:
             return await asyncio.wait_for(s.batcher.submit(items, options), config.timeout_s)
         except QueueFull as exc:
-            raise _HTTPError(503, f"{exc}; retry later.", "overloaded",
-                             {"retry-after": str(config.retry_after_s)}) from None
+            raise _HTTPError(
+                503,
+                f"{exc}; retry later.",
+                "overloaded",
+                {"retry-after": str(config.retry_after_s)},
+            ) from None
         except asyncio.TimeoutError:
-            raise _HTTPError(504, f"Model {s.name!r} did not answer within {config.timeout_s:g} s.",
-                             "timeout") from None
+            raise _HTTPError(
+                504, f"Model {s.name!r} did not answer within {config.timeout_s:g} s.", "timeout"
+            ) from None
         except (InputError, InvalidOptionError) as exc:
             raise _HTTPError(422, str(exc), type(exc).__name__) from None
         except FmhubError as exc:
@@ -245,8 +302,7 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
         except Exception as exc:  # noqa: BLE001 - a failing batch fails its own requests
             raise _HTTPError(500, f"{type(exc).__name__}: {exc}", "server_error") from None
 
-    async def answer(name: str, endpoint: str,
-                     work: Callable[[], Awaitable[Response]]) -> Response:
+    async def answer(name: str, endpoint: str, work: Callable[[], Awaitable[Response]]) -> Response:
         started = time.monotonic()
         _current_model.set("-")
         try:
@@ -271,8 +327,10 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
 
     @app.get("/ready")
     async def ready():
-        states = {n: ("ready" if s.ready else "failed" if s.error else "loading")
-                  for n, s in served.items()}
+        states = {
+            n: ("ready" if s.ready else "failed" if s.error else "loading")
+            for n, s in served.items()
+        }
         errors = {n: s.error for n, s in served.items() if s.error}
         ok = all(s.ready for s in served.values())
         body = {"ready": ok, "models": states, **({"errors": errors} if errors else {})}
@@ -310,8 +368,9 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
             except InputError as exc:
                 raise _HTTPError(422, str(exc), "InputError") from None
             results = await run_batch(s, items, options)
-            return JSONResponse({"model": s.name, "task": s.model.task,
-                                 "results": [_jsonable(r) for r in results]})
+            return JSONResponse(
+                {"model": s.name, "task": s.model.task, "results": [_jsonable(r) for r in results]}
+            )
 
         return await answer(name, "predict", work)
 
@@ -325,31 +384,45 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
             nonlocal body
             body = await read_json(request)
             if not isinstance(body, dict) or "model" not in body or "input" not in body:
-                raise _HTTPError(422, "An embeddings request needs 'model' and 'input'.",
-                                 "InputError")
+                raise _HTTPError(
+                    422, "An embeddings request needs 'model' and 'input'.", "InputError"
+                )
             s = get_served(str(body["model"]), "embedding")
             texts = _texts(s.model, body["input"])
             fmt = body.get("encoding_format") or "float"
             if fmt not in ("float", "base64"):
-                raise _HTTPError(422, f"encoding_format must be 'float' or 'base64', got {fmt!r}.",
-                                 "InputError")
+                raise _HTTPError(
+                    422, f"encoding_format must be 'float' or 'base64', got {fmt!r}.", "InputError"
+                )
             vectors = await run_batch(s, texts, {})
             dims = body.get("dimensions")
             if dims is not None and dims != len(vectors[0]):
-                raise _HTTPError(422, f"Model {s.name!r} gives {len(vectors[0])}-dimensional "
-                                 f"embeddings; 'dimensions' {dims!r} cannot be served.",
-                                 "InputError")
+                raise _HTTPError(
+                    422,
+                    f"Model {s.name!r} gives {len(vectors[0])}-dimensional "
+                    f"embeddings; 'dimensions' {dims!r} cannot be served.",
+                    "InputError",
+                )
             import numpy as np
 
             data = []
             for i, v in enumerate(vectors):
                 v = np.asarray(v, dtype=np.float32)
-                emb = (base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64"
-                       else v.tolist())
+                emb = (
+                    base64.b64encode(v.astype("<f4").tobytes()).decode()
+                    if fmt == "base64"
+                    else v.tolist()
+                )
                 data.append({"object": "embedding", "index": i, "embedding": emb})
             tokens = _count_tokens(s.model, texts)
-            return JSONResponse({"object": "list", "data": data, "model": s.name,
-                                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            return JSONResponse(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": s.name,
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                }
+            )
 
         response = await answer("-", "embeddings", work)
         return response
@@ -359,23 +432,30 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
         async def work():
             body = await read_json(request)
             if not isinstance(body, dict) or "model" not in body or "prompt" not in body:
-                raise _HTTPError(422, "A completions request needs 'model' and 'prompt'.",
-                                 "InputError")
+                raise _HTTPError(
+                    422, "A completions request needs 'model' and 'prompt'.", "InputError"
+                )
             s = get_served(str(body["model"]), GENERATION_TASK)
             prompts = body["prompt"]
             prompts = [prompts] if isinstance(prompts, str) else prompts
-            if (not isinstance(prompts, list) or not prompts
-                    or not all(isinstance(p, str) for p in prompts)):
-                raise _HTTPError(422, "'prompt' must be a string or a non-empty list of strings.",
-                                 "InputError")
+            if (
+                not isinstance(prompts, list)
+                or not prompts
+                or not all(isinstance(p, str) for p in prompts)
+            ):
+                raise _HTTPError(
+                    422, "'prompt' must be a string or a non-empty list of strings.", "InputError"
+                )
             options = _gen_options(body)
             if body.get("stream"):
                 if len(prompts) != 1:
                     raise _HTTPError(422, "Streaming takes one prompt.", "InputError")
                 return await _sse(s, prompts[0], options, chat=False)
             results = await run_batch(s, prompts, options)
-            choices = [{"index": i, "text": _gen_text(r), "logprobs": None,
-                        "finish_reason": _finish(r)} for i, r in enumerate(results)]
+            choices = [
+                {"index": i, "text": _gen_text(r), "logprobs": None, "finish_reason": _finish(r)}
+                for i, r in enumerate(results)
+            ]
             return JSONResponse(_completion_body(s, "text_completion", choices, prompts, results))
 
         return await answer("-", "completions", work)
@@ -392,8 +472,13 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
             if body.get("stream"):
                 return await _sse(s, prompt, options, chat=True)
             results = await run_batch(s, [prompt], options)
-            choices = [{"index": 0, "finish_reason": _finish(results[0]),
-                        "message": {"role": "assistant", "content": _gen_text(results[0])}}]
+            choices = [
+                {
+                    "index": 0,
+                    "finish_reason": _finish(results[0]),
+                    "message": {"role": "assistant", "content": _gen_text(results[0])},
+                }
+            ]
             return JSONResponse(_completion_body(s, "chat.completion", choices, [prompt], results))
 
         return await answer("-", "chat.completions", work)
@@ -409,10 +494,12 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
         finish = {"reason": "stop"}
         try:  # bad inputs and options raise here, before any event: a plain error response
             stream = await asyncio.wait_for(
-                s.batcher.call(lambda: s.model.stream(prompt, **options)), config.timeout_s)
+                s.batcher.call(lambda: s.model.stream(prompt, **options)), config.timeout_s
+            )
         except asyncio.TimeoutError:
-            raise _HTTPError(504, f"Model {s.name!r} did not start within {config.timeout_s:g} s.",
-                             "timeout") from None
+            raise _HTTPError(
+                504, f"Model {s.name!r} did not start within {config.timeout_s:g} s.", "timeout"
+            ) from None
         except (InputError, InvalidOptionError) as exc:
             raise _HTTPError(422, str(exc), type(exc).__name__) from None
 
@@ -440,10 +527,19 @@ def create_app(models: Mapping[str, Any], config: ServeConfig | None = None,
                 d = {} if delta is None else {"role": "assistant", "content": delta}
                 choice = {"index": 0, "delta": d, "finish_reason": finish}
             else:
-                choice = {"index": 0, "text": delta or "", "logprobs": None,
-                          "finish_reason": finish}
-            body = {"id": ident, "object": kind, "created": created, "model": s.name,
-                    "choices": [choice]}
+                choice = {
+                    "index": 0,
+                    "text": delta or "",
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            body = {
+                "id": ident,
+                "object": kind,
+                "created": created,
+                "model": s.name,
+                "choices": [choice],
+            }
             return f"data: {json.dumps(body)}\n\n"
 
         async def events():
@@ -485,8 +581,12 @@ def _texts(model: Any, value: Any) -> list[str]:
         rows = [value] if all(isinstance(v, int) for v in value) else value
         if all(isinstance(r, list) and all(isinstance(t, int) for t in r) for r in rows):
             return [tok.decode(r) for r in rows]
-    raise _HTTPError(422, "'input' must be a string, a non-empty list of strings, or token ids "
-                     "(for a model with a tokenizer).", "InputError")
+    raise _HTTPError(
+        422,
+        "'input' must be a string, a non-empty list of strings, or token ids "
+        "(for a model with a tokenizer).",
+        "InputError",
+    )
 
 
 def _count_tokens(model: Any, texts: list[str]) -> int:
@@ -525,19 +625,34 @@ def _completion_body(s: Served, kind: str, choices: list, prompts: list, results
     else:
         prompt_tokens = _count_tokens(s.model, [p for p in prompts if isinstance(p, str)])
         completion_tokens = _count_tokens(s.model, [_gen_text(r) for r in results])
-    return {"id": f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex[:24]}",
-            "object": kind, "created": int(time.time()), "model": s.name, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
+    return {
+        "id": f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": s.name,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
 
 
 def _chat_messages(messages: Any) -> list[dict[str, Any]]:
     """OpenAI messages as the chat input generation models take (a list of role/content dicts;
     the plugin applies the tokenizer's chat template)."""
-    if (not isinstance(messages, list) or not messages
-            or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)):
-        raise _HTTPError(422, "'messages' must be a non-empty list of {\"role\", \"content\"} "
-                         "objects with text content.", "InputError")
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)
+    ):
+        raise _HTTPError(
+            422,
+            '\'messages\' must be a non-empty list of {"role", "content"} '
+            "objects with text content.",
+            "InputError",
+        )
     return [{"role": str(m.get("role", "user")), "content": m["content"]} for m in messages]
 
 

@@ -53,9 +53,17 @@ class Batcher:
     :param batching: False runs every request alone (``--no-batching``).
     """
 
-    def __init__(self, name: str, predict: Callable[..., list[Any]], *, max_batch: int = 32,
-                 max_wait_ms: float = 5.0, max_queue: int = 256, batching: bool = True,
-                 metrics: Metrics | None = None):
+    def __init__(
+        self,
+        name: str,
+        predict: Callable[..., list[Any]],
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 256,
+        batching: bool = True,
+        metrics: Metrics | None = None,
+    ):
         self.name = name
         self.predict = predict
         self.max_batch = max(1, int(max_batch))
@@ -72,7 +80,9 @@ class Batcher:
 
     def start(self) -> None:
         self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"batcher-{self.name}"
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -98,8 +108,9 @@ class Batcher:
         if len(self._queue) >= self.max_queue:
             raise QueueFull(f"model {self.name!r} has {len(self._queue)} requests queued")
         options = dict(options or {})
-        req = _Request(list(items), options, _options_key(options),
-                       asyncio.get_running_loop().create_future())
+        req = _Request(
+            list(items), options, _options_key(options), asyncio.get_running_loop().create_future()
+        )
         self._queue.append(req)
         self.metrics.set_queue_depth(self.name, len(self._queue))
         assert self._wake is not None, "Batcher.start() was not called"
@@ -123,7 +134,8 @@ class Batcher:
             if not batch:
                 continue
             outcomes = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._execute, batch)
+                self.executor, self._execute, batch
+            )
             for req, outcome in zip(batch, outcomes):
                 if req.future.done():  # timed out / client gone meanwhile
                     continue
@@ -188,6 +200,6 @@ class Batcher:
         self.metrics.batch(self.name, len(items), len(batch))
         out, start = [], 0
         for req in batch:
-            out.append(results[start:start + len(req.items)])
+            out.append(results[start : start + len(req.items)])
             start += len(req.items)
         return out

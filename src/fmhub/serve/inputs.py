@@ -33,8 +33,9 @@ def _image(data: bytes, where: str) -> Any:
         img = Image.open(io.BytesIO(data))
         img.load()
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"{where} is not an image fmhub can decode ({exc}); send PNG, JPEG, "
-                         "WebP, ... bytes.") from None
+        raise InputError(
+            f"{where} is not an image fmhub can decode ({exc}); send PNG, JPEG, WebP, ... bytes."
+        ) from None
     return img
 
 
@@ -55,8 +56,10 @@ def _audio(data: bytes, rate: Any, where: str) -> Any:
     import numpy as np
 
     if len(data) % 4:
-        raise InputError(f"{where}: raw audio must be little-endian float32 samples "
-                         f"(a multiple of 4 bytes), got {len(data)} bytes.")
+        raise InputError(
+            f"{where}: raw audio must be little-endian float32 samples "
+            f"(a multiple of 4 bytes), got {len(data)} bytes."
+        )
     return np.frombuffer(data, dtype="<f4").astype(np.float32), _rate(rate, where)
 
 
@@ -73,8 +76,10 @@ def decode_item(item: Any, index: int) -> Any:
     if isinstance(item, (str, int, float, list)) or item is None:
         return item
     if not isinstance(item, dict):
-        raise InputError(f"{where} is a {type(item).__name__}; send text, numbers or an object "
-                         "with 'text', 'image' or 'audio'.")
+        raise InputError(
+            f"{where} is a {type(item).__name__}; send text, numbers or an object "
+            "with 'text', 'image' or 'audio'."
+        )
     if "text" in item:
         return item["text"]
     if "image" in item:
@@ -90,15 +95,17 @@ def decode_item(item: Any, index: int) -> Any:
         except (TypeError, ValueError):
             raise InputError(f"{where}: 'array' must be a list of numbers.") from None
         return arr, rate
-    raise InputError(f"{where} has keys {sorted(item)}; an object input takes 'text', 'image' "
-                     "(base64), 'audio' (base64, with 'sample_rate' for raw float32 samples) or "
-                     "'array' with 'sample_rate'.")
+    raise InputError(
+        f"{where} has keys {sorted(item)}; an object input takes 'text', 'image' "
+        "(base64), 'audio' (base64, with 'sample_rate' for raw float32 samples) or "
+        "'array' with 'sample_rate'."
+    )
 
 
 def decode_items(body: Any) -> tuple[list[Any], dict[str, Any]]:
     """``{"inputs": [...], "options": {...}}`` (or ``"input"`` for one) to raw inputs and options."""
     if not isinstance(body, dict):
-        raise InputError("The body must be a JSON object such as {\"inputs\": [\"some text\"]}.")
+        raise InputError('The body must be a JSON object such as {"inputs": ["some text"]}.')
     if "inputs" in body:
         items = body["inputs"]
         if not isinstance(items, list):

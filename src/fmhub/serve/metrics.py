@@ -74,21 +74,32 @@ class Metrics:
     def render(self) -> str:
         out: list[str] = []
         with self._lock:
-            self._counter(out, "fmhub_requests_total", "Requests answered, by status.",
-                          self.requests)
-            self._counter(out, "fmhub_request_errors_total", "Requests answered with an error.",
-                          self.errors)
-            self._counter(out, "fmhub_batches_total", "Model calls made by the batcher.",
-                          self.batches)
+            self._counter(
+                out, "fmhub_requests_total", "Requests answered, by status.", self.requests
+            )
+            self._counter(
+                out, "fmhub_request_errors_total", "Requests answered with an error.", self.errors
+            )
+            self._counter(
+                out, "fmhub_batches_total", "Model calls made by the batcher.", self.batches
+            )
             out.append("# HELP fmhub_queue_depth Requests waiting for their model's worker.")
             out.append("# TYPE fmhub_queue_depth gauge")
             for key, value in sorted(self.queue_depth.items()):
                 out.append(f"fmhub_queue_depth{_labels(key)} {value}")
-            self._histogram(out, "fmhub_request_latency_seconds",
-                            "Seconds from a request's arrival to its response.", self.latency)
+            self._histogram(
+                out,
+                "fmhub_request_latency_seconds",
+                "Seconds from a request's arrival to its response.",
+                self.latency,
+            )
             self._histogram(out, "fmhub_batch_size", "Items per model call.", self.batch_size)
-            self._histogram(out, "fmhub_batch_requests", "Requests merged into one model call.",
-                            self.batch_requests)
+            self._histogram(
+                out,
+                "fmhub_batch_requests",
+                "Requests merged into one model call.",
+                self.batch_requests,
+            )
         return "\n".join(out) + "\n"
 
     @staticmethod

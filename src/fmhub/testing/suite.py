@@ -76,8 +76,13 @@ def imported_after(code: str, modules: tuple[str, ...]) -> list[str]:
         f"{code}\nimport sys, json\n"
         f"print(json.dumps([m for m in {list(modules)!r} if m in sys.modules]))"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env=dict(os.environ), timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
     if out.returncode != 0:
         raise AssertionError(f"probe failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -109,7 +114,9 @@ def assert_results_close(a: Any, b: Any, atol: float = 1e-5, path: str = "result
         assert [p.token_id for p in a.predictions][:1] == [p.token_id for p in b.predictions][:1]
         assert abs(a.predictions[0].score - b.predictions[0].score) <= atol
     elif isinstance(a, Entities):
-        assert [(e.start, e.end) for e in a.entities] == [(e.start, e.end) for e in b.entities], path
+        assert [(e.start, e.end) for e in a.entities] == [(e.start, e.end) for e in b.entities], (
+            path
+        )
     elif isinstance(a, FeatureMaps):
         assert_results_close(list(a.maps), list(b.maps), atol, path)
     else:
@@ -128,11 +135,16 @@ def load_case(case: ConformanceCase) -> Any:
     return fmhub.load(case.model, **case.options)
 
 
-def predict(model: Any, case: ConformanceCase, inputs: list[Any] | None = None,
-            **options: Any) -> list[Any]:
+def predict(
+    model: Any, case: ConformanceCase, inputs: list[Any] | None = None, **options: Any
+) -> list[Any]:
     """``model.predict`` of the case's inputs with its batch size and per-call options."""
-    return model.predict(case.inputs if inputs is None else inputs, batch_size=case.batch_size,
-                         progress=False, **{**case.call_options, **options})
+    return model.predict(
+        case.inputs if inputs is None else inputs,
+        batch_size=case.batch_size,
+        progress=False,
+        **{**case.call_options, **options},
+    )
 
 
 def primary_tensor(outputs: Any) -> Any:
@@ -142,12 +154,16 @@ def primary_tensor(outputs: Any) -> Any:
 
     if isinstance(outputs, torch.Tensor):
         return outputs if outputs.is_floating_point() else None
-    logits = outputs.get("logits") if isinstance(outputs, Mapping) else getattr(
-        outputs, "logits", None)
+    logits = (
+        outputs.get("logits") if isinstance(outputs, Mapping) else getattr(outputs, "logits", None)
+    )
     if isinstance(logits, torch.Tensor):
         return logits
-    items = outputs.values() if isinstance(outputs, Mapping) else (
-        outputs if isinstance(outputs, (list, tuple)) else ())
+    items = (
+        outputs.values()
+        if isinstance(outputs, Mapping)
+        else (outputs if isinstance(outputs, (list, tuple)) else ())
+    )
     for item in items:
         found = primary_tensor(item)
         if found is not None:
@@ -197,7 +213,8 @@ def check_different_inputs_differ(case: ConformanceCase, model: Any) -> None:
         ids = {(tuple(r.token_ids), r.prompt_tokens) for r in results}
         assert len(ids) > 1 or len(results) < 2, (
             f"{case.model}: {len(results)} different prompts all generated the same tokens from "
-            "prompts of the same length; the preprocess or forward stage ignores its input")
+            "prompts of the same length; the preprocess or forward stage ignores its input"
+        )
         return
     vectors = [_numbers(r) for r in results]
     if any(v is None for v in vectors):  # text-like results: compare the raw outputs
@@ -205,11 +222,15 @@ def check_different_inputs_differ(case: ConformanceCase, model: Any) -> None:
         vectors = [None if r is None else r.numpy().ravel() for r in raws]
     vectors = [v for v in vectors if v is not None]
     if len(vectors) < 2:
-        raise AssertionError(f"{case.model}: neither the results nor the raw forward outputs "
-                             "are numeric; the kit cannot tell whether inputs are used")
+        raise AssertionError(
+            f"{case.model}: neither the results nor the raw forward outputs "
+            "are numeric; the kit cannot tell whether inputs are used"
+        )
     first = vectors[0]
-    differ = [not (v.shape == first.shape and np.allclose(v, first, atol=case.atol, rtol=0))
-              for v in vectors[1:]]
+    differ = [
+        not (v.shape == first.shape and np.allclose(v, first, atol=case.atol, rtol=0))
+        for v in vectors[1:]
+    ]
     assert any(differ), (
         f"{case.model}: {len(case.inputs)} different inputs all gave the same output; the "
         "preprocess or forward stage ignores its input"
@@ -227,7 +248,8 @@ def check_labels_match_outputs(case: ConformanceCase, model: Any) -> None:
     indices = {t.index for r in results for t in r.top_k}
     if model.labels is None:
         assert size is None or not indices or max(indices) < size, (
-            f"{case.model}: a result names class {max(indices)} of {size} outputs")
+            f"{case.model}: a result names class {max(indices)} of {size} outputs"
+        )
         return
     n = len(model.labels)
     assert size is None or size == n, (
@@ -236,7 +258,8 @@ def check_labels_match_outputs(case: ConformanceCase, model: Any) -> None:
     )
     assert not indices or max(indices) < n, f"{case.model}: a result names class {max(indices)}"
     assert {r.label for r in results} <= set(model.labels), (
-        f"{case.model}: results name labels that are not in model.labels")
+        f"{case.model}: results name labels that are not in model.labels"
+    )
 
 
 def check_low_precision(case: ConformanceCase, model: Any | None = None) -> None:
@@ -304,8 +327,11 @@ def check_save_load(case: ConformanceCase, tmp_path: Path) -> None:
     assert again.task == model.task and again.labels == model.labels
     loaded = dict(again.module.named_parameters())
     common = [n for n in saved if n in loaded and tuple(loaded[n].shape) == tuple(saved[n].shape)]
-    wrong = [n for n in common
-             if not fmhub_allclose(loaded[n].detach().float().cpu(), saved[n], case.atol)]
+    wrong = [
+        n
+        for n in common
+        if not fmhub_allclose(loaded[n].detach().float().cpu(), saved[n], case.atol)
+    ]
     assert not wrong, (
         f"{case.model}: the model loaded from the saved folder does not have the saved weights "
         f"({len(wrong)} of {len(common)} parameters differ, e.g. {wrong[:3]}); fmhub_load must "
@@ -354,11 +380,13 @@ def check_finetune(case: ConformanceCase, tmp_path: Path) -> None:
         defaults = model.finetune_targets(method)
         assert defaults is None or all(isinstance(t, str) and t for t in defaults), (
             f"fmhub_finetune_targets gave {defaults!r} for {method}: a list of module-name "
-            "suffixes, or None")
+            "suffixes, or None"
+        )
         plan = fmhub.finetune_plan(model, method, labels=labels)
         assert plan.modules, f"{case.model}: {method}'s default targets match no module"
-        inside = [m for m in plan.modules
-                  if any(m == h or m.startswith(h + ".") for h in plan.head)]
+        inside = [
+            m for m in plan.modules if any(m == h or m.startswith(h + ".") for h in plan.head)
+        ]
         assert not inside, f"{case.model}: {method}'s default targets wrap the head: {inside}"
     assert model.adapter is None and model.labels != tuple(labels), "a plan changed the model"
     train = [(x, labels[i % 2]) for i, x in enumerate(case.inputs)]
@@ -368,15 +396,27 @@ def check_finetune(case: ConformanceCase, tmp_path: Path) -> None:
     torch.manual_seed(0)  # the seed fmhub.finetune attaches its head with: the same fresh head
     reference.attach_head(labels)
     before = predict(reference, case)
-    result = fmhub.finetune(model, train, method="lora", max_steps=3, learning_rate=5e-2,
-                            warmup_ratio=0.0, batch_size=len(train), seed=0, progress=False,
-                            output_dir=str(Path(tmp_path) / "run"))
+    result = fmhub.finetune(
+        model,
+        train,
+        method="lora",
+        max_steps=3,
+        learning_rate=5e-2,
+        warmup_ratio=0.0,
+        batch_size=len(train),
+        seed=0,
+        progress=False,
+        output_dir=str(Path(tmp_path) / "run"),
+    )
     assert model.task == "classification" and model.labels == tuple(labels)
     assert isinstance(model.adapter, fmhub.Adapter) and model.adapter.method == "lora"
     check_labels_match_outputs(case, model)
     after = predict(model, case)
-    moved = [n for n, p in model.module.named_parameters()
-             if "lora_B" in n and p.detach().abs().sum().item() > 0]
+    moved = [
+        n
+        for n, p in model.module.named_parameters()
+        if "lora_B" in n and p.detach().abs().sum().item() > 0
+    ]
     assert moved, (
         f"{case.model}: after {result.steps} LoRA steps no adapted module was trained (every "
         "lora_B is still zero): the default targets are not on the forward path"
@@ -404,21 +444,35 @@ def check_finetune_generative(case: ConformanceCase, model: Any, tmp_path: Path)
     train = [(x, " the end.") for x in case.inputs if isinstance(x, str)] or None
     assert train, f"{case.model}: a generative case needs text prompts as inputs"
     before = fmhub.evaluate(model, train, metrics=["perplexity"]).metrics["perplexity"]
-    result = fmhub.finetune(model, train, method="lora", max_steps=3, learning_rate=5e-2,
-                            warmup_ratio=0.0, batch_size=len(train), seed=0, progress=False,
-                            output_dir=str(Path(tmp_path) / "run"))
-    moved = [n for n, p in model.module.named_parameters()
-             if "lora_B" in n and p.detach().abs().sum().item() > 0]
+    result = fmhub.finetune(
+        model,
+        train,
+        method="lora",
+        max_steps=3,
+        learning_rate=5e-2,
+        warmup_ratio=0.0,
+        batch_size=len(train),
+        seed=0,
+        progress=False,
+        output_dir=str(Path(tmp_path) / "run"),
+    )
+    moved = [
+        n
+        for n, p in model.module.named_parameters()
+        if "lora_B" in n and p.detach().abs().sum().item() > 0
+    ]
     assert moved, f"{case.model}: after {result.steps} LoRA steps every lora_B is still zero"
     after = fmhub.evaluate(model, train, metrics=["perplexity"]).metrics["perplexity"]
     assert after < before, (
         f"{case.model}: {result.steps} LoRA steps did not lower the completions' perplexity "
-        f"({before:.4g} -> {after:.4g})")
+        f"({before:.4g} -> {after:.4g})"
+    )
     again = fmhub.load(str(result.adapter_path), **case.options)
     assert again.adapter is not None
     want = [r.token_ids for r in predict(model, case)]
     assert [r.token_ids for r in predict(again, case)] == want, (
-        f"{case.model}: the reloaded adapter generates other tokens than the trained model")
+        f"{case.model}: the reloaded adapter generates other tokens than the trained model"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,8 +497,9 @@ class ConformanceSuite:
             cache[key] = load_case(fmhub_case)
         return cache[key]
 
-    def _predict(self, model: Model, case: ConformanceCase, inputs: list[Any] | None = None,
-                 **options: Any) -> Any:
+    def _predict(
+        self, model: Model, case: ConformanceCase, inputs: list[Any] | None = None, **options: Any
+    ) -> Any:
         return predict(model, case, inputs, **options)
 
     def test_registration_imports_nothing_heavy(self, fmhub_case: ConformanceCase) -> None:
@@ -472,7 +527,9 @@ class ConformanceSuite:
         for r in results:
             check_result(fmhub_model.task, r)
 
-    def test_model_object_and_stages_by_hand(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
+    def test_model_object_and_stages_by_hand(
+        self, fmhub_case: ConformanceCase, fmhub_model: Model
+    ) -> None:
         import torch
 
         import fmhub
@@ -487,27 +544,40 @@ class ConformanceSuite:
         opts = fmhub_model.parse_options(**fmhub_case.call_options)
         batch = fmhub_model.preprocess(fmhub_case.inputs, opts)
         by_hand = fmhub_model.postprocess(fmhub_model.forward(batch, options=opts), batch, opts)
-        predicted = fmhub_model.predict(fmhub_case.inputs, batch_size=len(fmhub_case.inputs),
-                                        progress=False, **fmhub_case.call_options)
+        predicted = fmhub_model.predict(
+            fmhub_case.inputs,
+            batch_size=len(fmhub_case.inputs),
+            progress=False,
+            **fmhub_case.call_options,
+        )
         assert_results_close(by_hand, predicted, fmhub_case.atol)
 
-    def test_batched_equals_one_by_one(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
-        batched = fmhub_model.predict(fmhub_case.inputs, batch_size=len(fmhub_case.inputs),
-                                      progress=False, **fmhub_case.call_options)
+    def test_batched_equals_one_by_one(
+        self, fmhub_case: ConformanceCase, fmhub_model: Model
+    ) -> None:
+        batched = fmhub_model.predict(
+            fmhub_case.inputs,
+            batch_size=len(fmhub_case.inputs),
+            progress=False,
+            **fmhub_case.call_options,
+        )
         single = [fmhub_model(x, **fmhub_case.call_options) for x in fmhub_case.inputs]
         assert_results_close(batched, single, fmhub_case.atol)
         reordered = self._predict(fmhub_model, fmhub_case, list(reversed(fmhub_case.inputs)))
         assert_results_close(list(reversed(reordered)), single, fmhub_case.atol)
 
-    def test_different_inputs_give_different_outputs(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
+    def test_different_inputs_give_different_outputs(
+        self, fmhub_case: ConformanceCase, fmhub_model: Model
+    ) -> None:
         check_different_inputs_differ(fmhub_case, fmhub_model)
 
-    def test_labels_match_the_output_size(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
+    def test_labels_match_the_output_size(
+        self, fmhub_case: ConformanceCase, fmhub_model: Model
+    ) -> None:
         check_labels_match_outputs(fmhub_case, fmhub_model)
 
     def test_device_and_dtype_moves(self, fmhub_case: ConformanceCase) -> None:
         import fmhub
-
 
         model = load_case(fmhub_case)
         reference = self._predict(model, fmhub_case)
@@ -527,7 +597,9 @@ class ConformanceSuite:
         pytest.importorskip("peft")
         check_finetune(fmhub_case, tmp_path)
 
-    def test_saved_files_are_verified_on_load(self, fmhub_case: ConformanceCase, fmhub_model: Model, tmp_path: Path) -> None:
+    def test_saved_files_are_verified_on_load(
+        self, fmhub_case: ConformanceCase, fmhub_model: Model, tmp_path: Path
+    ) -> None:
         """The manifest lists every file the plugin wrote; one flipped byte in the largest is a
         ManifestError naming it (docs/reliability.md)."""
         import fmhub
@@ -543,7 +615,9 @@ class ConformanceSuite:
         with pytest.raises(fmhub.ManifestError, match=name.split("/")[-1]):
             fmhub.load(str(folder))
 
-    def test_bad_inputs_are_clear_errors(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
+    def test_bad_inputs_are_clear_errors(
+        self, fmhub_case: ConformanceCase, fmhub_model: Model
+    ) -> None:
         import fmhub
 
         for bad in fmhub_case.bad_inputs:
@@ -563,14 +637,18 @@ class ConformanceSuite:
         if TASKS.get(model.task) != "Generation":
             pytest.skip(f"{model.task} results are not Generation results")
 
-    def test_generation_greedy_is_deterministic(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
+    def test_generation_greedy_is_deterministic(
+        self, fmhub_case: ConformanceCase, fmhub_model: Model
+    ) -> None:
         self._generative(fmhub_model)
         first = self._predict(fmhub_model, fmhub_case, do_sample=False)
         assert self._predict(fmhub_model, fmhub_case, do_sample=False) == first
         for r in first:
             assert isinstance(r.text, str) and r.completion_tokens >= 0
 
-    def test_generation_stream_adds_up_to_the_text(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
+    def test_generation_stream_adds_up_to_the_text(
+        self, fmhub_case: ConformanceCase, fmhub_model: Model
+    ) -> None:
         import fmhub
 
         self._generative(fmhub_model)
@@ -582,21 +660,27 @@ class ConformanceSuite:
             assert "".join(pieces) == stream.result.text
             assert stream.result == fmhub_model(x, **fmhub_case.call_options, do_sample=False)
 
-    def test_generation_max_new_tokens_and_stop_are_honoured(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
+    def test_generation_max_new_tokens_and_stop_are_honoured(
+        self, fmhub_case: ConformanceCase, fmhub_model: Model
+    ) -> None:
         self._generative(fmhub_model)
         x = fmhub_case.inputs[0]
         for n in (1, 3):
-            r = fmhub_model(x, **{**fmhub_case.call_options, "max_new_tokens": n,
-                                  "min_new_tokens": 0}, do_sample=False)
+            r = fmhub_model(
+                x,
+                **{**fmhub_case.call_options, "max_new_tokens": n, "min_new_tokens": 0},
+                do_sample=False,
+            )
             assert r.completion_tokens <= n
             assert r.finish_reason == "stop" or r.completion_tokens == n
         full = fmhub_model(x, **fmhub_case.call_options, do_sample=False).text
-        cut = next((i for i in range(1, len(full)) if full[i:i + 1].strip()), None)
+        cut = next((i for i in range(1, len(full)) if full[i : i + 1].strip()), None)
         if cut is None:
             pytest.skip(f"the model generated too little text ({full!r}) to place a stop string")
-        stop = full[cut:cut + 2]
+        stop = full[cut : cut + 2]
         r = fmhub_model(x, **fmhub_case.call_options, stop=[stop], do_sample=False)
         assert r.text == full[: full.find(stop)] and r.finish_reason == "stop"
-        streamed = "".join(fmhub_model.stream(x, **fmhub_case.call_options, stop=[stop],
-                                              do_sample=False))
+        streamed = "".join(
+            fmhub_model.stream(x, **fmhub_case.call_options, stop=[stop], do_sample=False)
+        )
         assert streamed == r.text

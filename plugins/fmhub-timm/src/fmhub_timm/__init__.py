@@ -28,21 +28,32 @@ class TimmOptions(fmhub.LoadOptions):
     """Load options of ``timm:`` models (on top of ``device``, ``dtype``, ``task``, ``quantize``)."""
 
     pretrained: bool = Field(
-        True, description="Load the pretrained weights through timm (Hugging Face cache, then "
-                          "download); False builds the architecture with random weights.")
+        True,
+        description="Load the pretrained weights through timm (Hugging Face cache, then "
+        "download); False builds the architecture with random weights.",
+    )
     checkpoint: str | None = Field(
-        None, description="A local .safetensors or .pth/.pt/.bin state dict loaded after building "
-                          "(torch.load with weights_only=True).")
+        None,
+        description="A local .safetensors or .pth/.pt/.bin state dict loaded after building "
+        "(torch.load with weights_only=True).",
+    )
     num_classes: int | None = Field(
-        None, ge=0, description="Classifier size; a size other than the pretrained one gets a fresh "
-                                "head, 0 removes the head (embedding model).")
+        None,
+        ge=0,
+        description="Classifier size; a size other than the pretrained one gets a fresh "
+        "head, 0 removes the head (embedding model).",
+    )
     top_k: int = Field(5, ge=1, description="How many labels a classification result lists.")
     channels_last: bool | None = Field(
-        None, description="Run in the channels_last memory format; None (default) turns it on for "
-                          "convolutional networks, where it is faster on CPU with equal outputs.")
+        None,
+        description="Run in the channels_last memory format; None (default) turns it on for "
+        "convolutional networks, where it is faster on CPU with equal outputs.",
+    )
     out_indices: tuple[int, ...] | None = Field(
-        None, description="feature-maps task: which stages to return (timm's out_indices); "
-                          "None returns every stage timm exposes.")
+        None,
+        description="feature-maps task: which stages to return (timm's out_indices); "
+        "None returns every stage timm exposes.",
+    )
 
 
 def list_timm_models(pattern: str = "*", pretrained: bool = True) -> list[str]:
@@ -59,10 +70,15 @@ def list_timm_models(pattern: str = "*", pretrained: bool = True) -> list[str]:
 
 @hookimpl
 def fmhub_register_namespaces(register):
-    register(fmhub.Namespace(
-        name="timm", distribution="fmhub-timm", open=True, options=TimmOptions,
-        description="timm vision models: any timm name, 'arch.tag' or 'hf-hub:org/name'.",
-    ))
+    register(
+        fmhub.Namespace(
+            name="timm",
+            distribution="fmhub-timm",
+            open=True,
+            options=TimmOptions,
+            description="timm vision models: any timm name, 'arch.tag' or 'hf-hub:org/name'.",
+        )
+    )
 
 
 @hookimpl
@@ -94,13 +110,23 @@ def fmhub_claim_path(path):
             cfg = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("architecture"), str) or "model_type" in cfg:
+    if (
+        not isinstance(cfg, dict)
+        or not isinstance(cfg.get("architecture"), str)
+        or "model_type" in cfg
+    ):
         return None
     if not any(os.path.isfile(os.path.join(path, w)) for w in _WEIGHT_FILES):
         return None
     arch = cfg["architecture"]
-    return fmhub.ModelSpec(id=f"timm:{arch}", path=path, modality="image", architecture=arch,
-                           source=path, description=f"Local timm folder ({arch}).")
+    return fmhub.ModelSpec(
+        id=f"timm:{arch}",
+        path=path,
+        modality="image",
+        architecture=arch,
+        source=path,
+        description=f"Local timm folder ({arch}).",
+    )
 
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")

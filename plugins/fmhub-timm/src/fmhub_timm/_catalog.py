@@ -43,55 +43,130 @@ class Row:
 
 
 ROWS: tuple[Row, ...] = (
-    Row(id="resnet18.a1_in1k", aliases=("resnet18",), architecture="resnet18",
+    Row(
+        id="resnet18.a1_in1k",
+        aliases=("resnet18",),
+        architecture="resnet18",
         task="classification",
-        description="ResNet-18, ResNet Strikes Back A1 recipe, ImageNet-1k.", crop_pct=0.95,
-        paper="arXiv:2110.00476"),
-    Row(id="resnet50.a1_in1k", aliases=("resnet50",), architecture="resnet50",
+        description="ResNet-18, ResNet Strikes Back A1 recipe, ImageNet-1k.",
+        crop_pct=0.95,
+        paper="arXiv:2110.00476",
+    ),
+    Row(
+        id="resnet50.a1_in1k",
+        aliases=("resnet50",),
+        architecture="resnet50",
         task="classification",
-        description="ResNet-50, ResNet Strikes Back A1 recipe, ImageNet-1k.", crop_pct=0.95,
-        paper="arXiv:2110.00476"),
-    Row(id="resnet50.tv_in1k", aliases=("resnet50-torchvision",), architecture="resnet50",
-        task="classification", description="ResNet-50 with torchvision's original weights.",
-        crop_pct=0.875, interpolation="bilinear", license="bsd-3-clause"),
-    Row(id="vit_base_patch16_224.augreg2_in21k_ft_in1k",
-        aliases=("vit-base", "vit-base-patch16-224"), architecture="vit_base_patch16_224",
+        description="ResNet-50, ResNet Strikes Back A1 recipe, ImageNet-1k.",
+        crop_pct=0.95,
+        paper="arXiv:2110.00476",
+    ),
+    Row(
+        id="resnet50.tv_in1k",
+        aliases=("resnet50-torchvision",),
+        architecture="resnet50",
+        task="classification",
+        description="ResNet-50 with torchvision's original weights.",
+        crop_pct=0.875,
+        interpolation="bilinear",
+        license="bsd-3-clause",
+    ),
+    Row(
+        id="vit_base_patch16_224.augreg2_in21k_ft_in1k",
+        aliases=("vit-base", "vit-base-patch16-224"),
+        architecture="vit_base_patch16_224",
         task="classification",
         description="ViT-B/16, AugReg ImageNet-21k pretraining, ImageNet-1k fine-tune.",
-        crop_pct=0.9, mean=INCEPTION_MEAN, std=INCEPTION_STD),
-    Row(id="vit_small_patch16_224.augreg_in21k_ft_in1k",
-        aliases=("vit-small", "vit-small-patch16-224"), architecture="vit_small_patch16_224",
+        crop_pct=0.9,
+        mean=INCEPTION_MEAN,
+        std=INCEPTION_STD,
+    ),
+    Row(
+        id="vit_small_patch16_224.augreg_in21k_ft_in1k",
+        aliases=("vit-small", "vit-small-patch16-224"),
+        architecture="vit_small_patch16_224",
         task="classification",
         description="ViT-S/16, AugReg ImageNet-21k pretraining, ImageNet-1k fine-tune.",
-        crop_pct=0.9, mean=INCEPTION_MEAN, std=INCEPTION_STD),
-    Row(id="deit_small_patch16_224.fb_in1k", aliases=("deit-small",),
-        architecture="deit_small_patch16_224", task="classification",
-        description="DeiT-S/16 (data-efficient ViT), ImageNet-1k.", crop_pct=0.9),
-    Row(id="convnext_tiny.in12k_ft_in1k", aliases=("convnext-tiny",), architecture="convnext_tiny",
+        crop_pct=0.9,
+        mean=INCEPTION_MEAN,
+        std=INCEPTION_STD,
+    ),
+    Row(
+        id="deit_small_patch16_224.fb_in1k",
+        aliases=("deit-small",),
+        architecture="deit_small_patch16_224",
         task="classification",
-        description="ConvNeXt-T, ImageNet-12k pretraining, ImageNet-1k fine-tune.", crop_pct=0.95),
-    Row(id="efficientnet_b0.ra_in1k", aliases=("efficientnet-b0",), architecture="efficientnet_b0",
-        task="classification", description="EfficientNet-B0, RandAugment recipe, ImageNet-1k.",
-        crop_pct=0.875),
-    Row(id="efficientnet_lite0.ra_in1k", aliases=("efficientnet-lite0",),
-        architecture="efficientnet_lite0", task="classification",
-        description="EfficientNet-Lite0, ImageNet-1k.", crop_pct=0.875),
-    Row(id="mobilenetv3_large_100.ra_in1k", aliases=("mobilenetv3-large", "mobilenet-v3-large"),
-        architecture="mobilenetv3_large_100", task="classification",
-        description="MobileNetV3-Large 1.0, ImageNet-1k.", crop_pct=0.875),
-    Row(id="mobilenetv3_small_100.lamb_in1k", aliases=("mobilenetv3-small", "mobilenet-v3-small"),
-        architecture="mobilenetv3_small_100", task="classification",
-        description="MobileNetV3-Small 1.0, ImageNet-1k.", crop_pct=0.875),
-    Row(id="swin_tiny_patch4_window7_224.ms_in1k", aliases=("swin-tiny",),
-        architecture="swin_tiny_patch4_window7_224", task="classification",
-        description="Swin-T, window 7, ImageNet-1k.", crop_pct=0.9, license="mit"),
-    Row(id="regnety_016.tv2_in1k", aliases=("regnety-016",), architecture="regnety_016",
-        task="classification", description="RegNetY-1.6GF, torchvision v2 recipe, ImageNet-1k.",
-        crop_pct=0.965, license="bsd-3-clause"),
-    Row(id="vit_small_patch14_dinov2.lvd142m", aliases=("dinov2-small",),
-        architecture="vit_small_patch14_dinov2", task="embedding",
+        description="DeiT-S/16 (data-efficient ViT), ImageNet-1k.",
+        crop_pct=0.9,
+    ),
+    Row(
+        id="convnext_tiny.in12k_ft_in1k",
+        aliases=("convnext-tiny",),
+        architecture="convnext_tiny",
+        task="classification",
+        description="ConvNeXt-T, ImageNet-12k pretraining, ImageNet-1k fine-tune.",
+        crop_pct=0.95,
+    ),
+    Row(
+        id="efficientnet_b0.ra_in1k",
+        aliases=("efficientnet-b0",),
+        architecture="efficientnet_b0",
+        task="classification",
+        description="EfficientNet-B0, RandAugment recipe, ImageNet-1k.",
+        crop_pct=0.875,
+    ),
+    Row(
+        id="efficientnet_lite0.ra_in1k",
+        aliases=("efficientnet-lite0",),
+        architecture="efficientnet_lite0",
+        task="classification",
+        description="EfficientNet-Lite0, ImageNet-1k.",
+        crop_pct=0.875,
+    ),
+    Row(
+        id="mobilenetv3_large_100.ra_in1k",
+        aliases=("mobilenetv3-large", "mobilenet-v3-large"),
+        architecture="mobilenetv3_large_100",
+        task="classification",
+        description="MobileNetV3-Large 1.0, ImageNet-1k.",
+        crop_pct=0.875,
+    ),
+    Row(
+        id="mobilenetv3_small_100.lamb_in1k",
+        aliases=("mobilenetv3-small", "mobilenet-v3-small"),
+        architecture="mobilenetv3_small_100",
+        task="classification",
+        description="MobileNetV3-Small 1.0, ImageNet-1k.",
+        crop_pct=0.875,
+    ),
+    Row(
+        id="swin_tiny_patch4_window7_224.ms_in1k",
+        aliases=("swin-tiny",),
+        architecture="swin_tiny_patch4_window7_224",
+        task="classification",
+        description="Swin-T, window 7, ImageNet-1k.",
+        crop_pct=0.9,
+        license="mit",
+    ),
+    Row(
+        id="regnety_016.tv2_in1k",
+        aliases=("regnety-016",),
+        architecture="regnety_016",
+        task="classification",
+        description="RegNetY-1.6GF, torchvision v2 recipe, ImageNet-1k.",
+        crop_pct=0.965,
+        license="bsd-3-clause",
+    ),
+    Row(
+        id="vit_small_patch14_dinov2.lvd142m",
+        aliases=("dinov2-small",),
+        architecture="vit_small_patch14_dinov2",
+        task="embedding",
         description="DINOv2 ViT-S/14 self-supervised image embeddings (no classifier).",
-        crop_pct=1.0, size=518, num_classes=0),
+        crop_pct=1.0,
+        size=518,
+        num_classes=0,
+    ),
 )
 
 TASKS = ("classification", "embedding", "feature-maps")
@@ -117,8 +192,10 @@ def _check_syntax(name: str) -> str | None:
         return f"'hf-hub:' must be followed by a Hugging Face repo id 'org/name', got {repo!r}"
     arch, tag = split_name(name)
     if not _ARCH.fullmatch(arch):
-        return (f"{arch!r} is not a timm architecture name (lower-case letters, digits and '_'; "
-                "a Hub repo is written 'timm:hf-hub:org/name')")
+        return (
+            f"{arch!r} is not a timm architecture name (lower-case letters, digits and '_'; "
+            "a Hub repo is written 'timm:hf-hub:org/name')"
+        )
     if tag is not None and not _TAG.fullmatch(tag):
         return f"{tag!r} is not a valid pretrained tag"
     return None
@@ -128,22 +205,28 @@ def catalog_specs() -> list[fmhub.ModelSpec]:
     """The registered models, with their preprocessing contract and provenance."""
     specs = []
     for e in ROWS:
-        specs.append(fmhub.ModelSpec(
-            id=f"timm:{e.id}",
-            aliases=e.aliases,
-            task=e.task,
-            tasks=TASKS if e.num_classes else TASKS[1:],
-            modality="image",
-            architecture=e.architecture,
-            description=e.description,
-            license=e.license,
-            source=f"hf-hub:timm/{e.id}",
-            paper=e.paper,
-            preprocessing=fmhub.Preprocessing(
-                input_size=(3, e.size, e.size), mean=e.mean, std=e.std,
-                interpolation=e.interpolation, crop_pct=e.crop_pct, crop_mode="center",
-            ),
-        ))
+        specs.append(
+            fmhub.ModelSpec(
+                id=f"timm:{e.id}",
+                aliases=e.aliases,
+                task=e.task,
+                tasks=TASKS if e.num_classes else TASKS[1:],
+                modality="image",
+                architecture=e.architecture,
+                description=e.description,
+                license=e.license,
+                source=f"hf-hub:timm/{e.id}",
+                paper=e.paper,
+                preprocessing=fmhub.Preprocessing(
+                    input_size=(3, e.size, e.size),
+                    mean=e.mean,
+                    std=e.std,
+                    interpolation=e.interpolation,
+                    crop_pct=e.crop_pct,
+                    crop_mode="center",
+                ),
+            )
+        )
     return specs
 
 
@@ -152,12 +235,22 @@ def open_spec(name: str) -> fmhub.ModelSpec | None:
     if _check_syntax(name) is not None:
         return None
     if name.startswith("hf-hub:"):
-        return fmhub.ModelSpec(id=f"timm:{name}", modality="image", tasks=TASKS,
-                               source=name, description="timm model from the Hugging Face Hub.")
+        return fmhub.ModelSpec(
+            id=f"timm:{name}",
+            modality="image",
+            tasks=TASKS,
+            source=name,
+            description="timm model from the Hugging Face Hub.",
+        )
     arch, tag = split_name(name)
-    return fmhub.ModelSpec(id=f"timm:{name}", modality="image", tasks=TASKS, architecture=arch,
-                           source=f"timm:{name}",
-                           description=f"timm architecture {arch!r}" + (f", weights {tag!r}." if tag else "."))
+    return fmhub.ModelSpec(
+        id=f"timm:{name}",
+        modality="image",
+        tasks=TASKS,
+        architecture=arch,
+        source=f"timm:{name}",
+        description=f"timm architecture {arch!r}" + (f", weights {tag!r}." if tag else "."),
+    )
 
 
 def syntax_error(name: str) -> str | None:

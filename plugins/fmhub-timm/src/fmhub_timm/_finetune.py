@@ -11,8 +11,17 @@ import fmhub
 
 __all__ = ["FAMILY_TARGETS", "attach_head", "finetune_targets", "head_names"]
 
-_TRANSFORMER = ("attn.qkv", "attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.proj",
-                "mlp.fc1", "mlp.fc2", "mlp.fc1_g", "mlp.fc1_x")
+_TRANSFORMER = (
+    "attn.qkv",
+    "attn.q_proj",
+    "attn.k_proj",
+    "attn.v_proj",
+    "attn.proj",
+    "mlp.fc1",
+    "mlp.fc2",
+    "mlp.fc1_g",
+    "mlp.fc1_x",
+)
 
 #: Default target suffixes by timm model class (PEFT's ``target_modules`` matching: a module is
 #: targeted when its name equals a suffix or ends with ``"." + suffix``).
@@ -69,8 +78,11 @@ def finetune_targets(module: nn.Module) -> list[str] | None:
     in_head = lambda n: any(n == h or n.startswith(h + ".") for h in heads)  # noqa: E731
     suffixes = FAMILY_TARGETS.get(type(module).__name__)
     if suffixes is None:
-        suffixes = tuple(dict.fromkeys(n.rsplit(".", 1)[-1] for n, m in modules
-                                       if _adaptable(m) and not in_head(n)))
+        suffixes = tuple(
+            dict.fromkeys(
+                n.rsplit(".", 1)[-1] for n, m in modules if _adaptable(m) and not in_head(n)
+            )
+        )
     out: list[str] = []
     for suffix in suffixes:
         hits = [(n, m) for n, m in modules if n == suffix or n.endswith("." + suffix)]
@@ -98,5 +110,7 @@ def attach_head(model: Any, labels: Sequence[str]) -> list[str]:
     for name in names:
         target.get_submodule(name).to(device=device, dtype=dtype)
     if not names:
-        raise fmhub.FineTuneError(f"Could not find the classifier of {model.spec.id!r} after reset.")
+        raise fmhub.FineTuneError(
+            f"Could not find the classifier of {model.spec.id!r} after reset."
+        )
     return names

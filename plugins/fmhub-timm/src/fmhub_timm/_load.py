@@ -124,7 +124,9 @@ def _create_kwargs(name: str, options: Any, features: bool) -> dict[str, Any]:
         # and adapts the stem, exactly as for hub weights.
         kwargs["pretrained"] = True
         kwargs["pretrained_cfg_overlay"] = {
-            "state_dict": state_dict, "source": None, "file": None,
+            "state_dict": state_dict,
+            "source": None,
+            "file": None,
             "num_classes": head if head is not None else kwargs.get("num_classes", 1000),
         }
     return kwargs
@@ -171,9 +173,20 @@ def _default_tagged(name: str) -> str:
 
 def _is_missing_weights(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(exc)}
-    return bool(names & {"LocalEntryNotFoundError", "EntryNotFoundError", "OfflineModeIsEnabled",
-                         "RepositoryNotFoundError", "HfHubHTTPError", "ConnectionError",
-                         "URLError", "HTTPError", "gaierror"})
+    return bool(
+        names
+        & {
+            "LocalEntryNotFoundError",
+            "EntryNotFoundError",
+            "OfflineModeIsEnabled",
+            "RepositoryNotFoundError",
+            "HfHubHTTPError",
+            "ConnectionError",
+            "URLError",
+            "HTTPError",
+            "gaierror",
+        }
+    )
 
 
 def _chain(exc: BaseException | None):
@@ -197,8 +210,10 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise fmhub.InvalidOptionError(f"checkpoint={path!r} is not a file; pass the path of a "
-                                       ".safetensors or .pth state dict.")
+        raise fmhub.InvalidOptionError(
+            f"checkpoint={path!r} is not a file; pass the path of a "
+            ".safetensors or .pth state dict."
+        )
     if not p.name.lower().endswith(_CHECKPOINT_EXT):
         raise fmhub.InvalidOptionError(
             f"checkpoint={path!r}: expected one of {', '.join(_CHECKPOINT_EXT)}."
@@ -210,8 +225,12 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
             f"checkpoint={path!r} cannot be read as a state dict with weights_only=True "
             f"({type(exc).__name__}: {exc})."
         ) from None
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise fmhub.InvalidOptionError(f"checkpoint={path!r} does not hold a state dict of tensors.")
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
+        raise fmhub.InvalidOptionError(
+            f"checkpoint={path!r} does not hold a state dict of tensors."
+        )
     return state_dict
 
 
@@ -255,8 +274,9 @@ def _load_saved_strict(path: str, features: bool, options: Any):
     marker = Path(path) / FEATURES_FILE
     if marker.is_file():
         meta = read_config(marker, FeaturesConfig)
-        module = timm.create_model(f"local-dir:{path}", pretrained=False, features_only=True,
-                                   out_indices=meta.out_indices)
+        module = timm.create_model(
+            f"local-dir:{path}", pretrained=False, features_only=True, out_indices=meta.out_indices
+        )
         from safetensors.torch import load_file
 
         module.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
@@ -335,14 +355,22 @@ def save(model: Any, path: str) -> None:
 
 
 def _save_feature_config(module: Any, folder: Path) -> None:
-    cfg = {k: v for k, v in dict(module.pretrained_cfg).items()
-           if k not in ("state_dict", "file", "url", "hf_hub_id", "source") and v is not None}
+    cfg = {
+        k: v
+        for k, v in dict(module.pretrained_cfg).items()
+        if k not in ("state_dict", "file", "url", "hf_hub_id", "source") and v is not None
+    }
     arch = cfg.pop("architecture")
     config = {"architecture": arch, "num_classes": 0, "pretrained_cfg": cfg}
-    model_args = {k: v for k, v in (getattr(module, "_model_args", None) or {}).items()
-                  if k not in ("features_only", "out_indices", "pretrained_cfg_overlay")}
+    model_args = {
+        k: v
+        for k, v in (getattr(module, "_model_args", None) or {}).items()
+        if k not in ("features_only", "out_indices", "pretrained_cfg_overlay")
+    }
     if model_args:
         config["model_args"] = model_args
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=list))
     out_indices = list(module.feature_info.out_indices)
-    (folder / FEATURES_FILE).write_text(json.dumps({"features_only": True, "out_indices": out_indices}))
+    (folder / FEATURES_FILE).write_text(
+        json.dumps({"features_only": True, "out_indices": out_indices})
+    )

@@ -135,7 +135,9 @@ def postprocess(model: Any, outputs: Any) -> list[Any]:
             )
         maps = [_nchw(model.module, m).float().cpu().numpy() for m in outputs]
         return [FeatureMaps(maps=tuple(m[i] for m in maps)) for i in range(maps[0].shape[0])]
-    raise fmhub.InvalidOptionError(f"timm models cannot do task {model.task!r}; use one of {TASKS}.")
+    raise fmhub.InvalidOptionError(
+        f"timm models cannot do task {model.task!r}; use one of {TASKS}."
+    )
 
 
 def _nchw(module: Any, t: torch.Tensor) -> torch.Tensor:
@@ -155,8 +157,9 @@ class _ForwardStage(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor):
         if self.task == "embedding":
-            return self.module.forward_head(self.module.forward_features(pixel_values),
-                                            pre_logits=True)
+            return self.module.forward_head(
+                self.module.forward_features(pixel_values), pre_logits=True
+            )
         out = self.module(pixel_values)
         return tuple(out) if isinstance(out, (list, tuple)) else out
 
@@ -177,8 +180,11 @@ def export_spec(model: Any) -> fmhub.ExportSpec:
     else:
         names = ["fmhub_embedding" if model.task == "embedding" else "fmhub_logits"]
     return fmhub.ExportSpec(
-        module=_ForwardStage(model.module, model.task), input_names=["pixel_values"],
-        output_names=names, example=[image(200, 240), image(180, 160)],
+        module=_ForwardStage(model.module, model.task),
+        input_names=["pixel_values"],
+        output_names=names,
+        example=[image(200, 240), image(180, 160)],
         check=[image(120, 300), image(256, 256), image(96, 128)],
         dynamic_axes={"pixel_values": {0: "batch"}},
-        pack=list if model.task == "feature-maps" else None)
+        pack=list if model.task == "feature-maps" else None,
+    )

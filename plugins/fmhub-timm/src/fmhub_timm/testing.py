@@ -28,7 +28,14 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-__all__ = ["TINY_MODELS", "offline_hub", "photos", "tiny_model", "write_checkpoint", "write_hub_model"]
+__all__ = [
+    "TINY_MODELS",
+    "offline_hub",
+    "photos",
+    "tiny_model",
+    "write_checkpoint",
+    "write_hub_model",
+]
 
 #: Tiny pretrained names, one per family, all ImageNet-1k heads at 160x160.
 TINY_MODELS = (
@@ -62,9 +69,15 @@ def _revision(name: str, seed: int) -> str:
     return hashlib.sha1(f"fmhub-timm-testing:{name}:{seed}".encode()).hexdigest()
 
 
-def write_hub_model(cache_dir: str | os.PathLike, name: str = "test_vit.r160_in1k", seed: int = 0,
-                    *, repo: str | None = None, weights: str = "model.safetensors",
-                    **kwargs: Any) -> Path:
+def write_hub_model(
+    cache_dir: str | os.PathLike,
+    name: str = "test_vit.r160_in1k",
+    seed: int = 0,
+    *,
+    repo: str | None = None,
+    weights: str = "model.safetensors",
+    **kwargs: Any,
+) -> Path:
     """Write a tiny model into a Hugging Face hub cache as ``timm/<name>``; returns the snapshot folder.
 
     ``weights`` is ``model.safetensors`` (what timm asks for first) or ``pytorch_model.bin``.
@@ -92,8 +105,9 @@ def write_hub_model(cache_dir: str | os.PathLike, name: str = "test_vit.r160_in1
     return snap
 
 
-def write_checkpoint(path: str | os.PathLike, name: str = "test_resnet", seed: int = 0,
-                     **kwargs: Any) -> Path:
+def write_checkpoint(
+    path: str | os.PathLike, name: str = "test_resnet", seed: int = 0, **kwargs: Any
+) -> Path:
     """Write a tiny model's state dict to ``path`` (``.safetensors``, else ``torch.save``)."""
     import torch
     from safetensors.torch import save_file
@@ -123,5 +137,10 @@ def photos() -> dict[str, Any]:
     """
     from skimage import data
 
-    return {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut(),
-            "camera": data.camera(), "logo": data.logo()}
+    return {
+        "chelsea": data.chelsea(),
+        "coffee": data.coffee(),
+        "astronaut": data.astronaut(),
+        "camera": data.camera(),
+        "logo": data.logo(),
+    }

@@ -29,45 +29,71 @@ class TorchaudioOptions(fmhub.LoadOptions):
     """Load options of ``torchaudio:`` models (on top of device, dtype, task, quantize)."""
 
     checkpoint: str | None = Field(
-        None, description="Local state-dict file (.pt/.pth, read with weights_only=True) used "
-        "instead of the torch hub cache; for models.* it holds the factory model's weights.")
+        None,
+        description="Local state-dict file (.pt/.pth, read with weights_only=True) used "
+        "instead of the torch hub cache; for models.* it holds the factory model's weights.",
+    )
     layer: int | None = Field(
-        None, description="Transformer layer whose features are pooled for embeddings and "
-        "classification: 1-based, negative counts from the end; None: the last layer.")
+        None,
+        description="Transformer layer whose features are pooled for embeddings and "
+        "classification: 1-based, negative counts from the end; None: the last layer.",
+    )
     input_sample_rate: int | None = Field(
-        None, gt=0, description="Sample rate (Hz) of bare arrays/tensors; None refuses them.")
+        None, gt=0, description="Sample rate (Hz) of bare arrays/tensors; None refuses them."
+    )
     chunk_seconds: float = Field(
-        30.0, gt=0, description="Recordings longer than this are processed in chunks.")
+        30.0, gt=0, description="Recordings longer than this are processed in chunks."
+    )
     chunk_context_seconds: float = Field(
-        2.0, ge=0, description="Audio each chunk sees on each side of the frames it keeps.")
+        2.0, ge=0, description="Audio each chunk sees on each side of the frames it keeps."
+    )
     chunk_batch: int = Field(4, ge=1, description="Chunks run through the model at once.")
     top_k: int = Field(5, ge=1, description="How many labels a classification result lists.")
     config: dict[str, Any] = Field(
-        default_factory=dict, description="models.* only: keyword arguments of the factory.")
+        default_factory=dict, description="models.* only: keyword arguments of the factory."
+    )
     labels: list[str] | None = Field(
-        None, description="models.* only: CTC labels, blank first, one per aux_num_out output.")
+        None, description="models.* only: CTC labels, blank first, one per aux_num_out output."
+    )
     sample_rate: int = Field(16000, gt=0, description="models.* only: the model's sample rate.")
     normalize_waveform: bool = Field(
-        False, description="models.* only: layer-normalise each waveform before the model.")
+        False, description="models.* only: layer-normalise each waveform before the model."
+    )
     seed: int = Field(0, description="models.* only: seed of the random initialisation.")
 
 
 @hookimpl
 def fmhub_register_namespaces(register):
-    register(fmhub.Namespace(
-        name=NAMESPACE, distribution=DISTRIBUTION, options=TorchaudioOptions,
-        description="torchaudio wav2vec 2.0 / HuBERT / WavLM bundles and model factories."))
+    register(
+        fmhub.Namespace(
+            name=NAMESPACE,
+            distribution=DISTRIBUTION,
+            options=TorchaudioOptions,
+            description="torchaudio wav2vec 2.0 / HuBERT / WavLM bundles and model factories.",
+        )
+    )
 
 
 def _bundle_spec(info: Row) -> fmhub.ModelSpec:
-    tasks = ("transcription", "embedding", "classification") if info.asr else (
-        "embedding", "classification")
+    tasks = (
+        ("transcription", "embedding", "classification")
+        if info.asr
+        else ("embedding", "classification")
+    )
     return fmhub.ModelSpec(
-        id=f"{NAMESPACE}:{info.id}", aliases=info.aliases, task=info.task, tasks=tasks,
-        modality="audio", architecture=info.architecture, description=info.description,
-        license=info.license, source=info.source,
-        preprocessing=fmhub.Preprocessing(sample_rate=info.sample_rate,
-                                          normalize_waveform=info.normalize_waveform))
+        id=f"{NAMESPACE}:{info.id}",
+        aliases=info.aliases,
+        task=info.task,
+        tasks=tasks,
+        modality="audio",
+        architecture=info.architecture,
+        description=info.description,
+        license=info.license,
+        source=info.source,
+        preprocessing=fmhub.Preprocessing(
+            sample_rate=info.sample_rate, normalize_waveform=info.normalize_waveform
+        ),
+    )
 
 
 @hookimpl
@@ -75,13 +101,20 @@ def fmhub_register_models(register):
     for info in BUNDLES.values():
         register(_bundle_spec(info))
     for factory, family in FACTORIES.items():
-        register(fmhub.ModelSpec(
-            id=f"{NAMESPACE}:models.{factory}", task="embedding",
-            tasks=("embedding", "transcription", "classification"), modality="audio",
-            architecture=family, license="BSD-2-Clause",
-            description=f"torchaudio.models.{factory}(**config) with random weights (or a local "
-            "checkpoint), for training from scratch.", source="torchaudio.models",
-            preprocessing=fmhub.Preprocessing(sample_rate=16000)))
+        register(
+            fmhub.ModelSpec(
+                id=f"{NAMESPACE}:models.{factory}",
+                task="embedding",
+                tasks=("embedding", "transcription", "classification"),
+                modality="audio",
+                architecture=family,
+                license="BSD-2-Clause",
+                description=f"torchaudio.models.{factory}(**config) with random weights (or a local "
+                "checkpoint), for training from scratch.",
+                source="torchaudio.models",
+                preprocessing=fmhub.Preprocessing(sample_rate=16000),
+            )
+        )
 
 
 @hookimpl

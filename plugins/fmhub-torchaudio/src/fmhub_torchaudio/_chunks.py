@@ -47,8 +47,9 @@ def chunk_sizes(chunk: int, context: int, stride: int, field: int) -> tuple[int,
     return chunk, max(context, span)
 
 
-def plan_segments(lengths: list[int], chunk: int, context: int, stride: int,
-                  field: int) -> list[Segment]:
+def plan_segments(
+    lengths: list[int], chunk: int, context: int, stride: int, field: int
+) -> list[Segment]:
     """Segments covering every item; items up to ``chunk`` samples are one whole segment."""
     chunk, context = chunk_sizes(chunk, context, stride, field)
     step = chunk - 2 * context

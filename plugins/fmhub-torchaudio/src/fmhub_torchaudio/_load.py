@@ -48,8 +48,9 @@ def _read_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise fmhub.InvalidOptionError(f"{what} {path!r} holds a {type(state).__name__}, "
-                                       "not a state dict.")
+        raise fmhub.InvalidOptionError(
+            f"{what} {path!r} holds a {type(state).__name__}, not a state dict."
+        )
     return state
 
 
@@ -129,17 +130,25 @@ def _resolve_layer(layer: int | None, num_layers: int) -> int:
     return resolved
 
 
-def _processor(model: nn.Module, *, sample_rate, normalize, family, labels, config, layer,
-               class_labels=None) -> Speech:
+def _processor(
+    model: nn.Module, *, sample_rate, normalize, family, labels, config, layer, class_labels=None
+) -> Speech:
     layers = len(model.encoder.transformer.layers)
     stride, field = conv_geometry(model)
     safe, encoder_safe = padding_safe(model)
     return Speech(
-        sample_rate=int(sample_rate), normalize_waveform=bool(normalize), family=family,
-        layer=_resolve_layer(layer, layers), num_layers=layers,
+        sample_rate=int(sample_rate),
+        normalize_waveform=bool(normalize),
+        family=family,
+        layer=_resolve_layer(layer, layers),
+        num_layers=layers,
         embed_dim=model.encoder.feature_projection.projection.out_features,
-        stride=stride, field=field, padding_safe=safe, encoder_padding_safe=encoder_safe,
-        labels=tuple(labels) if labels is not None else None, config=config,
+        stride=stride,
+        field=field,
+        padding_safe=safe,
+        encoder_padding_safe=encoder_safe,
+        labels=tuple(labels) if labels is not None else None,
+        config=config,
         class_labels=tuple(class_labels) if class_labels is not None else None,
     )
 
@@ -203,12 +212,19 @@ def load(spec, options):
                 f"with {aux.out_features} entries (blank first); got {labels!r}."
             )
         if aux is None and labels is not None:
-            raise fmhub.InvalidOptionError("labels were given but config has no aux_num_out "
-                                           "(CTC layer); set config['aux_num_out'].")
-        speech = _processor(model, sample_rate=options.sample_rate,
-                            normalize=options.normalize_waveform, family=FACTORIES[factory],
-                            labels=labels, config={"factory": factory, "kwargs": options.config},
-                            layer=options.layer)
+            raise fmhub.InvalidOptionError(
+                "labels were given but config has no aux_num_out "
+                "(CTC layer); set config['aux_num_out']."
+            )
+        speech = _processor(
+            model,
+            sample_rate=options.sample_rate,
+            normalize=options.normalize_waveform,
+            family=FACTORIES[factory],
+            labels=labels,
+            config={"factory": factory, "kwargs": options.config},
+            layer=options.layer,
+        )
         return _loaded(spec, options, model, speech, None, {"factory": factory})
     info = BUNDLES.get(name)
     if info is None:
@@ -219,9 +235,15 @@ def load(spec, options):
     bundle = _bundle(info)
     labels = bundle.get_labels() if info.asr else None
     factory = "wavlm_model" if info.model_type == "WavLM" else "wav2vec2_model"
-    speech = _processor(model, sample_rate=bundle.sample_rate, normalize=info.normalize_waveform,
-                        family=info.architecture, labels=labels, layer=options.layer,
-                        config={"factory": factory, "kwargs": bundle._params})
+    speech = _processor(
+        model,
+        sample_rate=bundle.sample_rate,
+        normalize=info.normalize_waveform,
+        family=info.architecture,
+        labels=labels,
+        layer=options.layer,
+        config={"factory": factory, "kwargs": bundle._params},
+    )
     return _loaded(spec, options, model, speech, None, {"bundle": info.attr})
 
 
@@ -246,9 +268,16 @@ def _load_saved(spec, options, folder: Path):
             f"({type(exc).__name__}: {first}). Restore the files the folder was saved with."
         ) from None
     layer = options.layer if "layer" in options.model_fields_set else cfg.layer
-    speech = _processor(model, sample_rate=cfg.sample_rate, normalize=cfg.normalize_waveform,
-                        family=cfg.family, labels=cfg.ctc_labels, config=cfg.config.model_dump(),
-                        layer=layer, class_labels=cfg.class_labels)
+    speech = _processor(
+        model,
+        sample_rate=cfg.sample_rate,
+        normalize=cfg.normalize_waveform,
+        family=cfg.family,
+        labels=cfg.ctc_labels,
+        config=cfg.config.model_dump(),
+        layer=layer,
+        class_labels=cfg.class_labels,
+    )
     return _loaded(spec, options, model, speech, head, dict(cfg.info))
 
 

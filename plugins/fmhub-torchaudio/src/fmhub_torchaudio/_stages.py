@@ -30,8 +30,13 @@ def prepare(speech: Speech, i: int, x: Any, default_rate: int | None) -> torch.T
     Decoding, mix-down and resampling are fmhub's audio convention (:func:`fmhub.inputs.audio_item`,
     ``docs/inputs.md``); the receptive-field check and the normalisation are this family's.
     """
-    samples, _ = audio_item(x, i, target_rate=speech.sample_rate, default_rate=default_rate,
-                            rate_option="input_sample_rate")
+    samples, _ = audio_item(
+        x,
+        i,
+        target_rate=speech.sample_rate,
+        default_rate=default_rate,
+        rate_option="input_sample_rate",
+    )
     wave = torch.from_numpy(samples)
     if wave.numel() < speech.field:
         ms = 1000 * wave.numel() / speech.sample_rate
@@ -69,16 +74,18 @@ def _groups(segments: list[Segment], safe: bool, limit: int) -> list[list[Segmen
     return [g[k : k + limit] for g in by_key.values() for k in range(0, len(g), limit)]
 
 
-def _run(module: SpeechModule, speech: Speech, waves: torch.Tensor, group: list[Segment],
-         emissions: bool) -> tuple[torch.Tensor, list[int]]:
+def _run(
+    module: SpeechModule, speech: Speech, waves: torch.Tensor, group: list[Segment], emissions: bool
+) -> tuple[torch.Tensor, list[int]]:
     """Run one group; returns the frame outputs and, per segment of ``group``, its output row."""
     lens = [s.length for s in group]
     equal = min(lens) == max(lens)
     if not equal and not speech.padding_safe:
         # a group_norm front end runs once per recording; the encoder takes padded features
         each = [waves[s.item, s.start : s.end] for s in group]
-        out, _ = (module.emissions_each(each) if emissions
-                  else module.features_each(each, speech.layer))
+        out, _ = (
+            module.emissions_each(each) if emissions else module.features_each(each, speech.layer)
+        )
         return out, list(range(len(group)))
     if len(group) == waves.shape[0] and all(s.start == 0 and s.keep_to is None for s in group):
         x, rows = waves, [s.item for s in group]  # every recording whole: the batch, no copy
@@ -108,8 +115,9 @@ def forward(model, batch) -> dict[str, torch.Tensor]:
     segments = plan_segments(lengths, chunk, context, speech.stride, speech.field)
     chunked = len(segments) > len(lengths)
     emissions = model.task == "transcription"
-    groups = _groups(segments, speech.encoder_padding_safe,
-                     opts.chunk_batch if chunked else len(segments))
+    groups = _groups(
+        segments, speech.encoder_padding_safe, opts.chunk_batch if chunked else len(segments)
+    )
     parts: dict[int, list[tuple[int, torch.Tensor, int]]] = defaultdict(list)
     for group in groups:
         out, rows = _run(module, speech, waves, group, emissions)
@@ -148,8 +156,9 @@ def postprocess(model, outputs, batch) -> list[Any]:
     speech: Speech = model.processor
     if model.task == "transcription":
         emissions, frames = outputs["emissions"], outputs["frames"].tolist()
-        return [Transcription(ctc_greedy(emissions[j, :n], speech.labels))
-                for j, n in enumerate(frames)]
+        return [
+            Transcription(ctc_greedy(emissions[j, :n], speech.labels)) for j, n in enumerate(frames)
+        ]
     if model.task == "classification":
         probs = outputs["logits"].float().softmax(-1)
         return top_k_classification(probs, model.labels, k=model.options.top_k)
@@ -171,12 +180,14 @@ class _ForwardStage(torch.nn.Module):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
         if self.task == "transcription":  # frames past a recording's end are zeros, as in forward
             emissions, frames = self.module.emissions(waveforms, lengths)
-            valid = (torch.arange(emissions.shape[1], device=emissions.device)[None, :]
-                     < frames[:, None]).to(emissions.dtype)
+            valid = (
+                torch.arange(emissions.shape[1], device=emissions.device)[None, :] < frames[:, None]
+            ).to(emissions.dtype)
             return emissions * valid[..., None], frames
         feats, frames = self.module.features(waveforms, lengths, self.layer)
-        valid = (torch.arange(feats.shape[1], device=feats.device)[None, :]
-                 < frames[:, None]).to(feats.dtype)
+        valid = (torch.arange(feats.shape[1], device=feats.device)[None, :] < frames[:, None]).to(
+            feats.dtype
+        )
         pooled = (feats * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
         if self.task == "classification":
             return pooled, self.module.head(pooled)
@@ -191,16 +202,18 @@ def export_spec(model) -> fmhub.ExportSpec:
         raise fmhub.ExportError(
             f"{model.spec.id} has a group_norm front end, which fmhub runs one recording at a time "
             "(padding would change it); an ONNX graph of padded batches would not reproduce it. "
-            "Models with a layer_norm front end (wav2vec2 large, HuBERT large, WavLM ...) export.")
+            "Models with a layer_norm front end (wav2vec2 large, HuBERT large, WavLM ...) export."
+        )
     rate = speech.sample_rate
 
     def tone(seconds: float, hz: float):
         x = torch.arange(int(rate * seconds), dtype=torch.float32) / rate
         return (0.3 * torch.sin(2 * torch.pi * hz * x)).numpy(), rate
 
-    names = {"transcription": ["fmhub_emissions", "fmhub_frames"],
-             "classification": ["fmhub_embeddings", "fmhub_logits"]}.get(model.task,
-                                                                         ["fmhub_embeddings"])
+    names = {
+        "transcription": ["fmhub_emissions", "fmhub_frames"],
+        "classification": ["fmhub_embeddings", "fmhub_logits"],
+    }.get(model.task, ["fmhub_embeddings"])
 
     def pack(outs):
         if model.task == "transcription":
@@ -211,7 +224,10 @@ def export_spec(model) -> fmhub.ExportSpec:
 
     return fmhub.ExportSpec(
         module=_ForwardStage(speech_module(model.module), model.task, speech.layer),
-        input_names=["waveforms", "lengths"], output_names=names,
+        input_names=["waveforms", "lengths"],
+        output_names=names,
         example=[tone(0.6, 220), tone(0.45, 440)],
         check=[tone(0.3, 330), tone(0.9, 550), tone(0.5, 110)],
-        dynamic_axes={"waveforms": {0: "batch", 1: "time"}, "lengths": {0: "batch"}}, pack=pack)
+        dynamic_axes={"waveforms": {0: "batch", 1: "time"}, "lengths": {0: "batch"}},
+        pack=pack,
+    )

@@ -37,10 +37,18 @@ __all__ = [
 EN_LABELS: tuple[str, ...] = ("-", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ")
 
 
-def tiny_config(*, family: str = "wav2vec2", extractor_mode: str = "layer_norm",
-                num_layers: int = 2, embed_dim: int = 32, num_heads: int = 2,
-                ff_features: int = 64, conv_channels: int = 16, pos_conv_kernel: int = 8,
-                aux_num_out: int | None = None) -> dict[str, Any]:
+def tiny_config(
+    *,
+    family: str = "wav2vec2",
+    extractor_mode: str = "layer_norm",
+    num_layers: int = 2,
+    embed_dim: int = 32,
+    num_heads: int = 2,
+    ff_features: int = 64,
+    conv_channels: int = 16,
+    pos_conv_kernel: int = 8,
+    aux_num_out: int | None = None,
+) -> dict[str, Any]:
     """Keyword arguments of ``wav2vec2_model`` (``family="wavlm"``: ``wavlm_model``)."""
     cfg: dict[str, Any] = {
         "extractor_mode": extractor_mode,
@@ -66,8 +74,9 @@ def tiny_config(*, family: str = "wav2vec2", extractor_mode: str = "layer_norm",
     return cfg
 
 
-def tiny_options(*, asr: bool = False, seed: int = 0, checkpoint: str | os.PathLike | None = None,
-                 **config: Any) -> dict[str, Any]:
+def tiny_options(
+    *, asr: bool = False, seed: int = 0, checkpoint: str | os.PathLike | None = None, **config: Any
+) -> dict[str, Any]:
     """Load options for ``torchaudio:models.wav2vec2_model`` (``wavlm_model`` with
     ``family="wavlm"``): a tiny config, English CTC labels when ``asr``."""
     cfg = tiny_config(aux_num_out=len(EN_LABELS) if asr else None, **config)
@@ -88,8 +97,13 @@ def _build(factory: str, config: dict[str, Any], seed: int):
         return getattr(torchaudio.models, factory)(**config)
 
 
-def write_checkpoint(path: str | os.PathLike, config: dict[str, Any] | None = None, *,
-                     factory: str = "wav2vec2_model", seed: int = 0) -> Path:
+def write_checkpoint(
+    path: str | os.PathLike,
+    config: dict[str, Any] | None = None,
+    *,
+    factory: str = "wav2vec2_model",
+    seed: int = 0,
+) -> Path:
     """Save the random-init state dict of ``torchaudio.models.<factory>(**config)`` to ``path``."""
     import torch
 
@@ -100,8 +114,9 @@ def write_checkpoint(path: str | os.PathLike, config: dict[str, Any] | None = No
     return path
 
 
-def place_bundle_checkpoint(name: str, *, seed: int = 0, overwrite: bool = False,
-                            params: dict[str, Any] | None = None) -> Path:
+def place_bundle_checkpoint(
+    name: str, *, seed: int = 0, overwrite: bool = False, params: dict[str, Any] | None = None
+) -> Path:
     """Write random weights for bundle ``name`` (``"wav2vec2_asr_base_960h"``) into the torch hub
     checkpoint folder, laid out like the published file (ASR files carry fairseq's unused output
     rows, which ``get_model()`` removes). Set ``TORCH_HOME`` first to keep it out of your cache.
@@ -138,8 +153,11 @@ def tiny_bundle_params(name: str) -> dict[str, Any]:
 
     info = BUNDLES[name]
     full = getattr(torchaudio.pipelines, info.attr)._params
-    tiny = tiny_config(family=info.architecture, extractor_mode=full["extractor_mode"],
-                       aux_num_out=full["aux_num_out"])
+    tiny = tiny_config(
+        family=info.architecture,
+        extractor_mode=full["extractor_mode"],
+        aux_num_out=full["aux_num_out"],
+    )
     tiny["encoder_layer_norm_first"] = full["encoder_layer_norm_first"]
     tiny["extractor_conv_bias"] = full["extractor_conv_bias"]
     return tiny

@@ -40,29 +40,47 @@ class TransformersOptions(fmhub.LoadOptions):
     """Load options of ``hf:`` models (on top of ``device``, ``dtype``, ``task``, ``quantize``)."""
 
     revision: str | None = Field(
-        None, description="Hub branch, tag or commit to load (ignored for local folders).")
+        None, description="Hub branch, tag or commit to load (ignored for local folders)."
+    )
     trust_remote_code: bool = Field(
-        False, description="Run Python code shipped in the repo (only for repos you trust).",
-        json_schema_extra={"consent": True})
+        False,
+        description="Run Python code shipped in the repo (only for repos you trust).",
+        json_schema_extra={"consent": True},
+    )
     device_map: str | dict[str, int | str] | None = Field(
-        None, description="Spread the model with accelerate ('auto', 'balanced', {module: device}); "
-                          "the model is then never moved by fmhub.")
+        None,
+        description="Spread the model with accelerate ('auto', 'balanced', {module: device}); "
+        "the model is then never moved by fmhub.",
+    )
     use_safetensors: bool | None = Field(
-        None, description="None: prefer .safetensors, fall back to .bin; True: safetensors only.")
+        None, description="None: prefer .safetensors, fall back to .bin; True: safetensors only."
+    )
     max_length: int | None = Field(
-        None, ge=2, description="Truncate inputs to this many tokens (at most the model's limit).")
+        None, ge=2, description="Truncate inputs to this many tokens (at most the model's limit)."
+    )
     truncation: Literal["warn", "silent", "error"] = Field(
-        "warn", description="What an input longer than max_length does: truncated with a warning, "
-                            "truncated silently, or refused with fmhub.InputError.")
-    pooling: Literal["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"] | None = (
-        Field(None, description="Embedding pooling; None: the checkpoint's sentence-transformers "
-                                "config, else mean over the attention mask."))
+        "warn",
+        description="What an input longer than max_length does: truncated with a warning, "
+        "truncated silently, or refused with fmhub.InputError.",
+    )
+    pooling: (
+        Literal["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"] | None
+    ) = Field(
+        None,
+        description="Embedding pooling; None: the checkpoint's sentence-transformers "
+        "config, else mean over the attention mask.",
+    )
     normalize: bool | None = Field(
-        None, description="L2-normalise embeddings; None: as the checkpoint's config says.")
-    top_k: int = Field(5, ge=1, description="Labels kept in Classification.top_k / fill-mask candidates.")
+        None, description="L2-normalise embeddings; None: as the checkpoint's config says."
+    )
+    top_k: int = Field(
+        5, ge=1, description="Labels kept in Classification.top_k / fill-mask candidates."
+    )
     aggregation: Literal["simple", "none"] = Field(
-        "simple", description="Token classification: 'simple' merges adjacent B-/I- tokens into "
-                              "entities (pipeline 'simple'); 'none' returns one entity per token.")
+        "simple",
+        description="Token classification: 'simple' merges adjacent B-/I- tokens into "
+        "entities (pipeline 'simple'); 'none' returns one entity per token.",
+    )
 
 
 #: alias -> catalog row (the table itself is ``_catalog.ROWS``).
@@ -70,23 +88,42 @@ ALIASES: dict[str, Row] = {alias: row for row in ROWS for alias in row.aliases}
 
 
 def _spec(repo_id: str, **fields) -> fmhub.ModelSpec:
-    return fmhub.ModelSpec(id=f"hf:{repo_id}", modality="text", tasks=tuple(TASKS),
-                           source=f"https://huggingface.co/{repo_id}", **fields)
+    return fmhub.ModelSpec(
+        id=f"hf:{repo_id}",
+        modality="text",
+        tasks=tuple(TASKS),
+        source=f"https://huggingface.co/{repo_id}",
+        **fields,
+    )
 
 
 @hookimpl
 def fmhub_register_namespaces(register):
-    register(fmhub.Namespace(
-        name="hf", distribution=DISTRIBUTION, open=True, options=TransformersOptions,
-        description="Hugging Face Transformers text models: any hub repo id or local folder."))
+    register(
+        fmhub.Namespace(
+            name="hf",
+            distribution=DISTRIBUTION,
+            open=True,
+            options=TransformersOptions,
+            description="Hugging Face Transformers text models: any hub repo id or local folder.",
+        )
+    )
 
 
 @hookimpl
 def fmhub_register_models(register):
     for row in ROWS:
-        register(_spec(row.id, aliases=row.aliases, task=row.task, license=row.license,
-                       description=row.description, architecture=row.architecture,
-                       preprocessing=fmhub.Preprocessing(max_tokens=row.max_tokens)))
+        register(
+            _spec(
+                row.id,
+                aliases=row.aliases,
+                task=row.task,
+                license=row.license,
+                description=row.description,
+                architecture=row.architecture,
+                preprocessing=fmhub.Preprocessing(max_tokens=row.max_tokens),
+            )
+        )
 
 
 @hookimpl
@@ -94,14 +131,24 @@ def fmhub_resolve_model(namespace, name):
     if "@" in name:
         raise fmhub.UnknownModelError(
             f"'hf:{name}' is not a hub repo id; pass the revision as an option: "
-            f"fmhub.load('hf:{name.partition('@')[0]}', revision={name.partition('@')[2]!r}).")
+            f"fmhub.load('hf:{name.partition('@')[0]}', revision={name.partition('@')[2]!r})."
+        )
     if not is_repo_id(name):
         return None
-    return _spec(name, description="Hugging Face hub model (task detected from its config at load).")
+    return _spec(
+        name, description="Hugging Face hub model (task detected from its config at load)."
+    )
 
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
-                    "spiece.model", "sentencepiece.bpe.model", "spm.model")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "spm.model",
+)
 
 
 @hookimpl
@@ -120,14 +167,22 @@ def fmhub_claim_path(path):
         return None  # another family's config.json
     try:  # ours: a config with other problems is claimed, and load reports them precisely
         cfg = read_config(config, CheckpointConfig)
-        task, arch = detect_task(cfg, os.path.isfile(os.path.join(path, "modules.json"))), cfg.model_type
+        task, arch = (
+            detect_task(cfg, os.path.isfile(os.path.join(path, "modules.json"))),
+            cfg.model_type,
+        )
     except fmhub.FmhubError:
         task, arch = None, None
     return fmhub.ModelSpec(
-        id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}", path=path,
+        id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}",
+        path=path,
         modality="audio" if task == "transcription" else "text",
-        task=task, tasks=tuple(TASKS), architecture=arch, source=path,
-        description="Local Transformers checkpoint folder.")
+        task=task,
+        tasks=tuple(TASKS),
+        architecture=arch,
+        source=path,
+        description="Local Transformers checkpoint folder.",
+    )
 
 
 @hookimpl

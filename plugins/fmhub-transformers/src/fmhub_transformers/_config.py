@@ -62,7 +62,12 @@ _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 
 def is_repo_id(name: str) -> bool:
     """Whether ``name`` is a well-formed hub repo id (``name`` or ``org/name``)."""
-    return bool(_REPO_ID.match(name)) and ".." not in name and "--" not in name and not name.endswith(".")
+    return (
+        bool(_REPO_ID.match(name))
+        and ".." not in name
+        and "--" not in name
+        and not name.endswith(".")
+    )
 
 
 def read_json(path: str, what: str, *, expect: type = dict) -> Any:
@@ -70,7 +75,9 @@ def read_json(path: str, what: str, *, expect: type = dict) -> Any:
     try:
         size = os.path.getsize(path)
         if size > _MAX_JSON_BYTES:
-            raise fmhub.ManifestError(f"{what} {path!r} is {size} bytes; refusing JSON over 32 MiB.")
+            raise fmhub.ManifestError(
+                f"{what} {path!r} is {size} bytes; refusing JSON over 32 MiB."
+            )
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -110,7 +117,11 @@ class CheckpointConfig(BaseModel):
     @property
     def labels(self) -> tuple[str, ...] | None:
         """Class names in index order, or None."""
-        return None if self.id2label is None else tuple(self.id2label[i] for i in sorted(self.id2label))
+        return (
+            None
+            if self.id2label is None
+            else tuple(self.id2label[i] for i in sorted(self.id2label))
+        )
 
     @property
     def architecture_names(self) -> tuple[str, ...]:
@@ -172,7 +183,9 @@ def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
             return "token-classification"
         if arch.endswith("ForMaskedLM"):
             return "fill-mask"
-        if arch.endswith("ForPreTraining") and not arch.startswith("Electra"):  # Electra's: a discriminator
+        if arch.endswith("ForPreTraining") and not arch.startswith(
+            "Electra"
+        ):  # Electra's: a discriminator
             return "fill-mask"
     return "embedding"
 
@@ -212,8 +225,13 @@ def read_pooling(files: dict[str, str | None], where: str) -> Pooling:
     bert = SentenceBertConfig()
     if files.get("sentence_bert_config.json"):
         bert = read_config(files["sentence_bert_config.json"], SentenceBertConfig)
-    return Pooling(modes=modes, normalize="Normalize" in kinds, max_seq_length=bert.max_seq_length,
-                   do_lower_case=bert.do_lower_case, from_sentence_transformers=True)
+    return Pooling(
+        modes=modes,
+        normalize="Normalize" in kinds,
+        max_seq_length=bert.max_seq_length,
+        do_lower_case=bert.do_lower_case,
+        from_sentence_transformers=True,
+    )
 
 
 def _pooling_modes(cfg: PoolingConfig, where: str) -> tuple[str, ...]:
@@ -229,5 +247,7 @@ def _pooling_modes(cfg: PoolingConfig, where: str) -> tuple[str, ...]:
             f"valid modes are {POOLING_MODES}."
         )
     if cfg.include_prompt is False:
-        raise fmhub.PluginError(f"{where}: pooling that excludes the prompt is not supported by fmhub.")
+        raise fmhub.PluginError(
+            f"{where}: pooling that excludes the prompt is not supported by fmhub."
+        )
     return modes  # concatenated in this order, as sentence-transformers does

@@ -96,8 +96,11 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     setattr(new, prefix, encoder)
     param = next(encoder.parameters())
     dtype = next((p.dtype for p in encoder.parameters() if p.is_floating_point()), torch.float32)
-    head = [name for name, child in new.named_children()
-            if name != prefix and any(True for _ in child.parameters())]
+    head = [
+        name
+        for name, child in new.named_children()
+        if name != prefix and any(True for _ in child.parameters())
+    ]
     for name in head:
         part = new.get_submodule(name).to_empty(device=param.device)
         part.apply(new._init_weights)
@@ -116,8 +119,9 @@ def training_loss(model, outputs: torch.Tensor, targets: torch.Tensor) -> torch.
         logits = outputs
         if not _config(model.module).is_encoder_decoder:  # position t predicts token t + 1
             logits, targets = logits[:, :-1], targets[:, 1:]
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=-100)
+        return F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+        )
     return F.cross_entropy(outputs.float(), targets)
 
 
@@ -131,25 +135,37 @@ def _chat_ids(model, messages: list[dict]) -> tuple[list[int], list[int]]:
 
     tok = model.processor.tokenizer
     if not getattr(tok, "chat_template", None):
-        raise fmhub.InputError(f"{model.spec.id} has no chat template, so it cannot train on chats; "
-                               "pass (prompt, completion) pairs.")
+        raise fmhub.InputError(
+            f"{model.spec.id} has no chat template, so it cannot train on chats; "
+            "pass (prompt, completion) pairs."
+        )
     for m in messages:
         if m["role"] not in ROLES:
-            raise fmhub.InputError(f"chat role {m['role']!r} is unknown; roles are {', '.join(ROLES)}.")
+            raise fmhub.InputError(
+                f"chat role {m['role']!r} is unknown; roles are {', '.join(ROLES)}."
+            )
     full = tok.apply_chat_template(messages, tokenize=False)
     spans = []
     for k, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        before = tok.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True) if k else ""
+        before = (
+            tok.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True)
+            if k
+            else ""
+        )
         through = tok.apply_chat_template(messages[: k + 1], tokenize=False)
         if not full.startswith(through) or not through.startswith(before):
-            raise fmhub.InputError(f"{model.spec.id}'s chat template does not render a chat as a "
-                                   "sequence of turns; fine-tune it on (prompt, completion) pairs.")
+            raise fmhub.InputError(
+                f"{model.spec.id}'s chat template does not render a chat as a "
+                "sequence of turns; fine-tune it on (prompt, completion) pairs."
+            )
         spans.append((len(before), len(through)))
     enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
-    labels = [t if any(a <= s < b for a, b in spans) else -100
-              for t, (s, _) in zip(enc["input_ids"], enc["offset_mapping"])]
+    labels = [
+        t if any(a <= s < b for a, b in spans) else -100
+        for t, (s, _) in zip(enc["input_ids"], enc["offset_mapping"])
+    ]
     return list(enc["input_ids"]), labels
 
 
@@ -170,8 +186,10 @@ def training_batch(model, examples) -> dict:
         labels = [r[: proc.context] for r in labels]
     for i, lab in enumerate(labels):
         if all(t == -100 for t in lab):
-            raise fmhub.InputError(f"training example {i} has no target token left within the "
-                                   f"{proc.context}-token context; shorten its prompt.")
+            raise fmhub.InputError(
+                f"training example {i} has no target token left within the "
+                f"{proc.context}-token context; shorten its prompt."
+            )
     pad = tok.pad_token_id or 0
     width = max(len(r) for r in inputs)
     ids = torch.full((len(inputs), width), pad, dtype=torch.long)
@@ -190,8 +208,10 @@ def _tokenize_examples(model, proc, tok, eos, examples):
     for i, ex in enumerate(examples):
         if proc.encoder_decoder:
             if ex[0] != "pair":
-                raise fmhub.InputError(f"training example {i}: {model.spec.id} trains on "
-                                       "(source, target) pairs, not chats.")
+                raise fmhub.InputError(
+                    f"training example {i}: {model.spec.id} trains on "
+                    "(source, target) pairs, not chats."
+                )
             inputs.append(tok(ex[1])["input_ids"])
             labels.append(tok(ex[2])["input_ids"])
             continue
@@ -211,7 +231,9 @@ def training_forward(model, batch: dict) -> torch.Tensor:
     """Logits of a generative training batch (teacher forcing)."""
     config = _config(model.module)
     if not config.is_encoder_decoder:
-        return model.module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return model.module(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
     labels = batch["labels"]
     pad = config.pad_token_id if config.pad_token_id is not None else 0
     start = config.decoder_start_token_id
@@ -219,5 +241,8 @@ def training_forward(model, batch: dict) -> torch.Tensor:
     decoder[:, 1:] = labels[:, :-1]
     decoder[:, 0] = start
     decoder[decoder == -100] = pad
-    return model.module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        decoder_input_ids=decoder).logits
+    return model.module(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        decoder_input_ids=decoder,
+    ).logits

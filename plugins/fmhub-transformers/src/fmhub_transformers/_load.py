@@ -51,8 +51,9 @@ class _Source:
             if os.path.isfile(path):
                 return path
             if required:
-                raise fmhub.ManifestError(f"{self.where} has no {filename}; it is not a Transformers "
-                                          "checkpoint folder.")
+                raise fmhub.ManifestError(
+                    f"{self.where} has no {filename}; it is not a Transformers checkpoint folder."
+                )
             return None
         return _hub_file(self, filename, required)
 
@@ -68,11 +69,14 @@ def _hub_file(src: _Source, filename: str, required: bool) -> str | None:
     )
 
     try:
-        return hf_hub_download(src.location, filename, revision=src.revision,
-                               local_files_only=src.cache_only)
+        return hf_hub_download(
+            src.location, filename, revision=src.revision, local_files_only=src.cache_only
+        )
     except GatedRepoError as exc:
-        raise fmhub.PluginError(f"{src.where} is gated: accept its terms on the hub and log in "
-                                f"(huggingface-cli login). {exc}") from None
+        raise fmhub.PluginError(
+            f"{src.where} is gated: accept its terms on the hub and log in "
+            f"(huggingface-cli login). {exc}"
+        ) from None
     except RepositoryNotFoundError:
         raise fmhub.UnknownModelError(
             f"No hub repo {src.location!r} (or it is private: log in with huggingface-cli login)."
@@ -88,15 +92,19 @@ def _hub_file(src: _Source, filename: str, required: bool) -> str | None:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         raise fmhub.PluginError(
             f"{src.where} is not in the local Hugging Face cache"
-            + (" and HF_HUB_OFFLINE is set" if offline else
-               f" and the hub ({_endpoint_label()}) cannot be reached")
+            + (
+                " and HF_HUB_OFFLINE is set"
+                if offline
+                else f" and the hub ({_endpoint_label()}) cannot be reached"
+            )
             + f" (cache: {_cache_dir()}). Download it once online, set HF_HUB_CACHE to a cache "
             "that holds it, or load a local folder."
         ) from None
     except EntryNotFoundError:
         if required:
-            raise fmhub.ManifestError(f"{src.where} has no {filename}; it is not a Transformers "
-                                      "model repo.") from None
+            raise fmhub.ManifestError(
+                f"{src.where} has no {filename}; it is not a Transformers model repo."
+            ) from None
         return None
 
 
@@ -189,9 +197,13 @@ def _cache_dir() -> str:
 def _source(spec: fmhub.ModelSpec, options) -> _Source:
     if spec.path:
         return _Source(spec.path, None, True, f"local folder {spec.path!r}")
-    return _Source(spec.name, options.revision, False,
-                   f"hf:{spec.name}" + (f" (revision {options.revision!r})" if options.revision else ""),
-                   cache_only=hub_unreachable())
+    return _Source(
+        spec.name,
+        options.revision,
+        False,
+        f"hf:{spec.name}" + (f" (revision {options.revision!r})" if options.revision else ""),
+        cache_only=hub_unreachable(),
+    )
 
 
 def _resolved_revision(config_path: str) -> str | None:
@@ -210,7 +222,9 @@ def _pooling(src: _Source, options) -> Pooling:
             if m.type.endswith(".Pooling"):
                 folder = m.path
                 if ".." in Path(folder).parts or os.path.isabs(folder):
-                    raise fmhub.ManifestError(f"{src.where}: modules.json has a bad path {folder!r}.")
+                    raise fmhub.ManifestError(
+                        f"{src.where}: modules.json has a bad path {folder!r}."
+                    )
                 files["pooling"] = src.fetch(f"{folder}/config.json" if folder else "config.json")
         files["sentence_bert_config.json"] = src.fetch("sentence_bert_config.json")
     pooling = read_pooling(files, src.where)
@@ -244,7 +258,10 @@ def _load_dtype(options) -> torch.dtype:
     if options.dtype != "auto":
         return getattr(torch, options.dtype)
     cuda = torch.cuda.is_available() and (
-        options.device_map is not None or options.device in ("auto",) or options.device.startswith("cuda"))
+        options.device_map is not None
+        or options.device in ("auto",)
+        or options.device.startswith("cuda")
+    )
     if cuda:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
@@ -271,8 +288,11 @@ def _check_loading(info: dict[str, Any], task: str, where: str, module: Any = No
         missing = [k for k in missing if not k.startswith("pooler.")]
     if missing:
         shown = ", ".join(sorted(missing)[:5]) + (" ..." if len(missing) > 5 else "")
-        hint = (" Use task='embedding' for the encoder, or fmhub.finetune to train a head."
-                if task != "embedding" else "")
+        hint = (
+            " Use task='embedding' for the encoder, or fmhub.finetune to train a head."
+            if task != "embedding"
+            else ""
+        )
         raise fmhub.PluginError(
             f"{where} has no trained weights for the {task} model: missing {shown}.{hint}"
         )
@@ -308,8 +328,12 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
         raise fmhub.InvalidOptionError(
             f"task={task!r} is not served by fmhub-transformers; use one of {', '.join(TASKS)}."
         )
-    kwargs: dict[str, Any] = dict(revision=src.revision, trust_remote_code=options.trust_remote_code,
-                                  dtype=_load_dtype(options), use_safetensors=options.use_safetensors)
+    kwargs: dict[str, Any] = dict(
+        revision=src.revision,
+        trust_remote_code=options.trust_remote_code,
+        dtype=_load_dtype(options),
+        use_safetensors=options.use_safetensors,
+    )
     if src.cache_only:  # the adapter lookup takes its own flag
         kwargs.update(local_files_only=True, adapter_kwargs={"local_files_only": True})
     if options.device_map is not None:
@@ -317,16 +341,26 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     model_class = getattr(transformers, TASKS[task])
     from transformers import CONFIG_MAPPING
 
-    if cfg.model_type in CONFIG_MAPPING and CONFIG_MAPPING[cfg.model_type] not in model_class._model_mapping:
+    if (
+        cfg.model_type in CONFIG_MAPPING
+        and CONFIG_MAPPING[cfg.model_type] not in model_class._model_mapping
+    ):
         raise fmhub.InvalidOptionError(
             f"{src.where} (model_type {cfg.model_type!r}) has no {task} model in transformers "
-            f"({TASKS[task]} does not serve it); use another task=.")
-    module, info = _quiet(lambda: model_class.from_pretrained(src.location, output_loading_info=True,
-                                                              **kwargs))
+            f"({TASKS[task]} does not serve it); use another task=."
+        )
+    module, info = _quiet(
+        lambda: model_class.from_pretrained(src.location, output_loading_info=True, **kwargs)
+    )
     _check_loading(info, task, src.where, module)
-    tokenizer = _quiet(lambda: transformers.AutoTokenizer.from_pretrained(
-        src.location, revision=src.revision, trust_remote_code=options.trust_remote_code,
-        **({"local_files_only": True} if src.cache_only else {})))
+    tokenizer = _quiet(
+        lambda: transformers.AutoTokenizer.from_pretrained(
+            src.location,
+            revision=src.revision,
+            trust_remote_code=options.trust_remote_code,
+            **({"local_files_only": True} if src.cache_only else {}),
+        )
+    )
     if task == "token-classification" and not getattr(tokenizer, "is_fast", False):
         raise fmhub.PluginError(
             f"{src.where} has no fast (tokenizers) tokenizer, which token classification needs for "
@@ -351,13 +385,28 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     if task in ("classification", "token-classification"):  # names default to LABEL_i
         labels = tuple(str(module.config.id2label[i]) for i in range(module.config.num_labels))
     return fmhub.Loaded(
-        module=module.eval(), task=task, labels=labels, processor=processor,
+        module=module.eval(),
+        task=task,
+        labels=labels,
+        processor=processor,
         placed=options.device_map is not None,
-        info={"transformers": transformers.__version__, "model_type": cfg.model_type,
-              "model_class": type(module).__name__, "revision": src.revision,
-              **({"max_length": processor.max_length, "pooling": list(pooling.modes),
-                  "normalize": pooling.normalize} if task not in GENERATIVE else {})},
-        call_options=call_options, call_defaults=call_defaults,
+        info={
+            "transformers": transformers.__version__,
+            "model_type": cfg.model_type,
+            "model_class": type(module).__name__,
+            "revision": src.revision,
+            **(
+                {
+                    "max_length": processor.max_length,
+                    "pooling": list(pooling.modes),
+                    "normalize": pooling.normalize,
+                }
+                if task not in GENERATIVE
+                else {}
+            ),
+        },
+        call_options=call_options,
+        call_defaults=call_defaults,
     )
 
 
@@ -390,16 +439,40 @@ def save(model, path: str) -> None:
     if model.task != "embedding":
         return
     dest = Path(path)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
     if proc.pooling.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
     (dest / "1_Pooling").mkdir(exist_ok=True)
     dim = int(getattr(module.config, "hidden_size", 0) or getattr(module.config, "dim", 0))
-    (dest / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"embedding_dimension": dim, "pooling_mode": list(proc.pooling.modes), "include_prompt": True},
-        indent=2))
+    (dest / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "embedding_dimension": dim,
+                "pooling_mode": list(proc.pooling.modes),
+                "include_prompt": True,
+            },
+            indent=2,
+        )
+    )
     (dest / "modules.json").write_text(json.dumps(modules, indent=2))
-    (dest / "sentence_bert_config.json").write_text(json.dumps(
-        {"max_seq_length": proc.max_length, "do_lower_case": proc.pooling.do_lower_case}, indent=2))
+    (dest / "sentence_bert_config.json").write_text(
+        json.dumps(
+            {"max_seq_length": proc.max_length, "do_lower_case": proc.pooling.do_lower_case},
+            indent=2,
+        )
+    )

@@ -23,8 +23,18 @@ __all__ = ["TextProcessor", "batch_order", "forward", "pool", "postprocess", "pr
 #: A tokenizer "model_max_length" above this is transformers' "unset" sentinel.
 _UNSET_LENGTH = 1_000_000
 #: Model types whose position ids start after the padding index (max_position_embeddings - offset).
-_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text",
-                     "xlm-roberta-xl", "roberta-prelayernorm", "ibert", "luke"}
+_OFFSET_POSITIONS = {
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "mpnet",
+    "longformer",
+    "data2vec-text",
+    "xlm-roberta-xl",
+    "roberta-prelayernorm",
+    "ibert",
+    "luke",
+}
 
 
 @dataclass
@@ -74,8 +84,15 @@ class TextProcessor:
             _lowercase(tokenizer)
         params = inspect.signature(module.forward).parameters
         names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in params)
-        return cls(tokenizer, max_length, pooling, names, options.truncation, options.top_k,
-                   options.aggregation)
+        return cls(
+            tokenizer,
+            max_length,
+            pooling,
+            names,
+            options.truncation,
+            options.top_k,
+            options.aggregation,
+        )
 
 
 def _model_limit(config, tokenizer) -> int:
@@ -117,9 +134,14 @@ def batch_order(model, inputs) -> list[int]:
     lengths = [0] * len(inputs)
     texts = [(i, x) for i, x in enumerate(inputs) if isinstance(x, str)]
     for start in range(0, len(texts), _ORDER_CHUNK):
-        chunk = texts[start:start + _ORDER_CHUNK]
-        ids = proc.encode([x for _, x in chunk], truncation=True, max_length=proc.max_length,
-                          return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        chunk = texts[start : start + _ORDER_CHUNK]
+        ids = proc.encode(
+            [x for _, x in chunk],
+            truncation=True,
+            max_length=proc.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
         for (i, _), row in zip(chunk, ids):
             lengths[i] = len(row)
     return sorted(range(len(inputs)), key=lambda i: -lengths[i])
@@ -136,7 +158,11 @@ def preprocess(model, inputs) -> dict[str, Any]:
     if task == "fill-mask":
         _check_masks(model, texts)
     enc = proc.encode(
-        texts, padding=True, truncation=True, max_length=proc.max_length, return_tensors="pt",
+        texts,
+        padding=True,
+        truncation=True,
+        max_length=proc.max_length,
+        return_tensors="pt",
         return_offsets_mapping=task == "token-classification",
         return_special_tokens_mask=task == "token-classification",
     )
@@ -158,7 +184,8 @@ def _check_masks(model, texts: list[str]) -> None:
         if n != 1:
             raise fmhub.InputError(
                 f"{t!r:.60} has {n} mask tokens; fill-mask takes exactly one {mask!r}, "
-                f"e.g. 'Paris is the {mask} of France.'", index=i,
+                f"e.g. 'Paris is the {mask} of France.'",
+                index=i,
             )
 
 
@@ -171,13 +198,15 @@ def _truncation_policy(model, texts: list[str], enc) -> None:
     if proc.truncation == "error":
         raise fmhub.InputError(
             f"{texts[cut[0]]!r:.60} is longer than {proc.max_length} tokens; "
-            "shorten it, or load with truncation='warn' to truncate.", index=cut[0],
+            "shorten it, or load with truncation='warn' to truncate.",
+            index=cut[0],
         )
     if proc.truncation == "warn":
         warnings.warn(
             f"{len(cut)} input(s) longer than {proc.max_length} tokens were truncated (first: input "
             f"{cut[0]} of this batch); load with truncation='silent' to hide this or 'error' to refuse.",
-            UserWarning, stacklevel=2,
+            UserWarning,
+            stacklevel=2,
         )
 
 
@@ -214,8 +243,12 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> to
             out.append((total / (count if mode == "mean" else count.sqrt())).to(hidden.dtype))
         elif mode == "weightedmean":
             positions = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=acc)
-            w = mask.unsqueeze(-1).to(acc) * (positions.view(1, -1) - first.view(-1, 1)).unsqueeze(-1)
-            out.append(((hidden * w).sum(dim=1) / torch.clamp(w.sum(dim=1), min=1e-9)).to(hidden.dtype))
+            w = mask.unsqueeze(-1).to(acc) * (positions.view(1, -1) - first.view(-1, 1)).unsqueeze(
+                -1
+            )
+            out.append(
+                ((hidden * w).sum(dim=1) / torch.clamp(w.sum(dim=1), min=1e-9)).to(hidden.dtype)
+            )
         elif mode == "lasttoken":
             seen, back = mask.flip(1).max(dim=1)  # distance of the last real token from the end
             last = torch.where(seen == 0, 0, hidden.shape[1] - 1 - back)
@@ -261,9 +294,14 @@ def _fill_mask(model, logits: torch.Tensor, batch) -> list[FillMask]:
         preds = []
         for score, token_id in zip(scores, cands):
             seq[c] = token_id
-            preds.append(TokenScore(token=proc.decode([token_id]), token_id=int(token_id),
-                                    score=float(score),
-                                    sequence=proc.decode(seq.tolist(), skip_special_tokens=True)))
+            preds.append(
+                TokenScore(
+                    token=proc.decode([token_id]),
+                    token_id=int(token_id),
+                    score=float(score),
+                    sequence=proc.decode(seq.tolist(), skip_special_tokens=True),
+                )
+            )
         out.append(FillMask(predictions=tuple(preds)))
     return out
 
@@ -283,12 +321,19 @@ def _entities(model, logits: torch.Tensor, batch) -> list[Entities]:
                 continue
             best = int(probs[i, j].argmax())
             name = labels[best] if best < len(labels) else str(best)
-            tokens.append((name, float(probs[i, j, best]), int(offsets[i, j, 0]), int(offsets[i, j, 1])))
+            tokens.append(
+                (name, float(probs[i, j, best]), int(offsets[i, j, 0]), int(offsets[i, j, 1]))
+            )
         groups = _group(tokens) if model.processor.aggregation == "simple" else tokens
-        out.append(Entities(entities=tuple(
-            Entity(label=name, score=score, start=s, end=e, text=text[s:e])
-            for name, score, s, e in groups if name != "O"
-        )))
+        out.append(
+            Entities(
+                entities=tuple(
+                    Entity(label=name, score=score, start=s, end=e, text=text[s:e])
+                    for name, score, s, e in groups
+                    if name != "O"
+                )
+            )
+        )
     return out
 
 
@@ -307,7 +352,10 @@ def _group(tokens: list[tuple[str, float, int, int]]) -> list[tuple[str, float, 
             groups[-1].append(tok)
         else:
             groups.append([tok])
-    return [(g[0][0].split("-", 1)[-1], float(np.mean([t[1] for t in g])), g[0][2], g[-1][3]) for g in groups]
+    return [
+        (g[0][0].split("-", 1)[-1], float(np.mean([t[1] for t in g])), g[0][2], g[-1][3])
+        for g in groups
+    ]
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -317,8 +365,15 @@ class _ForwardStage(torch.nn.Module):
     """:func:`forward` as a module of tensors: ``(input_ids, ..., attention_mask)`` to pooled
     (normalised) sentence vectors for embedding models, else logits."""
 
-    def __init__(self, module, names: tuple[str, ...], model_inputs: tuple[str, ...], task: str,
-                 modes: tuple[str, ...], normalize: bool):
+    def __init__(
+        self,
+        module,
+        names: tuple[str, ...],
+        model_inputs: tuple[str, ...],
+        task: str,
+        modes: tuple[str, ...],
+        normalize: bool,
+    ):
         super().__init__()
         self.module, self.names, self.model_inputs = module, names, model_inputs
         self.task, self.modes, self.normalize = task, modes, normalize
@@ -335,8 +390,11 @@ class _ForwardStage(torch.nn.Module):
 
 #: Raw inputs of the export example and of the parity check (another batch size and length).
 _EXAMPLE = ("A man is eating food.", "The quick brown fox jumps over the lazy dog.")
-_CHECK = ("Short.", "Paris is the capital of France and Berlin is the capital of Germany.",
-          "It was the best of times, it was the worst of times.")
+_CHECK = (
+    "Short.",
+    "Paris is the capital of France and Berlin is the capital of Germany.",
+    "It was the best of times, it was the worst of times.",
+)
 
 
 def export_spec(model) -> fmhub.ExportSpec:
@@ -345,7 +403,8 @@ def export_spec(model) -> fmhub.ExportSpec:
     if model.task not in ("embedding", "classification", "fill-mask", "token-classification"):
         raise fmhub.ExportError(
             f"{model.spec.id} does task {model.task!r}; fmhub exports encoder tasks (embedding, "
-            "classification, fill-mask, token-classification), not generation loops.")
+            "classification, fill-mask, token-classification), not generation loops."
+        )
     proc: TextProcessor = model.processor
     given = proc.tokenizer(["a"]).keys()  # preprocess passes the inputs the tokenizer gives
     model_inputs = tuple(n for n in proc.input_names if n in given)
@@ -354,11 +413,25 @@ def export_spec(model) -> fmhub.ExportSpec:
     if model.task == "fill-mask":
         mask = proc.tokenizer.mask_token
         example = [f"Paris is the {mask} of France.", f"A {mask} is eating food."]
-        check = [f"The {mask} is carrying a baby.", f"{mask}.",
-                 f"Two men pushed carts through the {mask} near the river today."]
-    stage = _ForwardStage(model.module, names, model_inputs, model.task,
-                          tuple(proc.pooling.modes), bool(proc.pooling.normalize))
+        check = [
+            f"The {mask} is carrying a baby.",
+            f"{mask}.",
+            f"Two men pushed carts through the {mask} near the river today.",
+        ]
+    stage = _ForwardStage(
+        model.module,
+        names,
+        model_inputs,
+        model.task,
+        tuple(proc.pooling.modes),
+        bool(proc.pooling.normalize),
+    )
     out = "fmhub_embedding" if model.task == "embedding" else "fmhub_logits"
-    return fmhub.ExportSpec(module=stage, input_names=names, output_names=[out],
-                            example=example, check=check,
-                            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
+    return fmhub.ExportSpec(
+        module=stage,
+        input_names=names,
+        output_names=[out],
+        example=example,
+        check=check,
+        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names},
+    )

@@ -20,8 +20,16 @@ __all__ = ["ROLES", "GenProcessor", "forward", "generation_config", "postprocess
 #: Chat roles fmhub passes to a chat template.
 ROLES = ("system", "user", "assistant", "tool")
 #: transformers' GenerationConfig field -> fmhub GenerationOptions field, read as defaults.
-_DEFAULTS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k",
-             "repetition_penalty", "num_beams")
+_DEFAULTS = (
+    "max_new_tokens",
+    "min_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "num_beams",
+)
 
 
 @dataclass
@@ -81,14 +89,17 @@ def _chat(model, i: int, messages: list) -> str:
         if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
             raise fmhub.InputError(
                 f"Input {i}, message {j} is {m!r:.80}; a chat message is a dict "
-                "{'role': 'user', 'content': 'text'}.")
+                "{'role': 'user', 'content': 'text'}."
+            )
         if m["role"] not in ROLES:
             raise fmhub.InputError(
-                f"Input {i}, message {j} has role {m['role']!r}; chat roles are {', '.join(ROLES)}.")
+                f"Input {i}, message {j} has role {m['role']!r}; chat roles are {', '.join(ROLES)}."
+            )
     if not getattr(tok, "chat_template", None):
         raise fmhub.InputError(
             f"{model.spec.id} has no chat template (tokenizer_config.json / chat_template.jinja), so "
-            "it cannot render a chat; pass a plain prompt string instead.")
+            "it cannot render a chat; pass a plain prompt string instead."
+        )
     return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -109,10 +120,14 @@ def _encode(model, tok, inputs, rows) -> list[list[int]]:
         elif isinstance(x, (list, tuple)) and not model.processor.encoder_decoder:
             ids = tok(_chat(model, i, list(x)), add_special_tokens=False)["input_ids"]
         else:
-            kind = "a prompt string" + ("" if model.processor.encoder_decoder else
-                                        " or a chat (a list of {'role', 'content'} messages)")
-            raise fmhub.InputError(f"Input {i} is a {type(x).__name__} ({x!r:.60}); "
-                                   f"{model.spec.id} takes {kind}.")
+            kind = "a prompt string" + (
+                ""
+                if model.processor.encoder_decoder
+                else " or a chat (a list of {'role', 'content'} messages)"
+            )
+            raise fmhub.InputError(
+                f"Input {i} is a {type(x).__name__} ({x!r:.60}); {model.spec.id} takes {kind}."
+            )
         rows.append(list(ids))
     return rows
 
@@ -130,12 +145,14 @@ def preprocess(model, inputs, options) -> dict[str, Any]:
         if len(ids) > limit or (not proc.encoder_decoder and len(ids) >= limit):
             raise fmhub.InputError(
                 f"Input {i} is {len(ids)} tokens, longer than the {limit}-token context of "
-                f"{model.spec.id}; shorten it.")
+                f"{model.spec.id}; shorten it."
+            )
         if not proc.encoder_decoder and len(ids) + options.max_new_tokens > limit:
             raise fmhub.InputError(
                 f"Input {i} is {len(ids)} tokens; with max_new_tokens={options.max_new_tokens} it "
                 f"exceeds the {limit}-token context of {model.spec.id}; pass "
-                f"max_new_tokens<={limit - len(ids)} or shorten the prompt.")
+                f"max_new_tokens<={limit - len(ids)} or shorten the prompt."
+            )
     return pad(proc, rows)
 
 
@@ -148,7 +165,7 @@ def pad(proc: GenProcessor, rows: list[list[int]]) -> dict[str, Any]:
         if proc.encoder_decoder:
             ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
         else:
-            ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r), 1
+            ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
     return {"input_ids": ids, "attention_mask": mask, "lengths": [len(r) for r in rows]}
 
 
@@ -159,9 +176,13 @@ def generation_config(module, options):
     """transformers' GenerationConfig of the checkpoint with the call's options applied."""
     gc = copy.deepcopy(module.generation_config)
     gc.max_length = None
-    gc.update(max_new_tokens=options.max_new_tokens, min_new_tokens=options.min_new_tokens or None,
-              do_sample=options.do_sample, num_beams=options.num_beams,
-              repetition_penalty=options.repetition_penalty)
+    gc.update(
+        max_new_tokens=options.max_new_tokens,
+        min_new_tokens=options.min_new_tokens or None,
+        do_sample=options.do_sample,
+        num_beams=options.num_beams,
+        repetition_penalty=options.repetition_penalty,
+    )
     if options.do_sample:
         gc.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
     else:
@@ -193,7 +214,7 @@ class _Streamer:
             text = self.proc.decode(self.tokens[i])
             if text.endswith("\ufffd") or not text.startswith(self.sent[i]):
                 continue  # an incomplete character: wait for the next token
-            piece, self.sent[i] = text[len(self.sent[i]):], text
+            piece, self.sent[i] = text[len(self.sent[i]) :], text
             if piece:
                 self.emit(i, piece)
 
@@ -209,7 +230,7 @@ class _StopStrings:
         self.window = 4 * max(len(s) for s in stops) + 8  # tokens that can hold any stop string
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window):].tolist()
+        tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window) :].tolist()
         done = [any(s in self.proc.decode(row) for s in self.stops) for row in tail]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
@@ -227,17 +248,21 @@ def forward(model, batch: dict[str, Any], options, stream=None, **extra: Any) ->
     """``generate`` with the call's options; seeded when ``options.seed`` is set."""
     module, proc = model.module, model.processor
     gc = generation_config(module, options)
-    kwargs: dict[str, Any] = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                  generation_config=gc, **extra)
+    kwargs: dict[str, Any] = dict(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        generation_config=gc,
+        **extra,
+    )
     if options.stop:  # on the generated text only (transformers' stop_strings also see the prompt)
         from transformers import StoppingCriteriaList
 
         start = 1 if proc.encoder_decoder else batch["input_ids"].shape[1]
         kwargs["stopping_criteria"] = StoppingCriteriaList(
-            [_StopStrings(proc, options.stop, start)])
+            [_StopStrings(proc, options.stop, start)]
+        )
     if stream is not None and options.num_beams == 1:  # generate streams greedy/sampled decoding
-        kwargs["streamer"] = _Streamer(proc, stream, batch["input_ids"].shape[0],
-                                       eos_ids(module))
+        kwargs["streamer"] = _Streamer(proc, stream, batch["input_ids"].shape[0], eos_ids(module))
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=options.seed is not None):
         if options.seed is not None:
@@ -268,6 +293,13 @@ def postprocess(model, outputs: dict[str, Any], batch: dict[str, Any], options) 
             while ids and ids[-1] == pad_id and pad_id not in eos:
                 ids = ids[:-1]
         reason = "stop" if ended else "length"
-        results.append(Generation(text=text, finish_reason=reason, prompt_tokens=n_prompt,
-                                  completion_tokens=len(ids), token_ids=tuple(ids)))
+        results.append(
+            Generation(
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=n_prompt,
+                completion_tokens=len(ids),
+                token_ids=tuple(ids),
+            )
+        )
     return results

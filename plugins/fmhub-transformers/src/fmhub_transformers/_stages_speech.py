@@ -20,8 +20,14 @@ from fmhub.results import Chunk, Transcription
 from ._load import _quiet
 from ._stages_generate import generation_config
 
-__all__ = ["SpeechProcessor", "WhisperOptions", "forward", "postprocess", "preprocess",
-           "speech_defaults"]
+__all__ = [
+    "SpeechProcessor",
+    "WhisperOptions",
+    "forward",
+    "postprocess",
+    "preprocess",
+    "speech_defaults",
+]
 
 RATE = 16000
 WINDOW_S = 30
@@ -30,10 +36,12 @@ WINDOW_S = 30
 class WhisperOptions(GenerationOptions):
     """Per-call options of Whisper models: the generation options plus what Whisper decides."""
 
-    language: str | None = Field(None, description="Spoken language ('en', 'fr', 'english'...); "
-                                                   "None: detected.")
+    language: str | None = Field(
+        None, description="Spoken language ('en', 'fr', 'english'...); None: detected."
+    )
     task: Literal["transcribe", "translate"] = Field(
-        "transcribe", description="Transcribe in the spoken language, or translate into English.")
+        "transcribe", description="Transcribe in the spoken language, or translate into English."
+    )
     return_timestamps: bool = Field(True, description="Segment chunks with start/end seconds.")
 
 
@@ -56,8 +64,11 @@ class SpeechProcessor:
     def build(cls, module, src, options) -> SpeechProcessor:
         from transformers import AutoProcessor
 
-        processor = _quiet(lambda: AutoProcessor.from_pretrained(
-            src.location, revision=src.revision, trust_remote_code=options.trust_remote_code))
+        processor = _quiet(
+            lambda: AutoProcessor.from_pretrained(
+                src.location, revision=src.revision, trust_remote_code=options.trust_remote_code
+            )
+        )
         return cls(processor)
 
     def save(self, path: str) -> None:
@@ -80,10 +91,15 @@ def preprocess(model, inputs, options) -> dict[str, Any]:
             raise fmhub.InputError(f"Input {i} holds no audio samples; pass a recording.", index=i)
     long = any(w.shape[0] > RATE * WINDOW_S for w in waves)
     extra = {"truncation": False, "padding": "longest"} if long else {}
-    feats = proc.feature_extractor(waves, sampling_rate=RATE, return_tensors="pt",
-                                   return_attention_mask=True, **extra)
-    return {"input_features": feats["input_features"], "attention_mask": feats["attention_mask"],
-            "seconds": torch.tensor([w.shape[0] / RATE for w in waves]), "long": long}
+    feats = proc.feature_extractor(
+        waves, sampling_rate=RATE, return_tensors="pt", return_attention_mask=True, **extra
+    )
+    return {
+        "input_features": feats["input_features"],
+        "attention_mask": feats["attention_mask"],
+        "seconds": torch.tensor([w.shape[0] / RATE for w in waves]),
+        "long": long,
+    }
 
 
 def _language(options, proc: SpeechProcessor, module) -> str | None:
@@ -96,9 +112,10 @@ def _language(options, proc: SpeechProcessor, module) -> str | None:
     known = getattr(module.generation_config, "lang_to_id", None) or {}
     if code not in LANGUAGES or (known and f"<|{code}|>" not in known):
         have = sorted(t.strip("<|>") for t in known) if known else sorted(LANGUAGES)
-        raise fmhub.InputError(f"language={options.language!r} is not one {model_name(module)} "
-                               f"knows; use one of {', '.join(have[:30])}"
-                               + (" ..." if len(have) > 30 else "") + ".")
+        raise fmhub.InputError(
+            f"language={options.language!r} is not one {model_name(module)} "
+            f"knows; use one of {', '.join(have[:30])}" + (" ..." if len(have) > 30 else "") + "."
+        )
     return code
 
 
@@ -110,8 +127,11 @@ def forward(model, batch: dict[str, Any], options, stream=None) -> dict[str, Any
     """Whisper's ``generate`` with the call's options; the detected language comes along."""
     module, proc = model.module, model.processor
     gc = generation_config(module, options)
-    kwargs: dict[str, Any] = {"input_features": batch["input_features"], "generation_config": gc,
-                              "return_timestamps": options.return_timestamps}
+    kwargs: dict[str, Any] = {
+        "input_features": batch["input_features"],
+        "generation_config": gc,
+        "return_timestamps": options.return_timestamps,
+    }
     if batch["long"]:
         kwargs["attention_mask"] = batch["attention_mask"]
     language = _language(options, proc, module)
@@ -119,9 +139,11 @@ def forward(model, batch: dict[str, Any], options, stream=None) -> dict[str, Any
     if multilingual:
         kwargs.update(task=options.task, language=language)
     elif options.task == "translate" or language not in (None, "en"):
-        raise fmhub.InputError(f"{model.spec.id} is an English-only Whisper model; it cannot "
-                               f"{'translate' if options.task == 'translate' else 'take language='}"
-                               "; load a multilingual checkpoint.")
+        raise fmhub.InputError(
+            f"{model.spec.id} is an English-only Whisper model; it cannot "
+            f"{'translate' if options.task == 'translate' else 'take language='}"
+            "; load a multilingual checkpoint."
+        )
     detected = None
     if multilingual and language is None:
         with torch.inference_mode():
@@ -135,8 +157,11 @@ def forward(model, batch: dict[str, Any], options, stream=None) -> dict[str, Any
         # Whisper's generate warns about arguments it sets itself (max_length, suppress_tokens)
         out = _quiet(lambda: module.generate(**kwargs))
     sequences = out["sequences"] if isinstance(out, dict) else getattr(out, "sequences", out)
-    langs = [language] * sequences.shape[0] if language else [
-        d.strip("<|>") if d else None for d in (detected or [None] * sequences.shape[0])]
+    langs = (
+        [language] * sequences.shape[0]
+        if language
+        else [d.strip("<|>") if d else None for d in (detected or [None] * sequences.shape[0])]
+    )
     return {"sequences": sequences, "languages": langs}
 
 
@@ -145,9 +170,12 @@ def _decode(proc: SpeechProcessor, seq: torch.Tensor, options, module):
     tok = proc.tokenizer
     time_precision = proc.feature_extractor.chunk_length / module.config.max_source_positions
     with proc.lock:  # the tokenizer is not safe to share between threads
-        text, optional = tok._decode_asr([{"tokens": seq.reshape(1, -1).cpu()}],
-                                         return_timestamps=options.return_timestamps,
-                                         return_language=None, time_precision=time_precision)
+        text, optional = tok._decode_asr(
+            [{"tokens": seq.reshape(1, -1).cpu()}],
+            return_timestamps=options.return_timestamps,
+            return_language=None,
+            time_precision=time_precision,
+        )
     chunks = []
     for c in optional.get("chunks", []) if options.return_timestamps else []:
         start, end = c["timestamp"]

@@ -68,7 +68,13 @@ CORPUS: tuple[str, ...] = (
 #: Tasks a tiny model can be built for (the model class each one saves).
 TASKS = ("embedding", "classification", "fill-mask", "token-classification")
 
-_WORDPIECE_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+_WORDPIECE_SPECIALS = {
+    "pad": "[PAD]",
+    "unk": "[UNK]",
+    "cls": "[CLS]",
+    "sep": "[SEP]",
+    "mask": "[MASK]",
+}
 _BPE_SPECIALS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
 
 #: arch -> (transformers model_type, tokenizer style, config overrides for a tiny model).
@@ -76,9 +82,15 @@ ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bert": ("bert", "wordpiece", {"type_vocab_size": 2}),
     "distilbert": ("distilbert", "wordpiece", {}),
     "electra": ("electra", "wordpiece", {"embedding_size": 16}),
-    "deberta-v2": ("deberta-v2", "wordpiece", {"relative_attention": True,
-                                               "pos_att_type": ["p2c", "c2p"],
-                                               "position_biased_input": False}),
+    "deberta-v2": (
+        "deberta-v2",
+        "wordpiece",
+        {
+            "relative_attention": True,
+            "pos_att_type": ["p2c", "c2p"],
+            "position_biased_input": False,
+        },
+    ),
     "roberta": ("roberta", "bpe", {"type_vocab_size": 1}),
     "xlm-roberta": ("xlm-roberta", "bpe", {"type_vocab_size": 1}),
     "mpnet": ("mpnet", "bpe", {}),
@@ -88,8 +100,9 @@ _MAX_TOKENS = 64
 _LAYERS, _HEADS, _HIDDEN, _FFN = 2, 2, 32, 37
 
 
-def build_tiny_tokenizer(style: str = "wordpiece",
-                         max_length: int = _MAX_TOKENS) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(
+    style: str = "wordpiece", max_length: int = _MAX_TOKENS
+) -> PreTrainedTokenizerFast:
     """A fast tokenizer whose vocabulary is built deterministically from :data:`CORPUS`:
     ``"wordpiece"`` (BERT-like, lower-cased, ``[CLS] x [SEP]``, every corpus word plus single
     characters) or ``"bpe"`` (RoBERTa-like byte-level BPE, ``<s> x </s>``, merges that spell every
@@ -100,11 +113,16 @@ def build_tiny_tokenizer(style: str = "wordpiece",
     if style == "wordpiece":
         sp = _WORDPIECE_SPECIALS
         order = [sp["pad"], sp["unk"], sp["cls"], sp["sep"], sp["mask"]]
-        words = [w for w, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(" ".join(CORPUS).lower())]
+        words = [
+            w
+            for w, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(" ".join(CORPUS).lower())
+        ]
         chars = sorted({c for w in words for c in w} | set("abcdefghijklmnopqrstuvwxyz0123456789"))
         tokens = order + chars + ["##" + c for c in chars] + sorted(set(words))
         vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-        tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token=sp["unk"], max_input_chars_per_word=100))
+        tok = Tokenizer(
+            models.WordPiece(vocab=vocab, unk_token=sp["unk"], max_input_chars_per_word=100)
+        )
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
@@ -123,47 +141,69 @@ def build_tiny_tokenizer(style: str = "wordpiece",
                 current += ch
                 tokens.append(current)
         vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=list(dict.fromkeys(merges)), unk_token=sp["unk"]))
+        tok = Tokenizer(
+            models.BPE(vocab=vocab, merges=list(dict.fromkeys(merges)), unk_token=sp["unk"])
+        )
         tok.pre_tokenizer = byte_level
         tok.decoder = decoders.ByteLevel()
-        template = (f"{sp['cls']} $A {sp['sep']}", f"{sp['cls']} $A {sp['sep']} {sp['sep']} $B {sp['sep']}")
+        template = (
+            f"{sp['cls']} $A {sp['sep']}",
+            f"{sp['cls']} $A {sp['sep']} {sp['sep']} $B {sp['sep']}",
+        )
     else:
         raise ValueError(f"unknown tokenizer style {style!r}; use 'wordpiece' or 'bpe'")
     tok.add_special_tokens(order)
     ids = {t: tok.token_to_id(t) for t in order}
     tok.post_processor = processors.TemplateProcessing(
-        single=template[0], pair=template[1],
+        single=template[0],
+        pair=template[1],
         special_tokens=[(sp["cls"], ids[sp["cls"]]), (sp["sep"], ids[sp["sep"]])],
     )
     if style == "bpe":  # character spans without the leading space, as RoBERTa's tokenizer gives
         tok.post_processor = processors.Sequence(
-            [processors.ByteLevel(trim_offsets=True), tok.post_processor])
+            [processors.ByteLevel(trim_offsets=True), tok.post_processor]
+        )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, model_max_length=max_length,
-        unk_token=sp["unk"], pad_token=sp["pad"], cls_token=sp["cls"], sep_token=sp["sep"],
-        mask_token=sp["mask"], bos_token=sp["cls"], eos_token=sp["sep"],
+        tokenizer_object=tok,
+        model_max_length=max_length,
+        unk_token=sp["unk"],
+        pad_token=sp["pad"],
+        cls_token=sp["cls"],
+        sep_token=sp["sep"],
+        mask_token=sp["mask"],
+        bos_token=sp["cls"],
+        eos_token=sp["sep"],
     )
 
 
-def _config(arch: str, tokenizer: PreTrainedTokenizerFast, task: str,
-            labels: Sequence[str] | None):
+def _config(arch: str, tokenizer: PreTrainedTokenizerFast, task: str, labels: Sequence[str] | None):
     from transformers import AutoConfig
 
     model_type, style, extra = ARCHITECTURES[arch]
     # RoBERTa-like models number positions from pad_token_id + 1.
     offset = tokenizer.pad_token_id + 1 if model_type in ("roberta", "xlm-roberta", "mpnet") else 0
-    sizes = dict(hidden_size=_HIDDEN, num_hidden_layers=_LAYERS, num_attention_heads=_HEADS,
-                 intermediate_size=_FFN)
+    sizes = dict(
+        hidden_size=_HIDDEN,
+        num_hidden_layers=_LAYERS,
+        num_attention_heads=_HEADS,
+        intermediate_size=_FFN,
+    )
     if model_type == "distilbert":
         sizes = dict(dim=_HIDDEN, n_layers=_LAYERS, n_heads=_HEADS, hidden_dim=_FFN)
     kwargs: dict[str, Any] = dict(
-        vocab_size=len(tokenizer), max_position_embeddings=_MAX_TOKENS + offset,
-        pad_token_id=tokenizer.pad_token_id, initializer_range=0.2, **sizes, **extra,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=_MAX_TOKENS + offset,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.2,
+        **sizes,
+        **extra,
     )
     if style == "bpe":
         kwargs.update(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
     if labels is not None:
-        kwargs.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+        kwargs.update(
+            id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+        )
     return AutoConfig.for_model(model_type, **kwargs)
 
 
@@ -230,37 +270,64 @@ def build_tiny_model(
             transformers.utils.logging.enable_progress_bar()
     tokenizer.save_pretrained(dest)
     if pooling is not None:
-        write_sentence_transformers_files(dest, pooling, normalize, max_seq_length, config.hidden_size
-                                          if hasattr(config, "hidden_size") else _HIDDEN)
+        write_sentence_transformers_files(
+            dest,
+            pooling,
+            normalize,
+            max_seq_length,
+            config.hidden_size if hasattr(config, "hidden_size") else _HIDDEN,
+        )
     return dest
 
 
-def write_sentence_transformers_files(dest: Path, pooling: str | Sequence[str], normalize: bool,
-                                      max_seq_length: int | None, dim: int) -> None:
+def write_sentence_transformers_files(
+    dest: Path, pooling: str | Sequence[str], normalize: bool, max_seq_length: int | None, dim: int
+) -> None:
     """Write the sentence-transformers module files (legacy ``pooling_mode_*`` keys) into ``dest``."""
     modes = [pooling] if isinstance(pooling, str) else list(pooling)
-    legacy = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
-              "max": "pooling_mode_max_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
-              "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken"}
+    legacy = {
+        "cls": "pooling_mode_cls_token",
+        "mean": "pooling_mode_mean_tokens",
+        "max": "pooling_mode_max_tokens",
+        "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+        "weightedmean": "pooling_mode_weightedmean_tokens",
+        "lasttoken": "pooling_mode_lasttoken",
+    }
     cfg = {"word_embedding_dimension": dim, **{key: mode in modes for mode, key in legacy.items()}}
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
     ]
     if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
     (dest / "1_Pooling").mkdir(exist_ok=True)
     (dest / "1_Pooling" / "config.json").write_text(json.dumps(cfg, indent=2))
     (dest / "modules.json").write_text(json.dumps(modules, indent=2))
     (dest / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": max_seq_length or _MAX_TOKENS, "do_lower_case": False}))
+        json.dumps({"max_seq_length": max_seq_length or _MAX_TOKENS, "do_lower_case": False})
+    )
     (dest / "config_sentence_transformers.json").write_text(json.dumps({"__version__": {}}))
 
 
 def install_in_hub_cache(
-    cache_dir: str | os.PathLike, repo_id: str, folder: str | os.PathLike, *,
-    revision: str = "main", symlink: bool = False,
+    cache_dir: str | os.PathLike,
+    repo_id: str,
+    folder: str | os.PathLike,
+    *,
+    revision: str = "main",
+    symlink: bool = False,
 ) -> Path:
     """Lay ``folder`` out in a Hugging Face hub cache as repo ``repo_id`` at ``revision``.
 
@@ -302,20 +369,50 @@ hub_cache_env = hf_hub_cache
 
 #: arch -> (transformers model_type, model class, config overrides) of the tiny generative models.
 GENERATIVE_ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "gpt2": ("gpt2", "AutoModelForCausalLM", {"n_embd": 32, "n_layer": 2, "n_head": 2,
-                                              "n_positions": 128}),
-    "llama": ("llama", "AutoModelForCausalLM", {"hidden_size": 32, "intermediate_size": 48,
-                                                "num_hidden_layers": 2, "num_attention_heads": 4,
-                                                "num_key_value_heads": 2,
-                                                "max_position_embeddings": 128}),
-    "t5": ("t5", "AutoModelForSeq2SeqLM", {"d_model": 32, "d_kv": 8, "d_ff": 48, "num_layers": 2,
-                                           "num_decoder_layers": 2, "num_heads": 4,
-                                           "relative_attention_num_buckets": 8}),
-    "bart": ("bart", "AutoModelForSeq2SeqLM", {"d_model": 32, "encoder_layers": 2,
-                                               "decoder_layers": 2, "encoder_attention_heads": 4,
-                                               "decoder_attention_heads": 4,
-                                               "encoder_ffn_dim": 48, "decoder_ffn_dim": 48,
-                                               "max_position_embeddings": 128}),
+    "gpt2": (
+        "gpt2",
+        "AutoModelForCausalLM",
+        {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 128},
+    ),
+    "llama": (
+        "llama",
+        "AutoModelForCausalLM",
+        {
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 128,
+        },
+    ),
+    "t5": (
+        "t5",
+        "AutoModelForSeq2SeqLM",
+        {
+            "d_model": 32,
+            "d_kv": 8,
+            "d_ff": 48,
+            "num_layers": 2,
+            "num_decoder_layers": 2,
+            "num_heads": 4,
+            "relative_attention_num_buckets": 8,
+        },
+    ),
+    "bart": (
+        "bart",
+        "AutoModelForSeq2SeqLM",
+        {
+            "d_model": 32,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 48,
+            "decoder_ffn_dim": 48,
+            "max_position_embeddings": 128,
+        },
+    ),
 }
 
 #: A small chat template (ChatML-like), given to the tiny Llama.
@@ -333,10 +430,12 @@ def build_lm_tokenizer(arch: str = "gpt2"):
     from transformers import PreTrainedTokenizerFast
 
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    specials = {"gpt2": ["<|endoftext|>"],
-                "llama": ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"],
-                "t5": ["<pad>", "</s>", "<unk>"],
-                "bart": ["<s>", "<pad>", "</s>", "<unk>"]}[arch]
+    specials = {
+        "gpt2": ["<|endoftext|>"],
+        "llama": ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"],
+        "t5": ["<pad>", "</s>", "<unk>"],
+        "bart": ["<s>", "<pad>", "</s>", "<unk>"],
+    }[arch]
     pieces = sorted({p for text in CORPUS for p, _ in byte_level.pre_tokenize_str(text)})
     tokens = list(specials) + sorted(pre_tokenizers.ByteLevel.alphabet())
     merges: list[tuple[str, str]] = []
@@ -354,19 +453,25 @@ def build_lm_tokenizer(arch: str = "gpt2"):
     ids = {t: tok.token_to_id(t) for t in specials}
     kwargs: dict[str, Any] = {}
     if arch == "gpt2":
-        kwargs = dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+        kwargs = dict(
+            bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+        )
     elif arch == "llama":
         tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", ids["<s>"])])
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", ids["<s>"])]
+        )
         kwargs = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     elif arch == "t5":
         tok.post_processor = processors.TemplateProcessing(
-            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", ids["</s>"])])
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", ids["</s>"])]
+        )
         kwargs = dict(eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
     else:
         tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
-            special_tokens=[("<s>", ids["<s>"]), ("</s>", ids["</s>"])])
+            single="<s> $A </s>",
+            pair="<s> $A </s> </s> $B </s>",
+            special_tokens=[("<s>", ids["<s>"]), ("</s>", ids["</s>"])],
+        )
         kwargs = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
     out = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=128, **kwargs)
     if arch == "llama":
@@ -374,8 +479,13 @@ def build_lm_tokenizer(arch: str = "gpt2"):
     return out
 
 
-def build_tiny_generative(dest: str | os.PathLike, arch: str = "gpt2", *, seed: int = 0,
-                          sizes: dict[str, Any] | None = None) -> Path:
+def build_tiny_generative(
+    dest: str | os.PathLike,
+    arch: str = "gpt2",
+    *,
+    seed: int = 0,
+    sizes: dict[str, Any] | None = None,
+) -> Path:
     """Write a tiny random-weight generative checkpoint (``gpt2``, ``llama``, ``t5``, ``bart``)
     with its tokenizer and ``generation_config.json`` into ``dest``; return it. ``sizes`` overrides
     config fields (e.g. a wider model for benchmarks)."""
@@ -388,9 +498,12 @@ def build_tiny_generative(dest: str | os.PathLike, arch: str = "gpt2", *, seed: 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tok = build_lm_tokenizer(arch)
-    ids = dict(vocab_size=len(tok), eos_token_id=tok.eos_token_id,
-               bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
-               pad_token_id=tok.pad_token_id)
+    ids = dict(
+        vocab_size=len(tok),
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     if arch in ("t5", "bart"):
         ids["decoder_start_token_id"] = tok.pad_token_id if arch == "t5" else tok.eos_token_id
     if arch == "bart":
@@ -401,7 +514,8 @@ def build_tiny_generative(dest: str | os.PathLike, arch: str = "gpt2", *, seed: 
     torch.manual_seed(seed)
     model = getattr(transformers, model_class).from_config(config).eval()
     model.generation_config = transformers.GenerationConfig(
-        **{k: v for k, v in ids.items() if k != "vocab_size" and v is not None}, max_new_tokens=32)
+        **{k: v for k, v in ids.items() if k != "vocab_size" and v is not None}, max_new_tokens=32
+    )
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
     try:
@@ -417,8 +531,9 @@ def build_tiny_generative(dest: str | os.PathLike, arch: str = "gpt2", *, seed: 
 WHISPER_LANGUAGES = ("en", "fr", "de", "es")
 
 
-def build_tiny_whisper(dest: str | os.PathLike, *, seed: int = 0,
-                       sizes: dict[str, Any] | None = None) -> Path:
+def build_tiny_whisper(
+    dest: str | os.PathLike, *, seed: int = 0, sizes: dict[str, Any] | None = None
+) -> Path:
     """Write a tiny random-weight multilingual Whisper checkpoint (config, weights,
     ``generation_config.json`` with language and task tokens, a byte-level BPE tokenizer over
     :data:`CORPUS` with Whisper's special and timestamp tokens, the feature extractor) into
@@ -442,33 +557,65 @@ def build_tiny_whisper(dest: str | os.PathLike, *, seed: int = 0,
             tokens.append(current)
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
     tok = WhisperTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)))
-    specials = (["<|endoftext|>", "<|startoftranscript|>"]
-                + [f"<|{code}|>" for code in WHISPER_LANGUAGES]
-                + ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>",
-                   "<|nospeech|>", "<|notimestamps|>"]
-                + [f"<|{i * 0.02:.2f}|>" for i in range(1501)])
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials],
-                   special_tokens=True)
+    specials = (
+        ["<|endoftext|>", "<|startoftranscript|>"]
+        + [f"<|{code}|>" for code in WHISPER_LANGUAGES]
+        + [
+            "<|translate|>",
+            "<|transcribe|>",
+            "<|startoflm|>",
+            "<|startofprev|>",
+            "<|nospeech|>",
+            "<|notimestamps|>",
+        ]
+        + [f"<|{i * 0.02:.2f}|>" for i in range(1501)]
+    )
+    tok.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in specials], special_tokens=True
+    )
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials[:12]}
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     tok.model_max_length = 448
-    config = transformers.WhisperConfig(**{
-        "vocab_size": len(tok), "num_mel_bins": 80, "encoder_layers": 2, "decoder_layers": 2,
-        "d_model": 32, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
-        "encoder_ffn_dim": 48, "decoder_ffn_dim": 48, "max_source_positions": 1500,
-        "max_target_positions": 448, "pad_token_id": eot, "bos_token_id": eot,
-        "eos_token_id": eot, "decoder_start_token_id": sot, "begin_suppress_tokens": [eot],
-        "suppress_tokens": [], **(sizes or {})})
+    config = transformers.WhisperConfig(
+        **{
+            "vocab_size": len(tok),
+            "num_mel_bins": 80,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "d_model": 32,
+            "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 48,
+            "decoder_ffn_dim": 48,
+            "max_source_positions": 1500,
+            "max_target_positions": 448,
+            "pad_token_id": eot,
+            "bos_token_id": eot,
+            "eos_token_id": eot,
+            "decoder_start_token_id": sot,
+            "begin_suppress_tokens": [eot],
+            "suppress_tokens": [],
+            **(sizes or {}),
+        }
+    )
     torch.manual_seed(seed)
     model = transformers.WhisperForConditionalGeneration(config).eval()
     model.generation_config = transformers.GenerationConfig(
-        decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
-        max_length=448, no_timestamps_token_id=ids["<|notimestamps|>"],
+        decoder_start_token_id=sot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        max_length=448,
+        no_timestamps_token_id=ids["<|notimestamps|>"],
         lang_to_id={f"<|{c}|>": ids[f"<|{c}|>"] for c in WHISPER_LANGUAGES},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
-        is_multilingual=True, begin_suppress_tokens=[eot], suppress_tokens=[],
-        max_initial_timestamp_index=50, prev_sot_token_id=ids["<|startofprev|>"],
-        alignment_heads=[[1, 0]])
+        is_multilingual=True,
+        begin_suppress_tokens=[eot],
+        suppress_tokens=[],
+        max_initial_timestamp_index=50,
+        prev_sot_token_id=ids["<|startofprev|>"],
+        alignment_heads=[[1, 0]],
+    )
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
     try:
@@ -476,6 +623,7 @@ def build_tiny_whisper(dest: str | os.PathLike, *, seed: int = 0,
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80),
-                     tokenizer=tok).save_pretrained(dest)
+    WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tok
+    ).save_pretrained(dest)
     return dest

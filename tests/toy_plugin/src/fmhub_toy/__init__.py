@@ -21,18 +21,42 @@ class ToyOptions(fmhub.LoadOptions):
 
 @hookimpl
 def fmhub_register_namespaces(register):
-    register(fmhub.Namespace(name="toy", distribution="fmhub-toy", options=ToyOptions,
-                             description="Tiny pure-torch test models."))
+    register(
+        fmhub.Namespace(
+            name="toy",
+            distribution="fmhub-toy",
+            options=ToyOptions,
+            description="Tiny pure-torch test models.",
+        )
+    )
 
 
 @hookimpl
 def fmhub_register_models(register):
-    register(fmhub.ModelSpec(id="toy:embed", aliases=("toy-embed",), task="embedding",
-                             tasks=("embedding",), modality="vector", architecture="mlp",
-                             license="MIT", source="seeded random weights"))
-    register(fmhub.ModelSpec(id="toy:classify", aliases=("toy-classifier",), task="classification",
-                             tasks=("classification",), modality="vector", architecture="mlp",
-                             license="MIT", source="seeded random weights"))
+    register(
+        fmhub.ModelSpec(
+            id="toy:embed",
+            aliases=("toy-embed",),
+            task="embedding",
+            tasks=("embedding",),
+            modality="vector",
+            architecture="mlp",
+            license="MIT",
+            source="seeded random weights",
+        )
+    )
+    register(
+        fmhub.ModelSpec(
+            id="toy:classify",
+            aliases=("toy-classifier",),
+            task="classification",
+            tasks=("classification",),
+            modality="vector",
+            architecture="mlp",
+            license="MIT",
+            source="seeded random weights",
+        )
+    )
 
 
 @hookimpl
@@ -102,8 +126,10 @@ def fmhub_training_loss(model, outputs, targets):
 @hookimpl
 def fmhub_export_spec(model):
     return fmhub.ExportSpec(
-        module=model.module, input_names=["x"],
+        module=model.module,
+        input_names=["x"],
         output_names=["logits" if model.task == "classification" else "embedding"],
         example=[[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]],
         check=[[4.0, 3.0, 2.0, 1.0], [0.0, 0.5, -0.5, 1.0], [2.0, 2.0, 2.0, 2.0]],
-        dynamic_axes={"x": {0: "batch"}})
+        dynamic_axes={"x": {0: "batch"}},
+    )

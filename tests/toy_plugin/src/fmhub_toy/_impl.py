@@ -63,8 +63,9 @@ def preprocess(inputs):
         except (TypeError, ValueError):
             arr = None
         if arr is None or arr.shape != (IN_DIM,):
-            raise fmhub.InputError(f"toy models take {IN_DIM} numbers per input, got {x!r}.",
-                                   index=i)
+            raise fmhub.InputError(
+                f"toy models take {IN_DIM} numbers per input, got {x!r}.", index=i
+            )
         rows.append(arr)
     return {"x": torch.from_numpy(np.stack(rows))}
 
@@ -79,9 +80,14 @@ def save(model, path):
     from safetensors.torch import save_file
 
     net = model.module
-    cfg = {"task": model.task, "out_dim": net.head.out_features,
-           "labels": list(model.labels) if model.labels else None}
+    cfg = {
+        "task": model.task,
+        "out_dim": net.head.out_features,
+        "labels": list(model.labels) if model.labels else None,
+    }
     with open(os.path.join(path, "toy.json"), "w") as f:
         json.dump(cfg, f)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()},
-              os.path.join(path, "toy.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()},
+        os.path.join(path, "toy.safetensors"),
+    )

@@ -23,8 +23,17 @@ from . import (
     fmhub_training_loss,
 )
 
-__all__ = ["BROKEN", "BadLowPrecision", "ConstantOutput", "IgnoresSavedFolder", "LabelsMismatch",
-           "NoFineTuneHooks", "NoTrainingLoss", "Toy", "ToyWithoutFineTuning"]
+__all__ = [
+    "BROKEN",
+    "BadLowPrecision",
+    "ConstantOutput",
+    "IgnoresSavedFolder",
+    "LabelsMismatch",
+    "NoFineTuneHooks",
+    "NoTrainingLoss",
+    "Toy",
+    "ToyWithoutFineTuning",
+]
 
 
 class ToyWithoutFineTuning:
@@ -124,8 +133,9 @@ class LabelsMismatch(Toy):
         from fmhub.results import top_k_classification
 
         if model.task == "classification":
-            return top_k_classification(outputs.float()[:, : len(model.labels)].softmax(-1),
-                                        model.labels, k=2)
+            return top_k_classification(
+                outputs.float()[:, : len(model.labels)].softmax(-1), model.labels, k=2
+            )
         return fmhub_postprocess(model, outputs, batch)
 
 
