@@ -65,7 +65,8 @@ class Server:
     ):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        environ = {**os.environ, "FMHUB_LOAD_PLUGINS": "toy", **(env or {})}
+        # one intra-op thread on both sides: float sums in the same order, so "equal" is exact
+        environ = {**os.environ, "FMHUB_LOAD_PLUGINS": "toy", "OMP_NUM_THREADS": "1", **(env or {})}
         environ = {k: v for k, v in environ.items() if v is not None}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVER, *args, "--port", str(self.port)],
@@ -112,6 +113,18 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.stdout.read()
+
+
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """The servers run on one intra-op thread (OMP_NUM_THREADS=1); so do the reference calls here,
+    so that results compare exactly."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

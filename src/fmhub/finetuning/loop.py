@@ -306,6 +306,11 @@ def generative_loss(
 #: group_by_length does), so batches pad little yet the order stays random.
 GROUP_BUCKET = 50
 
+#: ``group_by_length=None`` groups only data sets of at least this many batches: with a few
+#: batches, length-sorted batches can each hold one class (when length goes with the label) and
+#: training suffers, while there is little padding to save.
+AUTO_GROUP_BATCHES = 8
+
 
 def length_ranks(model: Model, train: Examples, cfg: FineTuneConfig) -> list[int] | None:
     """The place of each training example in the order the model's plugin gives through the
@@ -317,7 +322,7 @@ def length_ranks(model: Model, train: Examples, cfg: FineTuneConfig) -> list[int
         return None
     n = len(train)
     implemented = bool(model.hub.caller("fmhub_batch_order", model._owner).get_hookimpls())
-    if want is None and (not implemented or n <= cfg.batch_size):
+    if want is None and (not implemented or n < AUTO_GROUP_BATCHES * cfg.batch_size):
         return None
     order = (
         model._call("fmhub_batch_order", inputs=[train[i][0] for i in range(n)])
