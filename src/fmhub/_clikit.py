@@ -138,9 +138,6 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
     return key_values(getattr(args, "option", None))
 
 
-_options = load_options  # the name older code used
-
-
 def add_launch_options(p: argparse.ArgumentParser) -> None:
     """``--nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT --node-rank R]``: start the
     command on several processes through torchrun (see docs/distributed.md)."""

@@ -132,13 +132,6 @@ def save_adapter(model: Model, dest: Path, overwrite: bool = False) -> Path:
     return atomic_folder(dest, write, overwrite=overwrite)
 
 
-def adapter_manifest(path: Path) -> Manifest:
-    manifest = read_manifest(path)
-    if manifest.kind != "adapter" or not manifest.adapter:
-        raise ManifestError(f"{str(path)!r} is not an fmhub adapter folder.")
-    return manifest
-
-
 def base_location(manifest: Manifest, path: Path) -> str:
     """The base model an adapter names: an id, an absolute folder, or a folder inside the adapter
     folder (a relative path resolves against it and may not leave it)."""

@@ -13,7 +13,7 @@ from .methods import FineTuneMethod, MethodOptions
 if TYPE_CHECKING:
     from ..model import Model
 
-__all__ = ["FineTunePlan", "attach_head", "finetune_plan", "get_method"]
+__all__ = ["FineTunePlan", "finetune_plan", "get_method"]
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,6 @@ def check_instance(method: FineTuneMethod, registered: dict[str, FineTuneMethod]
             f"method {method.name!r} ({type(method).__qualname__}) has the name of the registered "
             f"method {type(other).__qualname__}; give it another name."
         )
-
-
-def attach_head(model: Model, labels: list[str]) -> list[str]:
-    """``model.attach_head(labels)``: kept for callers of the former function."""
-    return model.attach_head(labels)
 
 
 def finetune_plan(

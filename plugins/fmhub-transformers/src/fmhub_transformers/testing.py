@@ -422,6 +422,24 @@ CHAT_TEMPLATE = (
 )
 
 
+def _byte_level_bpe(byte_level: Any, specials: Sequence[str]) -> tuple[dict[str, int], list]:
+    """The vocabulary (``specials`` first, then the byte alphabet, then every prefix of each
+    pre-tokenized word of :data:`CORPUS`) and the merges that build those words, so every word of
+    the corpus is one token."""
+    from tokenizers import pre_tokenizers
+
+    pieces = sorted({p for text in CORPUS for p, _ in byte_level.pre_tokenize_str(text)})
+    tokens = list(specials) + sorted(pre_tokenizers.ByteLevel.alphabet())
+    merges: list[tuple[str, str]] = []
+    for piece in pieces:
+        current = piece[0]
+        for ch in piece[1:]:
+            merges.append((current, ch))
+            current += ch
+            tokens.append(current)
+    return {t: i for i, t in enumerate(dict.fromkeys(tokens))}, list(dict.fromkeys(merges))
+
+
 def build_lm_tokenizer(arch: str = "gpt2"):
     """A byte-level BPE tokenizer over :data:`CORPUS` for a generative ``arch``: GPT-2 style
     (``<|endoftext|>``, nothing added), Llama style (``<s>`` prepended, a chat template), T5
@@ -436,17 +454,8 @@ def build_lm_tokenizer(arch: str = "gpt2"):
         "t5": ["<pad>", "</s>", "<unk>"],
         "bart": ["<s>", "<pad>", "</s>", "<unk>"],
     }[arch]
-    pieces = sorted({p for text in CORPUS for p, _ in byte_level.pre_tokenize_str(text)})
-    tokens = list(specials) + sorted(pre_tokenizers.ByteLevel.alphabet())
-    merges: list[tuple[str, str]] = []
-    for piece in pieces:
-        current = piece[0]
-        for ch in piece[1:]:
-            merges.append((current, ch))
-            current += ch
-            tokens.append(current)
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=list(dict.fromkeys(merges))))
+    vocab, merges = _byte_level_bpe(byte_level, specials)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(specials)
@@ -546,17 +555,8 @@ def build_tiny_whisper(
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    pieces = sorted({p for text in CORPUS for p, _ in byte_level.pre_tokenize_str(text)})
-    tokens = sorted(pre_tokenizers.ByteLevel.alphabet())
-    merges: list[tuple[str, str]] = []
-    for piece in pieces:
-        current = piece[0]
-        for ch in piece[1:]:
-            merges.append((current, ch))
-            current += ch
-            tokens.append(current)
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    tok = WhisperTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)))
+    vocab, merges = _byte_level_bpe(byte_level, [])
+    tok = WhisperTokenizer(vocab=vocab, merges=merges)
     specials = (
         ["<|endoftext|>", "<|startoftranscript|>"]
         + [f"<|{code}|>" for code in WHISPER_LANGUAGES]
