@@ -3,7 +3,8 @@
 =======================  ======================================================================
 task                     result of ``model(x)``
 =======================  ======================================================================
-``classification``       :class:`Classification` — ``label``, ``score``, ``top_k`` (best first)
+``classification``       :class:`Classification` — ``label``, ``score``, ``top_k`` (best first);
+                         ``zero-shot-classification`` too, over the labels given with the call
 ``embedding``            ``numpy.ndarray`` of shape ``(dim,)``, float32
 ``transcription``        :class:`Transcription` — ``text``, ``chunks`` (:class:`Chunk` with
                          ``start``/``end`` seconds, when the model can tell), ``language``
@@ -166,6 +167,7 @@ class FeatureMaps:
 #: task name -> result type (embedding results are numpy arrays).
 TASKS: dict[str, str] = {
     "classification": "Classification",
+    "zero-shot-classification": "Classification",
     "embedding": "numpy.ndarray",
     "transcription": "Transcription",
     "text-generation": "Generation",
@@ -225,6 +227,7 @@ def _label(labels: Sequence[str] | Mapping[int, str], i: int) -> str:
 #: task -> result class (``embedding`` results are numpy arrays, checked apart).
 _RESULT_TYPES: dict[str, type] = {
     "classification": Classification,
+    "zero-shot-classification": Classification,
     "transcription": Transcription,
     "text-generation": Generation,
     "text2text": Generation,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import fmhub
 from fmhub import hookimpl
@@ -23,8 +23,11 @@ from fmhub import hookimpl
 from ._catalog import ROWS, Row
 from ._config import (
     GENERATIVE,
+    IMAGE_TEXT,
     TASKS,
     CheckpointConfig,
+    check_labels,
+    check_template,
     detect_task,
     is_repo_id,
     read_config,
@@ -76,6 +79,16 @@ class TransformersOptions(fmhub.LoadOptions):
     top_k: int = Field(
         5, ge=1, description="Labels kept in Classification.top_k / fill-mask candidates."
     )
+    labels: tuple[str, ...] | None = Field(
+        None,
+        description="Zero-shot image classification (CLIP, SigLIP): the candidate labels of "
+        "every call that names none.",
+    )
+    template: str | None = Field(
+        None,
+        description="Zero-shot image classification: the prompt a label goes into, '{}' "
+        "marking it; None: 'This is a photo of {}.' (the transformers pipeline's).",
+    )
     aggregation: Literal["simple", "none"] = Field(
         "simple",
         description="Token classification: 'simple' merges adjacent B-/I- tokens into "
@@ -83,14 +96,25 @@ class TransformersOptions(fmhub.LoadOptions):
     )
 
 
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if v is None else check_labels(v)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        return None if v is None else check_template(v)
+
+
 #: alias -> catalog row (the table itself is ``_catalog.ROWS``).
 ALIASES: dict[str, Row] = {alias: row for row in ROWS for alias in row.aliases}
 
 
-def _spec(repo_id: str, **fields) -> fmhub.ModelSpec:
+def _spec(repo_id: str, modality: str = "text", **fields) -> fmhub.ModelSpec:
     return fmhub.ModelSpec(
         id=f"hf:{repo_id}",
-        modality="text",
+        modality=modality,
         tasks=tuple(TASKS),
         source=f"https://huggingface.co/{repo_id}",
         **fields,
@@ -121,6 +145,7 @@ def fmhub_register_models(register):
                 license=row.license,
                 description=row.description,
                 architecture=row.architecture,
+                modality=row.modality,
                 preprocessing=fmhub.Preprocessing(max_tokens=row.max_tokens),
             )
         )
@@ -173,10 +198,13 @@ def fmhub_claim_path(path):
         )
     except fmhub.FmhubError:
         task, arch = None, None
+    modality = "audio" if task == "transcription" else "text"
+    if arch in IMAGE_TEXT:
+        modality = "image-text"
     return fmhub.ModelSpec(
         id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}",
         path=path,
-        modality="audio" if task == "transcription" else "text",
+        modality=modality,
         task=task,
         tasks=tuple(TASKS),
         architecture=arch,
@@ -192,8 +220,17 @@ def fmhub_load(spec, options):
     return load(spec, options)
 
 
+def _image_text(model) -> bool:
+    """A CLIP/SigLIP model (zero-shot, embedding, or its image tower fine-tuned as a classifier)."""
+    return getattr(model.processor, "kind", None) == "image-text"
+
+
 def _stage_module(model):
     """The module implementing the stages of this model's task."""
+    if _image_text(model):
+        from . import _stages_clip
+
+        return _stages_clip
     if model.task == "transcription":
         from . import _stages_speech
 
@@ -211,6 +248,10 @@ def _stage_module(model):
 def fmhub_batch_order(model, inputs):
     if model.task in GENERATIVE:
         return None  # one generate call per batch; padding is cheap next to decoding
+    if _image_text(model):
+        from ._stages_clip import batch_order as image_text_order
+
+        return image_text_order(model, inputs)
     from ._stages import batch_order
 
     return batch_order(model, inputs)
@@ -219,7 +260,7 @@ def fmhub_batch_order(model, inputs):
 @hookimpl
 def fmhub_preprocess(model, inputs, options):
     stages = _stage_module(model)
-    if model.task in GENERATIVE:
+    if model.task in GENERATIVE or _image_text(model):
         return stages.preprocess(model, inputs, options)
     return stages.preprocess(model, inputs)
 
@@ -233,13 +274,15 @@ def fmhub_forward(model, batch, options, stream):
     stages = _stage_module(model)
     if model.task in GENERATIVE:
         return stages.forward(model, batch, options, stream)
+    if _image_text(model):
+        return stages.forward(model, batch, options)
     return stages.forward(model, batch)
 
 
 @hookimpl
 def fmhub_postprocess(model, outputs, batch, options):
     stages = _stage_module(model)
-    if model.task in GENERATIVE:
+    if model.task in GENERATIVE or _image_text(model):
         return stages.postprocess(model, outputs, batch, options)
     return stages.postprocess(model, outputs, batch)
 
@@ -284,6 +327,10 @@ def fmhub_training_loss(model, outputs, targets):
 
 @hookimpl
 def fmhub_export_spec(model):
+    if _image_text(model):
+        raise fmhub.ExportError(
+            f"{model.spec.id} is an image-text model; fmhub exports text encoder tasks only."
+        )
     from ._stages import export_spec
 
     return export_spec(model)

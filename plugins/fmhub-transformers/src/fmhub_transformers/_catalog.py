@@ -22,7 +22,8 @@ class Row:
     task: str
     description: str
     license: str
-    max_tokens: int
+    max_tokens: int  #: of the text (tower)
+    modality: str = "text"  #: "image-text": CLIP, SigLIP
 
 
 ROWS: tuple[Row, ...] = (
@@ -142,5 +143,55 @@ ROWS: tuple[Row, ...] = (
         max_tokens=512,
         license="mit",
         description="English named entities (CoNLL-2003: PER, ORG, LOC, MISC).",
+    ),
+    Row(
+        id="openai/clip-vit-base-patch32",
+        aliases=("clip-vit-b32",),
+        architecture="clip",
+        task="zero-shot-classification",
+        modality="image-text",
+        max_tokens=77,
+        license="mit",
+        description="CLIP ViT-B/32: zero-shot image classification, image-text embeddings (151M).",
+    ),
+    Row(
+        id="openai/clip-vit-base-patch16",
+        aliases=("clip-vit-b16",),
+        architecture="clip",
+        task="zero-shot-classification",
+        modality="image-text",
+        max_tokens=77,
+        license="mit",
+        description="CLIP ViT-B/16: zero-shot image classification, image-text embeddings (150M).",
+    ),
+    Row(
+        id="openai/clip-vit-large-patch14",
+        aliases=("clip-vit-l14",),
+        architecture="clip",
+        task="zero-shot-classification",
+        modality="image-text",
+        max_tokens=77,
+        license="mit",
+        description="CLIP ViT-L/14: zero-shot image classification, image-text embeddings (428M).",
+    ),
+    Row(
+        id="google/siglip-base-patch16-224",
+        aliases=("siglip-base",),
+        architecture="siglip",
+        task="zero-shot-classification",
+        modality="image-text",
+        max_tokens=64,
+        license="apache-2.0",
+        description="SigLIP base 224px: zero-shot image classification (sigmoid), embeddings (203M).",
+    ),
+    Row(
+        id="google/siglip2-base-patch16-naflex",
+        aliases=("siglip2-base",),
+        architecture="siglip2",
+        task="zero-shot-classification",
+        modality="image-text",
+        max_tokens=64,
+        license="apache-2.0",
+        description="SigLIP 2 base, native aspect ratio (NaFlex): zero-shot, embeddings (375M).",
     ),
 )

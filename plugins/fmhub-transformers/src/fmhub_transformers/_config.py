@@ -20,8 +20,11 @@ import fmhub
 from fmhub.manifest import read_config as _read_config
 
 __all__ = [
+    "IMAGE_TEXT",
     "TASKS",
     "CheckpointConfig",
+    "check_labels",
+    "check_template",
     "Pooling",
     "detect_task",
     "is_repo_id",
@@ -39,9 +42,15 @@ TASKS: dict[str, str] = {
     "text-generation": "AutoModelForCausalLM",
     "text2text": "AutoModelForSeq2SeqLM",
     "transcription": "AutoModelForSpeechSeq2Seq",
+    "zero-shot-classification": "AutoModel",
 }
 #: Tasks whose models generate (their stages are in ``_stages_generate`` / ``_stages_speech``).
 GENERATIVE = ("text-generation", "text2text", "transcription")
+#: Image-text models (an image tower and a text tower in one space); their stages are in
+#: ``_stages_clip``. They do ``zero-shot-classification`` (the default) and ``embedding``.
+IMAGE_TEXT = ("clip", "siglip", "siglip2")
+#: The tasks an image-text model does.
+IMAGE_TEXT_TASKS = ("zero-shot-classification", "embedding")
 
 #: Pooling modes, in the order sentence-transformers concatenates them.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -172,6 +181,8 @@ def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
         return "embedding"
     if config.model_type == "whisper":
         return "transcription"
+    if config.model_type in IMAGE_TEXT:
+        return "zero-shot-classification"
     for arch in config.architecture_names:
         if arch.endswith(("ForCausalLM", "LMHeadModel")):
             return "text-generation"
@@ -188,6 +199,38 @@ def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
         ):  # Electra's: a discriminator
             return "fill-mask"
     return "embedding"
+
+
+def check_labels(labels: Any) -> tuple[str, ...]:
+    """Candidate labels as a tuple of distinct non-empty strings (ValueError otherwise)."""
+    if isinstance(labels, str):
+        raise ValueError(f"labels is one string ({labels!r:.40}); pass a list: labels=[{labels!r}]")
+    labels = tuple(labels)
+    if not labels:
+        raise ValueError("labels is empty; give at least one, e.g. labels=['a cat', 'a dog']")
+    bad = [x for x in labels if not isinstance(x, str) or not x.strip()]
+    if bad:
+        raise ValueError(f"every label must be a non-empty str, got {bad[0]!r}")
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ValueError(f"labels must be distinct; {dup[0]!r} is given twice")
+    return labels
+
+
+def check_template(template: str) -> str:
+    """A prompt template with one ``{}`` (ValueError otherwise)."""
+    try:
+        filled = template.format("\x00")
+    except (IndexError, KeyError, ValueError) as exc:
+        raise ValueError(
+            f"template {template!r} is not a format string with one '{{}}' ({exc}); "
+            "write braces that are not the label as '{{' and '}}'"
+        ) from None
+    if filled.count("\x00") != 1:
+        raise ValueError(
+            f"template {template!r} must hold the label once as '{{}}', e.g. 'a photo of {{}}.'"
+        )
+    return template
 
 
 @dataclass(frozen=True)

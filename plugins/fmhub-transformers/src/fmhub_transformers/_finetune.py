@@ -45,6 +45,10 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "mbart": ["q_proj", "v_proj"],
         "marian": ["q_proj", "v_proj"],
         "whisper": ["q_proj", "v_proj"],
+        # image-text models: fine-tuned as image classifiers, whose module is the image tower
+        "clip": ["q_proj", "v_proj"],
+        "siglip": ["q_proj", "v_proj"],
+        "siglip2": ["q_proj", "v_proj"],
     },
     "ia3": {
         "bert": ["key", "value", "output.dense"],
@@ -56,6 +60,9 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "deberta-v2": ["key_proj", "value_proj", "output.dense"],
         "deberta": ["in_proj", "output.dense"],
         "mpnet": ["k", "v", "output.dense"],
+        "clip": ["k_proj", "v_proj", "fc2"],
+        "siglip": ["k_proj", "v_proj", "fc2"],
+        "siglip2": ["k_proj", "v_proj", "fc2"],
     },
 }
 
@@ -80,6 +87,10 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     fresh head of ``len(labels)`` outputs. Returns the head's module names."""
     from transformers import AutoModelForSequenceClassification
 
+    if getattr(model.processor, "kind", None) == "image-text":  # CLIP, SigLIP: the image tower
+        from ._stages_clip import attach_head as attach_image_head
+
+        return attach_image_head(model, labels)
     if len(labels) < 1:
         raise fmhub.FineTuneError("A classification head needs at least one label.")
     old = model.module

@@ -19,6 +19,7 @@ import fmhub
 
 from ._config import (
     GENERATIVE,
+    IMAGE_TEXT,
     TASKS,
     CheckpointConfig,
     Pooling,
@@ -322,6 +323,15 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     _check_code(cfg, options, src.where)
     if not src.local:  # pin every further file to the commit the config came from
         src.revision = _resolved_revision(config_path) or src.revision
+    if cfg.model_type in IMAGE_TEXT:  # CLIP, SigLIP: both towers (_stages_clip)
+        from ._stages_clip import load_clip
+
+        return load_clip(spec, options, src, cfg)
+    if options.labels is not None or options.template is not None:
+        raise fmhub.InvalidOptionError(
+            f"labels= and template= are for zero-shot image-text models (CLIP, SigLIP); "
+            f"{src.where} is a {cfg.model_type!r} model."
+        )
     pooling = _pooling(src, options)
     task = options.task or spec.task or detect_task(cfg, pooling.from_sentence_transformers)
     if task not in TASKS:
@@ -430,6 +440,11 @@ def save(model, path: str) -> None:
     """``fmhub_save``: ``save_pretrained`` of module and tokenizer, plus sentence-transformers
     files for embedding models, so the folder also loads in Transformers/sentence-transformers."""
     proc = model.processor
+    if getattr(proc, "kind", None) == "image-text":
+        from ._stages_clip import save as save_image_text
+
+        save_image_text(model, path)
+        return
     module = model.module
     module.save_pretrained(path)
     if hasattr(proc, "save"):  # speech: the feature extractor and tokenizer

@@ -627,3 +627,171 @@ def build_tiny_whisper(
         feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tok
     ).save_pretrained(dest)
     return dest
+
+
+# -- image-text models (CLIP, SigLIP) ------------------------------------------------------------
+
+#: Image-text architectures a tiny checkpoint can be built for.
+IMAGE_TEXT_ARCHITECTURES = ("clip", "siglip", "siglip2")
+#: Words every tiny image-text tokenizer spells as whole tokens (besides :data:`CORPUS`).
+_IMAGE_TEXT_WORDS = ("this", "photo", "of", "cat", "dog", "car", "bird", "house", "tree")
+
+
+def _words() -> list[str]:
+    import re
+
+    found = {w for t in CORPUS for w in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", t.lower())}
+    return sorted(found | set(_IMAGE_TEXT_WORDS))
+
+
+def _clip_tokenizer():
+    """CLIP's own tokenizer class over a BPE vocabulary that spells every corpus word (lower-cased,
+    ``</w>`` word ends, ``<|startoftext|> x <|endoftext|>``)."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    alpha = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = ["<|startoftext|>", "<|endoftext|>", *alpha, *(a + "</w>" for a in alpha)]
+    merges: list[tuple[str, str]] = []
+    for w in _words():
+        current = w[0]
+        for i, ch in enumerate(w[1:]):
+            piece = ch + "</w>" if i == len(w) - 2 else ch
+            merges.append((current, piece))
+            current += piece
+            tokens.append(current)
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=77)
+
+
+def _siglip_tokenizer(folder: Path):
+    """SigLIP's sentencepiece tokenizer, its model trained offline on :data:`CORPUS` (needs the
+    ``sentencepiece`` package, as every real SigLIP checkpoint does)."""
+    import sentencepiece as spm
+    from transformers import SiglipTokenizer
+
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join([*CORPUS, " ".join(_IMAGE_TEXT_WORDS)] * 4), encoding="utf-8")
+    prefix = folder / "spiece"
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(prefix),
+        vocab_size=160,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    corpus.unlink()
+    (folder / "spiece.vocab").unlink(missing_ok=True)
+    model_file = folder / "spiece.model"
+    tok = SiglipTokenizer(vocab_file=str(model_file), model_max_length=64)
+    return tok
+
+
+def _siglip2_tokenizer():
+    """SigLIP 2's Gemma-style tokenizer (byte-fallback BPE) over a vocabulary of every corpus word."""
+    from transformers import Siglip2Tokenizer
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    tokens = specials + [f"<0x{b:02X}>" for b in range(256)]
+    merges: list[tuple[str, str]] = []
+    for w in _words():
+        w = "▁" + w
+        current = w[0]
+        tokens.append(current)
+        for ch in w[1:]:
+            tokens.append(ch)
+            merges.append((current, ch))
+            current += ch
+            tokens.append(current)
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    return Siglip2Tokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=64)
+
+
+def build_tiny_image_text(
+    dest: str | os.PathLike,
+    arch: str = "clip",
+    *,
+    seed: int = 0,
+    image_size: int = 32,
+    sizes: dict[str, Any] | None = None,
+) -> Path:
+    """Write a tiny random-weight image-text checkpoint (``clip``, ``siglip`` or ``siglip2``):
+    ``config.json`` with both towers, safetensors weights, the architecture's own tokenizer and
+    image processor (``preprocessor_config.json``) into ``dest``; return it.
+
+    ``image_size`` is the vision tower's input side (patches of 8 pixels); ``sizes`` overrides
+    fields of both tower configs (``hidden_size``, ``num_hidden_layers``...), e.g. for benchmarks.
+    """
+    import torch
+    import transformers
+
+    if arch not in IMAGE_TEXT_ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; choose from {IMAGE_TEXT_ARCHITECTURES}")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tower = dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        **(sizes or {}),
+    )
+    vision = dict(tower, patch_size=8, image_size=image_size, num_channels=3)
+    if arch == "clip":
+        tok = _clip_tokenizer()
+        text = dict(
+            tower,
+            vocab_size=len(tok),
+            max_position_embeddings=77,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+        config = transformers.CLIPConfig(
+            text_config=text, vision_config=vision, projection_dim=24
+        )
+        processor = transformers.CLIPImageProcessor(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+        )
+        model_class = transformers.CLIPModel
+    elif arch == "siglip":
+        tok = _siglip_tokenizer(dest)
+        text = dict(tower, vocab_size=len(tok), max_position_embeddings=64)
+        config = transformers.SiglipConfig(text_config=text, vision_config=vision)
+        processor = transformers.SiglipImageProcessor(
+            size={"height": image_size, "width": image_size}
+        )
+        model_class = transformers.SiglipModel
+    else:
+        tok = _siglip2_tokenizer()
+        text = dict(tower, vocab_size=len(tok), max_position_embeddings=64)
+        vision.pop("image_size")
+        vision["num_patches"] = (image_size // 8) ** 2
+        config = transformers.Siglip2Config(text_config=text, vision_config=vision)
+        processor = transformers.Siglip2ImageProcessor(
+            patch_size=8, max_num_patches=(image_size // 8) ** 2
+        )
+        model_class = transformers.Siglip2Model
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    with torch.no_grad():  # a sharper similarity than the init's, so probabilities differ
+        model.logit_scale.fill_(2.0)
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model.save_pretrained(dest)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    tok.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    return dest
