@@ -271,6 +271,16 @@ def batch_order(model: Any, inputs: list[Any]) -> list[int] | None:
 
 
 def _images(inputs: list[Any]) -> list[Any]:
+    import os
+
+    for i, x in enumerate(inputs):
+        if isinstance(x, str) and not os.path.exists(x):
+            raise fmhub.InputError(
+                f"got the text {x!r:.60}, which is no image file; this model classifies images "
+                "(candidate labels go in labels=[...]; load it with task='embedding' to embed "
+                "texts).",
+                index=i,
+            )
     return [image_item(x, i) for i, x in enumerate(inputs)]
 
 
@@ -398,6 +408,8 @@ class ImageTextClassifier(torch.nn.Module):
     """The image tower of an image-text model (and its projection) with a linear head on the
     image features ``get_image_features`` gives: ``forward(pixel_values, ...)`` returns logits.
     The text tower is left out (fine-tuning adapts the image tower only)."""
+
+    base_model_prefix = ""  # PEFT reads it off modules with a transformers config
 
     def __init__(self, base: Any, num_labels: int):
         super().__init__()

@@ -715,6 +715,13 @@ def _siglip2_tokenizer():
     return Siglip2Tokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=64)
 
 
+def _ids(tok) -> dict[str, int]:
+    """The special token ids of a tiny tokenizer, for its text tower's config."""
+    eos = tok.eos_token_id
+    bos = tok.bos_token_id if tok.bos_token_id is not None else eos
+    return {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": tok.pad_token_id}
+
+
 def build_tiny_image_text(
     dest: str | os.PathLike,
     arch: str = "clip",
@@ -765,7 +772,7 @@ def build_tiny_image_text(
         model_class = transformers.CLIPModel
     elif arch == "siglip":
         tok = _siglip_tokenizer(dest)
-        text = dict(tower, vocab_size=len(tok), max_position_embeddings=64)
+        text = dict(tower, vocab_size=len(tok), max_position_embeddings=64, **_ids(tok))
         config = transformers.SiglipConfig(text_config=text, vision_config=vision)
         processor = transformers.SiglipImageProcessor(
             size={"height": image_size, "width": image_size}
@@ -773,7 +780,7 @@ def build_tiny_image_text(
         model_class = transformers.SiglipModel
     else:
         tok = _siglip2_tokenizer()
-        text = dict(tower, vocab_size=len(tok), max_position_embeddings=64)
+        text = dict(tower, vocab_size=len(tok), max_position_embeddings=64, **_ids(tok))
         vision.pop("image_size")
         vision["num_patches"] = (image_size // 8) ** 2
         config = transformers.Siglip2Config(text_config=text, vision_config=vision)
