@@ -171,10 +171,12 @@ def primary_tensor(outputs: Any) -> Any:
     return None
 
 
-def raw_outputs(model: Any, inputs: list[Any]) -> Any:
-    """The primary tensor of ``forward`` on ``inputs``, as float32 on the CPU (or None)."""
-    batch = model.preprocess(inputs)
-    out = primary_tensor(model.forward(batch))
+def raw_outputs(model: Any, inputs: list[Any], call_options: dict[str, Any] | None = None) -> Any:
+    """The primary tensor of ``forward`` on ``inputs`` (with the case's per-call options, which
+    preprocess may need: a zero-shot model's labels), as float32 on the CPU (or None)."""
+    opts = model.parse_options(**(call_options or {}))
+    batch = model.preprocess(inputs, opts)
+    out = primary_tensor(model.forward(batch, options=opts))
     return None if out is None else out.detach().float().cpu()
 
 
@@ -218,7 +220,7 @@ def check_different_inputs_differ(case: ConformanceCase, model: Any) -> None:
         return
     vectors = [_numbers(r) for r in results]
     if any(v is None for v in vectors):  # text-like results: compare the raw outputs
-        raws = [raw_outputs(model, [x]) for x in case.inputs]
+        raws = [raw_outputs(model, [x], case.call_options) for x in case.inputs]
         vectors = [None if r is None else r.numpy().ravel() for r in raws]
     vectors = [v for v in vectors if v is not None]
     if len(vectors) < 2:
@@ -243,7 +245,7 @@ def check_labels_match_outputs(case: ConformanceCase, model: Any) -> None:
     if model.task != "classification":
         return
     results = predict(model, case)
-    raw = raw_outputs(model, list(case.inputs[:2]))
+    raw = raw_outputs(model, list(case.inputs[:2]), case.call_options)
     size = None if raw is None else raw.shape[-1]
     indices = {t.index for r in results for t in r.top_k}
     if model.labels is None:
@@ -271,7 +273,7 @@ def check_low_precision(case: ConformanceCase, model: Any | None = None) -> None
     model = model or load_case(case)
     model.to(device="cpu", dtype="float32")
     reference = predict(model, case)
-    ref_raw = raw_outputs(model, list(case.inputs))
+    ref_raw = raw_outputs(model, list(case.inputs), case.call_options)
     for name in case.dtypes:
         model.to(dtype=name)
         assert model.dtype == getattr(torch, name)
@@ -279,7 +281,7 @@ def check_low_precision(case: ConformanceCase, model: Any | None = None) -> None
             results = predict(model, case)
             for r in results:
                 check_result(model.task, r)
-            raw = raw_outputs(model, list(case.inputs))
+            raw = raw_outputs(model, list(case.inputs), case.call_options)
         finally:
             model.to(dtype="float32")
         tol = case.low_precision_rtol

@@ -270,15 +270,15 @@ def batch_order(model: Any, inputs: list[Any]) -> list[int] | None:
     return sorted(range(len(inputs)), key=lambda i: not isinstance(inputs[i], str))
 
 
-def _images(inputs: list[Any]) -> list[Any]:
+def _images(inputs: list[Any], zero_shot: bool = False) -> list[Any]:
     import os
 
+    hint = " (candidate labels go in labels=[...])" if zero_shot else ""
     for i, x in enumerate(inputs):
         if isinstance(x, str) and not os.path.exists(x):
             raise fmhub.InputError(
-                f"got the text {x!r:.60}, which is no image file; this model classifies images "
-                "(candidate labels go in labels=[...]; load it with task='embedding' to embed "
-                "texts).",
+                f"got the text {x!r:.60}, which is no image file; this model classifies "
+                f"images{hint}. To embed texts, load it with task='embedding'.",
                 index=i,
             )
     return [image_item(x, i) for i, x in enumerate(inputs)]
@@ -290,7 +290,7 @@ def preprocess(model: Any, inputs: list[Any], options: Any = None) -> dict[str, 
     proc: ImageTextProcessor = model.processor
     if model.task == "zero-shot-classification":
         labels, template = _labels(model, options)
-        return {**proc.pixels(_images(inputs)), "labels": labels, "template": template}
+        return {**proc.pixels(_images(inputs, zero_shot=True)), "labels": labels, "template": template}
     if model.task == "classification":
         return proc.pixels(_images(inputs))
     text_at = [i for i, x in enumerate(inputs) if isinstance(x, str)]
