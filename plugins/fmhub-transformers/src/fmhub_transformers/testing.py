@@ -35,6 +35,7 @@ __all__ = [
     "ARCHITECTURES",
     "CORPUS",
     "TASKS",
+    "build_tiny_image_text",
     "build_tiny_model",
     "build_tiny_tokenizer",
     "hub_cache_env",
@@ -728,14 +729,16 @@ def build_tiny_image_text(
     *,
     seed: int = 0,
     image_size: int = 32,
+    patch_size: int = 8,
     sizes: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny random-weight image-text checkpoint (``clip``, ``siglip`` or ``siglip2``):
     ``config.json`` with both towers, safetensors weights, the architecture's own tokenizer and
     image processor (``preprocessor_config.json``) into ``dest``; return it.
 
-    ``image_size`` is the vision tower's input side (patches of 8 pixels); ``sizes`` overrides
-    fields of both tower configs (``hidden_size``, ``num_hidden_layers``...), e.g. for benchmarks.
+    ``image_size`` is the vision tower's input side, in patches of ``patch_size`` pixels;
+    ``sizes`` overrides fields of both tower configs (``hidden_size``, ``num_hidden_layers``...),
+    e.g. for benchmarks.
     """
     import torch
     import transformers
@@ -744,14 +747,14 @@ def build_tiny_image_text(
         raise ValueError(f"unknown arch {arch!r}; choose from {IMAGE_TEXT_ARCHITECTURES}")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    tower = dict(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+    tower = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
         **(sizes or {}),
-    )
-    vision = dict(tower, patch_size=8, image_size=image_size, num_channels=3)
+    }
+    vision = dict(tower, patch_size=patch_size, image_size=image_size, num_channels=3)
     if arch == "clip":
         tok = _clip_tokenizer()
         text = dict(
@@ -782,10 +785,10 @@ def build_tiny_image_text(
         tok = _siglip2_tokenizer()
         text = dict(tower, vocab_size=len(tok), max_position_embeddings=64, **_ids(tok))
         vision.pop("image_size")
-        vision["num_patches"] = (image_size // 8) ** 2
+        vision["num_patches"] = (image_size // patch_size) ** 2
         config = transformers.Siglip2Config(text_config=text, vision_config=vision)
         processor = transformers.Siglip2ImageProcessor(
-            patch_size=8, max_num_patches=(image_size // 8) ** 2
+            patch_size=patch_size, max_num_patches=(image_size // patch_size) ** 2
         )
         model_class = transformers.Siglip2Model
     torch.manual_seed(seed)
