@@ -716,7 +716,7 @@ def _siglip2_tokenizer():
     return Siglip2Tokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=64)
 
 
-def _ids(tok) -> dict[str, int]:
+def _ids(tok: Any) -> dict[str, int]:
     """The special token ids of a tiny tokenizer, for its text tower's config."""
     eos = tok.eos_token_id
     bos = tok.bos_token_id if tok.bos_token_id is not None else eos
