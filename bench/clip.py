@@ -27,8 +27,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summary import quick, summary  # noqa: E402
 
-LABELS = ["cat", "dog", "car", "bird", "house", "tree", "cup of coffee", "astronaut", "rocket",
-          "logo"]
+LABELS = [
+    "cat",
+    "dog",
+    "car",
+    "bird",
+    "house",
+    "tree",
+    "cup of coffee",
+    "astronaut",
+    "rocket",
+    "logo",
+]
 
 
 def photos(n: int):
@@ -46,9 +56,16 @@ def build(folder: Path, small: bool) -> Path:
     # ViT-B/32 and its 12-layer, 512-wide text tower; quick mode keeps the widths, cuts layers
     layers = 2 if small else 12
     path = build_tiny_image_text(
-        folder / "clip", "clip", image_size=224, patch_size=32,
-        sizes={"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
-               "num_hidden_layers": layers},
+        folder / "clip",
+        "clip",
+        image_size=224,
+        patch_size=32,
+        sizes={
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_attention_heads": 12,
+            "num_hidden_layers": layers,
+        },
     )
     return path
 
@@ -72,8 +89,10 @@ def main() -> None:
         path = build(Path(tmp), small=q)
         fm = fmhub.load(str(path), device="cpu", dtype="float32")
         pipe = transformers.pipeline(
-            "zero-shot-image-classification", model=fm.module,
-            tokenizer=fm.processor.tokenizer, image_processor=fm.processor.image_processor,
+            "zero-shot-image-classification",
+            model=fm.module,
+            tokenizer=fm.processor.tokenizer,
+            image_processor=fm.processor.image_processor,
             device="cpu",
         )
         fm.predict(images[:2], labels=LABELS)  # warm-up both

@@ -141,8 +141,9 @@ def test_labels_at_load_per_call_override_and_top_k():
     model = fmhub.load("hf:tiny-org/clip", labels=["a cat", "a dog"], template="a photo of {}")
     r = model(IMAGES[0])
     assert {t.label for t in r.top_k} == {"a cat", "a dog"}
-    ref = _pipe("clip")(_rgb(IMAGES[0]), candidate_labels=["a cat", "a dog"],
-                        hypothesis_template="a photo of {}")
+    ref = _pipe("clip")(
+        _rgb(IMAGES[0]), candidate_labels=["a cat", "a dog"], hypothesis_template="a photo of {}"
+    )
     assert [t.label for t in r.top_k] == [x["label"] for x in ref]
     other = model(IMAGES[0], labels=LABELS, top_k=2)
     assert len(other.top_k) == 2 and other.label in LABELS
@@ -217,8 +218,12 @@ def test_task_detection_claim_and_aliases():
     spec = fmhub.model_info(str(_path("siglip")))
     assert spec.modality == "image-text" and spec.task == "zero-shot-classification"
     assert spec.architecture == "siglip"
-    for alias, arch in [("clip-vit-b32", "clip"), ("siglip-base", "siglip"),
-                        ("siglip2-base", "siglip2"), ("clip-vit-l14", "clip")]:
+    for alias, arch in [
+        ("clip-vit-b32", "clip"),
+        ("siglip-base", "siglip"),
+        ("siglip2-base", "siglip2"),
+        ("clip-vit-l14", "clip"),
+    ]:
         info = fmhub.model_info(alias)
         assert info.modality == "image-text" and info.task == "zero-shot-classification"
         assert info.architecture == arch
@@ -242,8 +247,15 @@ def test_image_tower_fine_tunes_as_a_classifier(method, tmp_path):
         assert plan.modules and all(m.startswith("vision_model.") for m in plan.modules)
         assert all(m.endswith(("q_proj", "v_proj")) for m in plan.modules)
     result = fmhub.finetune(
-        model, train, method=method, max_steps=3, learning_rate=5e-2, batch_size=4,
-        seed=0, progress=False, output_dir=str(tmp_path / "run"),
+        model,
+        train,
+        method=method,
+        max_steps=3,
+        learning_rate=5e-2,
+        batch_size=4,
+        seed=0,
+        progress=False,
+        output_dir=str(tmp_path / "run"),
     )
     assert model.task == "classification" and model.labels == ("round", "square")
     got = model.predict(IMAGES)

@@ -183,7 +183,9 @@ def load_clip(spec: fmhub.ModelSpec, options: Any, src: Any, cfg: Any) -> fmhub.
             )
     common = dict(revision=src.revision, trust_remote_code=options.trust_remote_code, **local)
     try:
-        tokenizer = _quiet(lambda: transformers.AutoTokenizer.from_pretrained(src.location, **common))
+        tokenizer = _quiet(
+            lambda: transformers.AutoTokenizer.from_pretrained(src.location, **common)
+        )
     except ImportError as exc:  # SigLIP's sentencepiece tokenizer
         raise fmhub.PluginError(
             f"{src.where} needs a library its tokenizer uses: {exc} (SigLIP: pip install "
@@ -290,7 +292,11 @@ def preprocess(model: Any, inputs: list[Any], options: Any = None) -> dict[str, 
     proc: ImageTextProcessor = model.processor
     if model.task == "zero-shot-classification":
         labels, template = _labels(model, options)
-        return {**proc.pixels(_images(inputs, zero_shot=True)), "labels": labels, "template": template}
+        return {
+            **proc.pixels(_images(inputs, zero_shot=True)),
+            "labels": labels,
+            "template": template,
+        }
     if model.task == "classification":
         return proc.pixels(_images(inputs))
     text_at = [i for i, x in enumerate(inputs) if isinstance(x, str)]

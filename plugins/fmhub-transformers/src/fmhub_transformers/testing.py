@@ -765,9 +765,7 @@ def build_tiny_image_text(
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )
-        config = transformers.CLIPConfig(
-            text_config=text, vision_config=vision, projection_dim=24
-        )
+        config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)
         processor = transformers.CLIPImageProcessor(
             size={"shortest_edge": image_size},
             crop_size={"height": image_size, "width": image_size},
