@@ -95,7 +95,6 @@ class TransformersOptions(fmhub.LoadOptions):
         "entities (pipeline 'simple'); 'none' returns one entity per token.",
     )
 
-
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
