@@ -87,7 +87,7 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     fresh head of ``len(labels)`` outputs. Returns the head's module names."""
     from transformers import AutoModelForSequenceClassification
 
-    if getattr(model.processor, "kind", None) == "image-text":  # CLIP, SigLIP: the image tower
+    if getattr(getattr(model, "processor", None), "kind", None) == "image-text":  # CLIP, SigLIP
         from ._stages_clip import attach_head as attach_image_head
 
         return attach_image_head(model, labels)
