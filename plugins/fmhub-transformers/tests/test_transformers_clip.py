@@ -200,6 +200,8 @@ def test_bad_inputs_and_options_are_clear_errors():
         fmhub.load("hf:tiny-org/clip", task="classification")
     with pytest.raises(fmhub.InvalidOptionError, match="labels= and template="):
         fmhub.load(str(ROOT / "mpnet-emb"), labels=["a"])
+    with pytest.raises(fmhub.InvalidOptionError, match="pooling="):
+        fmhub.load("hf:tiny-org/clip", task="embedding", pooling="cls")
     embedder = fmhub.load("hf:tiny-org/siglip", task="embedding")
     with pytest.raises(fmhub.InputError, match="no per-call options"):
         embedder(IMAGES[0], labels=["a"])
@@ -209,6 +211,21 @@ def test_bad_inputs_and_options_are_clear_errors():
         from fmhub.export import export_spec
 
         export_spec(model)
+
+
+def test_texts_longer_than_the_text_tower_follow_truncation():
+    long = " ".join(["the quick brown fox"] * 40)  # far over CLIP's 77 tokens
+    strict = fmhub.load("hf:tiny-org/clip", task="embedding", truncation="error")
+    with pytest.raises(fmhub.InputError, match="longer than 77 tokens") as err:
+        strict.predict(["short", long])
+    assert err.value.index == 1
+    lenient = fmhub.load("hf:tiny-org/clip", task="embedding")
+    with pytest.warns(UserWarning, match="truncated"):
+        v = lenient(long)
+    assert v.shape == (24,) and np.isfinite(v).all()
+    zs = fmhub.load("hf:tiny-org/siglip", truncation="silent")
+    r = zs(IMAGES[0], labels=[long, "cat"])  # a label prompt cut at SigLIP's 64 tokens
+    assert {t.label for t in r.top_k} == {long, "cat"}
 
 
 # -- detection, claim, aliases ---------------------------------------------------------------------

@@ -154,6 +154,11 @@ def load_clip(spec: fmhub.ModelSpec, options: Any, src: Any, cfg: Any) -> fmhub.
             f"{' or '.join(IMAGE_TEXT_TASKS)}, not task={task!r}. To train an image classifier "
             "on its image tower, load it and call fmhub.finetune(model, data)."
         )
+    if options.pooling is not None or options.aggregation != "simple":
+        raise fmhub.InvalidOptionError(
+            f"{src.where} is an image-text model: its vectors are the towers' projections, "
+            "so pooling= and aggregation= do not apply; leave them out."
+        )
     if options.labels is not None and task != "zero-shot-classification":
         raise fmhub.InvalidOptionError(
             f"labels= is for zero-shot-classification; {src.where} was loaded for {task}."
