@@ -235,6 +235,7 @@ def test_task_detection_claim_and_aliases():
     spec = fmhub.model_info(str(_path("siglip")))
     assert spec.modality == "image-text" and spec.task == "zero-shot-classification"
     assert spec.architecture == "siglip"
+    assert spec.tasks == ("zero-shot-classification", "embedding")
     for alias, arch in [
         ("clip-vit-b32", "clip"),
         ("siglip-base", "siglip"),
@@ -243,7 +244,7 @@ def test_task_detection_claim_and_aliases():
     ]:
         info = fmhub.model_info(alias)
         assert info.modality == "image-text" and info.task == "zero-shot-classification"
-        assert info.architecture == arch
+        assert info.architecture == arch and "embedding" in info.tasks
     heavy = imported_after(
         "import fmhub; fmhub.model_info('clip-vit-b16'); fmhub.model_info('siglip-base')", HEAVY
     )

@@ -24,6 +24,7 @@ from ._catalog import ROWS, Row
 from ._config import (
     GENERATIVE,
     IMAGE_TEXT,
+    IMAGE_TEXT_TASKS,
     TASKS,
     CheckpointConfig,
     check_labels,
@@ -114,7 +115,7 @@ def _spec(repo_id: str, modality: str = "text", **fields) -> fmhub.ModelSpec:
     return fmhub.ModelSpec(
         id=f"hf:{repo_id}",
         modality=modality,
-        tasks=tuple(TASKS),
+        tasks=IMAGE_TEXT_TASKS if modality == "image-text" else tuple(TASKS),
         source=f"https://huggingface.co/{repo_id}",
         **fields,
     )
@@ -205,7 +206,7 @@ def fmhub_claim_path(path):
         path=path,
         modality=modality,
         task=task,
-        tasks=tuple(TASKS),
+        tasks=IMAGE_TEXT_TASKS if arch in IMAGE_TEXT else tuple(TASKS),
         architecture=arch,
         source=path,
         description="Local Transformers checkpoint folder.",
