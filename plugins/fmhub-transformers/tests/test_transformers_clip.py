@@ -23,7 +23,7 @@ from PIL import Image  # noqa: E402
 
 ROOT = Path(tempfile.gettempdir()) / f"fmhub-tf-tests-{os.getpid()}"  # as in conftest.py
 HEAVY = ("torch", "transformers", "tokenizers", "huggingface_hub")
-ARCHS = ("clip", "siglip", "siglip2")
+ARCHS = ("clip", "siglip", "siglip2", "chinese_clip")
 LABELS = ["cat", "dog", "car", "bird"]
 RNG = np.random.default_rng(0)
 #: Images of several sizes and kinds (PIL, uint8 arrays, grey, RGBA).
@@ -81,7 +81,7 @@ def test_zero_shot_equals_the_transformers_pipeline(arch, template):
             [t.score for t in result.top_k], [r["score"] for r in ref], atol=1e-5, rtol=0
         )
     sums = [sum(t.score for t in r.top_k) for r in got]
-    if arch == "clip":  # a softmax over the labels; SigLIP: one sigmoid per label
+    if "siglip" not in arch:  # a softmax over the labels; SigLIP: one sigmoid per label
         np.testing.assert_allclose(sums, 1.0, atol=1e-5)
     else:
         assert all(0 < t.score < 1 for r in got for t in r.top_k)
@@ -254,10 +254,13 @@ def test_task_detection_claim_and_aliases():
 # -- fine-tuning ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["lora", "head", "full"])
-def test_image_tower_fine_tunes_as_a_classifier(method, tmp_path):
+@pytest.mark.parametrize(
+    "method,arch",
+    [("lora", "siglip"), ("head", "siglip"), ("full", "siglip"), ("lora", "chinese_clip")],
+)
+def test_image_tower_fine_tunes_as_a_classifier(method, arch, tmp_path):
     pytest.importorskip("peft")
-    model = fmhub.load("hf:tiny-org/siglip")
+    model = fmhub.load(f"hf:tiny-org/{arch}")
     train = [(x, ["round", "square"][i % 2]) for i, x in enumerate(IMAGES * 2)]
     plan = fmhub.finetune_plan(model, method, labels=["round", "square"])
     assert plan.head == ["classifier"]

@@ -48,7 +48,7 @@ TASKS: dict[str, str] = {
 GENERATIVE = ("text-generation", "text2text", "transcription")
 #: Image-text models (an image tower and a text tower in one space); their stages are in
 #: ``_stages_clip``. They do ``zero-shot-classification`` (the default) and ``embedding``.
-IMAGE_TEXT = ("clip", "siglip", "siglip2")
+IMAGE_TEXT = ("clip", "siglip", "siglip2", "chinese_clip")
 #: The tasks an image-text model does.
 IMAGE_TEXT_TASKS = ("zero-shot-classification", "embedding")
 

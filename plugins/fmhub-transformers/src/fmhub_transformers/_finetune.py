@@ -49,6 +49,7 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "clip": ["q_proj", "v_proj"],
         "siglip": ["q_proj", "v_proj"],
         "siglip2": ["q_proj", "v_proj"],
+        "chinese_clip": ["q_proj", "v_proj"],
     },
     "ia3": {
         "bert": ["key", "value", "output.dense"],
@@ -63,6 +64,7 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "clip": ["k_proj", "v_proj", "fc2"],
         "siglip": ["k_proj", "v_proj", "fc2"],
         "siglip2": ["k_proj", "v_proj", "fc2"],
+        "chinese_clip": ["k_proj", "v_proj", "fc2"],
     },
 }
 

@@ -633,7 +633,7 @@ def build_tiny_whisper(
 # -- image-text models (CLIP, SigLIP) ------------------------------------------------------------
 
 #: Image-text architectures a tiny checkpoint can be built for.
-IMAGE_TEXT_ARCHITECTURES = ("clip", "siglip", "siglip2")
+IMAGE_TEXT_ARCHITECTURES = ("clip", "siglip", "siglip2", "chinese_clip")
 #: Words every tiny image-text tokenizer spells as whole tokens (besides :data:`CORPUS`).
 _IMAGE_TEXT_WORDS = ("this", "photo", "of", "cat", "dog", "car", "bird", "house", "tree")
 
@@ -732,7 +732,8 @@ def build_tiny_image_text(
     patch_size: int = 8,
     sizes: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a tiny random-weight image-text checkpoint (``clip``, ``siglip`` or ``siglip2``):
+    """Write a tiny random-weight image-text checkpoint (``clip``, ``siglip``, ``siglip2`` or
+    ``chinese_clip``):
     ``config.json`` with both towers, safetensors weights, the architecture's own tokenizer and
     image processor (``preprocessor_config.json``) into ``dest``; return it.
 
@@ -779,6 +780,23 @@ def build_tiny_image_text(
             size={"height": image_size, "width": image_size}
         )
         model_class = transformers.SiglipModel
+    elif arch == "chinese_clip":  # a BERT text tower with a WordPiece tokenizer
+        tok = build_tiny_tokenizer("wordpiece")
+        text = dict(
+            tower,
+            vocab_size=len(tok),
+            max_position_embeddings=64,
+            type_vocab_size=2,
+            pad_token_id=tok.pad_token_id,
+        )
+        config = transformers.ChineseCLIPConfig(
+            text_config=text, vision_config=vision, projection_dim=24
+        )
+        processor = transformers.ChineseCLIPImageProcessor(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+        )
+        model_class = transformers.ChineseCLIPModel
     else:
         tok = _siglip2_tokenizer()
         text = dict(tower, vocab_size=len(tok), max_position_embeddings=64, **_ids(tok))
