@@ -325,3 +325,17 @@ class TestImageTextConformance(ConformanceSuite):
             id="clip-embedding-hub",
         ),
     ]
+
+
+def test_cli_predict_with_labels_given_as_a_load_option(tmp_path, capsys):
+    import json
+
+    from fmhub.cli import main
+
+    image = tmp_path / "x.png"
+    Image.fromarray(IMAGES[1]).save(image)
+    assert main(["predict", "hf:tiny-org/clip", str(image), "-o", 'labels=["cat", "dog"]']) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = fmhub.load("hf:tiny-org/clip")(image, labels=["cat", "dog"])
+    assert line["result"]["label"] == expected.label
+    assert abs(line["result"]["score"] - expected.score) < 1e-6
