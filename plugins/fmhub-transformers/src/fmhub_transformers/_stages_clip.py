@@ -335,7 +335,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(p=2, dim=-1, keepdim=True)
 
 
-def _text_tower_version(module: Any) -> tuple[int, ...]:
+def _weights_version(module: Any) -> tuple[int, ...]:
     """Changes whenever a parameter of the model is modified in place or moved (a cache key)."""
     first = next(module.parameters())
     return (
@@ -351,7 +351,7 @@ def label_embeddings(model: Any, labels: tuple[str, ...], template: str) -> torc
     proc: ImageTextProcessor = model.processor
     module = model.module
     first = next(module.parameters())
-    key = (labels, template, first.device, first.dtype, _text_tower_version(module))
+    key = (labels, template, first.device, first.dtype, _weights_version(module))
     cacheable = torch.is_inference_mode_enabled()
     if cacheable:
         with proc.lock:
