@@ -200,6 +200,8 @@ def test_bad_inputs_and_options_are_clear_errors():
         fmhub.load("hf:tiny-org/clip", task="classification")
     with pytest.raises(fmhub.InvalidOptionError, match="labels= and template="):
         fmhub.load(str(ROOT / "mpnet-emb"), labels=["a"])
+    with pytest.raises(fmhub.InputError, match="not text"):  # an image to a text-only model
+        fmhub.load(str(ROOT / "mpnet-emb"))(IMAGES[0])
     with pytest.raises(fmhub.InvalidOptionError, match="pooling="):
         fmhub.load("hf:tiny-org/clip", task="embedding", pooling="cls")
     embedder = fmhub.load("hf:tiny-org/siglip", task="embedding")
