@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import warnings
-from typing import Any, TextIO
 
 from ._clikit import (  # noqa: F401 - re-exported: the public names of the command-line kit
     _COMMON,
@@ -61,6 +60,11 @@ from ._clikit import (  # noqa: F401 - re-exported: the public names of the comm
 )
 from ._snapshot import fast_command, plugin_row, print_models, print_plugins
 from .errors import FmhubError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the fast path of `fmhub list` imports this module
+
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 __all__ = ["build_parser", "main"]
 
