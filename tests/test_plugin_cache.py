@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -284,6 +285,15 @@ def cli(
     return proc, modules
 
 
+def age(*paths: Path) -> None:
+    """Date ``paths`` and everything under them a minute back: a snapshot is not written from
+    files modified just before (or while) the command ran."""
+    past = time.time_ns() - 60 * 10**9
+    for top in paths:
+        for path in [top, *(top.rglob("*") if top.is_dir() else ())]:
+            os.utime(path, ns=(past, past))
+
+
 def snapshots() -> list[Path]:
     return sorted(Path(os.environ["FMHUB_CACHE"], "plugins").glob("snapshot-*.json"))
 
@@ -292,6 +302,7 @@ def test_list_info_plugins_from_the_snapshot_print_what_the_full_command_prints(
     install_plugin, tmp_path
 ):
     site, _ = install_plugin("slow", SLOW, dist="fmhub-slow")
+    age(site)
     marker = tmp_path / "marker"
     full = {}
     for args in COMMANDS:  # the full command: every plugin imported, no cache of any kind
@@ -328,16 +339,27 @@ def test_the_snapshot_follows_installs_upgrades_removals_and_edits(install_plugi
     # every installed plugin but those installed before the test: "slow" and the one it installs
     select = {"FMHUB_LOAD_PLUGINS": "*", **({"FMHUB_DISABLE_PLUGINS": others} if others else {})}
 
-    def listed(*args: str, **env: str) -> str:
-        proc, _ = cli(site, marker, *args, **{**select, **env})
+    def listed(*args: str, snapshot: bool, **env: str) -> str:
+        """The output of ``fmhub ARGS``; ``snapshot``: whether it must come from the snapshot
+        (no pydantic imported) or from the full command."""
+        proc, modules = cli(site, marker, *args, **{**select, **env})
         assert proc.returncode == 0, proc.stderr
         assert "warning" not in proc.stderr, proc.stderr
+        assert ("pydantic" not in modules) is snapshot, (args, snapshot)
         return proc.stdout
 
-    assert "slow:one" in listed("list")
+    def changed(*args: str, aged: tuple[Path, ...] = (), **env: str) -> str:
+        """After a change: the full command runs (the snapshot is stale), then the snapshot
+        it rewrote answers with the same output. ``aged``: the paths just written, dated back
+        (else they are not trusted, see RACY_NS) but to a new time all the same."""
+        age(*aged)
+        out = listed(*args, snapshot=False, **env)
+        assert listed(*args, snapshot=True, **env) == out
+        return out
+
+    assert "slow:one" in changed("list", aged=(site,))
     marker.unlink()
-    assert "slow:one" in listed("list") and not marker.exists()
-    assert "slow:one" in listed("list") and not marker.exists()
+    assert "slow:one" in listed("list", snapshot=True) and not marker.exists()
 
     # a distribution installed next to it
     info = site / "fmhub_other-1.0.dist-info"
@@ -345,32 +367,36 @@ def test_the_snapshot_follows_installs_upgrades_removals_and_edits(install_plugi
     (site / "fmhub_fake_other_mod.py").write_text(OTHER)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fmhub-other\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[fmhub]\nother = fmhub_fake_other_mod\n")
-    assert "other:m" in listed("list") and "other:m" in listed("list")
-    assert json.loads(listed("info", "other-m"))["id"] == "other:m"
+    assert "other:m" in changed("list", aged=(info, site / "fmhub_fake_other_mod.py"))
+    assert json.loads(listed("info", "other-m", snapshot=True))["id"] == "other:m"
 
     # upgraded in place (a new version in METADATA)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fmhub-other\nVersion: 2.0\n")
-    assert "fmhub-other 2.0" in listed("plugins")
-    assert "fmhub-other 2.0" in listed("plugins")
+    assert "fmhub-other 2.0" in changed("plugins", aged=(info / "METADATA",))
+
+    # a file written next to the distributions (`fmhub list > out.txt`) changes nothing
+    (site / "out.txt").write_text("")
+    assert "other:m" in listed("list", snapshot=True)
 
     # an editable plugin's source edited: the new alias lists, the old one is gone
     source = site / f"{module}.py"
     source.write_text(source.read_text().replace('"slow-one"', '"slow-uno"'))
-    os.utime(source, ns=(source.stat().st_mtime_ns + 10**9,) * 2)
-    assert "slow-uno" in listed("list") and marker.exists()
+    assert "slow-uno" in changed("list", aged=(source,)) and marker.exists()
     marker.unlink()
-    assert json.loads(listed("info", "slow-uno"))["id"] == "slow:one" and not marker.exists()
+    assert json.loads(listed("info", "slow-uno", snapshot=True))["id"] == "slow:one"
+    assert not marker.exists()
     proc, _ = cli(site, marker, "info", "slow-one", **select)
     assert proc.returncode == 2 and "slow-one" in proc.stderr
 
     # removed
     shutil.rmtree(info)
     (site / "fmhub_fake_other_mod.py").unlink()
-    assert "other:m" not in listed("list") and "other:m" not in listed("list")
+    assert "other:m" not in changed("list")
 
-    # another selection of plugins
-    assert "slow:one" not in listed("list", FMHUB_DISABLE_PLUGINS=f"{others},slow".lstrip(","))
-    assert "slow:one" in listed("list")
+    # another selection of plugins has a snapshot of its own
+    disable = f"{others},slow".lstrip(",")
+    assert "slow:one" not in changed("list", FMHUB_DISABLE_PLUGINS=disable)
+    assert "slow:one" in listed("list", snapshot=True)
 
 
 def test_a_broken_plugin_warns_every_time_and_is_never_snapshotted(install_plugin, tmp_path):
@@ -386,6 +412,7 @@ def test_a_broken_plugin_warns_every_time_and_is_never_snapshotted(install_plugi
 
 def test_a_corrupt_snapshot_is_ignored_and_rewritten(install_plugin, tmp_path):
     site, _ = install_plugin("slow", SLOW, dist="fmhub-slow")
+    age(site)
     marker = tmp_path / "marker"
     before = set(snapshots())
     cli(site, marker, "list")

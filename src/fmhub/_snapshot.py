@@ -1,25 +1,28 @@
 """The start-up snapshot: ``fmhub list``, ``fmhub info NAME`` and ``fmhub plugins`` answered from one
 JSON file, without importing pydantic, pluggy, ``importlib.metadata`` or any plugin.
 
-A full run of ``fmhub list`` / ``info`` / ``plugins`` (the hub built from the installed entry points, every plugin
-fine) writes ``<cache>/snapshot-<key>.json`` (the cache folder of :mod:`fmhub._plugincache`): every
-registered model as ``list --json`` prints it, what each id and alias resolves to (``info``) and
-every plugin's record (``plugins``). The file name hashes what selects the set of plugins: fmhub's
-version, the interpreter, ``sys.path`` and ``FMHUB_LOAD_PLUGINS`` / ``FMHUB_DISABLE_PLUGINS``. The
-snapshot is used only while every file and folder it recorded is unchanged (size and modification
-time; a folder's modification time changes when an entry is added or removed, the rule
-``importlib.metadata`` itself caches by):
+A full run of ``fmhub list`` / ``info`` / ``plugins`` (the hub built from the installed entry
+points, every plugin fine, nothing warned) writes ``<cache>/snapshot-<key>.json`` (the cache folder
+of :mod:`fmhub._plugincache`): every registered model as ``list --json`` prints it, what each id
+and alias resolves to (``info``) and every plugin's record (``plugins``). The file name hashes what
+selects the set of plugins: fmhub's version, the interpreter, ``sys.path`` (and the working folder
+when an entry is relative) and ``FMHUB_LOAD_PLUGINS`` / ``FMHUB_DISABLE_PLUGINS``. The snapshot is
+used only while what it recorded is unchanged (size and modification time):
 
-* every ``sys.path`` entry: installing, upgrading or removing a distribution adds or removes a
-  ``.dist-info`` folder there;
+* the distributions in every ``sys.path`` folder: the folder's modification time (it changes when
+  an entry is added or removed, the rule ``importlib.metadata`` itself caches by), else its
+  ``.dist-info`` / ``.egg-info`` entries with theirs (so a file written next to them, as
+  ``python -m fmhub list > out.txt`` does in the working folder, does not count): installing,
+  upgrading or removing a distribution adds, replaces or removes one;
 * the ``.dist-info`` folder, ``METADATA`` and ``entry_points.txt`` of every distribution with an
   ``fmhub`` entry point (a version rewritten in place);
 * every ``.py`` file and folder of each plugin's top-level package (an editable install's edits);
 * every ``.py`` file and folder of fmhub itself.
 
-Anything else (a pattern it cannot answer, another option, a name that is no registered id or alias,
-a stale or unreadable file) falls through to the full command, which rewrites the snapshot.
-``FMHUB_PLUGIN_CACHE=0`` turns it off with the registration cache.
+Nothing modified within :data:`RACY_NS` of the run's start is trusted (the run may have read it
+before the change): then no snapshot is written. Anything else (another option, a name that is no
+registered id or alias, a stale or unreadable file) falls through to the full command, which
+rewrites the snapshot. ``FMHUB_PLUGIN_CACHE=0`` turns it off with the registration cache.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+
+#: When this process started working (this module is imported by ``fmhub.cli``).
+_START_NS = time.time_ns()
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module must import nothing it need not
 
@@ -42,6 +49,9 @@ __all__ = ["fast_command", "plugin_row", "print_models", "print_plugins", "write
 FORMAT = 1
 #: Snapshots kept per cache folder (one per interpreter, sys.path and plugin selection).
 KEEP = 16
+#: A path modified this close to (or after) the start of the run that read it is not trusted: the
+#: run may have read the version before the change (file systems store coarse times).
+RACY_NS = 2 * 10**9
 
 
 def _enabled() -> bool:
@@ -59,12 +69,14 @@ def _cache_dir() -> str:
 def _key() -> list[Any]:
     from . import __version__
 
+    relative = any(not os.path.isabs(entry) for entry in sys.path)
     return [
         FORMAT,
         __version__,
         sys.version,
         sys.executable,
         list(sys.path),
+        os.getcwd() if relative else None,  # '' and relative entries are relative to it
         os.environ.get("FMHUB_LOAD_PLUGINS"),
         os.environ.get("FMHUB_DISABLE_PLUGINS"),
     ]
@@ -88,6 +100,14 @@ def _stat(path: str) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def _racy(path: str) -> bool:
+    """Whether ``path`` changed so recently that this run may have read it before the change."""
+    try:
+        return os.stat(path).st_mtime_ns >= _START_NS - RACY_NS
+    except (OSError, ValueError):
+        return False
+
+
 def _tree(root: str) -> list[str]:
     """Every folder (bar ``__pycache__``) and ``.py`` file under ``root``, or ``root`` itself."""
     if not os.path.isdir(root):
@@ -100,13 +120,35 @@ def _tree(root: str) -> list[str]:
     return out
 
 
+def _listing(folder: str) -> list[list[str]] | None:
+    """The distributions installed in ``folder`` (a ``sys.path`` entry): each ``.dist-info`` /
+    ``.egg-info`` entry with its modification time; None when it is no readable folder."""
+    try:
+        entries = os.scandir(folder)
+    except (OSError, ValueError):
+        return None
+    out = []
+    with entries:
+        for entry in entries:
+            if entry.name.lower().endswith((".dist-info", ".egg-info")):
+                try:
+                    out.append([entry.name, str(entry.stat().st_mtime_ns)])
+                except OSError:
+                    continue
+    return sorted(out)
+
+
+def _folders() -> list[str]:
+    """The ``sys.path`` entries, where ``importlib.metadata`` finds distributions."""
+    return list(dict.fromkeys(entry or os.curdir for entry in sys.path))
+
+
 def _watched(hub: Hub) -> list[str] | None:
-    """The files and folders whose change invalidates a snapshot of ``hub``, or None when the
-    hub's plugins cannot all be located."""
+    """The files and folders (besides the ``sys.path`` entries) whose change invalidates a
+    snapshot of ``hub``, or None when the hub's plugins cannot all be located."""
     import importlib.util
 
-    paths = [entry or os.curdir for entry in sys.path]
-    paths += _tree(os.path.dirname(os.path.abspath(__file__)))
+    paths = _tree(os.path.dirname(os.path.abspath(__file__)))
     for ep in hub._entry_points:
         dist = ep.dist
         info = getattr(dist, "_path", None)  # a PathDistribution's .dist-info folder
@@ -126,11 +168,6 @@ def _watched(hub: Hub) -> list[str] | None:
         for root in roots or [spec.origin]:
             paths += _tree(root)
     return list(dict.fromkeys(paths))
-
-
-def list_row(spec_json: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a spec ``fmhub list`` prints (from its JSON form)."""
-    return {k: spec_json.get(k) for k in ("id", "aliases", "task", "modality")}
 
 
 def match(pattern: str | None, names: list[str]) -> bool:
@@ -201,8 +238,12 @@ def write_snapshot(hub: Hub) -> None:
         return
     key = _key()
     watched = _watched(hub)
-    if watched is None:
+    if watched is None or any(_racy(p) for p in watched):
         return
+    folders = [[f, _stat(f), _listing(f)] for f in _folders()]
+    for folder, _, listing in folders:  # a distribution installed while this run went on
+        if any(_racy(os.path.join(folder, name)) for name, _ in listing or ()):
+            return
     specs = [s.model_dump(mode="json", exclude_none=True) for s in hub.list_models()]
     resolved: dict[str, Any] = {}
     for spec in hub.list_models():
@@ -214,6 +255,7 @@ def write_snapshot(hub: Hub) -> None:
     plugins = [plugin_row(r) for r in hub.plugins()]
     data = {
         "key": key,
+        "folders": folders,
         "stats": [[p, _stat(p)] for p in watched],
         "specs": specs,
         "resolved": resolved,
@@ -257,6 +299,10 @@ def read_snapshot() -> dict[str, Any] | None:
     try:
         if data["key"] != key or not all(_stat(p) == sig for p, sig in data["stats"]):
             return None
+        for folder, sig, listing in data["folders"]:
+            # a changed folder is fine while its distributions are (a file written next to them)
+            if _stat(folder) != sig and (listing is None or _listing(folder) != listing):
+                return None
         if not isinstance(data["specs"], list) or not isinstance(data["resolved"], dict):
             return None
         if not isinstance(data["plugins"], list):
