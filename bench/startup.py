@@ -14,7 +14,8 @@ Contenders (each round runs every one once, order alternating; medians reported)
 * ``fmhub list, no cache`` — ``FMHUB_PLUGIN_CACHE=0``: every plugin imported;
 * the same two ways with a plugin installed that sleeps 1 s at import.
 
-A warm-up run of each fills a private cache folder first.
+A warm-up run of each fills a private cache folder first. Besides wall-clock time each row shows
+the process's CPU time (user + system), which load on a shared machine inflates less.
 
     python bench/startup.py [--rounds 15]
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,12 +68,16 @@ def drop_snapshots(env: dict[str, str]) -> None:
         path.unlink()
 
 
-def run(argv: list[str], env: dict[str, str], drop: bool = False) -> float:
+def run(argv: list[str], env: dict[str, str], drop: bool = False) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) seconds of one fresh process."""
     if drop:
         drop_snapshots(env)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def loadavg() -> str:
@@ -119,17 +125,23 @@ def main() -> None:
             run(argv, env)  # fills the caches, warms the OS file cache
         before = loadavg()
         times: dict[str, list[float]] = {n: [] for n in sides}
+        cpu: dict[str, list[float]] = {n: [] for n in sides}
         for r in range(args.rounds):
             for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
                 argv, env, drop = sides[name]
-                times[name].append(run(argv, env, drop))
+                wall, used = run(argv, env, drop)
+                times[name].append(wall)
+                cpu[name].append(used)
     print(
         f"Fresh processes, {args.rounds} interleaved rounds, {len(specs)} models listed, "
         f"load average {before} before, {loadavg()} after; fmhub = {' '.join(fmhub)}"
     )
     med = {n: statistics.median(t) for n, t in times.items()}
     for name, t in times.items():
-        print(f"  {name:<30} median {med[name] * 1000:7.1f} ms, best {min(t) * 1000:7.1f} ms")
+        print(
+            f"  {name:<30} median {med[name] * 1000:7.1f} ms, best {min(t) * 1000:7.1f} ms, "
+            f"CPU median {statistics.median(cpu[name]) * 1000:7.1f} ms"
+        )
     summary("fmhub_list_vs_entry_point_scan", med["fmhub list"], med["entry-point scan"], "s")
     summary("fmhub_import_vs_bare_python", med["import fmhub"], med["python -c pass"], "s")
     summary(
