@@ -399,6 +399,44 @@ def test_the_snapshot_follows_installs_upgrades_removals_and_edits(install_plugi
     assert "slow:one" in listed("list", snapshot=True)
 
 
+UNINSTALLER = """
+import os, shutil
+import fmhub
+from fmhub import hookimpl
+
+shutil.rmtree(os.environ["GONE_INFO"], ignore_errors=True)  # uninstalls 'gone' while fmhub runs
+
+@hookimpl
+def fmhub_register_models(register):
+    register(fmhub.ModelSpec(id="toy:remover"))
+"""
+
+GONE = """
+import fmhub
+from fmhub import hookimpl
+
+@hookimpl
+def fmhub_register_models(register):
+    register(fmhub.ModelSpec(id="toy:gone"))
+"""
+
+
+def test_a_distribution_removed_while_the_command_runs_is_not_snapshotted(install_plugin, tmp_path):
+    site, _ = install_plugin("gone", GONE, dist="fmhub-gone")
+    (gone_info,) = site.glob("fmhub_gone-*.dist-info")
+    other, _ = install_plugin("uninstaller", UNINSTALLER, dist="fmhub-uninstaller")
+    age(site, other)
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(site), str(other), os.environ.get("PYTHONPATH", "")]),
+        "FMHUB_LOAD_PLUGINS": "toy,gone,uninstaller",
+        "GONE_INFO": str(gone_info),
+    }
+    first, _ = cli(site, tmp_path / "marker", "list", **env)
+    assert first.returncode == 0 and "toy:gone" in first.stdout  # imported before it went
+    again, _ = cli(site, tmp_path / "marker", "list", **env)
+    assert "toy:gone" not in again.stdout and "toy:remover" in again.stdout
+
+
 def test_a_broken_plugin_warns_every_time_and_is_never_snapshotted(install_plugin, tmp_path):
     site, _ = install_plugin(
         "slow", 'raise ImportError("no module named somelib")', dist="fmhub-slow"

@@ -20,7 +20,8 @@ used only while what it recorded is unchanged (size and modification time):
 * every ``.py`` file and folder of fmhub itself.
 
 Nothing modified within :data:`RACY_NS` of the run's start is trusted (the run may have read it
-before the change): then no snapshot is written. Anything else (another option, a name that is no
+before the change), and the ``sys.path`` folders must be as the run found them at its start: else no
+snapshot is written. Anything else (another option, a name that is no
 registered id or alias, a stale or unreadable file) falls through to the full command, which
 rewrites the snapshot. ``FMHUB_PLUGIN_CACHE=0`` turns it off with the registration cache.
 """
@@ -34,6 +35,9 @@ import time
 
 #: When this process started working (this module is imported by ``fmhub.cli``).
 _START_NS = time.time_ns()
+#: The ``sys.path`` folders as the command found them when it started (see :func:`fast_command`):
+#: a snapshot is written only if they are the same when it ends.
+_folders_at_start: list[list[str]] | None = None
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module must import nothing it need not
 
@@ -70,13 +74,17 @@ def _key() -> list[Any]:
     from . import __version__
 
     relative = any(not os.path.isabs(entry) for entry in sys.path)
+    try:
+        cwd = os.getcwd() if relative else None
+    except OSError:  # the working folder was removed
+        cwd = "?"
     return [
         FORMAT,
         __version__,
         sys.version,
         sys.executable,
         list(sys.path),
-        os.getcwd() if relative else None,  # '' and relative entries are relative to it
+        cwd,  # '' and relative entries are relative to it
         os.environ.get("FMHUB_LOAD_PLUGINS"),
         os.environ.get("FMHUB_DISABLE_PLUGINS"),
     ]
@@ -241,7 +249,9 @@ def write_snapshot(hub: Hub) -> None:
     if watched is None or any(_racy(p) for p in watched):
         return
     folders = [[f, _stat(f), _listing(f)] for f in _folders()]
-    for folder, _, listing in folders:  # a distribution installed while this run went on
+    if _folders_at_start != [[f, sig] for f, sig, _ in folders]:
+        return  # a distribution installed or removed while this run went on (or no start seen)
+    for folder, _, listing in folders:  # ... or just before
         if any(_racy(os.path.join(folder, name)) for name, _ in listing or ()):
             return
     specs = [s.model_dump(mode="json", exclude_none=True) for s in hub.list_models()]
@@ -316,8 +326,11 @@ def fast_command(argv: list[str]) -> Callable[[], None] | None:
     """The printing of ``fmhub list [PATTERN] [--json]``, ``fmhub info NAME`` or ``fmhub plugins
     [--json]`` from a valid snapshot, or None: then the full command runs (any other command, option
     or name, no snapshot)."""
-    if not argv or argv[0] not in ("list", "info", "plugins"):
+    global _folders_at_start
+    _folders_at_start = None
+    if not argv or argv[0] not in ("list", "info", "plugins") or not _enabled():
         return None
+    _folders_at_start = [[f, _stat(f)] for f in _folders()]
     command, rest = argv[0], argv[1:]
     if any(a.startswith("-") and a != "--json" for a in rest):
         return None  # --help, -v, '--', a prefix of --json...: argparse's business
