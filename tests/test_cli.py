@@ -499,3 +499,27 @@ def test_verbosity_flags_go_before_or_after_the_subcommand(toy_hub, capsys, monk
     ):
         seen.clear()
         assert main(argv) == 0 and seen == [level], argv
+
+
+def test_import_fmhub_imports_neither_pydantic_nor_pluggy_and_every_name_resolves():
+    code = (
+        "import sys, fmhub\n"
+        "early = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pluggy') "
+        "or m.startswith(('fmhub.', 'importlib.metadata')))\n"
+        "assert early == [], early\n"
+        "from fmhub import ModelSpec, hookimpl, InputError\n"
+        "assert fmhub.errors.InputError is InputError and ModelSpec.__module__ == 'fmhub.spec'\n"
+        "missing = [n for n in fmhub.__all__ if not hasattr(fmhub, n)]\n"
+        "assert missing == [], missing\n"
+        "assert set(fmhub.__all__) <= set(dir(fmhub))\n"
+        "try:\n"
+        "    fmhub.no_such_name\n"
+        "except AttributeError as e:\n"
+        "    assert 'no_such_name' in str(e)\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -37,6 +37,7 @@ LAYERS = [
     {
         "cli",
         "_clikit",
+        "_snapshot",
         "_generate_cli",
         "_deploy_cli",
         "serve",

@@ -1,42 +1,42 @@
 """fmhub: pretrained models of every family behind one contract.
 
-``import fmhub`` is cheap: it imports neither torch nor any plugin's library. Those load when a model
-is loaded.
+``import fmhub`` is cheap: it imports neither torch nor any plugin's library (those load when a model
+is loaded), nor even pydantic or pluggy: every public name is imported on first use (PEP 562).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from ._hub import FmhubPluginWarning, Hub, PluginRecord, get_hub, set_hub
-from .errors import (
-    AmbiguousModelError,
-    DestinationError,
-    DeviceError,
-    DistributedError,
-    ExportError,
-    FineTuneError,
-    FmhubError,
-    InputError,
-    InvalidOptionError,
-    ManifestError,
-    NonFiniteLossError,
-    NonFiniteOutputError,
-    PluginError,
-    UnknownModelError,
-    UnknownNamespaceError,
-)
-from .generation import CallOptionError, CallOptions, GenerationOptions, TextStream
-from .hookspecs import hookimpl
-from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing alone costs milliseconds
 
 if TYPE_CHECKING:
+    from typing import Any
+
+    from ._hub import FmhubPluginWarning, Hub, PluginRecord, get_hub, set_hub
+    from .errors import (
+        AmbiguousModelError,
+        DestinationError,
+        DeviceError,
+        DistributedError,
+        ExportError,
+        FmhubError,
+        InputError,
+        InvalidOptionError,
+        ManifestError,
+        NonFiniteLossError,
+        NonFiniteOutputError,
+        PluginError,
+        UnknownModelError,
+        UnknownNamespaceError,
+    )
     from .evaluation.report import EvalReport
     from .export import ExportSpec
     from .finetuning import FineTuneConfig, FineTunePlan, FineTuneResult
     from .finetuning.methods import Adapter, FineTuneMethod, MethodOptions
+    from .generation import CallOptionError, CallOptions, GenerationOptions, TextStream
+    from .hookspecs import hookimpl
     from .model import Loaded, Model
     from .results import Generation, Transcription
+    from .spec import LoadOptions, ModelSpec, Namespace, Preprocessing
 
 __version__ = "0.1.0"
 
@@ -101,21 +101,29 @@ def load(name: str, *, verify: bool = True, **options: Any) -> Model:
     first (``verify=False`` skips that); options it recorded that need consent
     (``trust_remote_code``, ``device_map``, paths...) are never replayed: pass them again.
     """
+    from ._hub import get_hub
+
     return get_hub().load(name, verify=verify, **options)
 
 
 def list_models(pattern: str | None = None) -> list[ModelSpec]:
     """Registered models whose id or an alias matches ``pattern`` (``*`` and ``?`` wildcards)."""
+    from ._hub import get_hub
+
     return get_hub().list_models(pattern)
 
 
 def model_info(name: str) -> ModelSpec:
     """The spec a name resolves to, without loading anything heavy."""
+    from ._hub import get_hub
+
     return get_hub().model_info(name)
 
 
 def plugins() -> list[PluginRecord]:
     """Every discovered plugin with its status and error, as ``fmhub plugins`` lists them."""
+    from ._hub import get_hub
+
     return get_hub().plugins()
 
 
@@ -156,6 +164,40 @@ def finetune_plan(
 
 
 _LAZY = {
+    "FmhubPluginWarning": ("_hub", "FmhubPluginWarning"),
+    "Hub": ("_hub", "Hub"),
+    "PluginRecord": ("_hub", "PluginRecord"),
+    "get_hub": ("_hub", "get_hub"),
+    "set_hub": ("_hub", "set_hub"),
+    **{
+        name: ("errors", name)
+        for name in (
+            "AmbiguousModelError",
+            "DestinationError",
+            "DeviceError",
+            "DistributedError",
+            "ExportError",
+            "FineTuneError",
+            "FmhubError",
+            "InputError",
+            "InvalidOptionError",
+            "ManifestError",
+            "NonFiniteLossError",
+            "NonFiniteOutputError",
+            "PluginError",
+            "UnknownModelError",
+            "UnknownNamespaceError",
+        )
+    },
+    "CallOptionError": ("generation", "CallOptionError"),
+    "CallOptions": ("generation", "CallOptions"),
+    "GenerationOptions": ("generation", "GenerationOptions"),
+    "TextStream": ("generation", "TextStream"),
+    "hookimpl": ("hookspecs", "hookimpl"),
+    "LoadOptions": ("spec", "LoadOptions"),
+    "ModelSpec": ("spec", "ModelSpec"),
+    "Namespace": ("spec", "Namespace"),
+    "Preprocessing": ("spec", "Preprocessing"),
     "Model": ("model", "Model"),
     "Loaded": ("model", "Loaded"),
     "ExportSpec": ("export", "ExportSpec"),
@@ -165,20 +207,30 @@ _LAZY = {
     "FineTuneMethod": ("finetuning.methods", "FineTuneMethod"),
     "MethodOptions": ("finetuning.methods", "MethodOptions"),
     "Adapter": ("finetuning.methods", "Adapter"),
-    "results": ("results", None),
     "Generation": ("results", "Generation"),
     "Transcription": ("results", "Transcription"),
-    "inputs": ("inputs", None),
     "EvalReport": ("evaluation.report", "EvalReport"),
-    "evaluation": ("evaluation", None),
 }
+
+#: Submodules reachable as attributes after a bare ``import fmhub`` (``fmhub.errors.InputError``),
+#: as they were when the package imported them eagerly.
+_SUBMODULES = frozenset(
+    {"errors", "evaluation", "finetuning", "generation", "hookspecs", "inputs", "results", "spec"}
+)
 
 
 def __getattr__(name: str) -> Any:
     target = _LAZY.get(name)
-    if target is None:
+    if target is None and name not in _SUBMODULES:
         raise AttributeError(f"module 'fmhub' has no attribute {name!r}")
     import importlib
 
-    module = importlib.import_module(f".{target[0]}", __name__)
-    return module if target[1] is None else getattr(module, target[1])
+    if target is None:
+        return importlib.import_module(f".{name}", __name__)
+    value = getattr(importlib.import_module(f".{target[0]}", __name__), target[1])
+    globals()[name] = value  # the next access is a plain global
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

@@ -8,11 +8,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from .errors import FmhubError, InvalidOptionError, UnknownModelError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `fmhub list` imports this module, keep it light
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
 
 __all__ = [
     "add_launch_options",
@@ -179,6 +183,8 @@ def check_model_name(name: str) -> None:
 
 def check_input_file(path: str, what: str) -> Path:
     """``path`` exists and is a readable file (or folder, for ``what`` that allows one)."""
+    from pathlib import Path
+
     p = Path(path)
     if not p.exists():
         raise UsageError(f"{what} {path!r} does not exist.")
@@ -209,6 +215,8 @@ def read_inputs(source: str, fmt: str | None, encoding: str) -> list[tuple[Any, 
     ``lines``: one input per line, blank lines skipped. ``jsonl``: one JSON object per line with a
     ``text``, ``path`` or ``input`` field (or a bare JSON string); an ``id`` field is echoed.
     """
+    from pathlib import Path
+
     name = "stdin" if source == "-" else repr(source)
     if fmt is None:
         fmt = "jsonl" if source.endswith((".jsonl", ".ndjson")) else "lines"

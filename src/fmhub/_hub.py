@@ -95,6 +95,11 @@ class Hub:
         self._real_namespaces: dict[str, Namespace] = {}
         self._registry: _Registry | None = None
         self._callers: dict[tuple[str, str | None], Any] = {}
+        #: every entry point of the ``fmhub`` group seen by discovery (enabled or not)
+        self._entry_points: list[Any] = []
+        #: whether what this hub lists is exactly what its entry points registered, with nothing
+        #: warned about: only then may ``fmhub list`` save its start-up snapshot (fmhub._snapshot)
+        self._snapshot_ok = entry_points and not plugins
         from . import _builtin
 
         version = getattr(importlib.import_module("fmhub"), "__version__", None)
@@ -167,6 +172,7 @@ class Hub:
         misspelled hook, or an error in one of its registration hooks) and is not kept.
         """
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        self._snapshot_ok = False
         if self._lazy:  # keep the hook order of discovery: entry-point plugins first
             self._materialize(list(self._lazy))
         self._add(name, plugin, distribution=None, strict=True)
@@ -179,6 +185,7 @@ class Hub:
             raise
 
     def unregister(self, name: str) -> None:
+        self._snapshot_ok = False
         rec = self.records.pop(name, None)
         self._lazy.pop(name, None)
         self._lazy_items.pop(name, None)
@@ -193,7 +200,9 @@ class Hub:
         use_cache = cache_enabled()
         only, blocked = _env_list("FMHUB_LOAD_PLUGINS"), _env_list("FMHUB_DISABLE_PLUGINS") or set()
         eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
-        _check_env_names(eps, only, blocked)
+        self._entry_points = eps
+        if _check_env_names(eps, only, blocked):
+            self._snapshot_ok = False
         for ep in eps:
             if ep.name in self.records:
                 continue
@@ -226,6 +235,7 @@ class Hub:
                 self._cacheable[ep.name] = (dist, key)
 
     def _fail(self, name: str, dist: str | None, version: str | None, error: str) -> None:
+        self._snapshot_ok = False
         self.records[name] = PluginRecord(name, dist, version, status="failed", error=error)
         warnings.warn(
             f"fmhub plugin {name!r} ({dist or 'unknown distribution'}) was skipped: {error}. "
@@ -504,11 +514,14 @@ def _alongside(check: Callable[[], None], work: Callable[[], Any]) -> Any:
     return result
 
 
-def _check_env_names(eps: list[Any], only: set[str] | None, blocked: set[str]) -> None:
-    """Warn about a name in FMHUB_LOAD_PLUGINS / FMHUB_DISABLE_PLUGINS that no plugin has."""
+def _check_env_names(eps: list[Any], only: set[str] | None, blocked: set[str]) -> bool:
+    """Warn about a name in FMHUB_LOAD_PLUGINS / FMHUB_DISABLE_PLUGINS that no plugin has; True
+    when it warned."""
     known = {ep.name for ep in eps} | {ep.dist.name for ep in eps if ep.dist}
+    warned = False
     for var, names in (("FMHUB_LOAD_PLUGINS", only or set()), ("FMHUB_DISABLE_PLUGINS", blocked)):
         for name in sorted(names - known):
+            warned = True
             warnings.warn(
                 f"{var} names {name!r}, which is no installed fmhub plugin."
                 f"{did_you_mean(name, known)}"
@@ -516,6 +529,7 @@ def _check_env_names(eps: list[Any], only: set[str] | None, blocked: set[str]) -
                 FmhubPluginWarning,
                 stacklevel=4,
             )
+    return warned
 
 
 def _check_hook_names(pm: pluggy.PluginManager, name: str, plugin: Any) -> None:

@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import warnings
-from typing import Any, TextIO
 
 from ._clikit import (  # noqa: F401 - re-exported: the public names of the command-line kit
     _COMMON,
@@ -59,7 +58,13 @@ from ._clikit import (  # noqa: F401 - re-exported: the public names of the comm
     verbosity,
     write_jsonl,
 )
+from ._snapshot import fast_command, plugin_row, print_models, print_plugins
 from .errors import FmhubError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the fast path of `fmhub list` imports this module
+
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 __all__ = ["build_parser", "main"]
 
@@ -68,17 +73,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     from . import list_models
 
     specs = list_models(args.pattern)
-    if args.json:
-        print(json.dumps([s.model_dump(mode="json", exclude_none=True) for s in specs], indent=2))
-        return 0
-    if not specs:
-        print(f"No registered model matches {args.pattern!r}." if args.pattern else "No models.")
-        return 0
-    width = max(len(s.id) for s in specs)
-    for s in specs:
-        aliases = f"  (aliases: {', '.join(s.aliases)})" if s.aliases else ""
-        print(f"{s.id:<{width}}  {s.task or '-':<22} {s.modality or '-':<6}{aliases}")
+    rows = [s.model_dump(mode="json", exclude_none=True) for s in specs]
+    print_models(rows, args.pattern, args.json)
+    _write_snapshot()
     return 0
+
+
+def _write_snapshot() -> None:
+    """After a full ``list`` / ``info`` / ``plugins``: save what they need for the next run's fast path."""
+    from ._hub import get_hub
+    from ._snapshot import write_snapshot
+
+    try:
+        write_snapshot(get_hub())
+    except Exception:  # noqa: BLE001 - an optimisation only: the command itself has succeeded
+        pass
 
 
 @subcommand
@@ -96,6 +105,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from . import model_info
 
     print(json.dumps(model_info(args.name).model_dump(mode="json", exclude_none=True), indent=2))
+    _write_snapshot()
     return 0
 
 
@@ -108,31 +118,8 @@ def _info_command(sub: Any) -> None:
 def cmd_plugins(args: argparse.Namespace) -> int:
     from . import plugins
 
-    recs = plugins()
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": r.name,
-                        "distribution": r.distribution,
-                        "version": r.version,
-                        "status": r.status,
-                        "namespaces": list(r.namespaces),
-                        "error": r.error,
-                    }
-                    for r in recs
-                ],
-                indent=2,
-            )
-        )
-        return 0
-    width = max(14, *(len(r.name) + 1 for r in recs))
-    for r in recs:
-        dist = f"{r.distribution or '-'} {r.version or ''}".rstrip()
-        serves = ", ".join(n + ":" for n in r.namespaces) if r.status == "ok" else ""
-        line = f"{r.name:<{width}} {r.status:<9} {dist:<28} {serves}".rstrip()
-        print(line + (f"\n{'':{width}} error: {r.error}" if r.error else ""))
+    print_plugins([plugin_row(r) for r in plugins()], args.json)
+    _write_snapshot()
     return 0
 
 
@@ -268,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _import_subcommands()
     for register in _REGISTRARS:
         register(sub)
     return parser
@@ -276,19 +264,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command. An expected failure is one line on stderr (with the plugin and stage it
     came from), never a traceback: exit status 2 for a bad command line, 1 for failed work."""
+    fast = fast_command(list(sys.argv[1:] if argv is None else argv))
+    if fast is not None:  # list / info / plugins from the start-up snapshot: no pydantic, no plugin
+        return _run(fast)
     args = build_parser().parse_args(argv)  # --help, --version: exit 0; usage errors: exit 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for a torchrun re-launch
     level = verbosity(args)
     from ._quiet import show_known_warnings
 
-    try:
+    def work() -> int:
         with warnings.catch_warnings(), show_known_warnings(level > 0):
             if level < 0:
                 warnings.simplefilter("ignore")
             warnings.showwarning = _show_warning
-            code = args.func(args)
-            sys.stdout.flush()
-            return code
+            return args.func(args)
+
+    return _run(work)
+
+
+def _run(work: Any) -> int:
+    """Run ``work()`` (its exit status, or None for 0), turning the expected failures into one
+    line on stderr and an exit status."""
+    try:
+        code = work()
+        sys.stdout.flush()
+        return EXIT_OK if code is None else code
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_PIPE
@@ -343,10 +343,13 @@ def _show_warning(
         _original_showwarning(message, category, filename, lineno, file, line)
 
 
-# Subcommands defined in other modules register themselves when imported here.
-from . import _deploy_cli, _generate_cli  # noqa: E402, F401
-from .evaluation import cli as _evaluation_cli  # noqa: E402, F401
-from .finetuning import cli as _finetune_cli  # noqa: E402, F401
+def _import_subcommands() -> None:
+    """Subcommands defined in other modules register themselves when imported (here, when the
+    parser is built: the fast path of ``list`` / ``info`` needs none of them)."""
+    from . import _deploy_cli, _generate_cli  # noqa: F401
+    from .evaluation import cli as _evaluation_cli  # noqa: F401
+    from .finetuning import cli as _finetune_cli  # noqa: F401
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

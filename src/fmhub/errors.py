@@ -7,7 +7,6 @@ that catches builtins keeps working. Messages say what happened, the value recei
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 __all__ = [
@@ -32,6 +31,8 @@ __all__ = [
 
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Return up to ``n`` choices that look like ``word`` (case-insensitive), best first."""
+    import difflib  # here: `fmhub list` imports this module and never needs difflib
+
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
     hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.6)
