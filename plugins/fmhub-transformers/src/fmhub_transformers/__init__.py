@@ -22,10 +22,12 @@ from fmhub import hookimpl
 
 from ._catalog import ROWS, Row
 from ._config import (
+    AUDIO_TASKS,
     GENERATIVE,
     TASKS,
     CheckpointConfig,
     detect_task,
+    is_audio_config,
     is_repo_id,
     read_config,
     read_json,
@@ -81,17 +83,30 @@ class TransformersOptions(fmhub.LoadOptions):
         description="Token classification: 'simple' merges adjacent B-/I- tokens into "
         "entities (pipeline 'simple'); 'none' returns one entity per token.",
     )
+    input_sample_rate: int | None = Field(
+        None, gt=0, description="Audio models: sample rate (Hz) of bare arrays; None refuses them."
+    )
+    chunk_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Audio models: longer recordings are processed in chunks of this length; "
+        "None: 30 s (wav2vec 2.0-style), the feature extractor's window (AST, 10.24 s).",
+    )
+    chunk_context_seconds: float = Field(
+        2.0, ge=0, description="Audio models: audio each chunk sees on each side of its frames."
+    )
+    chunk_batch: int = Field(4, ge=1, description="Audio models: chunks run through at once.")
 
 
 #: alias -> catalog row (the table itself is ``_catalog.ROWS``).
 ALIASES: dict[str, Row] = {alias: row for row in ROWS for alias in row.aliases}
 
 
-def _spec(repo_id: str, **fields) -> fmhub.ModelSpec:
+def _spec(repo_id: str, modality: str = "text", **fields) -> fmhub.ModelSpec:
     return fmhub.ModelSpec(
         id=f"hf:{repo_id}",
-        modality="text",
-        tasks=tuple(TASKS),
+        modality=modality,
+        tasks=tuple(AUDIO_TASKS) if modality == "audio" else tuple(TASKS),
         source=f"https://huggingface.co/{repo_id}",
         **fields,
     )
@@ -121,7 +136,10 @@ def fmhub_register_models(register):
                 license=row.license,
                 description=row.description,
                 architecture=row.architecture,
-                preprocessing=fmhub.Preprocessing(max_tokens=row.max_tokens),
+                modality=row.modality,
+                preprocessing=fmhub.Preprocessing(
+                    max_tokens=row.max_tokens, sample_rate=row.sample_rate
+                ),
             )
         )
 
@@ -153,11 +171,12 @@ _TOKENIZER_FILES = (
 
 @hookimpl
 def fmhub_claim_path(path):
-    """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer."""
+    """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer, or an
+    audio encoder's ``config.json`` with its feature extractor (``preprocessor_config.json``)."""
     config = os.path.join(path, "config.json")
-    if not os.path.isfile(config) or not any(
-        os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES
-    ):
+    tokenizer = any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES)
+    extractor = os.path.isfile(os.path.join(path, "preprocessor_config.json"))
+    if not os.path.isfile(config) or not (tokenizer or extractor):
         return None
     try:
         data = read_json(config, "config.json")
@@ -171,14 +190,17 @@ def fmhub_claim_path(path):
             detect_task(cfg, os.path.isfile(os.path.join(path, "modules.json"))),
             cfg.model_type,
         )
+        audio = is_audio_config(cfg)
     except fmhub.FmhubError:
-        task, arch = None, None
+        task, arch, audio = None, None, False
+    if not tokenizer and not audio:
+        return None  # a feature extractor alone: another modality's folder
     return fmhub.ModelSpec(
         id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}",
         path=path,
-        modality="audio" if task == "transcription" else "text",
+        modality="audio" if audio or task == "transcription" else "text",
         task=task,
-        tasks=tuple(TASKS),
+        tasks=tuple(AUDIO_TASKS) if audio else tuple(TASKS),
         architecture=arch,
         source=path,
         description="Local Transformers checkpoint folder.",
@@ -192,8 +214,22 @@ def fmhub_load(spec, options):
     return load(spec, options)
 
 
+def _audio(model) -> bool:
+    """An audio encoder (wav2vec 2.0, HuBERT, WavLM, AST...): its stages are ``_stages_audio``."""
+    return getattr(model.processor, "modality", None) == "audio"
+
+
+def _generative(model) -> bool:
+    """Generates text token by token (a CTC "transcription" model does not)."""
+    return model.task in GENERATIVE and not _audio(model)
+
+
 def _stage_module(model):
     """The module implementing the stages of this model's task."""
+    if _audio(model):
+        from . import _stages_audio
+
+        return _stages_audio
     if model.task == "transcription":
         from . import _stages_speech
 
@@ -209,29 +245,27 @@ def _stage_module(model):
 
 @hookimpl
 def fmhub_batch_order(model, inputs):
-    if model.task in GENERATIVE:
+    if _generative(model):
         return None  # one generate call per batch; padding is cheap next to decoding
-    from ._stages import batch_order
-
-    return batch_order(model, inputs)
+    return _stage_module(model).batch_order(model, inputs)
 
 
 @hookimpl
 def fmhub_preprocess(model, inputs, options):
     stages = _stage_module(model)
-    if model.task in GENERATIVE:
+    if _generative(model):
         return stages.preprocess(model, inputs, options)
     return stages.preprocess(model, inputs)
 
 
 @hookimpl
 def fmhub_forward(model, batch, options, stream):
-    if model.task in GENERATIVE and isinstance(batch, dict) and "labels" in batch:
+    if _generative(model) and isinstance(batch, dict) and "labels" in batch:
         from ._finetune import training_forward
 
         return training_forward(model, batch)
     stages = _stage_module(model)
-    if model.task in GENERATIVE:
+    if _generative(model):
         return stages.forward(model, batch, options, stream)
     return stages.forward(model, batch)
 
@@ -239,7 +273,7 @@ def fmhub_forward(model, batch, options, stream):
 @hookimpl
 def fmhub_postprocess(model, outputs, batch, options):
     stages = _stage_module(model)
-    if model.task in GENERATIVE:
+    if _generative(model):
         return stages.postprocess(model, outputs, batch, options)
     return stages.postprocess(model, outputs, batch)
 
@@ -268,7 +302,7 @@ def fmhub_attach_head(model, labels):
 
 @hookimpl
 def fmhub_training_batch(model, examples):
-    if model.task not in GENERATIVE:
+    if not _generative(model):
         return None
     from ._finetune import training_batch
 
@@ -284,6 +318,10 @@ def fmhub_training_loss(model, outputs, targets):
 
 @hookimpl
 def fmhub_export_spec(model):
+    if _audio(model):
+        from ._stages_audio import export_spec as audio_export_spec
+
+        return audio_export_spec(model)
     from ._stages import export_spec
 
     return export_spec(model)

@@ -24,6 +24,7 @@ from ._config import (
     Pooling,
     SentenceModules,
     detect_task,
+    is_audio_config,
     read_config,
     read_pooling,
 )
@@ -322,6 +323,10 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     _check_code(cfg, options, src.where)
     if not src.local:  # pin every further file to the commit the config came from
         src.revision = _resolved_revision(config_path) or src.revision
+    if is_audio_config(cfg):  # wav2vec 2.0, HuBERT, WavLM, AST...: their own classes and stages
+        from ._load_audio import load_audio
+
+        return load_audio(spec, options, src, cfg)
     pooling = _pooling(src, options)
     task = options.task or spec.task or detect_task(cfg, pooling.from_sentence_transformers)
     if task not in TASKS:
@@ -436,7 +441,7 @@ def save(model, path: str) -> None:
         proc.save(path)
     else:
         proc.tokenizer.save_pretrained(path)
-    if model.task != "embedding":
+    if model.task != "embedding" or getattr(proc, "modality", "text") == "audio":
         return
     dest = Path(path)
     modules = [
