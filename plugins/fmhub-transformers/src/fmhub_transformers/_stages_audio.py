@@ -125,7 +125,7 @@ def preprocess(model, inputs) -> dict[str, Any]:
         return {
             "input_values": torch.cat(feats),
             "owner": torch.tensor(owner, dtype=torch.long),
-            "weight": torch.tensor(weight, dtype=torch.float32),
+            "weight": torch.tensor(weight, dtype=torch.long),  # samples (an int: never cast)
             "items": len(waves),
         }
     values = [
@@ -227,7 +227,8 @@ def _forward_spectrogram(model, batch) -> dict[str, torch.Tensor]:
             for k in range(0, x.shape[0], proc.chunk_batch)
         ]
     )
-    owner, weight = batch["owner"].to(pooled.device), batch["weight"].to(pooled.device)
+    owner = batch["owner"].to(pooled.device)
+    weight = batch["weight"].to(pooled.device, torch.float32)
     total = torch.zeros(batch["items"], device=pooled.device).index_add_(0, owner, weight)
     share = (weight / total[owner]).to(pooled.dtype)  # 1.0 exactly for a single window
     out = torch.zeros(batch["items"], pooled.shape[-1], dtype=pooled.dtype, device=pooled.device)
