@@ -149,10 +149,10 @@ def interleave(sides: dict, batch, repeats: int) -> dict[str, list[float]]:
 def run_hf(args, folder: Path) -> None:
     """fmhub vs transformers' ASR pipeline on one base-size random-weight wav2vec 2.0 CTC model."""
     import transformers
+    from summary import summary
 
     import fmhub
     from fmhub_transformers.testing import build_tiny_audio
-    from summary import summary
 
     build_tiny_audio(folder, "wav2vec2", "transcription", sizes=W2V_BASE)
     model = fmhub.load(str(folder))
@@ -166,7 +166,9 @@ def run_hf(args, folder: Path) -> None:
     def fmhub_hf(batch):
         return [
             r.text
-            for r in model.predict([(c, RATE) for c in batch], batch_size=len(batch), progress=False)
+            for r in model.predict(
+                [(c, RATE) for c in batch], batch_size=len(batch), progress=False
+            )
         ]
 
     sides = {"pipeline": hf_side, "fmhub": fmhub_hf}

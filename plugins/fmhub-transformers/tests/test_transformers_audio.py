@@ -64,7 +64,9 @@ def classification_pipeline(model):
     import transformers
 
     return transformers.pipeline(
-        "audio-classification", model=model.module, feature_extractor=model.processor.feature_extractor
+        "audio-classification",
+        model=model.module,
+        feature_extractor=model.processor.feature_extractor,
     )
 
 
@@ -98,9 +100,7 @@ def test_audio_sequence_classifier_is_not_taken_for_text(tmp_path):
     says audio, so it is served by the audio classes (a text one would look for a tokenizer)."""
     from fmhub_transformers._config import CheckpointConfig, detect_task, is_audio_config
 
-    cfg = CheckpointConfig(
-        model_type="hubert", architectures=("HubertForSequenceClassification",)
-    )
+    cfg = CheckpointConfig(model_type="hubert", architectures=("HubertForSequenceClassification",))
     assert is_audio_config(cfg) and detect_task(cfg, False) == "classification"
     text = CheckpointConfig(model_type="bert", architectures=("BertForSequenceClassification",))
     assert not is_audio_config(text)
@@ -300,7 +300,9 @@ def test_an_hf_ctc_model_and_a_torchaudio_one_give_the_same_result_type(models):
 
     recording = str(DATA / "hello_22k.flac")
     hf = models("hf:tiny-org/w2v-ctc")
-    ta = fmhub.load("torchaudio:models.wav2vec2_model", task="transcription", **tiny_options(asr=True))
+    ta = fmhub.load(
+        "torchaudio:models.wav2vec2_model", task="transcription", **tiny_options(asr=True)
+    )
     a, b = hf(recording), ta(recording)
     assert type(a) is type(b) is Transcription
     check_result("transcription", a)
@@ -344,7 +346,11 @@ def test_head_finetuning_and_adapter_round_trip(models, name, tmp_path):
 
 # -- the conformance kit -----------------------------------------------------------------------
 
-AUDIO_INPUTS = [(noise(0.6, seed=30), 16000), (noise(1.1, seed=31), 16000), (noise(0.9, 8000, 32), 8000)]
+AUDIO_INPUTS = [
+    (noise(0.6, seed=30), 16000),
+    (noise(1.1, seed=31), 16000),
+    (noise(0.9, 8000, 32), 8000),
+]
 BAD_AUDIO = [noise(0.5), None, 3, "missing.wav", (np.zeros(10, np.float32), 16000)]
 
 

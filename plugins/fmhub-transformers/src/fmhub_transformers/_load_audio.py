@@ -9,7 +9,7 @@ import fmhub
 
 from ._config import AUDIO_TASKS, CheckpointConfig, detect_audio_task
 from ._load import _check_loading, _load_dtype, _quiet
-from ._stages_audio import CHUNK_SECONDS, CONTEXT_SECONDS, AudioProcessor
+from ._stages_audio import CHUNK_SECONDS, AudioProcessor
 
 __all__ = ["load_audio"]
 
@@ -94,7 +94,11 @@ def _pretrained(loader, src, options, what: str) -> Any:
         raise fmhub.ManifestError(
             f"{src.where} has no usable {what} ({type(exc).__name__}: {str(exc)[:200]}); an audio "
             "checkpoint needs preprocessor_config.json"
-            + (" and a CTC tokenizer (vocab.json, tokenizer_config.json)" if "token" in what else "")
+            + (
+                " and a CTC tokenizer (vocab.json, tokenizer_config.json)"
+                if "token" in what
+                else ""
+            )
             + "."
         ) from None
 

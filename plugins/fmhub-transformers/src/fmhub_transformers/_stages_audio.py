@@ -44,9 +44,8 @@ __all__ = [
     "preprocess",
 ]
 
-#: Default chunk length and context of waveform models (the torchaudio plugin's defaults).
+#: Default chunk length of waveform models (the torchaudio plugin's default).
 CHUNK_SECONDS = 30.0
-CONTEXT_SECONDS = 2.0
 
 
 @dataclass
@@ -119,7 +118,9 @@ def preprocess(model, inputs) -> dict[str, Any]:
                 piece = w[start : start + proc.chunk]
                 if start and piece.shape[0] < proc.field:
                     break  # a tail shorter than one frame adds nothing
-                feats.append(fe(piece, sampling_rate=proc.rate, return_tensors="pt")["input_values"])
+                feats.append(
+                    fe(piece, sampling_rate=proc.rate, return_tensors="pt")["input_values"]
+                )
                 owner.append(i)
                 weight.append(piece.shape[0])
         return {
@@ -197,7 +198,11 @@ def _forward_waveform(model, batch) -> dict[str, torch.Tensor]:
         # attention bias and zeroing padded frames, ~10% of a wav2vec2-base forward on CPU
         out = _frames(model, x, None if min(lens) == max(lens) else mask)
         for j, s in enumerate(group):
-            stop = s.keep_to if s.keep_to is not None else frames_for(s.length, proc.stride, proc.field)
+            stop = (
+                s.keep_to
+                if s.keep_to is not None
+                else frames_for(s.length, proc.stride, proc.field)
+            )
             frames = out[j, s.keep_from : stop]
             # pooled tasks keep only a running sum per chunk (float32), so memory stays bounded
             kept = frames if ctc else frames.sum(0, dtype=torch.float32)
