@@ -1,9 +1,11 @@
-"""fmhub-transformers: Hugging Face Transformers text models behind the fmhub contract.
+"""fmhub-transformers: Hugging Face Transformers text, generation and audio models behind fmhub.
 
 Serves the open ``hf:`` namespace (any hub repo id ``hf:org/name``, any local checkpoint folder)
 plus aliases for well-known checkpoints (``bert-base``, ``all-MiniLM-L6-v2``...). Tasks:
 ``embedding``, ``classification``, ``fill-mask``, ``token-classification``, detected from the
-checkpoint's ``config.json`` / sentence-transformers files and overridable with ``task=``.
+checkpoint's ``config.json`` / sentence-transformers files and overridable with ``task=``; audio
+encoders (wav2vec 2.0, HuBERT, WavLM, AST) do ``transcription`` (CTC), ``classification`` and
+``embedding`` through ``_load_audio`` / ``_stages_audio``.
 
 Registration and name resolution import neither torch nor transformers: the hooks below import
 the private implementation modules only when a model is loaded or run. See
