@@ -203,6 +203,13 @@ def test_ast_embedding_is_the_pooled_output(models):
     np.testing.assert_allclose(model((wave, 16000)), want, atol=1e-6, rtol=0)
 
 
+def test_export_is_refused_clearly(models):
+    from fmhub.export import export_spec
+
+    with pytest.raises(fmhub.ExportError, match="does not export these to ONNX yet"):
+        export_spec(models("hf:tiny-org/w2v-ctc"))
+
+
 # -- input rules -------------------------------------------------------------------------------
 
 
