@@ -177,6 +177,29 @@ def test_probabilities_equal_the_audio_classification_pipeline(models, name):
         )
 
 
+def test_a_layer_weighted_classifier_equals_the_pipeline(tmp_path):
+    """SUPERB-style heads (``use_weighted_layer_sum``: a softmax-weighted sum of every layer's
+    hidden states), on a group-norm wav2vec 2.0 with unequal lengths in one call."""
+    from fmhub_transformers.testing import build_tiny_audio
+
+    folder = build_tiny_audio(
+        tmp_path / "ks", "wav2vec2", "classification", sizes={"use_weighted_layer_sum": True}
+    )
+    model = fmhub.load(str(folder), top_k=6)
+    import torch
+
+    with torch.no_grad():  # weights far from uniform, so the layer sum matters
+        model.module.layer_weights.copy_(torch.tensor([2.0, -1.0, 0.5]))
+    pipe = classification_pipeline(model)
+    got = model.predict(CLIPS, batch_size=3)
+    for (wave, rate), result in zip(CLIPS, got):
+        want = pipe({"raw": wave.copy(), "sampling_rate": rate}, top_k=6)
+        assert [t.label for t in result.top_k] == [w["label"] for w in want]
+        np.testing.assert_allclose(
+            [t.score for t in result.top_k], [w["score"] for w in want], atol=1e-5, rtol=0
+        )
+
+
 def test_embedding_is_the_masked_mean_of_the_last_hidden_state(models):
     import torch
 
