@@ -284,7 +284,11 @@ def _check_loading(info: dict[str, Any], task: str, where: str, module: Any = No
             f"shape: {', '.join(bad)}{' ...' if len(stray) + len(mismatched) > 6 else ''}); "
             "nothing was loaded. Restore the config.json the weights were saved with."
         )
-    missing = [k for k in info.get("missing_keys") or () if "position_ids" not in k]
+    missing = [
+        k
+        for k in info.get("missing_keys") or ()
+        if "position_ids" not in k and not k.endswith("masked_spec_embed")  # audio: training only
+    ]
     if task == "embedding":
         missing = [k for k in missing if not k.startswith("pooler.")]
     if missing:
