@@ -226,11 +226,30 @@ def test_ast_embedding_is_the_pooled_output(models):
     np.testing.assert_allclose(model((wave, 16000)), want, atol=1e-6, rtol=0)
 
 
-def test_export_is_refused_clearly(models):
+def test_group_norm_and_ast_exports_are_refused_clearly(models):
     from fmhub.export import export_spec
 
-    with pytest.raises(fmhub.ExportError, match="does not export these to ONNX yet"):
+    with pytest.raises(fmhub.ExportError, match="group-norm front end"):
         export_spec(models("hf:tiny-org/w2v-ctc"))
+    with pytest.raises(fmhub.ExportError, match="spectrogram windows"):
+        export_spec(models("hf:tiny-org/ast-cls"))
+
+
+@pytest.mark.parametrize("name", [str(ROOT / "hubert-ctc"), "hf:tiny-org/wavlm-ks"])
+def test_layer_norm_models_export_to_onnx(models, name, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = fmhub.load(name, device="cpu")
+    onnx_model = fmhub.load(model.export(tmp_path / "onnx"))
+    waves = [(noise(s, seed=40 + k), 16000) for k, s in enumerate((0.4, 0.9, 0.65))]
+    got, want = onnx_model.predict(waves), model.predict(waves)
+    if model.task == "transcription":
+        assert [r.text for r in got] == [r.text for r in want]
+    else:
+        assert [r.label for r in got] == [r.label for r in want]
+        np.testing.assert_allclose(
+            [r.score for r in got], [r.score for r in want], atol=1e-4, rtol=0
+        )
 
 
 # -- input rules -------------------------------------------------------------------------------

@@ -278,10 +278,83 @@ def postprocess(model, outputs, batch) -> list[Any]:
 # -- export ------------------------------------------------------------------------------------
 
 
+class _ForwardStage(torch.nn.Module):
+    """:func:`forward` for whole recordings as a module of ``(input_values, lengths)``: CTC logits
+    (zero past each recording's frames) and frame counts, or the mean of the valid frames (plus
+    the head's logits for classifiers)."""
+
+    def __init__(self, model):
+        super().__init__()
+        proc: AudioProcessor = model.processor
+        self.module, self.task = model.module, model.task
+        self.stride, self.field = proc.stride, proc.field
+        self.weighted = bool(getattr(model.module.config, "use_weighted_layer_sum", False))
+
+    def forward(self, input_values: torch.Tensor, lengths: torch.Tensor):
+        steps = torch.arange(input_values.shape[1], device=input_values.device)
+        mask = (steps[None, :] < lengths[:, None]).to(torch.long)
+        frames = torch.div(lengths - self.field, self.stride, rounding_mode="floor") + 1
+        if self.task == "transcription":
+            logits = self.module(input_values=input_values, attention_mask=mask).logits
+            valid = torch.arange(logits.shape[1], device=logits.device)[None, :] < frames[:, None]
+            return logits * valid[..., None].to(logits.dtype), frames
+        if self.task == "embedding":
+            hidden = self.module(input_values=input_values, attention_mask=mask).last_hidden_state
+        else:
+            base = getattr(self.module, self.module.base_model_prefix)
+            out = base(input_values=input_values, attention_mask=mask, output_hidden_states=True)
+            hidden = out.last_hidden_state
+            if self.weighted:
+                norm = torch.nn.functional.softmax(self.module.layer_weights, dim=-1)
+                hidden = (torch.stack(out.hidden_states, dim=1) * norm.view(-1, 1, 1)).sum(dim=1)
+        valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]
+        valid = valid.to(hidden.dtype)[..., None]
+        pooled = (hidden * valid).sum(1) / valid.sum(1)
+        if self.task == "classification":
+            return head(self.module, pooled), pooled
+        return pooled
+
+
 def export_spec(model) -> fmhub.ExportSpec:
-    """Not yet: the chunked forward is a loop over segment groups, not one graph."""
-    raise fmhub.ExportError(
-        f"{model.spec.id} is a Hugging Face audio model; fmhub does not export these to ONNX yet "
-        "(its forward stage cuts long recordings into chunks in Python). Use transformers' or "
-        "optimum's exporters on model.module."
+    """Waveform models with a layer-norm front end, recordings run whole (no chunking) with
+    dynamic batch and time axes. A group-norm front end normalises over a batch's padding (fmhub
+    runs it by equal lengths), and AST's windows are a Python loop: both are refused."""
+    proc: AudioProcessor = model.processor
+    if proc.kind != "waveform" or not proc.padding_safe:
+        why = (
+            "a group-norm front end, which fmhub runs only on recordings of equal length (padding "
+            "would change it); an ONNX graph of padded batches would not reproduce it"
+            if proc.kind == "waveform"
+            else "spectrogram windows that fmhub averages in a Python loop"
+        )
+        raise fmhub.ExportError(
+            f"{model.spec.id} has {why}. Models with a layer-norm front end (wav2vec 2.0 large, "
+            "HuBERT large, WavLM ...) export."
+        )
+    rate = proc.rate
+
+    def tone(seconds: float, hz: float):
+        x = np.arange(int(rate * seconds), dtype=np.float32) / rate
+        return (0.3 * np.sin(2 * np.pi * hz * x)).astype(np.float32), rate
+
+    names = {
+        "transcription": ["fmhub_logits", "fmhub_frames"],
+        "classification": ["fmhub_logits", "fmhub_embeddings"],
+    }.get(model.task, ["fmhub_embeddings"])
+
+    def pack(outs):
+        if model.task == "transcription":
+            return {"logits": outs[0], "frames": outs[1]}
+        if model.task == "classification":
+            return {"logits": outs[0], "embeddings": outs[1]}
+        return {"embeddings": outs[0]}
+
+    return fmhub.ExportSpec(
+        module=_ForwardStage(model),
+        input_names=["input_values", "lengths"],
+        output_names=names,
+        example=[tone(0.6, 220), tone(0.45, 440)],
+        check=[tone(0.3, 330), tone(0.9, 550), tone(0.5, 110)],
+        dynamic_axes={"input_values": {0: "batch", 1: "time"}, "lengths": {0: "batch"}},
+        pack=pack,
     )
