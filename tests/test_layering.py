@@ -1,6 +1,6 @@
 """The core's import layering, read from the sources with ``ast``:
 
-    errors, results, spec, _device, inputs  ->  model, manifest, quantize  ->  hookspecs  ->  _hub
+    errors, results, spec, _device, inputs, chunking  ->  model, manifest, quantize  ->  hookspecs  ->  _hub
     ->  finetuning (and the core's own plugin, _builtin)  ->  cli, testing, the fmhub package
 
 A module imports only from its own layer or lower ones, at import time and inside functions alike,
@@ -28,6 +28,7 @@ LAYERS = [
         "_quiet",
         "_progress",
         "inputs",
+        "chunking",
         "_plugincache",
     },
     {"model", "manifest", "quantize", "export"},

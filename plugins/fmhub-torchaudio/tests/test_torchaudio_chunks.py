@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fmhub
-from fmhub_torchaudio._chunks import chunk_sizes, frames_for, plan_segments
+from fmhub.chunking import chunk_sizes, frames_for, plan_segments
 from fmhub_torchaudio.testing import tiny_options
 
 STRIDE, FIELD = 320, 400

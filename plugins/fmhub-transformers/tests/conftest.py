@@ -42,6 +42,18 @@ GEN_ZOO = {
 }
 
 
+#: Audio encoders: name -> (arch, task, hub repo id or None for a local folder only)
+AUDIO_ZOO = {
+    "w2v-ctc": ("wav2vec2", "transcription", "tiny-org/w2v-ctc"),
+    "hubert-ctc": ("hubert", "transcription", None),
+    "wavlm-ks": ("wavlm", "classification", "tiny-org/wavlm-ks"),
+    "ast-cls": ("ast", "classification", "tiny-org/ast-cls"),
+    "w2v-emb": ("wav2vec2", "embedding", None),
+    "hubert-emb": ("hubert", "embedding", "tiny-org/hubert-emb"),
+    "ast-emb": ("ast", "embedding", None),
+}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tiny_zoo():
     """Build every ZOO model under ROOT and install the hub ones into ROOT/hub."""
@@ -63,6 +75,12 @@ def tiny_zoo():
 
     paths["whisper-asr"] = build_tiny_whisper(ROOT / "whisper-asr")
     install_in_hub_cache(ROOT / "hub", "tiny-org/whisper-asr", paths["whisper-asr"])
+    from fmhub_transformers.testing import build_tiny_audio
+
+    for name, (arch, task, repo) in AUDIO_ZOO.items():
+        paths[name] = build_tiny_audio(ROOT / name, arch, task)
+        if repo:
+            install_in_hub_cache(ROOT / "hub", repo, paths[name])
     yield paths
     shutil.rmtree(ROOT, ignore_errors=True)
 

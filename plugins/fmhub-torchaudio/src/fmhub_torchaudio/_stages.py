@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 import fmhub
+from fmhub.chunking import Segment, frames_for, plan_segments
 from fmhub.inputs import audio_item
 from fmhub.results import Transcription, top_k_classification
 
-from ._chunks import Segment, frames_for, plan_segments
 from ._module import Speech, SpeechModule, speech_module
 
 __all__ = ["ctc_greedy", "forward", "postprocess", "prepare", "preprocess"]

@@ -1,9 +1,11 @@
-"""fmhub-transformers: Hugging Face Transformers text models behind the fmhub contract.
+"""fmhub-transformers: Hugging Face Transformers text, generation and audio models behind fmhub.
 
 Serves the open ``hf:`` namespace (any hub repo id ``hf:org/name``, any local checkpoint folder)
 plus aliases for well-known checkpoints (``bert-base``, ``all-MiniLM-L6-v2``...). Tasks:
 ``embedding``, ``classification``, ``fill-mask``, ``token-classification``, detected from the
-checkpoint's ``config.json`` / sentence-transformers files and overridable with ``task=``.
+checkpoint's ``config.json`` / sentence-transformers files and overridable with ``task=``; audio
+encoders (wav2vec 2.0, HuBERT, WavLM, AST) do ``transcription`` (CTC), ``classification`` and
+``embedding`` through ``_load_audio`` / ``_stages_audio``.
 
 Registration and name resolution import neither torch nor transformers: the hooks below import
 the private implementation modules only when a model is loaded or run. See
@@ -22,6 +24,7 @@ from fmhub import hookimpl
 
 from ._catalog import ROWS, Row
 from ._config import (
+    AUDIO_TASKS,
     GENERATIVE,
     IMAGE_TEXT,
     IMAGE_TEXT_TASKS,
@@ -30,6 +33,7 @@ from ._config import (
     check_labels,
     check_template,
     detect_task,
+    is_audio_config,
     is_repo_id,
     read_config,
     read_json,
@@ -95,6 +99,19 @@ class TransformersOptions(fmhub.LoadOptions):
         description="Token classification: 'simple' merges adjacent B-/I- tokens into "
         "entities (pipeline 'simple'); 'none' returns one entity per token.",
     )
+    input_sample_rate: int | None = Field(
+        None, gt=0, description="Audio models: sample rate (Hz) of bare arrays; None refuses them."
+    )
+    chunk_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Audio models: longer recordings are processed in chunks of this length; "
+        "None: 30 s (wav2vec 2.0-style), the feature extractor's window (AST, 10.24 s).",
+    )
+    chunk_context_seconds: float = Field(
+        2.0, ge=0, description="Audio models: audio each chunk sees on each side of its frames."
+    )
+    chunk_batch: int = Field(4, ge=1, description="Audio models: chunks run through at once.")
 
     @field_validator("labels")
     @classmethod
@@ -115,7 +132,13 @@ def _spec(repo_id: str, modality: str = "text", **fields) -> fmhub.ModelSpec:
     return fmhub.ModelSpec(
         id=f"hf:{repo_id}",
         modality=modality,
-        tasks=IMAGE_TEXT_TASKS if modality == "image-text" else tuple(TASKS),
+        tasks=(
+            IMAGE_TEXT_TASKS
+            if modality == "image-text"
+            else tuple(AUDIO_TASKS)
+            if modality == "audio"
+            else tuple(TASKS)
+        ),
         source=f"https://huggingface.co/{repo_id}",
         **fields,
     )
@@ -129,7 +152,8 @@ def fmhub_register_namespaces(register):
             distribution=DISTRIBUTION,
             open=True,
             options=TransformersOptions,
-            description="Hugging Face Transformers text models: any hub repo id or local folder.",
+            description="Hugging Face Transformers text, generation and audio models: any hub "
+            "repo id or local folder.",
         )
     )
 
@@ -146,7 +170,9 @@ def fmhub_register_models(register):
                 description=row.description,
                 architecture=row.architecture,
                 modality=row.modality,
-                preprocessing=fmhub.Preprocessing(max_tokens=row.max_tokens),
+                preprocessing=fmhub.Preprocessing(
+                    max_tokens=row.max_tokens, sample_rate=row.sample_rate
+                ),
             )
         )
 
@@ -178,11 +204,12 @@ _TOKENIZER_FILES = (
 
 @hookimpl
 def fmhub_claim_path(path):
-    """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer."""
+    """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer, or an
+    audio encoder's ``config.json`` with its feature extractor (``preprocessor_config.json``)."""
     config = os.path.join(path, "config.json")
-    if not os.path.isfile(config) or not any(
-        os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES
-    ):
+    tokenizer = any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES)
+    extractor = os.path.isfile(os.path.join(path, "preprocessor_config.json"))
+    if not os.path.isfile(config) or not (tokenizer or extractor):
         return None
     try:
         data = read_json(config, "config.json")
@@ -196,9 +223,12 @@ def fmhub_claim_path(path):
             detect_task(cfg, os.path.isfile(os.path.join(path, "modules.json"))),
             cfg.model_type,
         )
+        audio = is_audio_config(cfg)
     except fmhub.FmhubError:
-        task, arch = None, None
-    modality = "audio" if task == "transcription" else "text"
+        task, arch, audio = None, None, False
+    if not tokenizer and not audio:
+        return None  # a feature extractor alone: another modality's folder
+    modality = "audio" if audio or task == "transcription" else "text"
     if arch in IMAGE_TEXT:
         modality = "image-text"
     return fmhub.ModelSpec(
@@ -206,7 +236,13 @@ def fmhub_claim_path(path):
         path=path,
         modality=modality,
         task=task,
-        tasks=IMAGE_TEXT_TASKS if arch in IMAGE_TEXT else tuple(TASKS),
+        tasks=(
+            IMAGE_TEXT_TASKS
+            if arch in IMAGE_TEXT
+            else tuple(AUDIO_TASKS)
+            if audio
+            else tuple(TASKS)
+        ),
         architecture=arch,
         source=path,
         description="Local Transformers checkpoint folder.",
@@ -225,12 +261,26 @@ def _image_text(model) -> bool:
     return getattr(model.processor, "kind", None) == "image-text"
 
 
+def _audio(model) -> bool:
+    """An audio encoder (wav2vec 2.0, HuBERT, WavLM, AST...): its stages are ``_stages_audio``."""
+    return getattr(model.processor, "modality", None) == "audio"
+
+
+def _generative(model) -> bool:
+    """Generates text token by token (a CTC "transcription" model does not)."""
+    return model.task in GENERATIVE and not _audio(model)
+
+
 def _stage_module(model):
     """The module implementing the stages of this model's task."""
     if _image_text(model):
         from . import _stages_clip
 
         return _stages_clip
+    if _audio(model):
+        from . import _stages_audio
+
+        return _stages_audio
     if model.task == "transcription":
         from . import _stages_speech
 
@@ -246,33 +296,27 @@ def _stage_module(model):
 
 @hookimpl
 def fmhub_batch_order(model, inputs):
-    if model.task in GENERATIVE:
+    if _generative(model):
         return None  # one generate call per batch; padding is cheap next to decoding
-    if _image_text(model):
-        from ._stages_clip import batch_order as image_text_order
-
-        return image_text_order(model, inputs)
-    from ._stages import batch_order
-
-    return batch_order(model, inputs)
+    return _stage_module(model).batch_order(model, inputs)
 
 
 @hookimpl
 def fmhub_preprocess(model, inputs, options):
     stages = _stage_module(model)
-    if model.task in GENERATIVE or _image_text(model):
+    if _generative(model) or _image_text(model):
         return stages.preprocess(model, inputs, options)
     return stages.preprocess(model, inputs)
 
 
 @hookimpl
 def fmhub_forward(model, batch, options, stream):
-    if model.task in GENERATIVE and isinstance(batch, dict) and "labels" in batch:
+    if _generative(model) and isinstance(batch, dict) and "labels" in batch:
         from ._finetune import training_forward
 
         return training_forward(model, batch)
     stages = _stage_module(model)
-    if model.task in GENERATIVE:
+    if _generative(model):
         return stages.forward(model, batch, options, stream)
     if _image_text(model):
         return stages.forward(model, batch, options)
@@ -282,7 +326,7 @@ def fmhub_forward(model, batch, options, stream):
 @hookimpl
 def fmhub_postprocess(model, outputs, batch, options):
     stages = _stage_module(model)
-    if model.task in GENERATIVE or _image_text(model):
+    if _generative(model) or _image_text(model):
         return stages.postprocess(model, outputs, batch, options)
     return stages.postprocess(model, outputs, batch)
 
@@ -311,7 +355,7 @@ def fmhub_attach_head(model, labels):
 
 @hookimpl
 def fmhub_training_batch(model, examples):
-    if model.task not in GENERATIVE:
+    if not _generative(model):
         return None
     from ._finetune import training_batch
 
@@ -331,6 +375,10 @@ def fmhub_export_spec(model):
         raise fmhub.ExportError(
             f"{model.spec.id} is an image-text model; fmhub exports text encoder tasks only."
         )
+    if _audio(model):
+        from ._stages_audio import export_spec as audio_export_spec
+
+        return audio_export_spec(model)
     from ._stages import export_spec
 
     return export_spec(model)

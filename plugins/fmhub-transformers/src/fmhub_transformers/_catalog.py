@@ -22,8 +22,9 @@ class Row:
     task: str
     description: str
     license: str
-    max_tokens: int  #: of the text (tower)
-    modality: str = "text"  #: "image-text": CLIP, SigLIP
+    max_tokens: int | None = None  #: text models and text towers: the most tokens an input may have
+    modality: str = "text"  #: "audio"; "image-text": CLIP, SigLIP
+    sample_rate: int | None = None  #: audio models: the rate recordings are resampled to
 
 
 ROWS: tuple[Row, ...] = (
@@ -193,5 +194,56 @@ ROWS: tuple[Row, ...] = (
         max_tokens=64,
         license="apache-2.0",
         description="SigLIP 2 base, native aspect ratio (NaFlex): zero-shot, embeddings (375M).",
+    ),
+    # -- audio encoders (docs/plugins/transformers.md#audio-models) --
+    Row(
+        id="facebook/wav2vec2-base-960h",
+        aliases=("wav2vec2-base-960h",),
+        architecture="wav2vec2",
+        task="transcription",
+        modality="audio",
+        sample_rate=16000,
+        license="apache-2.0",
+        description="wav2vec 2.0 base fine-tuned for English CTC speech recognition (95M).",
+    ),
+    Row(
+        id="facebook/hubert-large-ls960-ft",
+        aliases=("hubert-large-ls960-ft",),
+        architecture="hubert",
+        task="transcription",
+        modality="audio",
+        sample_rate=16000,
+        license="apache-2.0",
+        description="HuBERT large fine-tuned for English CTC speech recognition (316M).",
+    ),
+    Row(
+        id="microsoft/wavlm-base-plus",
+        aliases=("hf-wavlm-base-plus",),
+        architecture="wavlm",
+        task="embedding",
+        modality="audio",
+        sample_rate=16000,
+        license="mit",
+        description="WavLM base+ speech encoder: frame features mean-pooled (95M).",
+    ),
+    Row(
+        id="MIT/ast-finetuned-audioset-10-10-0.4593",
+        aliases=("ast-audioset",),
+        architecture="audio-spectrogram-transformer",
+        task="classification",
+        modality="audio",
+        sample_rate=16000,
+        license="bsd-3-clause",
+        description="Audio Spectrogram Transformer, AudioSet's 527 sound classes (87M).",
+    ),
+    Row(
+        id="superb/wav2vec2-base-superb-ks",
+        aliases=("wav2vec2-ks",),
+        architecture="wav2vec2",
+        task="classification",
+        modality="audio",
+        sample_rate=16000,
+        license="apache-2.0",
+        description="wav2vec 2.0 base keyword spotting (Speech Commands v1, 12 classes).",
     ),
 )

@@ -20,11 +20,14 @@ import fmhub
 from fmhub.manifest import read_config as _read_config
 
 __all__ = [
+    "AUDIO_TASKS",
     "IMAGE_TEXT",
     "TASKS",
     "CheckpointConfig",
     "check_labels",
     "check_template",
+    "detect_audio_task",
+    "is_audio_config",
     "Pooling",
     "detect_task",
     "is_repo_id",
@@ -51,6 +54,30 @@ GENERATIVE = ("text-generation", "text2text", "transcription")
 IMAGE_TEXT = ("clip", "siglip", "siglip2", "chinese_clip")
 #: The tasks an image-text model does.
 IMAGE_TEXT_TASKS = ("zero-shot-classification", "embedding")
+
+#: The tasks of the audio encoders (wav2vec 2.0, HuBERT, WavLM, AST...) and their auto classes;
+#: their stages are in ``_stages_audio`` (Whisper is the separate ``_stages_speech``).
+AUDIO_TASKS: dict[str, str] = {
+    "transcription": "AutoModelForCTC",
+    "classification": "AutoModelForAudioClassification",
+    "embedding": "AutoModel",
+}
+#: ``model_type`` of the audio encoders served through AUDIO_TASKS: waveform models with a
+#: convolutional front end, and the spectrogram transformer AST.
+AUDIO_MODEL_TYPES = frozenset(
+    {
+        "wav2vec2",
+        "wav2vec2-conformer",
+        "hubert",
+        "wavlm",
+        "data2vec-audio",
+        "sew",
+        "sew-d",
+        "unispeech",
+        "unispeech-sat",
+        "audio-spectrogram-transformer",
+    }
+)
 
 #: Pooling modes, in the order sentence-transformers concatenates them.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -174,6 +201,28 @@ class PoolingConfig(BaseModel):
     pooling_mode_lasttoken: bool = False
 
 
+def is_audio_config(config: CheckpointConfig) -> bool:
+    """Whether ``config.json`` describes one of the audio encoders of :data:`AUDIO_TASKS` (by its
+    ``model_type``, or a CTC / audio-classification model class): such a checkpoint's
+    ``*ForSequenceClassification`` classifies recordings, not texts."""
+    if config.model_type in AUDIO_MODEL_TYPES:
+        return True
+    return config.model_type != "whisper" and any(
+        a.endswith(("ForCTC", "ForAudioClassification")) for a in config.architecture_names
+    )
+
+
+def detect_audio_task(config: CheckpointConfig) -> str:
+    """An audio encoder's task from its model class: CTC transcribes, a sequence / audio
+    classifier classifies, anything else (a bare or pretraining encoder) embeds."""
+    for arch in config.architecture_names:
+        if arch.endswith("ForCTC"):
+            return "transcription"
+        if arch.endswith(("ForSequenceClassification", "ForAudioClassification")):
+            return "classification"
+    return "embedding"
+
+
 def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
     """The task a checkpoint was trained for: sentence-transformers layouts embed; otherwise the
     model class in ``architectures`` decides (a bare encoder embeds)."""
@@ -183,6 +232,8 @@ def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
         return "transcription"
     if config.model_type in IMAGE_TEXT:
         return "zero-shot-classification"
+    if is_audio_config(config):
+        return detect_audio_task(config)
     for arch in config.architecture_names:
         if arch.endswith(("ForCausalLM", "LMHeadModel")):
             return "text-generation"

@@ -12,6 +12,9 @@ import fmhub
 
 __all__ = ["TARGETS", "attach_head", "finetune_targets", "training_loss"]
 
+#: Audio encoders sharing wav2vec 2.0's attention and feed-forward module names.
+_W2V_FAMILY = ("wav2vec2", "hubert", "data2vec-audio", "sew", "unispeech", "unispeech-sat")
+
 #: method -> model_type -> module-name suffixes (PEFT ``target_modules``). LoRA adapts the
 #: attention query and value projections (the LoRA paper's choice); IA3 rescales keys, values
 #: and the feed-forward output. None of them can match a classification head.
@@ -50,6 +53,13 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "siglip": ["q_proj", "v_proj"],
         "siglip2": ["q_proj", "v_proj"],
         "chinese_clip": ["q_proj", "v_proj"],
+        # audio encoders: the attention query and value projections; WavLM's attention reads its
+        # projection weights without calling the modules, so its feed-forward layers instead
+        **dict.fromkeys(_W2V_FAMILY, ["q_proj", "v_proj"]),
+        "wavlm": ["intermediate_dense", "output_dense"],
+        "wav2vec2-conformer": ["linear_q", "linear_v"],
+        "sew-d": ["query_proj", "value_proj"],
+        "audio-spectrogram-transformer": ["q_proj", "v_proj"],
     },
     "ia3": {
         "bert": ["key", "value", "output.dense"],
@@ -65,6 +75,9 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "siglip": ["k_proj", "v_proj", "fc2"],
         "siglip2": ["k_proj", "v_proj", "fc2"],
         "chinese_clip": ["k_proj", "v_proj", "fc2"],
+        **dict.fromkeys(_W2V_FAMILY, ["k_proj", "v_proj", "output_dense"]),
+        "wavlm": ["intermediate_dense", "output_dense"],
+        "audio-spectrogram-transformer": ["k_proj", "v_proj", "output.dense"],
     },
 }
 
@@ -86,8 +99,13 @@ def finetune_targets(model, method: str) -> list[str] | None:
 
 def attach_head(model, labels: Sequence[str]) -> list[str]:
     """Swap ``model.module`` for a ``*ForSequenceClassification`` sharing the same encoder, with a
-    fresh head of ``len(labels)`` outputs. Returns the head's module names."""
-    from transformers import AutoModelForSequenceClassification
+    fresh head of ``len(labels)`` outputs (for an audio encoder, its ``AutoModelForAudioClassification``
+    class: wav2vec 2.0's ``projector`` + ``classifier``, AST's MLP head). Returns the head's module
+    names."""
+    from transformers import AutoModelForAudioClassification, AutoModelForSequenceClassification
+
+    audio = getattr(model.processor, "modality", None) == "audio"
+    auto = AutoModelForAudioClassification if audio else AutoModelForSequenceClassification
 
     if getattr(getattr(model, "processor", None), "kind", None) == "image-text":  # CLIP, SigLIP
         from ._stages_clip import attach_head as attach_image_head
@@ -103,8 +121,10 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     config.id2label = {i: str(name) for i, name in enumerate(labels)}
     config.label2id = {str(name): i for i, name in enumerate(labels)}
     config.problem_type = "single_label_classification"
+    if audio:
+        config.use_weighted_layer_sum = False  # the head reads the last layer, as fmhub pools it
     with torch.device("meta"):
-        new = AutoModelForSequenceClassification.from_config(config)
+        new = auto.from_config(config)
     config.architectures = [type(new).__name__]
     setattr(new, prefix, encoder)
     param = next(encoder.parameters())
@@ -135,6 +155,8 @@ def training_loss(model, outputs: torch.Tensor, targets: torch.Tensor) -> torch.
         return F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
         )
+    if isinstance(outputs, dict):  # audio encoders: pooled features and the head's logits
+        outputs = outputs["logits"]
     return F.cross_entropy(outputs.float(), targets)
 
 

@@ -25,6 +25,7 @@ from ._config import (
     Pooling,
     SentenceModules,
     detect_task,
+    is_audio_config,
     read_config,
     read_pooling,
 )
@@ -284,7 +285,11 @@ def _check_loading(info: dict[str, Any], task: str, where: str, module: Any = No
             f"shape: {', '.join(bad)}{' ...' if len(stray) + len(mismatched) > 6 else ''}); "
             "nothing was loaded. Restore the config.json the weights were saved with."
         )
-    missing = [k for k in info.get("missing_keys") or () if "position_ids" not in k]
+    missing = [
+        k
+        for k in info.get("missing_keys") or ()
+        if "position_ids" not in k and not k.endswith("masked_spec_embed")  # audio: training only
+    ]
     if task == "embedding":
         missing = [k for k in missing if not k.startswith("pooler.")]
     if missing:
@@ -332,6 +337,10 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
             f"labels= and template= are for zero-shot image-text models (CLIP, SigLIP); "
             f"{src.where} is a {cfg.model_type!r} model."
         )
+    if is_audio_config(cfg):  # wav2vec 2.0, HuBERT, WavLM, AST...: their own classes and stages
+        from ._load_audio import load_audio
+
+        return load_audio(spec, options, src, cfg)
     pooling = _pooling(src, options)
     task = options.task or spec.task or detect_task(cfg, pooling.from_sentence_transformers)
     if task not in TASKS:
@@ -451,7 +460,7 @@ def save(model, path: str) -> None:
         proc.save(path)
     else:
         proc.tokenizer.save_pretrained(path)
-    if model.task != "embedding":
+    if model.task != "embedding" or getattr(proc, "modality", "text") == "audio":
         return
     dest = Path(path)
     modules = [

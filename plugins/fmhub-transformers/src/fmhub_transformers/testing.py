@@ -821,3 +821,125 @@ def build_tiny_image_text(
     tok.save_pretrained(dest)
     processor.save_pretrained(dest)
     return dest
+
+
+# -- audio encoders ------------------------------------------------------------------------------
+
+#: The characters of the tiny CTC vocabulary (wav2vec 2.0 style: ``|`` separates words).
+CTC_CHARS = tuple("|ETAONIHSRDLUMWCFGYPBVKJXQZ'")
+
+#: arch -> (transformers model_type, config overrides of a tiny model).
+AUDIO_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
+    # group-norm front end (wav2vec2 base): padded batches change it, fmhub groups equal lengths
+    "wav2vec2": ("wav2vec2", {"feat_extract_norm": "group", "do_stable_layer_norm": False}),
+    # layer-norm front ends (wav2vec2 large, HuBERT large, WavLM): padded batches are exact
+    "hubert": ("hubert", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}),
+    "wavlm": ("wavlm", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}),
+    "ast": ("audio-spectrogram-transformer", {}),
+}
+_WAVE_SIZES: dict[str, Any] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 37,
+    "conv_dim": (16, 16, 16),
+    "conv_kernel": (10, 4, 4),
+    "conv_stride": (5, 4, 4),  # 80 samples a frame, an 85-sample receptive field
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+    "classifier_proj_size": 12,
+}
+_AST_SIZES: dict[str, Any] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 37,
+    "patch_size": 16,
+    "frequency_stride": 10,
+    "time_stride": 10,
+    "max_length": 100,  # one second of 10 ms filter-bank frames
+    "num_mel_bins": 32,
+}
+_AUDIO_CLASSES = {
+    "transcription": "AutoModelForCTC",
+    "classification": "AutoModelForAudioClassification",
+    "embedding": "AutoModel",
+}
+
+
+def build_ctc_tokenizer(dest: str | os.PathLike):
+    """A wav2vec 2.0 CTC tokenizer over :data:`CTC_CHARS` (``<pad>`` is the blank), saved in
+    ``dest`` (its ``vocab.json`` and configs) and returned."""
+    from transformers import Wav2Vec2CTCTokenizer
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    for c in CTC_CHARS:
+        vocab[c] = len(vocab)
+    (dest / "vocab.json").write_text(json.dumps(vocab))
+    tok = Wav2Vec2CTCTokenizer(str(dest / "vocab.json"), word_delimiter_token="|")
+    tok.save_pretrained(dest)
+    return tok
+
+
+def build_tiny_audio(
+    dest: str | os.PathLike,
+    arch: str = "wav2vec2",
+    task: str = "transcription",
+    *,
+    labels: Sequence[str] | None = None,
+    seed: int = 0,
+    sizes: dict[str, Any] | None = None,
+) -> Path:
+    """Write a tiny random-weight audio checkpoint into ``dest``; return it.
+
+    :param arch: One of :data:`AUDIO_ARCHITECTURES` (``wav2vec2`` with a group-norm front end,
+        ``hubert`` / ``wavlm`` with layer-norm ones, ``ast``).
+    :param task: ``transcription`` (a CTC head and tokenizer), ``classification`` or ``embedding``.
+    :param labels: Class names of a classifier (default: six keyword-spotting-like words).
+    :param sizes: Config overrides (e.g. base-size dimensions for a benchmark).
+    """
+    import torch
+    import transformers
+
+    model_type, extra = AUDIO_ARCHITECTURES[arch]
+    if task not in _AUDIO_CLASSES:
+        raise ValueError(f"unknown task {task!r}; choose from {sorted(_AUDIO_CLASSES)}")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    fields = dict(_AST_SIZES if arch == "ast" else _WAVE_SIZES)
+    fields.update(extra)
+    if task == "transcription":
+        tok = build_ctc_tokenizer(dest)
+        fields.update(vocab_size=len(tok), pad_token_id=tok.pad_token_id, ctc_loss_reduction="mean")
+    if task == "classification":
+        names = list(labels or ("yes", "no", "up", "down", "left", "right"))
+        fields.update(
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+    fields.update(sizes or {})
+    config = transformers.AutoConfig.for_model(model_type, **fields)
+    torch.manual_seed(seed)
+    model = getattr(transformers, _AUDIO_CLASSES[task]).from_config(config).eval()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model.save_pretrained(dest)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    if arch == "ast":
+        fe = transformers.ASTFeatureExtractor(
+            num_mel_bins=config.num_mel_bins, max_length=config.max_length
+        )
+    else:
+        fe = transformers.Wav2Vec2FeatureExtractor(
+            sampling_rate=16000,
+            do_normalize=True,
+            return_attention_mask=config.feat_extract_norm == "layer",
+        )
+    fe.save_pretrained(dest)
+    return dest

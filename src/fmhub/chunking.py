@@ -1,5 +1,9 @@
 """Splitting long recordings into overlapping chunks and stitching their frames back together.
 
+Shared by every plugin that runs a frame-based audio encoder on recordings longer than it should
+see at once (the torchaudio bundles, Hugging Face wav2vec 2.0 / HuBERT / WavLM models), so a long
+recording is cut the same way whichever plugin serves the model. Pure Python: imports nothing.
+
 A recording longer than ``chunk`` samples is cut into chunks that start ``step = chunk - 2 *
 context`` samples apart (the context is capped at a quarter of the chunk, see
 :func:`chunk_sizes`). Each chunk "owns" the output frames in its middle and sees ``context``
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Segment", "frames_for", "plan_segments"]
+__all__ = ["Segment", "chunk_sizes", "frames_for", "plan_segments"]
 
 
 @dataclass(frozen=True)
