@@ -9,8 +9,9 @@ an offline Hugging Face cache), each in its own process on 127.0.0.1 with the sa
 * ``plain FastAPI``: what a user writes by hand, ``model(text)`` in a ``def`` endpoint per request
   (FastAPI runs it on its thread pool, so requests use every core at once).
 
-``W`` (``--workers``) is the cores this process may use divided by ``--threads``, so the fmhub
-servers use the cores the plain server's thread pool already uses. One light client (one process,
+``W`` (``--workers``) is 1 by default, ``fmhub serve``'s own default; ``--workers 0`` gives the
+cores this process may use divided by ``--threads`` (the cores the plain server's thread pool
+uses). One light client (one process,
 asyncio streams, HTTP/1.1 keep-alive, one connection per client; the same for all three servers)
 sends one sentence per request at 1, 8 and 32 concurrent clients; the servers take turns level by
 level and round by round (interleaved). Requests/s and p50/p99 latency come from each server's
@@ -233,7 +234,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2 if quick() else 3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per server")
     parser.add_argument(
-        "--workers", type=int, default=0, help="--workers of the fmhub servers (0: cores/threads)"
+        "--workers", type=int, default=1, help="--workers of the fmhub servers (0: cores/threads)"
     )
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="of the batched server")
     args = parser.parse_args()
