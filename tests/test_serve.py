@@ -358,6 +358,25 @@ def test_batching_off_runs_one_call_per_request(server_factory):
     assert _bucket(m, "fmhub_batch_size", "toy:embed", "1") == 16
 
 
+def test_workers_run_model_calls_at_once(server_factory, capsys, toy_hub):
+    """--workers 2: a request is answered while another model call is still running (the 777
+    input holds its call for 3 s); with the default one worker it would wait behind it."""
+    from fmhub.cli import main
+
+    emb = fmhub.load("toy:embed")
+    s = server_factory("toy:embed", "--workers", "2", "--max-batch", "1")
+    with cf.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(_predict, s, "toy:embed", [[777, 0, 0, 0]])
+        time.sleep(0.5)
+        fast = _predict(s, "toy:embed", [[1, 2, 3, 4]])
+        assert fast.status_code == 200 and not slow.done()
+        assert np.array_equal(np.asarray(fast.json()["results"][0], np.float32), emb([1, 2, 3, 4]))
+        assert slow.result().status_code == 200
+    assert s.metrics()['fmhub_batches_total{model="toy:embed"}'] == 2
+    assert main(["serve", "toy:embed", "--workers", "0"]) == 2
+    assert "workers" in capsys.readouterr().err
+
+
 def test_a_failing_batch_fails_only_its_own_request(toy_server, toy_hub):
     emb = fmhub.load("toy:embed")
     xs = [[1, 2, 3, 4]] * 6 + [[666, 0, 0, 0]] + [[4, 3, 2, 1]] * 6

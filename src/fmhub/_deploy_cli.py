@@ -23,6 +23,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "port",
             "max_batch",
             "max_wait_ms",
+            "workers",
             "max_queue",
             "max_body_mb",
             "timeout_s",
@@ -56,6 +57,12 @@ def _serve_command(sub: Any) -> None:
         "--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill (ms)"
     )
     p.add_argument("--no-batching", action="store_true", help="one model call per request")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="model calls run at once per model, each on its own thread (default 1)",
+    )
     p.add_argument(
         "--max-queue", type=int, default=256, help="requests waiting per model before 503"
     )

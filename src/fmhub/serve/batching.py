@@ -1,10 +1,13 @@
 """Dynamic batching: concurrent requests to one model merged into one ``predict`` call.
 
-One :class:`Batcher` (an asyncio task plus one worker thread) per served model. A request is never
-split: the worker takes the oldest request, then every request queued behind it with the same
-per-call options, while the items stay within ``max_batch``, waiting at most ``max_wait_ms`` after
-the oldest request arrived. Results go back to each request in order. When a merged call fails,
-each of its requests is run again alone, so a bad input fails only its own request.
+One :class:`Batcher` (an asyncio task feeding ``workers`` threads, one by default) per served
+model. A request is never split: when a worker thread is free, the batcher takes the oldest
+request, then every request queued behind it with the same per-call options, while the items stay
+within ``max_batch``. Only while the batch is still short of what recent batches held (the
+concurrency the server is seeing) does it wait for more, at most ``max_wait_ms`` after the oldest
+request arrived: a lone client is never held back, a busy server fills its batches. Results go
+back to each request in order. When a merged call fails, each of its requests is run again alone,
+so a bad input fails only its own request.
 """
 
 from __future__ import annotations
@@ -51,7 +54,12 @@ class Batcher:
     :param max_wait_ms: Longest wait for more requests after the oldest queued one arrived.
     :param max_queue: Requests that may wait; one more is refused with :class:`QueueFull`.
     :param batching: False runs every request alone (``--no-batching``).
+    :param workers: Model calls that may run at once, each on its own thread (``--workers``);
+        a CPU server with one intra-op thread per call uses one core per worker.
     """
+
+    #: Batches remembered to estimate how many items a batch can expect (the wait target).
+    HISTORY = 8
 
     def __init__(
         self,
@@ -63,6 +71,7 @@ class Batcher:
         max_queue: int = 256,
         batching: bool = True,
         metrics: Metrics | None = None,
+        workers: int = 1,
     ):
         self.name = name
         self.predict = predict
@@ -71,15 +80,23 @@ class Batcher:
         self.max_queue = max(1, int(max_queue))
         self.batching = batching
         self.metrics = metrics or Metrics()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fmhub-{name}")
+        self.workers = max(1, int(workers))
+        self.executor = ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix=f"fmhub-{name}"
+        )
         self._queue: collections.deque[_Request] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._free: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task] = set()
+        #: items of the last batches, the wait target of the next one
+        self._recent: collections.deque[int] = collections.deque(maxlen=self.HISTORY)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._wake = asyncio.Event()
+        self._free = asyncio.Semaphore(self.workers)
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"batcher-{self.name}"
         )
@@ -91,6 +108,8 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._running:  # batches in flight finish and answer their requests
+            await asyncio.gather(*self._running, return_exceptions=True)
         for req in self._queue:
             if not req.future.done():
                 req.future.set_exception(RuntimeError("the server is shutting down"))
@@ -123,29 +142,53 @@ class Batcher:
 
     # -- the worker -----------------------------------------------------------------------------
 
+    @property
+    def target(self) -> int:
+        """Items the next batch waits for: the most the recent batches held (the concurrency the
+        server sees), within ``max_batch``; 1 before any batch ran."""
+        return min(self.max_batch, max(self._recent, default=1))
+
     async def _run(self) -> None:
-        assert self._wake is not None
+        assert self._wake is not None and self._free is not None
         while True:
-            while not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            batch = await self._collect()
+            await self._free.acquire()  # a worker thread is free: requests queue up meanwhile
+            try:
+                while not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                batch = await self._collect()
+            except BaseException:
+                self._free.release()
+                raise
             self.metrics.set_queue_depth(self.name, len(self._queue))
             if not batch:
+                self._free.release()
                 continue
+            self._recent.append(sum(len(req.items) for req in batch))
+            task = asyncio.get_running_loop().create_task(self._dispatch(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _dispatch(self, batch: list[_Request]) -> None:
+        """Run one batch on a worker thread and hand each request its outcome."""
+        assert self._free is not None
+        try:
             outcomes = await asyncio.get_running_loop().run_in_executor(
                 self.executor, self._execute, batch
             )
-            for req, outcome in zip(batch, outcomes):
-                if req.future.done():  # timed out / client gone meanwhile
-                    continue
-                if isinstance(outcome, BaseException):
-                    req.future.set_exception(outcome)
-                else:
-                    req.future.set_result(outcome)
+        finally:
+            self._free.release()
+        for req, outcome in zip(batch, outcomes):
+            if req.future.done():  # timed out / client gone meanwhile
+                continue
+            if isinstance(outcome, BaseException):
+                req.future.set_exception(outcome)
+            else:
+                req.future.set_result(outcome)
 
     async def _collect(self) -> list[_Request]:
-        """Pop the oldest live request and whatever may join it."""
+        """Pop the oldest live request and whatever queued may join it; while the batch is short
+        of :attr:`target`, wait for more until ``max_wait`` after the oldest request arrived."""
         first = None
         while self._queue and first is None:
             req = self._queue.popleft()
@@ -157,31 +200,28 @@ class Batcher:
         if not self.batching:
             return batch
         deadline = first.arrived + self.max_wait
+        target = self.target
         while n < self.max_batch:
-            taken = False
-            for req in list(self._queue):
+            kept: collections.deque[_Request] = collections.deque()
+            while self._queue:  # take everything queued that fits, in one pass
+                req = self._queue.popleft()
                 if req.future.done():
-                    self._queue.remove(req)
                     continue
                 if req.key == first.key and n + len(req.items) <= self.max_batch:
-                    self._queue.remove(req)
                     batch.append(req)
                     n += len(req.items)
-                    taken = True
-                if n >= self.max_batch:
-                    break
-            if n >= self.max_batch:
-                break
+                else:
+                    kept.append(req)
+            self._queue = kept
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if n >= target or n >= self.max_batch or remaining <= 0:
                 break
-            if not taken:
-                assert self._wake is not None
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
+            assert self._wake is not None
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except asyncio.TimeoutError:
+                continue  # one last pass over what arrived meanwhile
         return batch
 
     def _execute(self, batch: list[_Request]) -> list[Any]:
