@@ -1,9 +1,11 @@
-"""fmhub-transformers: Hugging Face Transformers text models behind the fmhub contract.
+"""fmhub-transformers: Hugging Face Transformers text and image models behind the fmhub contract.
 
 Serves the open ``hf:`` namespace (any hub repo id ``hf:org/name``, any local checkpoint folder)
 plus aliases for well-known checkpoints (``bert-base``, ``all-MiniLM-L6-v2``...). Tasks:
 ``embedding``, ``classification``, ``fill-mask``, ``token-classification``, detected from the
-checkpoint's ``config.json`` / sentence-transformers files and overridable with ``task=``.
+checkpoint's ``config.json`` / sentence-transformers files and overridable with ``task=``. Image
+checkpoints (ViT, DeiT, BEiT, DINOv2, ConvNeXt, Swin, ResNet...: ``_stages_vision``) do
+``classification`` and ``embedding``.
 
 Registration and name resolution import neither torch nor transformers: the hooks below import
 the private implementation modules only when a model is loaded or run. See
@@ -26,6 +28,7 @@ from ._config import (
     TASKS,
     CheckpointConfig,
     detect_task,
+    is_image_processor,
     is_repo_id,
     read_config,
     read_json,
@@ -87,10 +90,10 @@ class TransformersOptions(fmhub.LoadOptions):
 ALIASES: dict[str, Row] = {alias: row for row in ROWS for alias in row.aliases}
 
 
-def _spec(repo_id: str, **fields) -> fmhub.ModelSpec:
+def _spec(repo_id: str, modality: str = "text", **fields) -> fmhub.ModelSpec:
     return fmhub.ModelSpec(
         id=f"hf:{repo_id}",
-        modality="text",
+        modality=modality,
         tasks=tuple(TASKS),
         source=f"https://huggingface.co/{repo_id}",
         **fields,
@@ -121,7 +124,10 @@ def fmhub_register_models(register):
                 license=row.license,
                 description=row.description,
                 architecture=row.architecture,
-                preprocessing=fmhub.Preprocessing(max_tokens=row.max_tokens),
+                modality=row.modality,
+                preprocessing=fmhub.Preprocessing(
+                    max_tokens=row.max_tokens, input_size=row.input_size
+                ),
             )
         )
 
@@ -153,11 +159,13 @@ _TOKENIZER_FILES = (
 
 @hookimpl
 def fmhub_claim_path(path):
-    """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer."""
+    """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer, or (an
+    image model) an image processor's ``preprocessor_config.json`` and no tokenizer."""
     config = os.path.join(path, "config.json")
-    if not os.path.isfile(config) or not any(
-        os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES
-    ):
+    if not os.path.isfile(config):
+        return None
+    image = not any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES)
+    if image and not _has_image_processor(path):
         return None
     try:
         data = read_json(config, "config.json")
@@ -176,13 +184,28 @@ def fmhub_claim_path(path):
     return fmhub.ModelSpec(
         id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}",
         path=path,
-        modality="audio" if task == "transcription" else "text",
+        modality="image" if image else "audio" if task == "transcription" else "text",
         task=task,
         tasks=tuple(TASKS),
         architecture=arch,
         source=path,
         description="Local Transformers checkpoint folder.",
     )
+
+
+def _has_image_processor(path: str) -> bool:
+    pre = os.path.join(path, "preprocessor_config.json")
+    if not os.path.isfile(pre):
+        return False
+    try:
+        return is_image_processor(read_json(pre, "preprocessor_config.json"))
+    except fmhub.FmhubError:
+        return False
+
+
+def _is_image(model) -> bool:
+    """An image model (its processor is ``_stages_vision.VisionProcessor``)."""
+    return getattr(model.processor, "modality", None) == "image"
 
 
 @hookimpl
@@ -194,6 +217,10 @@ def fmhub_load(spec, options):
 
 def _stage_module(model):
     """The module implementing the stages of this model's task."""
+    if _is_image(model):
+        from . import _stages_vision
+
+        return _stages_vision
     if model.task == "transcription":
         from . import _stages_speech
 
@@ -209,8 +236,8 @@ def _stage_module(model):
 
 @hookimpl
 def fmhub_batch_order(model, inputs):
-    if model.task in GENERATIVE:
-        return None  # one generate call per batch; padding is cheap next to decoding
+    if model.task in GENERATIVE or _is_image(model):
+        return None  # one generate call per batch / images are all resized to one size
     from ._stages import batch_order
 
     return batch_order(model, inputs)
@@ -284,6 +311,10 @@ def fmhub_training_loss(model, outputs, targets):
 
 @hookimpl
 def fmhub_export_spec(model):
+    if _is_image(model):
+        from ._stages_vision import export_spec as image_export_spec
+
+        return image_export_spec(model)
     from ._stages import export_spec
 
     return export_spec(model)

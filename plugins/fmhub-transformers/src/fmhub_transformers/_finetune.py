@@ -12,6 +12,10 @@ import fmhub
 
 __all__ = ["TARGETS", "attach_head", "finetune_targets", "training_loss"]
 
+#: Image transformers whose attention has ``q_proj`` / ``k_proj`` / ``v_proj`` and whose MLP ends in
+#: ``fc2`` (transformers 5 names); their heads are a ``classifier`` Linear.
+_VIT_LIKE = ("vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "swin")
+
 #: method -> model_type -> module-name suffixes (PEFT ``target_modules``). LoRA adapts the
 #: attention query and value projections (the LoRA paper's choice); IA3 rescales keys, values
 #: and the feed-forward output. None of them can match a classification head.
@@ -45,6 +49,11 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "mbart": ["q_proj", "v_proj"],
         "marian": ["q_proj", "v_proj"],
         "whisper": ["q_proj", "v_proj"],
+        # image models (transformers 5 names their attention projections q/k/v/o_proj)
+        **dict.fromkeys(_VIT_LIKE, ["q_proj", "v_proj"]),
+        "convnext": ["pwconv1", "pwconv2"],
+        "convnextv2": ["pwconv1", "pwconv2"],
+        "resnet": ["convolution"],
     },
     "ia3": {
         "bert": ["key", "value", "output.dense"],
@@ -56,6 +65,10 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "deberta-v2": ["key_proj", "value_proj", "output.dense"],
         "deberta": ["in_proj", "output.dense"],
         "mpnet": ["k", "v", "output.dense"],
+        **dict.fromkeys(_VIT_LIKE, ["k_proj", "v_proj", "fc2"]),
+        "convnext": ["pwconv1", "pwconv2"],
+        "convnextv2": ["pwconv1", "pwconv2"],
+        "resnet": ["convolution"],
     },
 }
 
@@ -76,8 +89,9 @@ def finetune_targets(model, method: str) -> list[str] | None:
 
 
 def attach_head(model, labels: Sequence[str]) -> list[str]:
-    """Swap ``model.module`` for a ``*ForSequenceClassification`` sharing the same encoder, with a
-    fresh head of ``len(labels)`` outputs. Returns the head's module names."""
+    """Swap ``model.module`` for a ``*ForSequenceClassification`` (``*ForImageClassification`` for
+    an image model) sharing the same encoder, with a fresh head of ``len(labels)`` outputs.
+    Returns the head's module names."""
     from transformers import AutoModelForSequenceClassification
 
     if len(labels) < 1:
@@ -91,7 +105,10 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     config.label2id = {str(name): i for i, name in enumerate(labels)}
     config.problem_type = "single_label_classification"
     with torch.device("meta"):
-        new = AutoModelForSequenceClassification.from_config(config)
+        if getattr(model.processor, "modality", None) == "image":
+            new = _image_classifier(config)
+        else:
+            new = AutoModelForSequenceClassification.from_config(config)
     config.architectures = [type(new).__name__]
     setattr(new, prefix, encoder)
     param = next(encoder.parameters())
@@ -110,6 +127,23 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     new.train(old.training)
     model.module = new
     return head
+
+
+def _image_classifier(config):
+    """A fresh ``*ForImageClassification`` of ``config`` (DeiT's plain one, not the distillation
+    variant: a new head has no teacher)."""
+    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+    try:
+        klass = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
+    except KeyError:
+        raise fmhub.FineTuneError(
+            f"transformers has no image classifier for model_type {config.model_type!r}, so "
+            "fmhub cannot attach a head to it."
+        ) from None
+    if isinstance(klass, (tuple, list)):
+        klass = klass[0]
+    return klass(config)
 
 
 def training_loss(model, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

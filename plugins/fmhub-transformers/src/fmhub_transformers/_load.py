@@ -24,7 +24,10 @@ from ._config import (
     Pooling,
     SentenceModules,
     detect_task,
+    is_image_model,
+    is_image_processor,
     read_config,
+    read_json,
     read_pooling,
 )
 from ._stages import TextProcessor
@@ -312,6 +315,17 @@ def _beyond_a_list(module: Any, key: str) -> bool:
     return False
 
 
+def _image_checkpoint(src: _Source, cfg: CheckpointConfig) -> bool:
+    """An image-only checkpoint (see :func:`is_image_model`); the tokenizer files are looked up
+    only when the config alone cannot tell."""
+    if is_image_model(cfg, None, True):
+        return True
+    pre = src.fetch("preprocessor_config.json")
+    if pre is None or not is_image_processor(read_json(pre, "preprocessor_config.json")):
+        return False
+    return not any(src.fetch(f) for f in ("tokenizer_config.json", "tokenizer.json"))
+
+
 def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     """``fmhub_load``: read the config as data, pick the task and model class, load weights."""
     import transformers
@@ -322,6 +336,10 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     _check_code(cfg, options, src.where)
     if not src.local:  # pin every further file to the commit the config came from
         src.revision = _resolved_revision(config_path) or src.revision
+    if _image_checkpoint(src, cfg):
+        from ._load_vision import load_vision
+
+        return load_vision(spec, options, src, cfg)
     pooling = _pooling(src, options)
     task = options.task or spec.task or detect_task(cfg, pooling.from_sentence_transformers)
     if task not in TASKS:
@@ -436,8 +454,8 @@ def save(model, path: str) -> None:
         proc.save(path)
     else:
         proc.tokenizer.save_pretrained(path)
-    if model.task != "embedding":
-        return
+    if model.task != "embedding" or not isinstance(proc, TextProcessor):
+        return  # sentence-transformers files describe text embedding models only
     dest = Path(path)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
