@@ -25,6 +25,7 @@ from fmhub import hookimpl
 from ._catalog import ROWS, Row
 from ._config import (
     GENERATIVE,
+    IMAGE_MODEL_TYPES,
     TASKS,
     CheckpointConfig,
     detect_task,
@@ -160,19 +161,20 @@ _TOKENIZER_FILES = (
 @hookimpl
 def fmhub_claim_path(path):
     """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer, or (an
-    image model) an image processor's ``preprocessor_config.json`` and no tokenizer."""
+    image model) no tokenizer and an image processor's ``preprocessor_config.json`` or an image
+    model's config."""
     config = os.path.join(path, "config.json")
     if not os.path.isfile(config):
         return None
     image = not any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES)
-    if image and not _has_image_processor(path):
-        return None
     try:
         data = read_json(config, "config.json")
     except fmhub.FmhubError:
         return None  # not JSON data: not a checkpoint we can tell apart
     if not isinstance(data.get("model_type"), str):
         return None  # another family's config.json
+    if image and not (_has_image_processor(path) or _image_config(data)):
+        return None
     try:  # ours: a config with other problems is claimed, and load reports them precisely
         cfg = read_config(config, CheckpointConfig)
         task, arch = (
@@ -186,7 +188,7 @@ def fmhub_claim_path(path):
         path=path,
         modality="image" if image else "audio" if task == "transcription" else "text",
         task=task,
-        tasks=tuple(TASKS),
+        tasks=("classification", "embedding") if image else tuple(TASKS),
         architecture=arch,
         source=path,
         description="Local Transformers checkpoint folder.",
@@ -201,6 +203,16 @@ def _has_image_processor(path: str) -> bool:
         return is_image_processor(read_json(pre, "preprocessor_config.json"))
     except fmhub.FmhubError:
         return False
+
+
+def _image_config(data: dict) -> bool:
+    """The config of an image model (a claimed folder without an image processor is then
+    refused at load with the file it lacks)."""
+    archs = data.get("architectures")
+    archs = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
+    return data["model_type"] in IMAGE_MODEL_TYPES or any(
+        a.endswith(("ForImageClassification", "ForImageClassificationWithTeacher")) for a in archs
+    )
 
 
 def _is_image(model) -> bool:
