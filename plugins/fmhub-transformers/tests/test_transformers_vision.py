@@ -298,6 +298,16 @@ def test_embedding_model_saves_no_sentence_transformers_files(tmp_path):
     np.testing.assert_allclose(again(PHOTOS[0]), model(PHOTOS[0]), atol=1e-6)
 
 
+def test_onnx_export_of_an_image_classifier(tmp_path):
+    """The export spec: the forward stage on pixel_values, parity-checked by fmhub.export."""
+    pytest.importorskip("onnxruntime")
+    from fmhub.export import export
+
+    model = fmhub.load(local("vit-classification"))
+    folder = export(model, tmp_path / "onnx", verbose=False)
+    assert (folder / "fmhub.json").is_file() and list(folder.glob("*.onnx"))
+
+
 # -- the conformance kit ------------------------------------------------------------------------
 
 
