@@ -95,6 +95,38 @@ def test_aliases_are_listed_without_torch():
     assert imported_after(code, HEAVY) == []
 
 
+def test_an_alias_loads_its_repo_from_the_cache():
+    install_in_hub_cache(HUB, "google/vit-base-patch16-224", local("vit-classification"))
+    spec = fmhub.model_info("vit-base-hf")
+    assert spec.modality == "image" and spec.preprocessing.input_size == (3, 224, 224)
+    model = fmhub.load("vit-base-hf")
+    assert model.spec.id == "hf:google/vit-base-patch16-224" and model.task == "classification"
+    assert isinstance(model(PHOTOS[0]), Classification)
+
+
+def test_image_detection_from_the_json_files():
+    from fmhub_transformers._config import CheckpointConfig, is_image_model, is_image_processor
+
+    vit_processor = {"image_processor_type": "ViTImageProcessor", "do_resize": True}
+    old_processor = {"feature_extractor_type": "ViTFeatureExtractor", "image_mean": [0.5] * 3}
+    audio = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000}
+    assert is_image_processor(vit_processor) and is_image_processor(old_processor)
+    assert not is_image_processor(audio) and not is_image_processor(None)
+    unknown = CheckpointConfig(model_type="brand-new-vision")
+    assert is_image_model(unknown, vit_processor, has_tokenizer=False)
+    assert not is_image_model(unknown, vit_processor, has_tokenizer=True)  # image + text: not ours
+    assert not is_image_model(CheckpointConfig(model_type="bert"), None, has_tokenizer=True)
+    assert is_image_model(CheckpointConfig(model_type="dinov2"), None, has_tokenizer=False)
+    teacher = CheckpointConfig(
+        model_type="deit", architectures=["DeiTForImageClassificationWithTeacher"]
+    )
+    assert is_image_model(teacher, None, has_tokenizer=False)
+    from fmhub_transformers._config import detect_task
+
+    assert detect_task(teacher, False) == "classification"
+    assert detect_task(CheckpointConfig(model_type="dinov2"), False) == "embedding"
+
+
 def test_task_override_and_refusals():
     clf = local("vit-classification")
     emb = fmhub.load(clf, task="embedding")  # the encoder of a classifier: the class token

@@ -109,7 +109,8 @@ def fmhub_register_namespaces(register):
             distribution=DISTRIBUTION,
             open=True,
             options=TransformersOptions,
-            description="Hugging Face Transformers text models: any hub repo id or local folder.",
+            description="Hugging Face Transformers text, speech and image models: any hub repo id "
+            "or local folder.",
         )
     )
 
