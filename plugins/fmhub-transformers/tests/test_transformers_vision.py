@@ -75,6 +75,7 @@ def test_a_folder_is_claimed_as_an_image_model(arch):
 
 
 def test_hub_repo_loads_offline_and_reports_image():
+    assert fmhub.model_info("hf:tiny-org/vit-classification").modality is None  # not read yet
     model = fmhub.load("hf:tiny-org/vit-classification")
     assert model.spec.modality == "image" and model.task == "classification"
     assert model.labels == ("cat", "dog", "bird")

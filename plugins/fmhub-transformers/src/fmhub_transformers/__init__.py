@@ -91,7 +91,7 @@ class TransformersOptions(fmhub.LoadOptions):
 ALIASES: dict[str, Row] = {alias: row for row in ROWS for alias in row.aliases}
 
 
-def _spec(repo_id: str, modality: str = "text", **fields) -> fmhub.ModelSpec:
+def _spec(repo_id: str, modality: str | None = "text", **fields) -> fmhub.ModelSpec:
     return fmhub.ModelSpec(
         id=f"hf:{repo_id}",
         modality=modality,
@@ -143,8 +143,10 @@ def fmhub_resolve_model(namespace, name):
         )
     if not is_repo_id(name):
         return None
-    return _spec(
-        name, description="Hugging Face hub model (task detected from its config at load)."
+    return _spec(  # text, image or audio: known once its config is read at load
+        name,
+        modality=None,
+        description="Hugging Face hub model (task and modality detected from its config at load).",
     )
 
 

@@ -408,6 +408,7 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
         labels=labels,
         processor=processor,
         placed=options.device_map is not None,
+        modality="audio" if task == "transcription" else "text",
         info={
             "transformers": transformers.__version__,
             "model_type": cfg.model_type,
