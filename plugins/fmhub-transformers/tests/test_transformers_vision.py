@@ -128,6 +128,34 @@ def test_image_detection_from_the_json_files():
     assert detect_task(CheckpointConfig(model_type="dinov2"), False) == "embedding"
 
 
+def test_an_image_backbone_fmhub_does_not_list_is_found_by_its_image_processor(tmp_path):
+    """SegFormer is not in fmhub's list of image model types: its image processor beside no
+    tokenizer makes it an image model, embedded as the mean of its last feature map."""
+    import torch
+    from transformers import SegformerConfig, SegformerImageProcessor, SegformerModel
+
+    config = SegformerConfig(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+    )
+    torch.manual_seed(0)
+    SegformerModel(config).eval().save_pretrained(tmp_path / "seg")
+    processor = SegformerImageProcessor(size={"height": 32, "width": 32})
+    processor.save_pretrained(tmp_path / "seg")
+    spec = fmhub.model_info(str(tmp_path / "seg"))
+    assert spec.modality == "image" and spec.task == "embedding"
+    model = fmhub.load(str(tmp_path / "seg"))
+    pixels = processor(images=[Image.fromarray(PHOTOS[0])], return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        want = model.module(pixel_values=pixels).last_hidden_state.mean(dim=(2, 3))[0]
+    np.testing.assert_allclose(model(PHOTOS[0]), want.numpy(), atol=1e-5, rtol=0)
+
+
 def test_task_override_and_refusals():
     clf = local("vit-classification")
     emb = fmhub.load(clf, task="embedding")  # the encoder of a classifier: the class token

@@ -316,10 +316,20 @@ def _beyond_a_list(module: Any, key: str) -> bool:
 
 
 def _image_checkpoint(src: _Source, cfg: CheckpointConfig) -> bool:
-    """An image-only checkpoint (see :func:`is_image_model`); the tokenizer files are looked up
-    only when the config alone cannot tell."""
+    """An image-only checkpoint (see :func:`is_image_model`). The image processor and tokenizer
+    files are looked up only when the config alone cannot tell: a model type transformers serves
+    for images (``AutoModel``'s image backbones, image classifiers) or one it does not know."""
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto import modeling_auto as auto
+
     if is_image_model(cfg, None, True):
         return True
+    known = cfg.model_type in CONFIG_MAPPING
+    imagery = set(auto.MODEL_FOR_IMAGE_MAPPING_NAMES) | set(
+        auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    )
+    if known and cfg.model_type not in imagery:
+        return False  # a text or speech model: no extra lookup on the hub
     pre = src.fetch("preprocessor_config.json")
     if pre is None or not is_image_processor(read_json(pre, "preprocessor_config.json")):
         return False
