@@ -71,6 +71,7 @@ def test_a_folder_is_claimed_as_an_image_model(arch):
     spec = fmhub.model_info(local(f"{arch}-classification"))
     assert spec.namespace == "hf" and spec.modality == "image"
     assert spec.task == "classification" and spec.architecture == arch
+    assert spec.tasks == ("classification", "embedding")
     assert fmhub.model_info(local(f"{arch}-embedding")).task == "embedding"
 
 
@@ -100,6 +101,7 @@ def test_an_alias_loads_its_repo_from_the_cache():
     install_in_hub_cache(HUB, "google/vit-base-patch16-224", local("vit-classification"))
     spec = fmhub.model_info("vit-base-hf")
     assert spec.modality == "image" and spec.preprocessing.input_size == (3, 224, 224)
+    assert spec.tasks == ("classification", "embedding")
     model = fmhub.load("vit-base-hf")
     assert model.spec.id == "hf:google/vit-base-patch16-224" and model.task == "classification"
     assert isinstance(model(PHOTOS[0]), Classification)

@@ -87,6 +87,9 @@ class TransformersOptions(fmhub.LoadOptions):
     )
 
 
+#: The tasks of image models (ViT, DINOv2, ConvNeXt...: ``_stages_vision``).
+IMAGE_TASKS = ("classification", "embedding")
+
 #: alias -> catalog row (the table itself is ``_catalog.ROWS``).
 ALIASES: dict[str, Row] = {alias: row for row in ROWS for alias in row.aliases}
 
@@ -95,7 +98,7 @@ def _spec(repo_id: str, modality: str | None = "text", **fields) -> fmhub.ModelS
     return fmhub.ModelSpec(
         id=f"hf:{repo_id}",
         modality=modality,
-        tasks=tuple(TASKS),
+        tasks=IMAGE_TASKS if modality == "image" else tuple(TASKS),
         source=f"https://huggingface.co/{repo_id}",
         **fields,
     )
@@ -191,7 +194,7 @@ def fmhub_claim_path(path):
         path=path,
         modality="image" if image else "audio" if task == "transcription" else "text",
         task=task,
-        tasks=("classification", "embedding") if image else tuple(TASKS),
+        tasks=IMAGE_TASKS if image else tuple(TASKS),
         architecture=arch,
         source=path,
         description="Local Transformers checkpoint folder.",
