@@ -285,6 +285,9 @@ def _train():
     "arch, targets",
     [
         ("vit", {"q_proj", "v_proj"}),
+        ("deit", {"q_proj", "v_proj"}),
+        ("beit", {"q_proj", "v_proj"}),
+        ("dinov2", {"q_proj", "v_proj"}),
         ("swin", {"q_proj", "v_proj"}),
         ("convnext", {"pwconv1", "pwconv2"}),
         ("resnet", {"convolution"}),
@@ -296,6 +299,8 @@ def test_default_lora_targets_never_wrap_the_head(arch, targets):
     assert plan.head == ["classifier"]
     assert plan.modules and {m.rsplit(".", 1)[-1] for m in plan.modules} == targets
     assert not [m for m in plan.modules if m.startswith("classifier")]
+    ia3 = fmhub.finetune_plan(model, "ia3", labels=["a", "b"])
+    assert ia3.modules and not [m for m in ia3.modules if m.startswith("classifier")]
 
 
 def test_head_fine_tune_trains_only_the_head_and_round_trips(tmp_path):
