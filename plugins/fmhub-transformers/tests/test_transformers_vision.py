@@ -158,6 +158,25 @@ def test_an_image_backbone_fmhub_does_not_list_is_found_by_its_image_processor(t
     np.testing.assert_allclose(model(PHOTOS[0]), want.numpy(), atol=1e-5, rtol=0)
 
 
+def test_a_randomly_masking_encoder_is_refused(tmp_path):
+    import torch
+    from transformers import ViTImageProcessor, ViTMAEConfig, ViTMAEModel
+
+    config = ViTMAEConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
+    torch.manual_seed(0)
+    ViTMAEModel(config).save_pretrained(tmp_path / "mae")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "mae")
+    with pytest.raises(fmhub.PluginError, match="at random"):
+        fmhub.load(str(tmp_path / "mae"))
+
+
 def test_task_override_and_refusals():
     clf = local("vit-classification")
     emb = fmhub.load(clf, task="embedding")  # the encoder of a classifier: the class token

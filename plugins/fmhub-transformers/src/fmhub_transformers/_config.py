@@ -229,7 +229,6 @@ IMAGE_MODEL_TYPES = frozenset(
         "hiera",
         "ijepa",
         "vit_msn",
-        "vit_mae",
         "van",
         "dinat",
         "nat",

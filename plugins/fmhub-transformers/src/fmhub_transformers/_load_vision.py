@@ -52,6 +52,25 @@ def _drop_untrained_pooler(module: Any, info: dict[str, Any]) -> bool:
     return False
 
 
+def _check_runs(module: Any, cfg: CheckpointConfig, task: str, where: str) -> None:
+    """Refuse image models fmhub's stages cannot run faithfully: a forward without
+    ``pixel_values`` (ImageGPT takes colour-cluster ids), or one that masks patches at random
+    (a ViT-MAE encoder: its embeddings would change from call to call)."""
+    import inspect
+
+    if "pixel_values" not in inspect.signature(module.forward).parameters:
+        raise fmhub.PluginError(
+            f"{where} (model_type {cfg.model_type!r}) does not take pixel_values; fmhub runs "
+            "image models whose forward takes the image processor's pixel_values."
+        )
+    if task == "embedding" and float(getattr(module.config, "mask_ratio", 0) or 0) > 0:
+        raise fmhub.PluginError(
+            f"{where} (model_type {cfg.model_type!r}) masks {module.config.mask_ratio:.0%} of "
+            "the patches at random in every forward pass, so its embeddings are not "
+            "deterministic; fmhub does not serve it as an embedding model."
+        )
+
+
 def load_vision(
     spec: fmhub.ModelSpec, options, src: _Source, cfg: CheckpointConfig
 ) -> fmhub.Loaded:
@@ -94,6 +113,7 @@ def load_vision(
         lambda: model_class.from_pretrained(src.location, output_loading_info=True, **kwargs)
     )
     _check_loading(info, task, src.where, module)
+    _check_runs(module, cfg, task, src.where)
     if task == "embedding":
         _drop_untrained_pooler(module, info)
     image_processor = _quiet(

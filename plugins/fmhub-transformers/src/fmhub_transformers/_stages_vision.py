@@ -42,7 +42,6 @@ CLS_TYPES = frozenset(
         "dinov2_with_registers",
         "dinov3_vit",
         "vit_msn",
-        "vit_mae",
     }
 )
 
