@@ -28,7 +28,7 @@ from fmhub_transformers.testing import (
 ROOT = Path(tempfile.gettempdir()) / f"fmhub-tf-vision-{os.getpid()}"
 HUB = ROOT / "hub"
 HEAVY = ("torch", "transformers", "huggingface_hub")
-#: local folder name -> (arch, task, hub repo id or None)
+#: local folder name -> (arch, task, the repo id it also has in the offline hub cache)
 IMAGE_ZOO = {
     f"{arch}-{task}": (arch, task, f"tiny-org/{arch}-{task}")
     for arch in IMAGE_ARCHITECTURES
