@@ -11,6 +11,12 @@ the preprocessing time alone (timm's per-image transform + stack vs fmhub's batc
 
     python bench/vision.py                      # default model list
     python bench/vision.py --models resnet18 vit_small_patch16_224 --repeats 5
+
+The Hugging Face rows (``--hf on|off|only``) run an ``hf:`` ViT (the vit-base config with random
+weights; a 4-layer, 192-wide one under ``FMHUB_BENCH_QUICK=1``) through fmhub and through
+transformers' own ``pipeline("image-classification")`` / ``pipeline("image-feature-extraction")``
+with the same ``batch_size``, interleaved, checking both give the same labels / vectors, and print
+``SUMMARY`` lines (images/s).
 """
 
 from __future__ import annotations
@@ -114,13 +120,108 @@ def bench_model(name: str, images, repeats: int, threads: int) -> dict:
     }
 
 
+# -- Hugging Face image models: fmhub vs transformers' pipelines ----------------------------------
+
+HF_FULL = dict(
+    hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+)
+HF_QUICK = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768)
+
+
+def hf_checkpoints(root: str, sizes: dict) -> dict[str, str]:
+    """A random-weight ViT (224 pixels, patch 16, 1000 classes) as an image classifier and as an
+    encoder with a pooler, each with the ViT image processor, saved as Transformers folders."""
+    import transformers
+
+    out = {}
+    for task, auto in (("classification", "ViTForImageClassification"), ("embedding", "ViTModel")):
+        config = transformers.ViTConfig(image_size=224, patch_size=16, num_labels=1000, **sizes)
+        torch.manual_seed(0)
+        model = getattr(transformers, auto)(config).eval()
+        folder = f"{root}/vit-{task}"
+        model.save_pretrained(folder)
+        transformers.ViTImageProcessor().save_pretrained(folder)
+        out[task] = folder
+    return out
+
+
+def _hf_sides(task: str, folder: str, batch: int):
+    import numpy as np
+    from transformers import pipeline
+
+    import fmhub
+
+    model = fmhub.load(folder, device="cpu")
+    kind = "image-classification" if task == "classification" else "image-feature-extraction"
+    pipe = pipeline(kind, model=folder, device="cpu")
+    if task == "classification":
+
+        def native(images):
+            return [r[0]["label"] for r in pipe(images, batch_size=batch, top_k=5)]
+
+        def ours(images):
+            return [r.label for r in model.predict(images, batch_size=batch, progress=False)]
+
+        return native, ours, lambda a, b: a == b
+
+    def native(images):
+        return np.stack(
+            [np.asarray(r).reshape(-1) for r in pipe(images, batch_size=batch, pool=True)]
+        )
+
+    def ours(images):
+        return np.stack(model.predict(images, batch_size=batch, progress=False))
+
+    return native, ours, lambda a, b: bool(np.allclose(a, b, atol=1e-4))
+
+
+def hf_rows(repeats: int, batch: int, quick: bool) -> None:
+    """fmhub vs transformers' pipelines on the same random-weight ViT and photos, interleaved."""
+    import tempfile
+
+    from summary import summary
+
+    sizes = HF_QUICK if quick else HF_FULL
+    images = photos(batch)
+    print(
+        f"\nhf: ViT {sizes['num_hidden_layers']} layers x {sizes['hidden_size']} (random "
+        f"weights, 224 px), batch {batch}, {repeats} interleaved rounds; images/s (best | median)"
+    )
+    with tempfile.TemporaryDirectory(prefix="fmhub-bench-hf-vit-") as root:
+        for task, folder in hf_checkpoints(root, sizes).items():
+            native, ours, same = _hf_sides(task, folder, batch)
+            assert same(native(images), ours(images)), f"{task}: fmhub and the pipeline disagree"
+            times: dict[str, list[float]] = {"pipeline": [], "fmhub": []}
+            for r in range(repeats):
+                order = [("pipeline", native), ("fmhub", ours)]
+                for name, fn in order if r % 2 == 0 else order[::-1]:
+                    t0 = time.perf_counter()
+                    fn(images)
+                    times[name].append(time.perf_counter() - t0)
+            best = {k: len(images) / min(v) for k, v in times.items()}
+            med = {k: len(images) / statistics.median(v) for k, v in times.items()}
+            # each round times both back to back: the median of the per-round ratios is the
+            # figure least moved by load that drifts during the run
+            paired = statistics.median(p / f for p, f in zip(times["pipeline"], times["fmhub"]))
+            print(
+                f"{'hf vit ' + task:30} pipeline {best['pipeline']:6.1f} | {med['pipeline']:6.1f}"
+                f"   fmhub {best['fmhub']:6.1f} | {med['fmhub']:6.1f}"
+                f"   ratio {best['fmhub'] / best['pipeline']:4.2f} best, {paired:4.2f} paired",
+                flush=True,
+            )
+            summary(f"vision_hf_vit_{task}", best["fmhub"], best["pipeline"], "images/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=CONV + OTHER)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--hf", choices=["on", "off", "only"], default="on", help="the hf: ViT rows")
     args = ap.parse_args()
+    if args.hf == "only":
+        return hf_main(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     images = photos(args.batch)
@@ -144,6 +245,18 @@ def main() -> None:
             f"{r['max_logit_diff']:11.1e} {r['pre_timm_ms']:17.1f} | {r['pre_fmhub_ms']:5.1f}",
             flush=True,
         )
+
+    if args.hf == "on":
+        hf_main(args)
+
+
+def hf_main(args) -> None:
+    from summary import quick
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fast = quick()
+    hf_rows(repeats=8 if fast else args.repeats, batch=16 if fast else args.batch, quick=fast)
 
 
 if __name__ == "__main__":

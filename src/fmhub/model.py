@@ -57,6 +57,8 @@ class Loaded:
         tasks (``text-generation``, ``text2text``), no per-call options otherwise.
     :param call_defaults: Defaults for those options from the checkpoint (its
         ``generation_config.json``); keys the options class does not have are ignored.
+    :param modality: The modality the checkpoint turned out to have (``"image"``...), for a
+        namespace whose specs cannot tell before loading (``hf:org/name``); None keeps the spec's.
     """
 
     module: Any
@@ -67,6 +69,7 @@ class Loaded:
     info: dict[str, Any] = field(default_factory=dict)
     call_options: Any = None
     call_defaults: dict[str, Any] = field(default_factory=dict)
+    modality: str | None = None
 
 
 class Model:
@@ -83,6 +86,8 @@ class Model:
 
     def __init__(self, hub: Hub, spec: ModelSpec, loaded: Loaded, options: LoadOptions):
         self.hub = hub
+        if loaded.modality and loaded.modality != spec.modality:
+            spec = spec.model_copy(update={"modality": loaded.modality})
         self.spec = spec
         self.options = options
         self.module = loaded.module

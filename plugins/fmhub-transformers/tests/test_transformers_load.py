@@ -317,3 +317,9 @@ def test_saved_embedding_folder_loads_in_sentence_transformers(tiny_zoo, tmp_pat
     assert again.processor.max_length == 32
     theirs = SentenceTransformer(str(folder), device="cpu").encode(CORPUS[:3])
     np.testing.assert_allclose(np.stack(again.predict(CORPUS[:3])), theirs, atol=2e-5)
+
+
+def test_a_repo_ids_modality_is_known_once_loaded():
+    assert fmhub.model_info("hf:tiny-org/bert-st").modality is None  # its config is not read yet
+    assert fmhub.load("hf:tiny-org/bert-st").spec.modality == "text"
+    assert fmhub.load("hf:tiny-org/whisper-asr").spec.modality == "audio"

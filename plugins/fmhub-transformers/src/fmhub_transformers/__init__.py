@@ -1,11 +1,14 @@
-"""fmhub-transformers: Hugging Face Transformers text, generation and audio models behind fmhub.
+"""fmhub-transformers: Hugging Face Transformers text, generation, audio, image and image-text models.
 
 Serves the open ``hf:`` namespace (any hub repo id ``hf:org/name``, any local checkpoint folder)
 plus aliases for well-known checkpoints (``bert-base``, ``all-MiniLM-L6-v2``...). Tasks:
 ``embedding``, ``classification``, ``fill-mask``, ``token-classification``, detected from the
 checkpoint's ``config.json`` / sentence-transformers files and overridable with ``task=``; audio
 encoders (wav2vec 2.0, HuBERT, WavLM, AST) do ``transcription`` (CTC), ``classification`` and
-``embedding`` through ``_load_audio`` / ``_stages_audio``.
+``embedding`` through ``_load_audio`` / ``_stages_audio``; image checkpoints (ViT, DeiT, BEiT,
+DINOv2, ConvNeXt, Swin, ResNet...: ``_load_vision`` / ``_stages_vision``) do ``classification``
+and ``embedding``; CLIP / SigLIP (``_stages_clip``) do ``zero-shot-classification`` and
+``embedding``.
 
 Registration and name resolution import neither torch nor transformers: the hooks below import
 the private implementation modules only when a model is loaded or run. See
@@ -26,6 +29,7 @@ from ._catalog import ROWS, Row
 from ._config import (
     AUDIO_TASKS,
     GENERATIVE,
+    IMAGE_MODEL_TYPES,
     IMAGE_TEXT,
     IMAGE_TEXT_TASKS,
     TASKS,
@@ -34,6 +38,7 @@ from ._config import (
     check_template,
     detect_task,
     is_audio_config,
+    is_image_processor,
     is_repo_id,
     read_config,
     read_json,
@@ -124,11 +129,14 @@ class TransformersOptions(fmhub.LoadOptions):
         return None if v is None else check_template(v)
 
 
+#: The tasks of image models (ViT, DINOv2, ConvNeXt...: ``_stages_vision``).
+IMAGE_TASKS = ("classification", "embedding")
+
 #: alias -> catalog row (the table itself is ``_catalog.ROWS``).
 ALIASES: dict[str, Row] = {alias: row for row in ROWS for alias in row.aliases}
 
 
-def _spec(repo_id: str, modality: str = "text", **fields) -> fmhub.ModelSpec:
+def _spec(repo_id: str, modality: str | None = "text", **fields) -> fmhub.ModelSpec:
     return fmhub.ModelSpec(
         id=f"hf:{repo_id}",
         modality=modality,
@@ -137,6 +145,8 @@ def _spec(repo_id: str, modality: str = "text", **fields) -> fmhub.ModelSpec:
             if modality == "image-text"
             else tuple(AUDIO_TASKS)
             if modality == "audio"
+            else IMAGE_TASKS
+            if modality == "image"
             else tuple(TASKS)
         ),
         source=f"https://huggingface.co/{repo_id}",
@@ -152,8 +162,8 @@ def fmhub_register_namespaces(register):
             distribution=DISTRIBUTION,
             open=True,
             options=TransformersOptions,
-            description="Hugging Face Transformers text, generation and audio models: any hub "
-            "repo id or local folder.",
+            description="Hugging Face Transformers text, generation, audio, image and image-text "
+            "models: any hub repo id or local folder.",
         )
     )
 
@@ -171,7 +181,9 @@ def fmhub_register_models(register):
                 architecture=row.architecture,
                 modality=row.modality,
                 preprocessing=fmhub.Preprocessing(
-                    max_tokens=row.max_tokens, sample_rate=row.sample_rate
+                    max_tokens=row.max_tokens,
+                    sample_rate=row.sample_rate,
+                    input_size=row.input_size,
                 ),
             )
         )
@@ -186,8 +198,10 @@ def fmhub_resolve_model(namespace, name):
         )
     if not is_repo_id(name):
         return None
-    return _spec(
-        name, description="Hugging Face hub model (task detected from its config at load)."
+    return _spec(  # text, image or audio: known once its config is read at load
+        name,
+        modality=None,
+        description="Hugging Face hub model (task and modality detected from its config at load).",
     )
 
 
@@ -204,13 +218,15 @@ _TOKENIZER_FILES = (
 
 @hookimpl
 def fmhub_claim_path(path):
-    """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer, or an
-    audio encoder's ``config.json`` with its feature extractor (``preprocessor_config.json``)."""
+    """A folder with a Transformers ``config.json`` (has ``model_type``) and a tokenizer; or,
+    without a tokenizer, an audio encoder's with its feature extractor
+    (``preprocessor_config.json``), or an image model's (an image processor's
+    ``preprocessor_config.json``, or an image model's config)."""
     config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        return None
     tokenizer = any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES)
     extractor = os.path.isfile(os.path.join(path, "preprocessor_config.json"))
-    if not os.path.isfile(config) or not (tokenizer or extractor):
-        return None
     try:
         data = read_json(config, "config.json")
     except fmhub.FmhubError:
@@ -226,27 +242,57 @@ def fmhub_claim_path(path):
         audio = is_audio_config(cfg)
     except fmhub.FmhubError:
         task, arch, audio = None, None, False
-    if not tokenizer and not audio:
-        return None  # a feature extractor alone: another modality's folder
-    modality = "audio" if audio or task == "transcription" else "text"
+    image = False
+    if not tokenizer:
+        if audio and extractor:
+            pass
+        elif not audio and (_has_image_processor(path) or _image_config(data)):
+            image = True
+        else:
+            return None  # neither a tokenizer nor a feature extractor / image processor we know
     if arch in IMAGE_TEXT:
-        modality = "image-text"
+        modality, tasks = "image-text", IMAGE_TEXT_TASKS
+    elif audio or task == "transcription":
+        modality, tasks = "audio", tuple(AUDIO_TASKS) if audio else tuple(TASKS)
+    elif image:
+        modality, tasks = "image", IMAGE_TASKS
+    else:
+        modality, tasks = "text", tuple(TASKS)
     return fmhub.ModelSpec(
         id=f"hf:{os.path.basename(os.path.normpath(path)) or 'local'}",
         path=path,
         modality=modality,
         task=task,
-        tasks=(
-            IMAGE_TEXT_TASKS
-            if arch in IMAGE_TEXT
-            else tuple(AUDIO_TASKS)
-            if audio
-            else tuple(TASKS)
-        ),
+        tasks=tasks,
         architecture=arch,
         source=path,
         description="Local Transformers checkpoint folder.",
     )
+
+
+def _has_image_processor(path: str) -> bool:
+    pre = os.path.join(path, "preprocessor_config.json")
+    if not os.path.isfile(pre):
+        return False
+    try:
+        return is_image_processor(read_json(pre, "preprocessor_config.json"))
+    except fmhub.FmhubError:
+        return False
+
+
+def _image_config(data: dict) -> bool:
+    """The config of an image model (a claimed folder without an image processor is then
+    refused at load with the file it lacks)."""
+    archs = data.get("architectures")
+    archs = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
+    return data["model_type"] in IMAGE_MODEL_TYPES or any(
+        a.endswith(("ForImageClassification", "ForImageClassificationWithTeacher")) for a in archs
+    )
+
+
+def _is_image(model) -> bool:
+    """An image model (its processor is ``_stages_vision.VisionProcessor``)."""
+    return getattr(model.processor, "modality", None) == "image"
 
 
 @hookimpl
@@ -281,6 +327,10 @@ def _stage_module(model):
         from . import _stages_audio
 
         return _stages_audio
+    if _is_image(model):
+        from . import _stages_vision
+
+        return _stages_vision
     if model.task == "transcription":
         from . import _stages_speech
 
@@ -296,8 +346,8 @@ def _stage_module(model):
 
 @hookimpl
 def fmhub_batch_order(model, inputs):
-    if _generative(model):
-        return None  # one generate call per batch; padding is cheap next to decoding
+    if _generative(model) or _is_image(model):
+        return None  # one generate call per batch / images are all resized to one size
     return _stage_module(model).batch_order(model, inputs)
 
 
@@ -373,12 +423,16 @@ def fmhub_training_loss(model, outputs, targets):
 def fmhub_export_spec(model):
     if _image_text(model):
         raise fmhub.ExportError(
-            f"{model.spec.id} is an image-text model; fmhub exports text encoder tasks only."
+            f"{model.spec.id} is an image-text model; fmhub exports its text, image and audio encoder tasks only."
         )
     if _audio(model):
         from ._stages_audio import export_spec as audio_export_spec
 
         return audio_export_spec(model)
+    if _is_image(model):
+        from ._stages_vision import export_spec as image_export_spec
+
+        return image_export_spec(model)
     from ._stages import export_spec
 
     return export_spec(model)

@@ -23,8 +23,9 @@ class Row:
     description: str
     license: str
     max_tokens: int | None = None  #: text models and text towers: the most tokens an input may have
-    modality: str = "text"  #: "audio"; "image-text": CLIP, SigLIP
+    modality: str = "text"  #: "image", "audio"; "image-text": CLIP, SigLIP
     sample_rate: int | None = None  #: audio models: the rate recordings are resampled to
+    input_size: tuple[int, int, int] | None = None  #: image models: (C, H, W) after preprocessing
 
 
 ROWS: tuple[Row, ...] = (
@@ -245,5 +246,86 @@ ROWS: tuple[Row, ...] = (
         sample_rate=16000,
         license="apache-2.0",
         description="wav2vec 2.0 base keyword spotting (Speech Commands v1, 12 classes).",
+    ),
+    # -- image models (docs/plugins/transformers.md#image-models) --
+    Row(
+        id="google/vit-base-patch16-224",
+        aliases=("vit-base-hf",),
+        architecture="vit",
+        task="classification",
+        modality="image",
+        input_size=(3, 224, 224),
+        license="apache-2.0",
+        description="ViT-B/16, ImageNet-21k pretrained, ImageNet-1k fine-tuned (86M).",
+    ),
+    Row(
+        id="facebook/deit-small-patch16-224",
+        aliases=("deit-small-hf",),
+        architecture="vit",
+        task="classification",
+        modality="image",
+        input_size=(3, 224, 224),
+        license="apache-2.0",
+        description="DeiT-S/16, ImageNet-1k (22M).",
+    ),
+    Row(
+        id="microsoft/beit-base-patch16-224",
+        aliases=("beit-base-hf",),
+        architecture="beit",
+        task="classification",
+        modality="image",
+        input_size=(3, 224, 224),
+        license="apache-2.0",
+        description="BEiT-B/16, ImageNet-22k pretrained, ImageNet-1k fine-tuned (87M).",
+    ),
+    Row(
+        id="facebook/convnext-tiny-224",
+        aliases=("convnext-tiny-hf",),
+        architecture="convnext",
+        task="classification",
+        modality="image",
+        input_size=(3, 224, 224),
+        license="apache-2.0",
+        description="ConvNeXt-T, ImageNet-1k (29M).",
+    ),
+    Row(
+        id="microsoft/swin-tiny-patch4-window7-224",
+        aliases=("swin-tiny-hf",),
+        architecture="swin",
+        task="classification",
+        modality="image",
+        input_size=(3, 224, 224),
+        license="apache-2.0",
+        description="Swin-T, ImageNet-1k (28M).",
+    ),
+    Row(
+        id="microsoft/resnet-50",
+        aliases=("resnet-50-hf",),
+        architecture="resnet",
+        task="classification",
+        modality="image",
+        input_size=(3, 224, 224),
+        license="apache-2.0",
+        description="ResNet-50 v1.5, ImageNet-1k (26M).",
+    ),
+    Row(
+        id="facebook/dinov2-small",
+        aliases=("dinov2-small-hf",),
+        architecture="dinov2",
+        task="embedding",
+        modality="image",
+        input_size=(3, 224, 224),
+        license="apache-2.0",
+        description="DINOv2 ViT-S/14 self-supervised image features, 384-d CLS (22M).",
+    ),
+    Row(
+        id="facebook/dinov2-base",
+        aliases=("dinov2-base-hf",),
+        architecture="dinov2",
+        task="embedding",
+        modality="image",
+        input_size=(3, 224, 224),
+        license="apache-2.0",
+        description="DINOv2 ViT-B/14 self-supervised image features, 768-d CLS (86M).",
     ),
 )

@@ -30,6 +30,7 @@ __all__ = [
     "is_audio_config",
     "Pooling",
     "detect_task",
+    "is_image_model",
     "is_repo_id",
     "read_config",
     "read_json",
@@ -241,6 +242,8 @@ def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
             return "text2text"
         if arch.endswith("ForSequenceClassification"):
             return "classification"
+        if arch.endswith(_IMAGE_CLASSIFIERS):
+            return "classification"
         if arch.endswith("ForTokenClassification"):
             return "token-classification"
         if arch.endswith("ForMaskedLM"):
@@ -282,6 +285,77 @@ def check_template(template: str) -> str:
             f"template {template!r} must hold the label once as '{{}}', e.g. 'a photo of {{}}.'"
         )
     return template
+
+
+#: Image model classes (``architectures``) that classify: an image classification checkpoint.
+_IMAGE_CLASSIFIERS = ("ForImageClassification", "ForImageClassificationWithTeacher")
+
+#: ``model_type`` values of image-only models (``AutoModel`` / ``AutoModelForImageClassification``
+#: with ``AutoImageProcessor``); their stages are in ``_stages_vision``.
+IMAGE_MODEL_TYPES = frozenset(
+    {
+        "vit",
+        "deit",
+        "beit",
+        "data2vec-vision",
+        "dinov2",
+        "dinov2_with_registers",
+        "dinov3_vit",
+        "dinov3_convnext",
+        "convnext",
+        "convnextv2",
+        "swin",
+        "swinv2",
+        "resnet",
+        "regnet",
+        "bit",
+        "efficientnet",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "mobilevit",
+        "mobilevitv2",
+        "levit",
+        "poolformer",
+        "pvt",
+        "pvt_v2",
+        "cvt",
+        "focalnet",
+        "hiera",
+        "ijepa",
+        "vit_msn",
+        "van",
+        "dinat",
+        "nat",
+        "swiftformer",
+        "efficientformer",
+        "textnet",
+    }
+)
+
+
+def is_image_processor(data: dict[str, Any] | None) -> bool:
+    """Whether a ``preprocessor_config.json`` describes an image processor (not an audio feature
+    extractor): it names one, or has the image keys every image processor saves."""
+    if not isinstance(data, dict):
+        return False
+    if isinstance(data.get("image_processor_type"), str):
+        return True
+    kind = data.get("feature_extractor_type")
+    if isinstance(kind, str) and kind.endswith(("ImageProcessor", "ImageProcessorFast")):
+        return True
+    return "sampling_rate" not in data and any(k in data for k in ("image_mean", "do_resize"))
+
+
+def is_image_model(
+    config: CheckpointConfig, preprocessor: dict[str, Any] | None, has_tokenizer: bool
+) -> bool:
+    """An image-only checkpoint: an image classifier class in ``architectures``, a known image
+    ``model_type``, or an image processor beside no tokenizer."""
+    if any(a.endswith(_IMAGE_CLASSIFIERS) for a in config.architecture_names):
+        return True
+    if config.model_type in IMAGE_MODEL_TYPES:
+        return True
+    return is_image_processor(preprocessor) and not has_tokenizer
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ __all__ = ["TARGETS", "attach_head", "finetune_targets", "training_loss"]
 
 #: Audio encoders sharing wav2vec 2.0's attention and feed-forward module names.
 _W2V_FAMILY = ("wav2vec2", "hubert", "data2vec-audio", "sew", "unispeech", "unispeech-sat")
+#: Image transformers whose attention has ``q_proj`` / ``k_proj`` / ``v_proj`` and whose MLP ends in
+#: ``fc2`` (transformers 5 names); their heads are a ``classifier`` Linear.
+_VIT_LIKE = ("vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "swin")
 
 #: method -> model_type -> module-name suffixes (PEFT ``target_modules``). LoRA adapts the
 #: attention query and value projections (the LoRA paper's choice); IA3 rescales keys, values
@@ -60,6 +63,11 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         "wav2vec2-conformer": ["linear_q", "linear_v"],
         "sew-d": ["query_proj", "value_proj"],
         "audio-spectrogram-transformer": ["q_proj", "v_proj"],
+        # image models (transformers 5 names their attention projections q/k/v/o_proj)
+        **dict.fromkeys(_VIT_LIKE, ["q_proj", "v_proj"]),
+        "convnext": ["pwconv1", "pwconv2"],
+        "convnextv2": ["pwconv1", "pwconv2"],
+        "resnet": ["convolution"],
     },
     "ia3": {
         "bert": ["key", "value", "output.dense"],
@@ -78,6 +86,10 @@ TARGETS: dict[str, dict[str, list[str]]] = {
         **dict.fromkeys(_W2V_FAMILY, ["k_proj", "v_proj", "output_dense"]),
         "wavlm": ["intermediate_dense", "output_dense"],
         "audio-spectrogram-transformer": ["k_proj", "v_proj", "output.dense"],
+        **dict.fromkeys(_VIT_LIKE, ["k_proj", "v_proj", "fc2"]),
+        "convnext": ["pwconv1", "pwconv2"],
+        "convnextv2": ["pwconv1", "pwconv2"],
+        "resnet": ["convolution"],
     },
 }
 
@@ -99,9 +111,9 @@ def finetune_targets(model, method: str) -> list[str] | None:
 
 def attach_head(model, labels: Sequence[str]) -> list[str]:
     """Swap ``model.module`` for a ``*ForSequenceClassification`` sharing the same encoder, with a
-    fresh head of ``len(labels)`` outputs (for an audio encoder, its ``AutoModelForAudioClassification``
-    class: wav2vec 2.0's ``projector`` + ``classifier``, AST's MLP head). Returns the head's module
-    names."""
+    fresh head of ``len(labels)`` outputs (``*ForImageClassification`` for an image model; for an
+    audio encoder its ``AutoModelForAudioClassification`` class: wav2vec 2.0's ``projector`` +
+    ``classifier``, AST's MLP head). Returns the head's module names."""
     from transformers import AutoModelForAudioClassification, AutoModelForSequenceClassification
 
     audio = getattr(model.processor, "modality", None) == "audio"
@@ -124,7 +136,10 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     if audio:
         config.use_weighted_layer_sum = False  # the head reads the last layer, as fmhub pools it
     with torch.device("meta"):
-        new = auto.from_config(config)
+        if getattr(model.processor, "modality", None) == "image":
+            new = _image_classifier(config)
+        else:
+            new = auto.from_config(config)
     config.architectures = [type(new).__name__]
     setattr(new, prefix, encoder)
     param = next(encoder.parameters())
@@ -143,6 +158,23 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     new.train(old.training)
     model.module = new
     return head
+
+
+def _image_classifier(config):
+    """A fresh ``*ForImageClassification`` of ``config`` (DeiT's plain one, not the distillation
+    variant: a new head has no teacher)."""
+    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+    try:
+        klass = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
+    except KeyError:
+        raise fmhub.FineTuneError(
+            f"transformers has no image classifier for model_type {config.model_type!r}, so "
+            "fmhub cannot attach a head to it."
+        ) from None
+    if isinstance(klass, (tuple, list)):
+        klass = klass[0]
+    return klass(config)
 
 
 def training_loss(model, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,10 @@ from ._config import (
     SentenceModules,
     detect_task,
     is_audio_config,
+    is_image_model,
+    is_image_processor,
     read_config,
+    read_json,
     read_pooling,
 )
 from ._stages import TextProcessor
@@ -318,6 +321,27 @@ def _beyond_a_list(module: Any, key: str) -> bool:
     return False
 
 
+def _image_checkpoint(src: _Source, cfg: CheckpointConfig) -> bool:
+    """An image-only checkpoint (see :func:`is_image_model`). The image processor and tokenizer
+    files are looked up only when the config alone cannot tell: a model type transformers serves
+    for images (``AutoModel``'s image backbones, image classifiers) or one it does not know."""
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto import modeling_auto as auto
+
+    if is_image_model(cfg, None, True):
+        return True
+    known = cfg.model_type in CONFIG_MAPPING
+    imagery = set(auto.MODEL_FOR_IMAGE_MAPPING_NAMES) | set(
+        auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    )
+    if known and cfg.model_type not in imagery:
+        return False  # a text or speech model: no extra lookup on the hub
+    pre = src.fetch("preprocessor_config.json")
+    if pre is None or not is_image_processor(read_json(pre, "preprocessor_config.json")):
+        return False
+    return not any(src.fetch(f) for f in ("tokenizer_config.json", "tokenizer.json"))
+
+
 def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     """``fmhub_load``: read the config as data, pick the task and model class, load weights."""
     import transformers
@@ -341,6 +365,10 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
         from ._load_audio import load_audio
 
         return load_audio(spec, options, src, cfg)
+    if _image_checkpoint(src, cfg):
+        from ._load_vision import load_vision
+
+        return load_vision(spec, options, src, cfg)
     pooling = _pooling(src, options)
     task = options.task or spec.task or detect_task(cfg, pooling.from_sentence_transformers)
     if task not in TASKS:
@@ -409,6 +437,7 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
         labels=labels,
         processor=processor,
         placed=options.device_map is not None,
+        modality="audio" if task == "transcription" else "text",
         info={
             "transformers": transformers.__version__,
             "model_type": cfg.model_type,
@@ -460,8 +489,8 @@ def save(model, path: str) -> None:
         proc.save(path)
     else:
         proc.tokenizer.save_pretrained(path)
-    if model.task != "embedding" or getattr(proc, "modality", "text") == "audio":
-        return
+    if model.task != "embedding" or not isinstance(proc, TextProcessor):
+        return  # sentence-transformers files describe text embedding models only
     dest = Path(path)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

@@ -67,6 +67,7 @@ def load_audio(spec: fmhub.ModelSpec, options, src, cfg: CheckpointConfig) -> fm
         labels=labels,
         processor=processor,
         placed=options.device_map is not None,
+        modality="audio",
         info={
             "transformers": transformers.__version__,
             "model_type": cfg.model_type,

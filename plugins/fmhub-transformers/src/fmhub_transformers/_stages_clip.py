@@ -238,6 +238,7 @@ def load_clip(spec: fmhub.ModelSpec, options: Any, src: Any, cfg: Any) -> fmhub.
         task=task,
         processor=processor,
         placed=options.device_map is not None,
+        modality="image-text",
         info={
             "transformers": transformers.__version__,
             "model_type": cfg.model_type,

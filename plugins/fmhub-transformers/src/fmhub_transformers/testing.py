@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ARCHITECTURES",
     "CORPUS",
+    "IMAGE_ARCHITECTURES",
     "TASKS",
     "build_tiny_image_text",
+    "build_tiny_image_model",
     "build_tiny_model",
     "build_tiny_tokenizer",
     "hub_cache_env",
@@ -364,6 +366,120 @@ def install_in_hub_cache(
 
 #: Point the hub client at a cache, offline by default (the core's helper, under this plugin's name).
 hub_cache_env = hf_hub_cache
+
+
+# -- image models ----------------------------------------------------------------------------------
+
+#: Image architectures a tiny model can be built for: ``model_type`` -> config sizes (``S`` is
+#: replaced by the image size).
+IMAGE_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "vit": dict(
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+    ),
+    "deit": dict(
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        architectures=["DeiTForImageClassification"],
+    ),
+    "beit": dict(
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        use_mean_pooling=True,
+    ),
+    "dinov2": dict(
+        patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2
+    ),
+    "swin": dict(patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4),
+    "convnext": dict(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
+    "resnet": dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"),
+}
+
+_DEFAULT_IMAGE_LABELS = ("cat", "dog", "bird")
+
+
+def _image_processor(arch: str, size: int):
+    """The image processor the real checkpoints of ``arch`` ship, scaled to ``size`` pixels."""
+    from transformers import (
+        BeitImageProcessor,
+        BitImageProcessor,
+        ConvNextImageProcessor,
+        DeiTImageProcessor,
+        ViTImageProcessor,
+    )
+
+    square = {"height": size, "width": size}
+    if arch in ("vit", "swin"):
+        return ViTImageProcessor(size=square)
+    if arch == "deit":  # resize larger, then center crop (DeiT's 256 -> 224)
+        return DeiTImageProcessor(size={"height": size + 8, "width": size + 8}, crop_size=square)
+    if arch == "beit":
+        return BeitImageProcessor(size=square, do_center_crop=False)
+    if arch == "dinov2":  # shortest edge, then center crop, bicubic (DINOv2's 256 -> 224)
+        return BitImageProcessor(
+            size={"shortest_edge": size + 8},
+            crop_size=square,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        )
+    return ConvNextImageProcessor(size={"shortest_edge": size}, crop_pct=0.875)
+
+
+def build_tiny_image_model(
+    dest: str | os.PathLike,
+    arch: str = "vit",
+    task: str = "classification",
+    *,
+    labels: Sequence[str] | None = None,
+    seed: int = 0,
+    image_size: int = 32,
+) -> Path:
+    """Write a tiny random-weight image checkpoint of ``arch`` (one of
+    :data:`IMAGE_ARCHITECTURES`) into ``dest`` with its image processor
+    (``preprocessor_config.json``) scaled to ``image_size``; return it.
+
+    :param task: ``"classification"`` (``AutoModelForImageClassification``, labels
+        ``cat, dog, bird`` by default) or ``"embedding"`` (``AutoModel``, pooler included).
+    """
+    import torch
+    import transformers
+
+    if arch not in IMAGE_ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; choose from {sorted(IMAGE_ARCHITECTURES)}")
+    if task not in ("classification", "embedding"):
+        raise ValueError(f"unknown task {task!r}; choose 'classification' or 'embedding'")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(IMAGE_ARCHITECTURES[arch], initializer_range=0.2)
+    if arch != "resnet":
+        kwargs["image_size"] = image_size
+    if task == "classification":
+        names = list(labels or _DEFAULT_IMAGE_LABELS)
+        kwargs.update(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    else:
+        kwargs.pop("architectures", None)
+    config = transformers.AutoConfig.for_model(arch, **kwargs)
+    torch.manual_seed(seed)
+    auto = "AutoModelForImageClassification" if task == "classification" else "AutoModel"
+    model = getattr(transformers, auto).from_config(config).eval()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model.save_pretrained(dest)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    _image_processor(arch, image_size).save_pretrained(dest)
+    return dest
 
 
 # -- generative models ---------------------------------------------------------------------------
