@@ -11,7 +11,10 @@ forward stage on ONNX Runtime, preprocessing and postprocessing stay the plugin'
   1-3 s recordings.
 
 Both sides get the same inputs and batch size and run in turns (interleaved rounds, best round
-kept), on CPU with the same thread count. Run: ``python bench/export.py [--rounds 3]``.
+kept), on CPU with the same thread count; for MiniLM also batch-1 latency (one sentence per call).
+Ends with ``SUMMARY`` lines (``bench/summary.py``): ``export-minilm-ort`` (float),
+``export-minilm-ort-int8``, ``export-minilm-ort[-int8]-batch1`` (ms) and the same for
+``resnet18`` / ``wav2vec2``. Run: ``python bench/export.py [--rounds 3] [--only all-MiniLM]``.
 """
 
 from __future__ import annotations

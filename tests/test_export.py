@@ -420,6 +420,39 @@ def test_constant_concat_fold_and_attention_unfusing_compute_the_same():
     assert [n.op_type for n in untouched.graph.node] == ["Concat", "Attention"]
 
 
+def test_int8_weights_use_the_reduced_range_without_vnni(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    import fmhub.export as ex
+
+    assert ex._cpu_has_vnni("flags : fpu avx2 avx512f avx512_vnni amx_tile")
+    assert ex._cpu_has_vnni("flags : fpu avx2 avx_vnni")
+    assert not ex._cpu_has_vnni("flags : fpu sse4_2 avx2 fma")
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 16])],
+        [numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w")],
+    )
+    src = tmp_path / "m.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    ranges = {}
+    for vnni in (True, False):
+        monkeypatch.setattr(ex, "_cpu_has_vnni", lambda vnni=vnni: vnni)
+        out = ex.quantized_onnx(src)
+        weights = [
+            numpy_helper.to_array(i)
+            for i in onnx.load(str(out)).graph.initializer
+            if i.data_type == TensorProto.INT8 and i.dims == [16, 16]
+        ]
+        assert len(weights) == 1
+        ranges[vnni] = int(np.abs(weights[0].astype(np.int32)).max())
+    assert ranges[True] == 127 and ranges[False] <= 64  # 8-bit range with VNNI, 7-bit without
+
+
 def test_int8_quantizes_the_attention_projection(family_hub, tmp_path):
     import collections
 

@@ -646,15 +646,17 @@ def _keep_float(graph: Any) -> list[str]:
     return keep
 
 
-def _cpu_has_vnni() -> bool:
-    """Whether this x86 CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX).
-    Without them ONNX Runtime's u8s8 kernels can saturate on full-range weights, so its docs
-    recommend ``reduce_range`` (7-bit weights) there; with them the full 8 bits are exact."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False  # not Linux: take the safe 7-bit range
-    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+def _cpu_has_vnni(cpuinfo: str | None = None) -> bool:
+    """Whether this x86 CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX),
+    from ``/proc/cpuinfo`` (or the ``cpuinfo`` text given). Without them ONNX Runtime's u8s8
+    kernels can saturate on full-range weights, so its docs recommend ``reduce_range`` (7-bit
+    weights) there; with them the full 8 bits are exact."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False  # not Linux: take the safe 7-bit range
+    return any(f in cpuinfo.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def quantized_onnx(file: str | os.PathLike) -> Path:
