@@ -11,7 +11,10 @@ forward stage on ONNX Runtime, preprocessing and postprocessing stay the plugin'
   1-3 s recordings.
 
 Both sides get the same inputs and batch size and run in turns (interleaved rounds, best round
-kept), on CPU with the same thread count. Run: ``python bench/export.py [--rounds 3]``.
+kept), on CPU with the same thread count; for MiniLM also batch-1 latency (one sentence per call).
+Ends with ``SUMMARY`` lines (``bench/summary.py``): ``export-minilm-ort`` (float),
+``export-minilm-ort-int8``, ``export-minilm-ort[-int8]-batch1`` (ms) and the same for
+``resnet18`` / ``wav2vec2``. Run: ``python bench/export.py [--rounds 3] [--only all-MiniLM]``.
 """
 
 from __future__ import annotations
@@ -142,11 +145,29 @@ def agreement(reference, got, task: str) -> str:
     return f"top-1 agreement {sum(same)}/{len(same)}"
 
 
+def interleaved(sides: dict, inputs, batch: int, rounds: int) -> dict[str, float]:
+    """Items per second of each side, the best of ``rounds`` interleaved rounds (the order
+    reversed every other round, so neither side always runs on a cache the other warmed)."""
+    best = dict.fromkeys(sides, float("inf"))
+    for model in sides.values():  # warm-up
+        timed(model, inputs[:batch], batch)
+    order = list(sides)
+    for r in range(rounds):
+        for side in order if r % 2 == 0 else order[::-1]:
+            best[side] = min(best[side], timed(sides[side], inputs, batch))
+    return {side: len(inputs) / t for side, t in best.items()}
+
+
+#: SUMMARY names: model -> short key
+KEYS = {"all-MiniLM-L6-v2": "minilm", "timm": "resnet18", "torchaudio": "wav2vec2"}
+
+
 def main() -> None:
     import torch
+    from summary import quick, summary
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2 if quick() else 3)
     parser.add_argument("--only", default=None, help="run the contenders whose name has this")
     args = parser.parse_args()
     load_avg = os.getloadavg()
@@ -155,7 +176,7 @@ def main() -> None:
         f"{args.rounds} interleaved rounds, best kept; load average {load_avg[0]:.2f}\n",
         flush=True,
     )
-    rows = []
+    rows, latency = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         import fmhub
 
@@ -178,24 +199,21 @@ def main() -> None:
                 sides["ONNX Runtime int8"].predict(inputs, batch_size=batch, progress=False),
                 torch_model.task,
             )
-            best = dict.fromkeys(sides, float("inf"))
-            for model in sides.values():  # warm-up
-                timed(model, inputs[:batch], batch)
-            order = list(sides)
-            for r in range(args.rounds):
-                for side in order if r % 2 == 0 else order[::-1]:
-                    best[side] = min(best[side], timed(sides[side], inputs, batch))
-            rates = {side: len(inputs) / t for side, t in best.items()}
+            rates = interleaved(sides, inputs, batch, args.rounds)
+            key = KEYS[name.split()[0]]
+            if key == "minilm":  # batch-1 latency: one sentence per call, as a request would
+                few = inputs[:: 8 if quick() else 4]
+                latency = {k: 1e3 / v for k, v in interleaved(sides, few, 1, args.rounds).items()}
             fig = (
                 f"min cosine {parity['min_cosine']:.7f}"
                 if "min_cosine" in parity
                 else f"same top-1 {parity.get('same_top1')}"
             )
-            rows.append((name, len(inputs), batch, rates, parity, fig, int8_fig))
+            rows.append((name, key, len(inputs), batch, rates, fig, int8_fig))
             print(
                 f"{name}: "
                 + ", ".join(f"{k} {v:.1f}/s" for k, v in rates.items())
-                + f"; fused {parity.get('fusions', {})}",
+                + f"; int8 {int8_fig}; fused {parity.get('fusions', {})}",
                 flush=True,
             )
     print(
@@ -203,21 +221,29 @@ def main() -> None:
         "ORT int8 /s | int8 / torch | int8 vs float32 |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |")
-    for name, n, batch, rates, _parity, fig, int8_fig in rows:
+    for name, _key, n, batch, rates, fig, int8_fig in rows:
         t, o, q = rates["torch eager"], rates["ONNX Runtime"], rates["ONNX Runtime int8"]
         print(
             f"| {name} | {n} | {batch} | {t:.1f} | {o:.1f} | {o / t:.2f}x | {fig} | {q:.1f} | "
             f"{q / t:.2f}x | {int8_fig} |"
         )
+    if latency:
+        print(
+            "\nall-MiniLM-L6-v2 batch-1 latency (ms per sentence): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in latency.items())
+        )
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
-    for name, _n, _b, rates, _p, _f, _i in rows:
-        key = name.split()[0] if not name.startswith("t") else "-".join(name.split()[:2])
+    for _name, key, _n, _b, rates, _fig, int8_fig in rows:
         t = rates["torch eager"]
-        for side, tag in (("ONNX Runtime", "ort"), ("ONNX Runtime int8", "ort-int8")):
-            print(
-                f"SUMMARY export-{tag}:{key} fmhub={rates[side]:.1f} native={t:.1f} "
-                f"ratio={rates[side] / t:.2f}"
-            )
+        unit = {"minilm": "sentences/s", "resnet18": "images/s"}.get(key, "recordings/s")
+        summary(f"export-{key}-ort", rates["ONNX Runtime"], t, unit)
+        summary(f"export-{key}-ort-int8", rates["ONNX Runtime int8"], t, unit)
+        if key == "minilm":
+            print(f"PARITY export-minilm-ort-int8 {int8_fig}")
+    if latency:
+        t = latency["torch eager"]
+        summary("export-minilm-ort-batch1", latency["ONNX Runtime"], t, "ms")
+        summary("export-minilm-ort-int8-batch1", latency["ONNX Runtime int8"], t, "ms")
 
 
 if __name__ == "__main__":

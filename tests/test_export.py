@@ -317,16 +317,22 @@ def test_onnxruntime_int8_keeps_embeddings_and_leaves_sources_alone(family_hub, 
         q2.save(tmp_path / "saved")
 
 
-def test_int8_keeps_the_feed_forward_down_projection_and_the_head_in_float():
+def test_int8_keeps_the_first_half_of_the_down_projections_and_the_head_in_float():
     from onnx import TensorProto, helper
 
     from fmhub.export import _keep_float
 
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
-        helper.make_node("Gelu", ["h"], ["g"], name="act", domain="com.microsoft"),
-        helper.make_node("MatMul", ["g", "w2"], ["y"], name="down"),
-        helper.make_node("MatMul", ["y", "w3"], ["z"], name="inner"),
+    nodes = []
+    x = "x"
+    for i in range(3):  # three blocks: up -> GELU -> down
+        nodes += [
+            helper.make_node("MatMul", [x, f"w{i}u"], [f"h{i}"], name=f"up{i}"),
+            helper.make_node("Gelu", [f"h{i}"], [f"g{i}"], name=f"act{i}", domain="com.microsoft"),
+            helper.make_node("MatMul", [f"g{i}", f"w{i}d"], [f"y{i}"], name=f"down{i}"),
+        ]
+        x = f"y{i}"
+    nodes += [
+        helper.make_node("MatMul", [x, "w3"], ["z"], name="inner"),
         helper.make_node("Relu", ["z"], ["r"], name="relu"),
         helper.make_node("MatMul", ["r", "w4"], ["hh"], name="head"),
         helper.make_node("Add", ["hh", "b"], ["logits"], name="bias"),
@@ -337,7 +343,137 @@ def test_int8_keeps_the_feed_forward_down_projection_and_the_head_in_float():
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
     )
-    assert _keep_float(graph) == ["down", "head"]
+    # blocks 0 and 1 of 3 (the first half, rounded up): down-projections stay float; the head too
+    assert _keep_float(graph) == ["down0", "down1", "head"]
+
+
+def _attention_graph(seq_bias: bool = True):
+    """One fused ``Attention`` node as onnxscript's ``optimize_for_ort`` writes it: the packed
+    query/key/value weight a ``Concat`` of three initializers, the padding mask an additive
+    attention bias."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    d, heads = 8, 2
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((d, d)).astype(np.float32), n)
+        for n in ("wq", "wk", "wv")
+    ] + [numpy_helper.from_array(rng.standard_normal(3 * d).astype(np.float32), "b")]
+    nodes = [
+        helper.make_node("Concat", ["wq", "wk", "wv"], ["w"], name="pack", axis=1),
+        helper.make_node(
+            "Attention",
+            ["x", "w", "b", "", "", "mask_bias" if seq_bias else ""],
+            ["y"],
+            name="attn",
+            domain="com.microsoft",
+            num_heads=heads,
+            qkv_hidden_sizes=[d, d, d],
+        ),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", d])]
+    if seq_bias:
+        inputs.append(
+            helper.make_tensor_value_info("mask_bias", TensorProto.FLOAT, ["B", 1, "S", "S"])
+        )
+    graph = helper.make_graph(
+        nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)]
+    )
+
+
+def _run(model, feed):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)[0]
+
+
+def test_constant_concat_fold_and_attention_unfusing_compute_the_same():
+    pytest.importorskip("onnxruntime")
+    import copy
+
+    from fmhub.export import _fold_constant_concats, _unfuse_attention
+
+    model = _attention_graph()
+    rng = np.random.default_rng(1)
+    mask = np.zeros((2, 1, 5, 5), np.float32)
+    mask[1, :, :, 3:] = -1e4  # the second sequence is padded after 3 tokens
+    feed = {"x": rng.standard_normal((2, 5, 8)).astype(np.float32), "mask_bias": mask}
+    expected = _run(model, feed)
+
+    folded = copy.deepcopy(model)
+    assert _fold_constant_concats(folded.graph) == 1
+    ops = [n.op_type for n in folded.graph.node]
+    assert ops == ["Attention"]  # the packed weight is an initializer now, the parts are gone
+    assert sorted(i.name for i in folded.graph.initializer) == ["b", "w"]
+    np.testing.assert_allclose(_run(folded, feed), expected, rtol=1e-5, atol=1e-5)
+
+    assert _unfuse_attention(folded.graph) == 1
+    assert [n.op_type for n in folded.graph.node] == ["MatMul", "Split", "MultiHeadAttention"]
+    np.testing.assert_allclose(_run(folded, feed), expected, rtol=1e-5, atol=1e-5)
+
+    untouched = _attention_graph()  # weight not an initializer (Concat unfolded): left as is
+    assert _unfuse_attention(untouched.graph) == 0
+    assert [n.op_type for n in untouched.graph.node] == ["Concat", "Attention"]
+
+
+def test_int8_weights_use_the_reduced_range_without_vnni(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    import fmhub.export as ex
+
+    assert ex._cpu_has_vnni("flags : fpu avx2 avx512f avx512_vnni amx_tile")
+    assert ex._cpu_has_vnni("flags : fpu avx2 avx_vnni")
+    assert not ex._cpu_has_vnni("flags : fpu sse4_2 avx2 fma")
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 16])],
+        [numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w")],
+    )
+    src = tmp_path / "m.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    ranges = {}
+    for vnni in (True, False):
+        monkeypatch.setattr(ex, "_cpu_has_vnni", lambda vnni=vnni: vnni)
+        out = ex.quantized_onnx(src)
+        weights = [
+            numpy_helper.to_array(i)
+            for i in onnx.load(str(out)).graph.initializer
+            if i.data_type == TensorProto.INT8 and i.dims == [16, 16]
+        ]
+        assert len(weights) == 1
+        ranges[vnni] = int(np.abs(weights[0].astype(np.int32)).max())
+    assert ranges[True] == 127 and ranges[False] <= 64  # 8-bit range with VNNI, 7-bit without
+
+
+def test_int8_quantizes_the_attention_projection(family_hub, tmp_path):
+    import collections
+
+    import onnx
+
+    tt = pytest.importorskip("fmhub_transformers.testing")
+    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
+    model = fmhub.load(folder, device="cpu")
+    out = model.export(tmp_path / "onnx")
+    graph = onnx.load(str(out / "model.onnx")).graph
+    fused = collections.Counter(n.op_type for n in graph.node)
+    weights = {i.name for i in graph.initializer}
+    attention = [n for n in graph.node if n.op_type == "Attention"]
+    assert attention and all(n.input[1] in weights for n in attention)  # folded at export
+    q = fmhub.load(out, quantize="int8")
+    ops = collections.Counter(n.op_type for n in onnx.load(q.runtime.file).graph.node)
+    assert ops["Attention"] == 0 and ops["MultiHeadAttention"] == fused["Attention"]
+    # every projection but the kept down-projections (and no head here) runs on int8 kernels
+    assert ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] >= 3 * fused["Attention"]
+    texts = list(tt.CORPUS[:12])
+    assert _cos(q.predict(texts), model.predict(texts)).min() >= 0.99
 
 
 def test_bad_onnxruntime_quantize_combinations_are_clear_errors(toy_hub):

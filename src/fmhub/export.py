@@ -196,7 +196,67 @@ def _fuse(file: Path, out: Path) -> dict[str, int]:
     stats = {k: int(v) for k, v in stats.items() if v}
     if stats:
         ir.save(model, str(out))
+        import onnx
+
+        proto = onnx.load(str(out))
+        folded = _fold_constant_concats(proto.graph)
+        if folded:
+            stats["constant_concat"] = folded
+            onnx.save(proto, str(out))
     return stats
+
+
+def _fold_constant_concats(graph: Any) -> int:
+    """Replace each ``Concat`` of initializers by one initializer; the number folded.
+
+    ``optimize_for_ort`` packs the query, key and value weights for ``Attention`` with a
+    ``Concat`` of three initializers that it does not fold (over onnxscript's folding size
+    limit), so ONNX Runtime would copy 1.7 MB of weights per layer on every run, and the int8
+    quantizer, which needs the weight as an initializer, would leave the projection in float."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    kept, folded = [], 0
+    for node in graph.node:
+        if (
+            node.op_type == "Concat"
+            and node.domain in ("", "ai.onnx")
+            and node.input
+            and all(name in inits for name in node.input)
+        ):
+            import numpy as np
+
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            arr = np.concatenate([numpy_helper.to_array(inits[n]) for n in node.input], axis=axis)
+            tensor = numpy_helper.from_array(arr, node.output[0])
+            graph.initializer.append(tensor)
+            inits[node.output[0]] = tensor
+            folded += 1
+        else:
+            kept.append(node)
+    if folded:
+        del graph.node[:]
+        graph.node.extend(kept)
+        _drop_unused_initializers(graph)
+    return folded
+
+
+def _used_names(graph: Any) -> set[str]:
+    """Every value name read in ``graph``, its subgraphs (If/Loop bodies) included."""
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                used |= _used_names(sub)
+    return used
+
+
+def _drop_unused_initializers(graph: Any) -> None:
+    used = _used_names(graph)
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def session_options() -> Any:
@@ -484,13 +544,76 @@ def attach_onnx(
 INT8_OPS = ("MatMul", "Attention")
 
 
+def _unfuse_attention(graph: Any) -> int:
+    """Rewrite each fused ``Attention`` (packed query/key/value projection + attention) as a
+    ``MatMul`` with the packed weight, a ``Split`` and a ``MultiHeadAttention``; the number
+    rewritten. The quantizer cannot quantize the fused node's projection (its ``QAttention`` takes
+    neither ``qkv_hidden_sizes`` nor an additive attention bias, which the exported graph uses for
+    the padding mask), and that projection is a quarter of a BERT layer's GEMM work; as a
+    ``MatMul`` it runs on the int8 kernels. Only nodes whose weight is an initializer, with equal
+    query/key/value sizes, no ``mask_index`` and no past state are rewritten."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    inits = {i.name for i in graph.initializer}
+    new, count = [], 0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        ins = list(node.input) + [""] * (6 - len(node.input))
+        sizes = attrs.get("qkv_hidden_sizes")
+        hidden = sizes[0] if sizes else None
+        if (
+            node.op_type != "Attention"
+            or node.domain != "com.microsoft"
+            or ins[1] not in inits
+            or not ins[2]
+            or ins[3]
+            or ins[4]
+            or len(node.input) > 6
+            or len(node.output) > 1
+            or not sizes
+            or len(set(sizes)) != 1
+            or attrs.get("unidirectional", 0)
+            or attrs.get("do_rotary", 0)
+            or "past_present_share_buffer" in attrs
+        ):
+            new.append(node)
+            continue
+        p = node.name or f"attention_{count}"
+        q, k, v = (f"{p}/unfused_{x}" for x in "qkv")
+        split = f"{p}/unfused_split"
+        graph.initializer.append(numpy_helper.from_array(np.array([hidden] * 3, np.int64), split))
+        new.append(helper.make_node("MatMul", [ins[0], ins[1]], [f"{p}/unfused_qkv"], f"{p}_qkv"))
+        new.append(
+            helper.make_node("Split", [f"{p}/unfused_qkv", split], [q, k, v], f"{p}_split", axis=-1)
+        )
+        kw = {a: attrs[a] for a in ("num_heads", "scale", "mask_filter_value") if a in attrs}
+        new.append(
+            helper.make_node(
+                "MultiHeadAttention",
+                [q, k, v, ins[2], "", ins[5]],
+                [node.output[0]],
+                f"{p}_mha",
+                domain="com.microsoft",
+                **kw,
+            )
+        )
+        count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(new)
+    return count
+
+
 def _keep_float(graph: Any) -> list[str]:
     """The nodes left in float by the int8 path, chosen by measurement (see
-    docs/quantization.md): the feed-forward down-projections, the MatMuls fed by a GELU, whose
-    inputs have the widest activation range and lose the most when quantized per tensor (all-
-    MiniLM-L6-v2); and the output head, a MatMul whose result reaches a graph output through bias
-    and shape ops only (a classifier's logits: quantizing it flipped top-1 on a timm resnet18 for
-    no speed, it is a sliver of the compute)."""
+    docs/quantization.md): the feed-forward down-projections (the MatMuls fed by a GELU, whose
+    input has the widest activation range and loses the most with per-tensor activation scales)
+    of the **first half** of the blocks, where quantization error has the most layers left to
+    grow through (on all-MiniLM-L6-v2 layer 0's costs 0.0029 of cosine alone, layers 3-5's
+    0.0001-0.0005); and the output head, a MatMul whose result reaches a graph output through
+    bias and shape ops only (a classifier's logits: quantizing it flipped top-1 on a timm
+    resnet18 for no speed, it is a sliver of the compute)."""
     gelu = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu"}
     passthrough = {"Add", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
     made_by = {out: node for node in graph.node for out in node.output}
@@ -509,16 +632,31 @@ def _keep_float(graph: Any) -> list[str]:
             if n.output
         )
 
+    matmuls = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    downs = [
+        n for n in matmuls if getattr(made_by.get(n.input[0]), "op_type", None) in gelu
+    ]  # in graph order: block 0 first
+    chosen = {id(n) for n in downs[: (len(downs) + 1) // 2]}
     keep = []
-    for node in graph.node:
-        if node.op_type not in ("MatMul", "Gemm"):
-            continue
-        source = made_by.get(node.input[0])
-        if (source is not None and source.op_type in gelu) or reaches_output(node.output[0]):
+    for node in matmuls:
+        if id(node) in chosen or reaches_output(node.output[0]):
             keep.append(node.name)
             if node.op_type == "Gemm":  # the quantizer first rewrites Gemm X as MatMul X_MatMul
                 keep.append(f"{node.name}_MatMul")
     return keep
+
+
+def _cpu_has_vnni(cpuinfo: str | None = None) -> bool:
+    """Whether this x86 CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX),
+    from ``/proc/cpuinfo`` (or the ``cpuinfo`` text given). Without them ONNX Runtime's u8s8
+    kernels can saturate on full-range weights, so its docs recommend ``reduce_range`` (7-bit
+    weights) there; with them the full 8 bits are exact."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False  # not Linux: take the safe 7-bit range
+    return any(f in cpuinfo.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def quantized_onnx(file: str | os.PathLike) -> Path:
@@ -530,23 +668,32 @@ def quantized_onnx(file: str | os.PathLike) -> Path:
 
     digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
     key = hashlib.sha256(
-        json.dumps([digest, _versions(), INT8_OPS, "keep-ffn-down-and-head-v2"]).encode()
+        json.dumps(
+            [digest, _versions(), INT8_OPS, "qkv-int8-keep-first-half-downs-v3", _cpu_has_vnni()]
+        ).encode()
     ).hexdigest()[:24]
     out = cache_dir() / "int8" / f"{key}.onnx"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    keep = _keep_float(onnx.load(str(file), load_external_data=False).graph)
+    proto = onnx.load(str(file))
+    _fold_constant_concats(proto.graph)  # exports made before the fold was part of _fuse
+    _unfuse_attention(proto.graph)
+    keep = _keep_float(proto.graph)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    source = out.with_name(f".{out.name}.{os.getpid()}.float.tmp")
+    onnx.save(proto, str(source))
+    del proto
     import logging
 
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" is advice, not news
     try:
         quantize_dynamic(
-            str(file),
+            str(source),
             str(tmp),
             per_channel=True,
+            reduce_range=not _cpu_has_vnni(),
             weight_type=QuantType.QInt8,
             op_types_to_quantize=list(INT8_OPS),
             nodes_to_exclude=keep,
@@ -560,6 +707,7 @@ def quantized_onnx(file: str | os.PathLike) -> Path:
     finally:
         logging.getLogger().setLevel(quiet)
         tmp.unlink(missing_ok=True)
+        source.unlink(missing_ok=True)
     return out
 
 
