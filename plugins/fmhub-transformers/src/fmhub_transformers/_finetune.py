@@ -116,15 +116,15 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     ``classifier``, AST's MLP head). Returns the head's module names."""
     from transformers import AutoModelForAudioClassification, AutoModelForSequenceClassification
 
-    audio = getattr(model.processor, "modality", None) == "audio"
-    auto = AutoModelForAudioClassification if audio else AutoModelForSequenceClassification
-
-    if getattr(getattr(model, "processor", None), "kind", None) == "image-text":  # CLIP, SigLIP
+    if len(labels) < 1:
+        raise fmhub.FineTuneError("A classification head needs at least one label.")
+    processor = getattr(model, "processor", None)
+    if getattr(processor, "kind", None) == "image-text":  # CLIP, SigLIP
         from ._stages_clip import attach_head as attach_image_head
 
         return attach_image_head(model, labels)
-    if len(labels) < 1:
-        raise fmhub.FineTuneError("A classification head needs at least one label.")
+    audio = getattr(processor, "modality", None) == "audio"
+    auto = AutoModelForAudioClassification if audio else AutoModelForSequenceClassification
     old = model.module
     prefix = old.base_model_prefix
     encoder = getattr(old, prefix, old)  # a bare encoder (AutoModel) is its own base
@@ -136,7 +136,7 @@ def attach_head(model, labels: Sequence[str]) -> list[str]:
     if audio:
         config.use_weighted_layer_sum = False  # the head reads the last layer, as fmhub pools it
     with torch.device("meta"):
-        if getattr(model.processor, "modality", None) == "image":
+        if getattr(processor, "modality", None) == "image":
             new = _image_classifier(config)
         else:
             new = auto.from_config(config)
