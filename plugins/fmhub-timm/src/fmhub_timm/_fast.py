@@ -9,8 +9,8 @@ module instead of timm's eager modules, with the same float32 numbers (no reduce
 * networks built of convolution + BatchNorm (ResNet, RegNet, EfficientNet, MobileNet...) then go
   through ``torch.jit.optimize_for_inference``: oneDNN convolutions with the ReLU/add fused into
   them and weights pre-packed for the CPU's kernels;
-* a timm ``Mlp`` whose activation is exact GELU (ConvNeXt, ViT) runs ``fc1`` and the GELU as one
-  oneDNN linear with a fused GELU post-op (the same erf GELU, computed in the same kernel).
+* a timm ``Mlp`` whose activation is GELU (ConvNeXt, ViT) runs ``fc1`` and the GELU as one oneDNN
+  linear with a fused GELU post-op (the same erf or tanh GELU, computed in the same kernel).
 
 The graph is built lazily, on the first inference batch (so loading costs nothing more), and is
 checked on that batch against the eager module: outputs must agree within float32 noise and the
@@ -59,9 +59,9 @@ def uses_batchnorm(module: torch.nn.Module) -> bool:
 # TorchScript source: the op's ``Scalar?[]`` argument can be neither traced nor annotated from
 # Python, only written in TorchScript itself.
 _LINEAR_GELU = """
-def linear_gelu(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+def linear_gelu(x: Tensor, w: Tensor, b: Optional[Tensor], algorithm: str) -> Tensor:
     s: List[Optional[number]] = []
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", s, "none")
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", s, algorithm)
 """
 _compiled: list[Any] = []
 
@@ -73,41 +73,46 @@ def _linear_gelu() -> Any:
 
 
 class _LinearGelu(torch.nn.Module):
-    """``gelu(linear(x))`` as one oneDNN kernel (the exact erf GELU as a post-op)."""
+    """``gelu(linear(x))`` as one oneDNN kernel (the same GELU, erf or tanh, as a post-op)."""
 
-    def __init__(self, linear: torch.nn.Linear):
+    def __init__(self, linear: torch.nn.Linear, algorithm: str):
         super().__init__()
-        self.weight, self.bias = linear.weight, linear.bias
+        self.weight, self.bias, self.algorithm = linear.weight, linear.bias, algorithm
         self.fn = _linear_gelu()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x, self.weight, self.bias)
+        return self.fn(x, self.weight, self.bias, self.algorithm)
 
 
-def _is_exact_gelu(act: Any) -> bool:
-    from timm.layers.activations import GELU as TimmGELU
+def _gelu_algorithm(act: Any) -> str | None:
+    """``"none"`` (erf) or ``"tanh"`` for the GELU modules of torch and timm, else None."""
+    from timm.layers import activations
 
     if type(act) is torch.nn.GELU:
-        return act.approximate == "none"
-    return type(act) is TimmGELU
+        return act.approximate if act.approximate in ("none", "tanh") else None
+    if type(act) is activations.GELU:
+        return "none"
+    if type(act) is getattr(activations, "GELUTanh", None):
+        return "tanh"
+    return None
 
 
 @contextlib.contextmanager
 def _fused_mlps(module: torch.nn.Module):
-    """While tracing, timm ``Mlp`` blocks with an exact GELU run fc1 + GELU fused."""
+    """While tracing, timm ``Mlp`` blocks with a GELU run fc1 + GELU fused."""
     from timm.layers import Mlp
 
     swapped = []
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         for m in module.modules():
+            algorithm = _gelu_algorithm(getattr(m, "act", None)) if type(m) is Mlp else None
             if (
-                type(m) is Mlp
+                algorithm is not None
                 and type(m.fc1) is torch.nn.Linear
-                and _is_exact_gelu(m.act)
                 and isinstance(m.drop1, torch.nn.Dropout | torch.nn.Identity)
             ):
                 swapped.append((m, m.fc1, m.act))
-                m.fc1, m.act = _LinearGelu(m.fc1), torch.nn.Identity()
+                m.fc1, m.act = _LinearGelu(m.fc1, algorithm), torch.nn.Identity()
     try:
         yield len(swapped)
     finally:
