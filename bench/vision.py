@@ -217,7 +217,8 @@ def main() -> None:
     images = photos(args.batch)
     if args.summary_only or quick():
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
-        fast_summary(images, 3 if quick() else args.repeats)
+        picked = None if args.models == CONV + OTHER else args.models
+        fast_summary(images, 3 if quick() else args.repeats, picked)
         return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
