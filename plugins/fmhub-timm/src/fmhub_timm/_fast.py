@@ -18,6 +18,7 @@ top-1 class must be identical, else the model keeps the eager path for good (``i
 says why). It is rebuilt whenever a weight or buffer changes (fine-tuning, ``load_state_dict``,
 ``to()``): parameters are fingerprinted by storage and version counter before every batch.
 Training, gradients, adapters, quantized models, other devices and dtypes always run eagerly.
+The graph holds its own copy of the weights (folded, pre-packed): about the module's size again.
 """
 
 from __future__ import annotations
@@ -160,6 +161,10 @@ class FastForward:
         if key == self.key and self.graph is not None:
             return self.graph(x)
         with _lock:
+            if self.failed:
+                return None
+            if key == self.key and self.graph is not None:  # built by another thread meanwhile
+                return self.graph(x)
             try:
                 graph = self._build(module, x)
                 with torch.inference_mode():
