@@ -69,6 +69,7 @@ def timm_side(name: str, state_dict):
         return out, logits
 
     run.transform = transform
+    run.model = model
     return run
 
 
@@ -212,6 +213,86 @@ def hf_rows(repeats: int, batch: int, quick: bool) -> None:
             summary(f"vision_hf_vit_{task}", best["fmhub"], best["pipeline"], "images/s")
 
 
+# -- the fast path against naive timm: the SUMMARY rows ------------------------------------------
+
+#: (model, SUMMARY name); ViT-S is information only (fast=None leaves transformers on the eager path).
+FAST_ROWS = [
+    ("resnet18", "vision-resnet18"),
+    ("convnext_tiny", "vision-convnext_tiny"),
+    ("vit_small_patch16_224", "vision-vit_small-info"),
+]
+
+
+def fast_vs_naive(name: str, images, repeats: int) -> dict:
+    """fmhub's default path (``fast`` on for convnets) against naive timm, interleaved round by
+    round: end to end, and split into preprocessing and forward. Top-1 must be identical."""
+    import fmhub
+
+    torch.manual_seed(0)
+    fm = fmhub.load(f"timm:{name}", pretrained=False, device="cpu")
+    direct = timm_side(name, fm.module.state_dict())
+    fm.predict(images, batch_size=len(images), progress=False)  # builds the fast graph
+    direct(images)
+    ends = {"fmhub": [], "timm": []}
+    pre = {"fmhub": [], "timm": []}
+    fwd = {"fmhub": [], "timm": []}
+    model = direct.model
+    for _ in range(repeats):  # one round: both sides end to end, then both split in two
+        t0 = time.perf_counter()
+        _, ref_logits = direct(images)
+        t1 = time.perf_counter()
+        ours = fm.predict(images, batch_size=len(images), progress=False)
+        t2 = time.perf_counter()
+        x = torch.stack([direct.transform(img) for img in images])
+        t3 = time.perf_counter()
+        with torch.inference_mode():
+            model(x)
+        t4 = time.perf_counter()
+        batch = fm.preprocess(images)
+        t5 = time.perf_counter()
+        logits = fm.forward(batch)
+        t6 = time.perf_counter()
+        ends["timm"].append(t1 - t0)
+        ends["fmhub"].append(t2 - t1)
+        pre["timm"].append(t3 - t2)
+        fwd["timm"].append(t4 - t3)
+        pre["fmhub"].append(t5 - t4)
+        fwd["fmhub"].append(t6 - t5)
+    n = len(images)
+    same_top1 = [r.label for r in ours] == [row[0][0] for row in direct(images)[0]]
+    same_argmax = bool(torch.equal(logits.argmax(-1), ref_logits.argmax(-1)))
+    med = statistics.median
+    return {
+        "fast": fm.info.get("fast"),
+        "fmhub": n / med(ends["fmhub"]),
+        "timm": n / med(ends["timm"]),
+        "pre_ms": {k: 1e3 * med(v) / n for k, v in pre.items()},
+        "fwd_ms": {k: 1e3 * med(v) / n for k, v in fwd.items()},
+        "same_top1": same_top1 and same_argmax,
+        "max_logit_diff": float((logits.float() - ref_logits).abs().max()),
+    }
+
+
+def fast_summary(images, repeats: int, models: list[str] | None = None) -> None:
+    """One SUMMARY line per FAST_ROWS model (images/s, medians of interleaved rounds)."""
+    from summary import summary
+
+    for name, row in FAST_ROWS:
+        if models is not None and name not in models:
+            continue
+        r = fast_vs_naive(name, images, repeats)
+        print(
+            f"{name}: fast={r['fast']} same top-1 {r['same_top1']} max|dlogit| "
+            f"{r['max_logit_diff']:.1e}; ms/img preprocess timm {r['pre_ms']['timm']:.1f} fmhub "
+            f"{r['pre_ms']['fmhub']:.1f}, forward timm {r['fwd_ms']['timm']:.1f} fmhub "
+            f"{r['fwd_ms']['fmhub']:.1f}",
+            flush=True,
+        )
+        if not r["same_top1"]:
+            print(f"WARNING: {name}: fmhub's top-1 differs from timm's", flush=True)
+        summary(row, r["fmhub"], r["timm"], "img/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=CONV + OTHER)
@@ -219,12 +300,27 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--hf", choices=["on", "off", "only"], default="on", help="the hf: ViT rows")
+    ap.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="only the fast-path SUMMARY rows (resnet18, convnext_tiny, vit_small); the "
+        "default under FMHUB_BENCH_QUICK=1",
+    )
     args = ap.parse_args()
     if args.hf == "only":
         return hf_main(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from summary import quick
+
     images = photos(args.batch)
+    if args.summary_only or quick():
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+        picked = None if args.models == CONV + OTHER else args.models
+        fast_summary(images, 3 if quick() else args.repeats, picked)
+        if args.hf == "on":
+            hf_main(args)
+        return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
         f"{args.repeats} interleaved repeats; images/s (best | median)"
@@ -245,6 +341,7 @@ def main() -> None:
             f"{r['max_logit_diff']:11.1e} {r['pre_timm_ms']:17.1f} | {r['pre_fmhub_ms']:5.1f}",
             flush=True,
         )
+    fast_summary(images, args.repeats, args.models)
 
     if args.hf == "on":
         hf_main(args)

@@ -49,6 +49,12 @@ class TimmOptions(fmhub.LoadOptions):
         description="Run in the channels_last memory format; None (default) turns it on for "
         "convolutional networks, where it is faster on CPU with equal outputs.",
     )
+    fast: bool | None = Field(
+        None,
+        description="CPU float32 inference through a frozen TorchScript graph (BatchNorm folded, "
+        "oneDNN fused kernels), checked against the eager module on the first batch; same "
+        "float32 numbers. None (default) turns it on for convolutional networks on CPU in float32.",
+    )
     out_indices: tuple[int, ...] | None = Field(
         None,
         description="feature-maps task: which stages to return (timm's out_indices); "
@@ -133,10 +139,10 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", 
 
 
 @hookimpl
-def fmhub_load(spec, options):
+def fmhub_load(spec, options, device, dtype):
     from ._load import load
 
-    return load(spec, options)
+    return load(spec, options, device, dtype)
 
 
 @hookimpl

@@ -62,7 +62,9 @@ def check_name(name: str, pretrained: bool) -> None:
 # -- load --------------------------------------------------------------------------------------
 
 
-def load(spec: fmhub.ModelSpec, options: Any) -> fmhub.Loaded:
+def load(
+    spec: fmhub.ModelSpec, options: Any, device: Any = None, dtype: Any = None
+) -> fmhub.Loaded:
     """``fmhub_load``: build the module through ``timm.create_model`` and its preprocessing."""
     import timm
 
@@ -97,11 +99,13 @@ def load(spec: fmhub.ModelSpec, options: Any) -> fmhub.Loaded:
     data_config = resolve_model_data_config(module)
     processor = ImageProcessor(data_config, channels_last=channels_last)
     labels = resolve_labels(module) if task == "classification" else None
+    fast = resolve_fast(module, options, task, device, dtype)
     info = {
         "timm_version": timm.__version__,
         "architecture": module.pretrained_cfg.get("architecture"),
         "pretrained_tag": module.pretrained_cfg.get("tag"),
         "channels_last": channels_last,
+        "fast": fast,
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
     }
     return fmhub.Loaded(module=module, task=task, labels=labels, processor=processor, info=info)
@@ -304,6 +308,34 @@ def is_convolutional(module: torch.nn.Module) -> bool:
     """
     convs = sum(1 for m in module.modules() if isinstance(m, torch.nn.Conv2d))
     return convs >= 2
+
+
+def resolve_fast(module: torch.nn.Module, options: Any, task: str, device: Any, dtype: Any) -> bool:
+    """The ``fast`` option: None turns the frozen-graph path on for convnets on CPU in float32;
+    True where it cannot apply is an :class:`fmhub.InvalidOptionError` naming why."""
+    from ._fast import fast_supported
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dt = dtype if dtype is not None else torch.float32
+    problem = None
+    if dev.type != "cpu":
+        problem = f"it runs on CPU only, not on {dev.type}"
+    elif dt != torch.float32:
+        problem = f"it runs in float32 only, not {str(dt).removeprefix('torch.')}"
+    elif options.quantize:
+        problem = f"a quantized model (quantize={options.quantize!r}) runs its own kernels"
+    elif getattr(options, "runtime", "torch") != "torch":
+        problem = f"runtime={options.runtime!r} runs the forward stage itself"
+    elif task not in ("classification", "embedding"):
+        problem = f"it covers tasks classification and embedding, not {task!r}"
+    if options.fast is None:
+        return problem is None and fast_supported(module)
+    if options.fast and problem is not None:
+        raise fmhub.InvalidOptionError(
+            f"fast=True cannot apply to {task!r} with these options: {problem}. Drop fast=True "
+            "(fast=None picks it where it applies)."
+        )
+    return bool(options.fast)
 
 
 def resolve_labels(module: torch.nn.Module) -> tuple[str, ...] | None:

@@ -112,6 +112,12 @@ def forward(model: Any, batch: dict[str, Any]) -> Any:
     """``fmhub_forward``: logits, pooled pre-logits features, or the list of stage maps."""
     x = batch["pixel_values"]
     module = model.module
+    if model.info.get("fast") is True:
+        from ._fast import fast_forward
+
+        out = fast_forward(model, x)
+        if out is not None:
+            return out
     if model.task == "embedding":
         feats = module.forward_features(x)
         return module.forward_head(feats, pre_logits=True)
