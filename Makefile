@@ -22,12 +22,13 @@ demo: setup
 	$(PY) examples/demo.py
 
 # pytest on TEST_WORKERS processes (pytest-xdist), whole files to a worker so that module fixtures
-# are built once; `make test TEST_WORKERS=0` runs it in this process.
+# are built once, the slowest files first (conftest.py's HEAVY_FIRST); `make test TEST_WORKERS=0`
+# runs it in this process.
 TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Every bench (quick mode: fewer rounds; FMHUB_BENCH_QUICK=0 for the full runs), then one table of
 # each fmhub figure beside its native counterpart, from the benches' SUMMARY lines.
