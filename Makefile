@@ -22,8 +22,8 @@ demo: setup
 	$(PY) examples/demo.py
 
 # pytest on TEST_WORKERS processes (pytest-xdist), whole files to a worker so that module fixtures
-# are built once, the slowest files first (conftest.py's HEAVY_FIRST); `make test TEST_WORKERS=0`
-# runs it in this process.
+# are built once, in collection order (each worker runs a subsequence of the one-process order, so no
+# file runs after one it never ran after before); `make test TEST_WORKERS=0` runs it in this process.
 TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m ruff check .
