@@ -21,10 +21,14 @@ setup: $(STAMP)
 demo: setup
 	$(PY) examples/demo.py
 
+# pytest on TEST_WORKERS processes (pytest-xdist), whole files to a worker so that module fixtures
+# are built once, in collection order (each worker runs a subsequence of the one-process order, so no
+# file runs after one it never ran after before); `make test TEST_WORKERS=0` runs it in this process.
+TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Every bench (quick mode: fewer rounds; FMHUB_BENCH_QUICK=0 for the full runs), then one table of
 # each fmhub figure beside its native counterpart, from the benches' SUMMARY lines.

@@ -187,7 +187,13 @@ def test_a_dead_rank_stops_the_others_with_an_error(tmp_path):
             )
         )
     t0 = time.perf_counter()
-    outs = [p.communicate(timeout=120) for p in procs]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:  # a hung rank must not outlive the test (it would slow every test after it)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     waited = time.perf_counter() - t0
     assert procs[1].returncode == 17
     assert procs[0].returncode != 0, outs[0]
