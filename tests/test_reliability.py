@@ -10,6 +10,8 @@ import os
 import random
 import shutil
 import signal
+import sys
+import traceback
 
 import numpy as np
 import pytest
@@ -194,6 +196,8 @@ def _in_child(n: int, action, exchange: bool) -> str:
             action()
             os._exit(0)
         except BaseException:  # noqa: BLE001 - the child must never return into pytest
+            traceback.print_exc()  # pytest shows the child's stderr with the failure
+            sys.stderr.flush()
             os._exit(3)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
@@ -263,6 +267,8 @@ def test_two_processes_saving_one_path_at_once_both_succeed(toy_hub, tmp_path):
                     model.save(dest, overwrite=True)
                 os._exit(0)
             except BaseException:  # noqa: BLE001 - the child must never return into pytest
+                traceback.print_exc()
+                sys.stderr.flush()
                 os._exit(3)
         pids.append(pid)
     statuses = [os.waitpid(pid, 0)[1] for pid in pids]
