@@ -11,7 +11,11 @@ from PIL import Image
 import fmhub
 from fmhub_timm import _fast
 
-RESNET, CONVNEXT, VIT = "timm:test_resnet.r160_in1k", "timm:test_convnext.r160_in1k", "timm:test_vit.r160_in1k"
+RESNET, CONVNEXT, VIT = (
+    "timm:test_resnet.r160_in1k",
+    "timm:test_convnext.r160_in1k",
+    "timm:test_vit.r160_in1k",
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +64,12 @@ def test_same_top1_and_close_outputs(name, task, images):
         assert [r.label for r in a] == [r.label for r in b]
         assert [r.top_k[1].label for r in a] == [r.top_k[1].label for r in b]
     # another batch size than the one traced with
-    torch.testing.assert_close(fast.forward(fast.preprocess(images[:3])), plain.forward(
-        plain.preprocess(images[:3])), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        fast.forward(fast.preprocess(images[:3])),
+        plain.forward(plain.preprocess(images[:3])),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert fast.info["fast"] is True
 
 
@@ -72,9 +80,12 @@ def test_conv_bn_nets_are_optimized_and_convnext_mlps_fused(images):
     convnext = fmhub.load(CONVNEXT, device="cpu")
     convnext.predict(images[:2])
     runner = _runner(convnext)
-    assert not runner.optimized and runner.fused_mlps == len(
-        [m for m in convnext.module.modules() if type(m).__name__ == "Mlp"]
-    ) > 0
+    assert (
+        not runner.optimized
+        and runner.fused_mlps
+        == len([m for m in convnext.module.modules() if type(m).__name__ == "Mlp"])
+        > 0
+    )
     # the swap is undone: the module's own structure and state dict are untouched
     assert not any(isinstance(m, _fast._LinearGelu) for m in convnext.module.modules())
     names = set(convnext.module.state_dict())
