@@ -92,3 +92,11 @@ def offline_hub(tiny_zoo):
 
     with hub_cache_env(ROOT / "hub") as cache:
         yield cache
+
+
+def pytest_make_parametrize_id(config, val, argname):
+    """Test ids name a tiny model's folder relative to ROOT: ROOT holds the process id, and the
+    pytest-xdist workers must collect identical ids."""
+    if isinstance(val, str) and val.startswith(str(ROOT)):
+        return "ROOT" + val[len(str(ROOT)) :]
+    return None
