@@ -342,6 +342,42 @@ def _image_checkpoint(src: _Source, cfg: CheckpointConfig) -> bool:
     return not any(src.fetch(f) for f in ("tokenizer_config.json", "tokenizer.json"))
 
 
+def load_module(
+    src: _Source, options, cfg: CheckpointConfig, task: str, auto_class: str
+) -> tuple[Any, dict[str, Any]]:
+    """``transformers.<auto_class>.from_pretrained`` for ``task`` (text, image and audio models
+    alike): refused first when that auto class does not serve the checkpoint's ``model_type``,
+    loaded quietly, and its loading report checked (missing or unexpected weights are refused).
+    Returns the module and the report."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    model_class = getattr(transformers, auto_class)
+    if (
+        cfg.model_type in CONFIG_MAPPING
+        and CONFIG_MAPPING[cfg.model_type] not in model_class._model_mapping
+    ):
+        raise fmhub.InvalidOptionError(
+            f"{src.where} (model_type {cfg.model_type!r}) has no {task} model in transformers "
+            f"({auto_class} does not serve it); use another task=."
+        )
+    kwargs: dict[str, Any] = dict(
+        revision=src.revision,
+        trust_remote_code=options.trust_remote_code,
+        dtype=_load_dtype(options),
+        use_safetensors=options.use_safetensors,
+    )
+    if src.cache_only:  # the adapter lookup takes its own flag
+        kwargs.update(local_files_only=True, adapter_kwargs={"local_files_only": True})
+    if options.device_map is not None:
+        kwargs["device_map"] = options.device_map
+    module, info = _quiet(
+        lambda: model_class.from_pretrained(src.location, output_loading_info=True, **kwargs)
+    )
+    _check_loading(info, task, src.where, module)
+    return module, info
+
+
 def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     """``fmhub_load``: read the config as data, pick the task and model class, load weights."""
     import transformers
@@ -375,31 +411,7 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
         raise fmhub.InvalidOptionError(
             f"task={task!r} is not served by fmhub-transformers; use one of {', '.join(TASKS)}."
         )
-    kwargs: dict[str, Any] = dict(
-        revision=src.revision,
-        trust_remote_code=options.trust_remote_code,
-        dtype=_load_dtype(options),
-        use_safetensors=options.use_safetensors,
-    )
-    if src.cache_only:  # the adapter lookup takes its own flag
-        kwargs.update(local_files_only=True, adapter_kwargs={"local_files_only": True})
-    if options.device_map is not None:
-        kwargs["device_map"] = options.device_map
-    model_class = getattr(transformers, TASKS[task])
-    from transformers import CONFIG_MAPPING
-
-    if (
-        cfg.model_type in CONFIG_MAPPING
-        and CONFIG_MAPPING[cfg.model_type] not in model_class._model_mapping
-    ):
-        raise fmhub.InvalidOptionError(
-            f"{src.where} (model_type {cfg.model_type!r}) has no {task} model in transformers "
-            f"({TASKS[task]} does not serve it); use another task=."
-        )
-    module, info = _quiet(
-        lambda: model_class.from_pretrained(src.location, output_loading_info=True, **kwargs)
-    )
-    _check_loading(info, task, src.where, module)
+    module, _ = load_module(src, options, cfg, task, TASKS[task])
     tokenizer = _quiet(
         lambda: transformers.AutoTokenizer.from_pretrained(
             src.location,

@@ -8,7 +8,7 @@ from typing import Any
 import fmhub
 
 from ._config import AUDIO_TASKS, CheckpointConfig, detect_audio_task
-from ._load import _check_loading, _load_dtype, _quiet
+from ._load import _quiet, load_module
 from ._stages_audio import CHUNK_SECONDS, AudioProcessor
 
 __all__ = ["load_audio"]
@@ -20,7 +20,6 @@ _TEXT_ONLY = ("max_length", "pooling", "normalize")
 def load_audio(spec: fmhub.ModelSpec, options, src, cfg: CheckpointConfig) -> fmhub.Loaded:
     """``fmhub_load`` for an audio encoder checkpoint (``src`` is the resolved source)."""
     import transformers
-    from transformers import CONFIG_MAPPING
 
     task = options.task or spec.task or detect_audio_task(cfg)
     if task not in AUDIO_TASKS:
@@ -34,29 +33,7 @@ def load_audio(spec: fmhub.ModelSpec, options, src, cfg: CheckpointConfig) -> fm
             f"{', '.join(given)} apply to text models; {src.where} is an audio model (see "
             "chunk_seconds, input_sample_rate and top_k)."
         )
-    model_class = getattr(transformers, AUDIO_TASKS[task])
-    if (
-        cfg.model_type in CONFIG_MAPPING
-        and CONFIG_MAPPING[cfg.model_type] not in model_class._model_mapping
-    ):
-        raise fmhub.InvalidOptionError(
-            f"{src.where} (model_type {cfg.model_type!r}) has no {task} model in transformers "
-            f"({AUDIO_TASKS[task]} does not serve it); use another task=."
-        )
-    kwargs: dict[str, Any] = dict(
-        revision=src.revision,
-        trust_remote_code=options.trust_remote_code,
-        dtype=_load_dtype(options),
-        use_safetensors=options.use_safetensors,
-    )
-    if src.cache_only:
-        kwargs.update(local_files_only=True, adapter_kwargs={"local_files_only": True})
-    if options.device_map is not None:
-        kwargs["device_map"] = options.device_map
-    module, info = _quiet(
-        lambda: model_class.from_pretrained(src.location, output_loading_info=True, **kwargs)
-    )
-    _check_loading(info, task, src.where, module)
+    module, _ = load_module(src, options, cfg, task, AUDIO_TASKS[task])
     processor = _processor(module, src, options, task, cfg)
     labels = None
     if task == "classification":

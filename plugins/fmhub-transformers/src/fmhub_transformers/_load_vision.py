@@ -11,7 +11,7 @@ import torch
 import fmhub
 
 from ._config import CheckpointConfig, detect_task
-from ._load import _check_loading, _load_dtype, _quiet, _Source
+from ._load import _quiet, _Source, load_module
 from ._stages_vision import VisionProcessor
 
 __all__ = ["IMAGE_TASKS", "load_vision"]
@@ -76,7 +76,6 @@ def load_vision(
 ) -> fmhub.Loaded:
     """Load an image checkpoint for ``classification`` or ``embedding``."""
     import transformers
-    from transformers import CONFIG_MAPPING
 
     task = options.task or spec.task or detect_task(cfg, False)
     if task not in IMAGE_TASKS:
@@ -85,34 +84,12 @@ def load_vision(
             f"not one of its tasks: use {' or '.join(repr(t) for t in IMAGE_TASKS)}."
         )
     pooling = _check_options(options, src.where)
-    model_class = getattr(transformers, IMAGE_TASKS[task])
-    if (
-        cfg.model_type in CONFIG_MAPPING
-        and CONFIG_MAPPING[cfg.model_type] not in model_class._model_mapping
-    ):
-        raise fmhub.InvalidOptionError(
-            f"{src.where} (model_type {cfg.model_type!r}) has no {task} model in transformers "
-            f"({IMAGE_TASKS[task]} does not serve it); use another task=."
-        )
-    kwargs: dict[str, Any] = dict(
-        revision=src.revision,
-        trust_remote_code=options.trust_remote_code,
-        dtype=_load_dtype(options),
-        use_safetensors=options.use_safetensors,
-    )
-    if src.cache_only:
-        kwargs.update(local_files_only=True, adapter_kwargs={"local_files_only": True})
-    if options.device_map is not None:
-        kwargs["device_map"] = options.device_map
     if src.fetch("preprocessor_config.json") is None:
         raise fmhub.ManifestError(
             f"{src.where} has no preprocessor_config.json, so fmhub cannot preprocess images as "
             "the checkpoint expects; add its image processor (AutoImageProcessor.save_pretrained)."
         )
-    module, info = _quiet(
-        lambda: model_class.from_pretrained(src.location, output_loading_info=True, **kwargs)
-    )
-    _check_loading(info, task, src.where, module)
+    module, info = load_module(src, options, cfg, task, IMAGE_TASKS[task])
     _check_runs(module, cfg, task, src.where)
     if task == "embedding":
         _drop_untrained_pooler(module, info)

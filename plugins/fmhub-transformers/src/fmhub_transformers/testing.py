@@ -223,6 +223,19 @@ _DEFAULT_LABELS = {
 }
 
 
+def _save_quietly(model: Any, dest: str | os.PathLike) -> None:
+    """``model.save_pretrained(dest)`` without transformers' progress bars."""
+    import transformers
+
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model.save_pretrained(dest)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+
+
 def build_tiny_model(
     dest: str | os.PathLike,
     arch: str = "bert",
@@ -264,13 +277,7 @@ def build_tiny_model(
     config = _config(arch, tokenizer, task, labels if task in _DEFAULT_LABELS else None)
     torch.manual_seed(seed)
     model = getattr(transformers, _MODEL_CLASSES[task]).from_config(config).eval()
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        model.save_pretrained(dest)
-    finally:
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
+    _save_quietly(model, dest)
     tokenizer.save_pretrained(dest)
     if pooling is not None:
         write_sentence_transformers_files(
@@ -471,13 +478,7 @@ def build_tiny_image_model(
     torch.manual_seed(seed)
     auto = "AutoModelForImageClassification" if task == "classification" else "AutoModel"
     model = getattr(transformers, auto).from_config(config).eval()
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        model.save_pretrained(dest)
-    finally:
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
+    _save_quietly(model, dest)
     _image_processor(arch, image_size).save_pretrained(dest)
     return dest
 
@@ -642,13 +643,7 @@ def build_tiny_generative(
     model.generation_config = transformers.GenerationConfig(
         **{k: v for k, v in ids.items() if k != "vocab_size" and v is not None}, max_new_tokens=32
     )
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        model.save_pretrained(dest)
-    finally:
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
+    _save_quietly(model, dest)
     tok.save_pretrained(dest)
     return dest
 
@@ -733,13 +728,7 @@ def build_tiny_whisper(
         prev_sot_token_id=ids["<|startofprev|>"],
         alignment_heads=[[1, 0]],
     )
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        model.save_pretrained(dest)
-    finally:
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
+    _save_quietly(model, dest)
     WhisperProcessor(
         feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tok
     ).save_pretrained(dest)
@@ -927,13 +916,7 @@ def build_tiny_image_text(
     model = model_class(config).eval()
     with torch.no_grad():  # a sharper similarity than the init's, so probabilities differ
         model.logit_scale.fill_(2.0)
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        model.save_pretrained(dest)
-    finally:
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
+    _save_quietly(model, dest)
     tok.save_pretrained(dest)
     processor.save_pretrained(dest)
     return dest
@@ -1040,13 +1023,7 @@ def build_tiny_audio(
     config = transformers.AutoConfig.for_model(model_type, **fields)
     torch.manual_seed(seed)
     model = getattr(transformers, _AUDIO_CLASSES[task]).from_config(config).eval()
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        model.save_pretrained(dest)
-    finally:
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
+    _save_quietly(model, dest)
     if arch == "ast":
         fe = transformers.ASTFeatureExtractor(
             num_mel_bins=config.num_mel_bins, max_length=config.max_length
