@@ -378,6 +378,44 @@ def load_module(
     return module, info
 
 
+def loaded(
+    module: Any,
+    *,
+    task: str,
+    processor: Any,
+    modality: str,
+    options,
+    src: _Source,
+    cfg: CheckpointConfig,
+    info: dict[str, Any],
+    **fields: Any,
+) -> fmhub.Loaded:
+    """The ``fmhub.Loaded`` every ``hf:`` loader returns: the module in eval mode, the label names
+    of a classifier from its config (``LABEL_i`` when unnamed), and the provenance every model
+    reports in ``info`` (transformers version, model type and class, revision) before ``info``."""
+    import transformers
+
+    labels = None
+    if task in ("classification", "token-classification"):
+        labels = tuple(str(module.config.id2label[i]) for i in range(module.config.num_labels))
+    return fmhub.Loaded(
+        module=module.eval(),
+        task=task,
+        labels=labels,
+        processor=processor,
+        placed=options.device_map is not None,
+        modality=modality,
+        info={
+            "transformers": transformers.__version__,
+            "model_type": cfg.model_type,
+            "model_class": type(module).__name__,
+            "revision": src.revision,
+            **info,
+        },
+        **fields,
+    )
+
+
 def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
     """``fmhub_load``: read the config as data, pick the task and model class, load weights."""
     import transformers
@@ -440,31 +478,23 @@ def load(spec: fmhub.ModelSpec, options) -> fmhub.Loaded:
         call_defaults = gen_defaults(module)
     else:
         processor = TextProcessor.build(module, tokenizer, pooling, options, src.where)
-    labels = None
-    if task in ("classification", "token-classification"):  # names default to LABEL_i
-        labels = tuple(str(module.config.id2label[i]) for i in range(module.config.num_labels))
-    return fmhub.Loaded(
-        module=module.eval(),
+    return loaded(
+        module,
         task=task,
-        labels=labels,
         processor=processor,
-        placed=options.device_map is not None,
         modality="audio" if task == "transcription" else "text",
-        info={
-            "transformers": transformers.__version__,
-            "model_type": cfg.model_type,
-            "model_class": type(module).__name__,
-            "revision": src.revision,
-            **(
-                {
-                    "max_length": processor.max_length,
-                    "pooling": list(pooling.modes),
-                    "normalize": pooling.normalize,
-                }
-                if task not in GENERATIVE
-                else {}
-            ),
-        },
+        options=options,
+        src=src,
+        cfg=cfg,
+        info=(
+            {
+                "max_length": processor.max_length,
+                "pooling": list(pooling.modes),
+                "normalize": pooling.normalize,
+            }
+            if task not in GENERATIVE
+            else {}
+        ),
         call_options=call_options,
         call_defaults=call_defaults,
     )

@@ -8,7 +8,7 @@ from typing import Any
 import fmhub
 
 from ._config import AUDIO_TASKS, CheckpointConfig, detect_audio_task
-from ._load import _quiet, load_module
+from ._load import _quiet, load_module, loaded
 from ._stages_audio import CHUNK_SECONDS, AudioProcessor
 
 __all__ = ["load_audio"]
@@ -19,7 +19,6 @@ _TEXT_ONLY = ("max_length", "pooling", "normalize")
 
 def load_audio(spec: fmhub.ModelSpec, options, src, cfg: CheckpointConfig) -> fmhub.Loaded:
     """``fmhub_load`` for an audio encoder checkpoint (``src`` is the resolved source)."""
-    import transformers
 
     task = options.task or spec.task or detect_audio_task(cfg)
     if task not in AUDIO_TASKS:
@@ -35,21 +34,15 @@ def load_audio(spec: fmhub.ModelSpec, options, src, cfg: CheckpointConfig) -> fm
         )
     module, _ = load_module(src, options, cfg, task, AUDIO_TASKS[task])
     processor = _processor(module, src, options, task, cfg)
-    labels = None
-    if task == "classification":
-        labels = tuple(str(module.config.id2label[i]) for i in range(module.config.num_labels))
-    return fmhub.Loaded(
-        module=module.eval(),
+    return loaded(
+        module,
         task=task,
-        labels=labels,
         processor=processor,
-        placed=options.device_map is not None,
         modality="audio",
+        options=options,
+        src=src,
+        cfg=cfg,
         info={
-            "transformers": transformers.__version__,
-            "model_type": cfg.model_type,
-            "model_class": type(module).__name__,
-            "revision": src.revision,
             "modality": "audio",
             "sample_rate": processor.rate,
             "chunk_seconds": processor.chunk / processor.rate,

@@ -11,7 +11,7 @@ import torch
 import fmhub
 
 from ._config import CheckpointConfig, detect_task
-from ._load import _quiet, _Source, load_module
+from ._load import _quiet, _Source, load_module, loaded
 from ._stages_vision import VisionProcessor
 
 __all__ = ["IMAGE_TASKS", "load_vision"]
@@ -108,22 +108,16 @@ def load_vision(
         normalize=bool(options.normalize),
         top_k=options.top_k,
     )
-    labels = None
-    if task == "classification":
-        labels = tuple(str(module.config.id2label[i]) for i in range(module.config.num_labels))
-    return fmhub.Loaded(
-        module=module.eval(),
+    return loaded(
+        module,
         task=task,
-        labels=labels,
         processor=processor,
-        placed=options.device_map is not None,
         modality="image",
+        options=options,
+        src=src,
+        cfg=cfg,
         info={
-            "transformers": transformers.__version__,
-            "model_type": cfg.model_type,
-            "model_class": type(module).__name__,
             "image_processor": type(image_processor).__name__,
-            "revision": src.revision,
             **(
                 {"pooling": pooling, "normalize": processor.normalize}
                 if task == "embedding"

@@ -144,7 +144,7 @@ def load_clip(spec: fmhub.ModelSpec, options: Any, src: Any, cfg: Any) -> fmhub.
     """``fmhub_load`` of an image-text checkpoint (``AutoModel`` with both towers)."""
     import transformers
 
-    from ._load import _check_loading, _load_dtype, _quiet
+    from ._load import _quiet, load_module, loaded
     from ._stages import _model_limit
 
     task = options.task or spec.task or "zero-shot-classification"
@@ -164,22 +164,8 @@ def load_clip(spec: fmhub.ModelSpec, options: Any, src: Any, cfg: Any) -> fmhub.
             f"labels= is for zero-shot-classification; {src.where} was loaded for {task}."
         )
     src.fetch("preprocessor_config.json", required=True)
-    kwargs: dict[str, Any] = dict(
-        revision=src.revision,
-        trust_remote_code=options.trust_remote_code,
-        dtype=_load_dtype(options),
-        use_safetensors=options.use_safetensors,
-    )
+    module, _ = load_module(src, options, cfg, task, "AutoModel")
     local = {"local_files_only": True} if src.cache_only else {}
-    kwargs.update(local)
-    if options.device_map is not None:
-        kwargs["device_map"] = options.device_map
-    module, info = _quiet(
-        lambda: transformers.AutoModel.from_pretrained(
-            src.location, output_loading_info=True, **kwargs
-        )
-    )
-    _check_loading(info, task, src.where, module)
     for method in ("get_text_features", "get_image_features"):
         if not hasattr(module, method):
             raise fmhub.PluginError(
@@ -233,17 +219,15 @@ def load_clip(spec: fmhub.ModelSpec, options: Any, src: Any, cfg: Any) -> fmhub.
         for k, v in (("labels", options.labels), ("template", options.template))
         if v is not None
     }
-    return fmhub.Loaded(
-        module=module.eval(),
+    return loaded(
+        module,
         task=task,
         processor=processor,
-        placed=options.device_map is not None,
         modality="image-text",
+        options=options,
+        src=src,
+        cfg=cfg,
         info={
-            "transformers": transformers.__version__,
-            "model_type": cfg.model_type,
-            "model_class": type(module).__name__,
-            "revision": src.revision,
             "max_length": processor.max_length,
             "normalize": normalize,
             "probabilities": "sigmoid" if processor.sigmoid else "softmax",
