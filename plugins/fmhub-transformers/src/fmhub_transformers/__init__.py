@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 import fmhub
 from fmhub import hookimpl
@@ -34,8 +34,8 @@ from ._config import (
     IMAGE_TEXT_TASKS,
     TASKS,
     CheckpointConfig,
-    check_labels,
-    check_template,
+    Labels,
+    Template,
     detect_task,
     is_audio_config,
     is_image_processor,
@@ -89,12 +89,12 @@ class TransformersOptions(fmhub.LoadOptions):
     top_k: int = Field(
         5, ge=1, description="Labels kept in Classification.top_k / fill-mask candidates."
     )
-    labels: tuple[str, ...] | None = Field(
+    labels: Labels | None = Field(
         None,
         description="Zero-shot image classification (CLIP, SigLIP): the candidate labels of "
         "every call that names none.",
     )
-    template: str | None = Field(
+    template: Template | None = Field(
         None,
         description="Zero-shot image classification: the prompt a label goes into, '{}' "
         "marking it; None: 'This is a photo of {}.' (the transformers pipeline's).",
@@ -117,16 +117,6 @@ class TransformersOptions(fmhub.LoadOptions):
         2.0, ge=0, description="Audio models: audio each chunk sees on each side of its frames."
     )
     chunk_batch: int = Field(4, ge=1, description="Audio models: chunks run through at once.")
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return None if v is None else check_labels(v)
-
-    @field_validator("template")
-    @classmethod
-    def _template(cls, v: str | None) -> str | None:
-        return None if v is None else check_template(v)
 
 
 #: The tasks of image models (ViT, DINOv2, ConvNeXt...: ``_stages_vision``).

@@ -12,9 +12,9 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, field_validator
 
 import fmhub
 from fmhub.manifest import read_config as _read_config
@@ -22,6 +22,8 @@ from fmhub.manifest import read_config as _read_config
 __all__ = [
     "AUDIO_TASKS",
     "IMAGE_TEXT",
+    "Labels",
+    "Template",
     "TASKS",
     "CheckpointConfig",
     "check_labels",
@@ -285,6 +287,13 @@ def check_template(template: str) -> str:
             f"template {template!r} must hold the label once as '{{}}', e.g. 'a photo of {{}}.'"
         )
     return template
+
+
+#: Candidate labels of a zero-shot model as a load or call option, validated by
+#: :func:`check_labels`.
+Labels = Annotated[tuple[str, ...], AfterValidator(check_labels)]
+#: A zero-shot prompt template as a load or call option, validated by :func:`check_template`.
+Template = Annotated[str, AfterValidator(check_template)]
 
 
 #: Image model classes (``architectures``) that classify: an image classification checkpoint.

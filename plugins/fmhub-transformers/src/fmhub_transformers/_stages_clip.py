@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 
 import fmhub
 from fmhub.inputs import image_item
 from fmhub.results import top_k_classification
 
-from ._config import IMAGE_TEXT_TASKS, check_labels, check_template
+from ._config import IMAGE_TEXT_TASKS, Labels, Template
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -52,10 +52,10 @@ _CACHE_SIZE = 32
 class ZeroShotOptions(fmhub.CallOptions):
     """Per-call options of zero-shot image classification."""
 
-    labels: tuple[str, ...] | None = Field(
+    labels: Labels | None = Field(
         None, description="Candidate labels (class names); None: those given to fmhub.load."
     )
-    template: str | None = Field(
+    template: Template | None = Field(
         None,
         description=f"Prompt a label goes into, '{{}}' marking the label; None: the load "
         f"option, else {DEFAULT_TEMPLATE!r} (the transformers pipeline's).",
@@ -63,16 +63,6 @@ class ZeroShotOptions(fmhub.CallOptions):
     top_k: int | None = Field(
         None, ge=1, description="Labels kept in Classification.top_k; None: every label."
     )
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return None if v is None else check_labels(v)
-
-    @field_validator("template")
-    @classmethod
-    def _template(cls, v: str | None) -> str | None:
-        return None if v is None else check_template(v)
 
 
 @dataclass
