@@ -179,6 +179,12 @@ def _short(x: Any) -> str:
 
 def class_folder(path: Path) -> Rows:
     """A folder with one sub-folder per class: ``(file path, class name)`` rows."""
+    return Rows(class_pairs(path), str(path))
+
+
+def class_pairs(path: Path) -> list[tuple[str, str]]:
+    """The ``(file path, class name)`` pairs of a folder with one sub-folder per class, in sorted
+    order (hidden files and folders skipped); :class:`InputError` when there are none."""
     classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise InputError(f"{str(path)!r} has no class sub-folders (one folder per label).")
@@ -188,7 +194,7 @@ def class_folder(path: Path) -> Rows:
         pairs += [(str(f), c.name) for f in files]
     if not pairs:
         raise InputError(f"the class folders under {str(path)!r} hold no files.")
-    return Rows(pairs, str(path))
+    return pairs
 
 
 # -- retrieval: corpus, queries, qrels ----------------------------------------------------------

@@ -157,19 +157,6 @@ def _read_table(
     return [(r[tc], r[lc]) for r in rows]
 
 
-def _read_folder(path: Path) -> list[tuple[str, str]]:
-    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise InputError(f"{str(path)!r} has no class sub-folders (one folder per label).")
-    pairs = []
-    for c in classes:
-        files = sorted(f for f in c.rglob("*") if f.is_file() and not f.name.startswith("."))
-        pairs += [(str(f), c.name) for f in files]
-    if not pairs:
-        raise InputError(f"the class folders under {str(path)!r} hold no files.")
-    return pairs
-
-
 def as_examples(
     data: Any,
     labels: list[str] | None = None,
@@ -184,7 +171,9 @@ def as_examples(
     if isinstance(data, (str, Path)):
         path = Path(data)
         if path.is_dir():
-            data = _read_folder(path)
+            from ..evaluation.data import class_pairs
+
+            data = class_pairs(path)
         elif path.is_file():
             data = _read_table(path, text_column, label_column, encoding)
         else:
