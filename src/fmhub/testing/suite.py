@@ -398,18 +398,7 @@ def check_finetune(case: ConformanceCase, tmp_path: Path) -> None:
     torch.manual_seed(0)  # the seed fmhub.finetune attaches its head with: the same fresh head
     reference.attach_head(labels)
     before = predict(reference, case)
-    result = fmhub.finetune(
-        model,
-        train,
-        method="lora",
-        max_steps=3,
-        learning_rate=5e-2,
-        warmup_ratio=0.0,
-        batch_size=len(train),
-        seed=0,
-        progress=False,
-        output_dir=str(Path(tmp_path) / "run"),
-    )
+    result = _three_lora_steps(model, train, tmp_path)
     assert model.task == "classification" and model.labels == tuple(labels)
     assert isinstance(model.adapter, fmhub.Adapter) and model.adapter.method == "lora"
     check_labels_match_outputs(case, model)
@@ -432,6 +421,25 @@ def check_finetune(case: ConformanceCase, tmp_path: Path) -> None:
     assert_results_close(predict(again, case), after, max(case.atol, 1e-5))
 
 
+def _three_lora_steps(model: Any, train: list, tmp_path: Path) -> Any:
+    """Three LoRA steps over ``train`` in one batch, seeded, the adapter written under
+    ``tmp_path``: the fine-tuning every conformance check runs."""
+    import fmhub
+
+    return fmhub.finetune(
+        model,
+        train,
+        method="lora",
+        max_steps=3,
+        learning_rate=5e-2,
+        warmup_ratio=0.0,
+        batch_size=len(train),
+        seed=0,
+        progress=False,
+        output_dir=str(Path(tmp_path) / "run"),
+    )
+
+
 def check_finetune_generative(case: ConformanceCase, model: Any, tmp_path: Path) -> None:
     """A generative model: LoRA on (prompt, completion) pairs trains the adapted modules and lowers
     the loss of those completions (teacher-forced perplexity), and the adapter folder loads back
@@ -446,18 +454,7 @@ def check_finetune_generative(case: ConformanceCase, model: Any, tmp_path: Path)
     train = [(x, " the end.") for x in case.inputs if isinstance(x, str)] or None
     assert train, f"{case.model}: a generative case needs text prompts as inputs"
     before = fmhub.evaluate(model, train, metrics=["perplexity"]).metrics["perplexity"]
-    result = fmhub.finetune(
-        model,
-        train,
-        method="lora",
-        max_steps=3,
-        learning_rate=5e-2,
-        warmup_ratio=0.0,
-        batch_size=len(train),
-        seed=0,
-        progress=False,
-        output_dir=str(Path(tmp_path) / "run"),
-    )
+    result = _three_lora_steps(model, train, tmp_path)
     moved = [
         n
         for n, p in model.module.named_parameters()
