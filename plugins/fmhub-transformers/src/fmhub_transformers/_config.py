@@ -37,6 +37,7 @@ __all__ = [
     "read_config",
     "read_json",
     "read_pooling",
+    "sentence_modules",
 ]
 
 #: The tasks this plugin serves, and the transformers auto class that loads each.
@@ -224,6 +225,17 @@ def detect_audio_task(config: CheckpointConfig) -> str:
         if arch.endswith(("ForSequenceClassification", "ForAudioClassification")):
             return "classification"
     return "embedding"
+
+
+def sentence_modules(normalize: bool) -> list[dict[str, Any]]:
+    """The ``modules.json`` of a sentence-transformers folder fmhub writes: the Transformer, its
+    pooling (``1_Pooling``) and, for normalised embeddings, ``2_Normalize``."""
+    names = ["Transformer", "Pooling"] + (["Normalize"] if normalize else [])
+    paths = ["", "1_Pooling", "2_Normalize"]
+    return [
+        {"idx": i, "name": str(i), "path": paths[i], "type": f"sentence_transformers.models.{n}"}
+        for i, n in enumerate(names)
+    ]
 
 
 def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:

@@ -31,6 +31,7 @@ from ._config import (
     read_config,
     read_json,
     read_pooling,
+    sentence_modules,
 )
 from ._stages import TextProcessor
 
@@ -534,24 +535,7 @@ def save(model, path: str) -> None:
     if model.task != "embedding" or not isinstance(proc, TextProcessor):
         return  # sentence-transformers files describe text embedding models only
     dest = Path(path)
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-    ]
-    if proc.pooling.normalize:
-        modules.append(
-            {
-                "idx": 2,
-                "name": "2",
-                "path": "2_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            }
-        )
+    modules = sentence_modules(proc.pooling.normalize)
     (dest / "1_Pooling").mkdir(exist_ok=True)
     dim = int(getattr(module.config, "hidden_size", 0) or getattr(module.config, "dim", 0))
     (dest / "1_Pooling" / "config.json").write_text(

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from fmhub.testing import hf_hub_cache
 
+from ._config import _LEGACY_POOLING, sentence_modules
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
@@ -295,33 +297,9 @@ def write_sentence_transformers_files(
 ) -> None:
     """Write the sentence-transformers module files (legacy ``pooling_mode_*`` keys) into ``dest``."""
     modes = [pooling] if isinstance(pooling, str) else list(pooling)
-    legacy = {
-        "cls": "pooling_mode_cls_token",
-        "mean": "pooling_mode_mean_tokens",
-        "max": "pooling_mode_max_tokens",
-        "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
-        "weightedmean": "pooling_mode_weightedmean_tokens",
-        "lasttoken": "pooling_mode_lasttoken",
-    }
-    cfg = {"word_embedding_dimension": dim, **{key: mode in modes for mode, key in legacy.items()}}
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-    ]
-    if normalize:
-        modules.append(
-            {
-                "idx": 2,
-                "name": "2",
-                "path": "2_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            }
-        )
+    legacy = {key: mode in modes for key, mode in _LEGACY_POOLING.items()}
+    cfg = {"word_embedding_dimension": dim, **legacy}
+    modules = sentence_modules(normalize)
     (dest / "1_Pooling").mkdir(exist_ok=True)
     (dest / "1_Pooling" / "config.json").write_text(json.dumps(cfg, indent=2))
     (dest / "modules.json").write_text(json.dumps(modules, indent=2))
