@@ -29,6 +29,7 @@ from ._catalog import ROWS, Row
 from ._config import (
     AUDIO_TASKS,
     GENERATIVE,
+    IMAGE_CLASSIFIERS,
     IMAGE_MODEL_TYPES,
     IMAGE_TEXT,
     IMAGE_TEXT_TASKS,
@@ -276,7 +277,7 @@ def _image_config(data: dict) -> bool:
     archs = data.get("architectures")
     archs = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
     return data["model_type"] in IMAGE_MODEL_TYPES or any(
-        a.endswith(("ForImageClassification", "ForImageClassificationWithTeacher")) for a in archs
+        a.endswith(IMAGE_CLASSIFIERS) for a in archs
     )
 
 

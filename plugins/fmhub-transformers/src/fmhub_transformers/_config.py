@@ -21,6 +21,7 @@ from fmhub.manifest import read_config as _read_config
 
 __all__ = [
     "AUDIO_TASKS",
+    "IMAGE_CLASSIFIERS",
     "IMAGE_TEXT",
     "Labels",
     "Template",
@@ -256,7 +257,7 @@ def detect_task(config: CheckpointConfig, sentence_transformers: bool) -> str:
             return "text2text"
         if arch.endswith("ForSequenceClassification"):
             return "classification"
-        if arch.endswith(_IMAGE_CLASSIFIERS):
+        if arch.endswith(IMAGE_CLASSIFIERS):
             return "classification"
         if arch.endswith("ForTokenClassification"):
             return "token-classification"
@@ -309,7 +310,7 @@ Template = Annotated[str, AfterValidator(check_template)]
 
 
 #: Image model classes (``architectures``) that classify: an image classification checkpoint.
-_IMAGE_CLASSIFIERS = ("ForImageClassification", "ForImageClassificationWithTeacher")
+IMAGE_CLASSIFIERS = ("ForImageClassification", "ForImageClassificationWithTeacher")
 
 #: ``model_type`` values of image-only models (``AutoModel`` / ``AutoModelForImageClassification``
 #: with ``AutoImageProcessor``); their stages are in ``_stages_vision``.
@@ -372,7 +373,7 @@ def is_image_model(
 ) -> bool:
     """An image-only checkpoint: an image classifier class in ``architectures``, a known image
     ``model_type``, or an image processor beside no tokenizer."""
-    if any(a.endswith(_IMAGE_CLASSIFIERS) for a in config.architecture_names):
+    if any(a.endswith(IMAGE_CLASSIFIERS) for a in config.architecture_names):
         return True
     if config.model_type in IMAGE_MODEL_TYPES:
         return True
