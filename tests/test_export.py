@@ -256,8 +256,6 @@ def test_torchaudio_group_norm_front_end_is_refused(family_hub, tmp_path):
 
 def test_a_generative_model_is_refused(family_hub, tmp_path):
     tt = pytest.importorskip("fmhub_transformers.testing")
-    if not hasattr(tt, "build_tiny_generative"):
-        pytest.skip("generation is not in this fmhub")
     lm = fmhub.load(tt.build_tiny_generative(tmp_path / "gpt2", "gpt2"), device="cpu")
     with pytest.raises(fmhub.ExportError, match="not generation loops"):
         lm.export(tmp_path / "x")

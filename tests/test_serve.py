@@ -539,8 +539,6 @@ def test_metrics_are_prometheus_text(toy_server):
 @pytest.fixture(scope="module")
 def gpt2_folder(tmp_path_factory):
     tt = pytest.importorskip("fmhub_transformers.testing")
-    if not hasattr(tt, "build_tiny_generative"):
-        pytest.skip("generation is not in this fmhub")
     return tt.build_tiny_generative(tmp_path_factory.mktemp("gpt2") / "gpt2", "gpt2")
 
 

@@ -234,13 +234,10 @@ def fmhub_claim_path(path):
     except fmhub.FmhubError:
         task, arch, audio = None, None, False
     image = False
-    if not tokenizer:
-        if audio and extractor:
-            pass
-        elif not audio and (_has_image_processor(path) or _image_config(data)):
-            image = True
-        else:
+    if not tokenizer and not (audio and extractor):  # an image model's folder, or not ours
+        if audio or not (_has_image_processor(path) or _image_config(data)):
             return None  # neither a tokenizer nor a feature extractor / image processor we know
+        image = True
     if arch in IMAGE_TEXT:
         modality, tasks = "image-text", IMAGE_TEXT_TASKS
     elif audio or task == "transcription":
