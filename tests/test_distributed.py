@@ -1,6 +1,10 @@
 """Fine-tuning and batch prediction on 2 gloo processes (1 thread each) against 1 process: the
 ranks end with identical weights equal to the 1-process run on the same global batches; only rank 0
-writes; a dead rank or a NaN on one rank stops every rank; resume is exact."""
+writes; a dead rank or a NaN on one rank stops every rank; resume is exact.
+
+The API scenarios share one launch of ``ddp/worker.py`` on 2 processes started by hand (no torchrun
+watching them, so that a rank dying at the end is for rank 0 to detect); torchrun itself is what
+the CLI tests (``--nproc-per-node``) launch."""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,30 +34,6 @@ def env(**extra) -> dict[str, str]:
     e.pop("FMHUB_DISABLE_PLUGINS", None)
     e.update(extra)
     return e
-
-
-def torchrun(*args: str, plugins: str = "toy", timeout: float = 180) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "--max-restarts",
-        "0",
-        *args,
-    ]
-    proc = subprocess.run(
-        cmd,
-        env=env(FMHUB_LOAD_PLUGINS=plugins),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
 
 
 def weights(out: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
@@ -90,14 +69,64 @@ def tiny_bert(folder: Path) -> Path | None:
     return model_dir
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def toy_runs(tmp_path_factory):
-    """One torchrun launch of worker.py on 2 processes: the toy runs, then the tiny BERT's."""
+def ranks(tmp_path_factory):
+    """One launch of worker.py on 2 processes, each started by hand with RANK/WORLD_SIZE and no
+    torchrun watching: the toy runs, the tiny BERT's, then "die" (rank 1 exits mid-run; rank 0
+    must stop with DistributedError, not hang, within the bounded process-group timeout).
+    Gives the output folder, the BERT folder (None without fmhub-transformers and PEFT), and
+    each rank's Popen and (stdout, stderr)."""
     out = tmp_path_factory.mktemp("toy")
     bert = tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
-    extra = [str(bert)] if bert else []
-    torchrun(str(HERE / "worker.py"), "toy", str(out), *extra, plugins="toy,transformers")
-    return out, bert
+    scenarios = ["toy", "hf", "die"] if bert else ["toy", "die"]
+    port = free_port()
+    procs = []
+    for rank in (0, 1):
+        e = env(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            FMHUB_DIST_TIMEOUT="60",
+            FMHUB_LOAD_PLUGINS="toy,transformers",
+        )
+        args = [str(HERE / "worker.py"), ",".join(scenarios), str(out), *([str(bert)] * bool(bert))]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *args],
+                env=e,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:  # a hung rank must not outlive the tests (it would slow every test after it)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for scenario in scenarios[:-1]:  # every scenario before "die" finished on every rank
+        for rank in (0, 1):
+            if not (out / f"{scenario}.done.rank{rank}").is_file():
+                pytest.fail(f"{scenario} did not finish on rank {rank}:\n{outs[rank][1][-5000:]}")
+    return out, bert, procs, outs
+
+
+@pytest.fixture(scope="module")
+def toy_runs(ranks):
+    """The output folder of the 2-rank launch and the tiny BERT's folder (or None)."""
+    return ranks[0], ranks[1]
 
 
 def test_two_ranks_equal_one_process_and_each_other(toy_runs, toy_hub):
@@ -159,46 +188,15 @@ def test_nan_on_one_rank_stops_every_rank_before_the_update(toy_runs, toy_hub):
         assert "step 3" in msg and ("rank 1" in msg or "rank(s) [1]" in msg), msg
 
 
-def test_a_dead_rank_stops_the_others_with_an_error(tmp_path):
-    """Two processes started by hand (no torchrun watching them): rank 1 exits mid-run; rank 0
-    must fail with DistributedError, not hang, within the bounded process-group timeout."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in (0, 1):
-        e = env(
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE="2",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            FMHUB_DIST_TIMEOUT="30",
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(HERE / "worker.py"), "die", str(tmp_path)],
-                env=e,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    t0 = time.perf_counter()
-    try:
-        outs = [p.communicate(timeout=120) for p in procs]
-    finally:  # a hung rank must not outlive the test (it would slow every test after it)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    waited = time.perf_counter() - t0
-    assert procs[1].returncode == 17
+def test_a_dead_rank_stops_the_others_with_an_error(ranks):
+    """The launch's last scenario: rank 1 exits mid-run; rank 0 (no torchrun to stop it) must fail
+    with DistributedError, not hang, within the bounded process-group timeout."""
+    out, _, procs, outs = ranks
+    assert procs[1].returncode == 17, outs[1][1][-3000:]
     assert procs[0].returncode != 0, outs[0]
     assert "DistributedError" in outs[0][1], outs[0][1][-3000:]
-    text = (tmp_path / "died.rank0.txt").read_text()
+    text = (out / "died.rank0.txt").read_text()
+    waited = float((out / "died.rank0.seconds").read_text())
     print(f"rank 0 stopped after {waited:.1f} s: {text}")
     assert "rank 0 of 2 lost the other ranks" in text, text
     assert waited < 100

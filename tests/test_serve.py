@@ -1,5 +1,7 @@
 """``fmhub serve``: a real uvicorn server in a subprocess on 127.0.0.1, talked to with httpx and the
-``openai`` client. Responses must equal ``model(x)``; every limit and error is exercised."""
+``openai`` client. Responses must equal ``model(x)``; every limit and error is exercised. The
+server of every plugin family starts from a fresh interpreter; the toy servers are forked from a
+warm process that has imported torch and fmhub already (see ZYGOTE)."""
 
 from __future__ import annotations
 
@@ -51,35 +53,156 @@ SERVER = textwrap.dedent("""
 """)
 
 
+#: A warm process that has imported what every server imports (torch, FastAPI, uvicorn, fmhub)
+#: and forks one SERVER process per request (JSON lines on stdin: args, env, log; it answers with
+#: the pid). A forked server runs the same code through the real CLI in its own process, with its
+#: own environment, signals and sockets, without paying a fresh interpreter's imports (seconds of
+#: CPU each). It reaps its children and writes each exit status to LOG.rc (what ``wait`` reads).
+#: The server of every plugin family (``families_server``) is still a fresh ``python -c`` process.
+ZYGOTE = textwrap.dedent("""
+    import json, os, signal, sys
+    import fastapi, torch, uvicorn  # noqa: F401 - the imports every server pays, paid once
+    import fmhub.cli, fmhub.serve.app  # noqa: F401
+
+    SERVER, children = sys.argv[1], {}
+
+    def reap(*_):
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            rc = children.pop(pid)
+            with open(rc + ".tmp", "w") as f:
+                f.write(str(os.waitstatus_to_exitcode(status)))
+            os.replace(rc + ".tmp", rc)
+
+    signal.signal(signal.SIGCHLD, reap)
+    for line in sys.stdin:
+        req = json.loads(line)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        pid = os.fork()
+        if pid == 0:  # the server: stdio to its log, its own environment, then the real CLI
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.environ.clear()
+            os.environ.update(req["env"])
+            sys.argv = ["-c", *req["args"]]
+            exec(compile(SERVER, "<server>", "exec"), {"__name__": "__main__"})
+            sys.exit(0)  # SERVER exits itself; its SystemExit ends this process, not the loop
+        children[pid] = req["log"] + ".rc"
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        print(pid, flush=True)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for pid in children:  # stdin closed: no server outlives the tests
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+""")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+class Forked:
+    """A server the zygote forked: ``poll``, ``wait``, ``send_signal``, ``kill`` as a Popen's."""
+
+    def __init__(self, pid: int, log: Path):
+        self.pid, self.rc, self.returncode = pid, Path(f"{log}.rc"), None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.rc.is_file():
+            self.returncode = int(self.rc.read_text())
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"server {self.pid}", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # not reaped yet: the pid is still this server's
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Zygote:
+    """The ZYGOTE process of one test module; ``spawn(args, env, log)`` gives a :class:`Forked`."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE, SERVER],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def spawn(self, args: list[str], env: dict[str, str], log: Path) -> Forked:
+        self.proc.stdin.write(json.dumps({"args": args, "env": env, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        pid = self.proc.stdout.readline()
+        if not pid:
+            raise RuntimeError(f"the zygote exited with code {self.proc.wait()}")
+        return Forked(int(pid), log)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class Server:
-    """``fmhub serve ARGS`` in a subprocess; ``url``, ``client`` (httpx), ``metrics()``."""
+    """``fmhub serve ARGS`` in its own process, forked by ``zygote`` or else a fresh interpreter;
+    ``url``, ``client`` (httpx), ``metrics()``, ``close()`` (SIGTERM; gives the server's output)."""
 
     def __init__(
-        self, *args: str, env: dict[str, str | None] | None = None, ready_timeout: float = 120
+        self,
+        *args: str,
+        logs: Path,
+        zygote: Zygote | None = None,
+        env: dict[str, str | None] | None = None,
+        ready_timeout: float = 120,
     ):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # one intra-op thread on both sides: float sums in the same order, so "equal" is exact
         environ = {**os.environ, "FMHUB_LOAD_PLUGINS": "toy", "OMP_NUM_THREADS": "1", **(env or {})}
         environ = {k: v for k, v in environ.items() if v is not None}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER, *args, "--port", str(self.port)],
-            env=environ,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        self.log = logs / f"server-{self.port}.log"
+        argv = [*args, "--port", str(self.port)]
+        if zygote is not None:
+            self.proc = zygote.spawn(argv, environ, self.log)
+        else:
+            with self.log.open("w") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-c", SERVER, *argv],
+                    env=environ,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
         self.client = httpx.Client(base_url=self.url, timeout=60)
         deadline = time.monotonic() + ready_timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
+                self.client.close()
+                raise RuntimeError(f"server exited: {self.output()}")
             try:
                 ready = self.client.get("/ready")
                 if ready.status_code == 200:
@@ -93,6 +216,9 @@ class Server:
                 self.close()
                 raise RuntimeError("server not ready in time")
             time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.is_file() else ""
 
     def metrics(self) -> dict[str, float]:
         text = self.client.get("/metrics").text
@@ -112,7 +238,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        return self.proc.stdout.read()
+        return self.output()
 
 
 @pytest.fixture(autouse=True)
@@ -127,12 +253,25 @@ def _one_intra_op_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def zygote():
+    z = Zygote()
+    yield z
+    z.close()
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("server-logs")
+
+
 @pytest.fixture
-def server_factory():
+def server_factory(zygote, logs):
+    """Servers of one test, forked from the warm ``zygote``; all closed after the test."""
     made: list[Server] = []
 
     def make(*args: str, **kw) -> Server:
-        made.append(Server(*args, **kw))
+        made.append(Server(*args, logs=logs, zygote=zygote, **kw))
         return made[-1]
 
     yield make
@@ -162,13 +301,18 @@ def folders(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def families_server(folders):
+def families_server(folders, gpt2_folder, llama_folder, logs):
+    """One fresh ``python -c SERVER`` process (from a cold interpreter, as a user starts it) with a
+    model of every plugin family, the generative ones included."""
     s = Server(
         "toy:embed",
         "toy:classify",
         f"bert={folders['bert']}",
         f"vision={folders['timm']}",
         f"speech={folders['audio']}",
+        f"lm={gpt2_folder}",
+        f"chat={llama_folder}",
+        logs=logs,
         env={"FMHUB_LOAD_PLUGINS": None, "HF_HUB_OFFLINE": "1"},
     )
     yield s
@@ -176,9 +320,15 @@ def families_server(folders):
 
 
 @pytest.fixture(scope="module")
-def toy_server():
+def toy_server(zygote, logs):
     s = Server(
-        "toy:embed", "toy-classifier", "--max-wait-ms", "20", env={"FMHUB_TEST_DELAY_S": "0.02"}
+        "toy:embed",
+        "toy-classifier",
+        "--max-wait-ms",
+        "20",
+        logs=logs,
+        zygote=zygote,
+        env={"FMHUB_TEST_DELAY_S": "0.02"},
     )
     yield s
     s.close()
@@ -501,7 +651,7 @@ def test_sigterm_finishes_in_flight_requests(server_factory):
         r = slow.result()
     assert r.status_code == 200 and len(r.json()["results"][0]) == 8
     # uvicorn re-raises the signal once it has shut down cleanly, so the exit is "killed by TERM"
-    assert s.proc.wait(30) in (0, -signal.SIGTERM)
+    assert s.proc.wait(30) in (0, -signal.SIGTERM), s.output()
 
 
 def test_cli_refuses_bad_settings_and_names(capsys, toy_hub):
@@ -549,18 +699,6 @@ def llama_folder(gpt2_folder, tmp_path_factory):
     return build_tiny_generative(tmp_path_factory.mktemp("llama") / "llama", "llama")
 
 
-@pytest.fixture(scope="module")
-def lm_server(gpt2_folder, llama_folder):
-    s = Server(
-        f"lm={gpt2_folder}",
-        f"chat={llama_folder}",
-        "toy:embed",
-        env={"FMHUB_LOAD_PLUGINS": None, "HF_HUB_OFFLINE": "1"},
-    )
-    yield s
-    s.close()
-
-
 def _events(response) -> list:
     out = []
     for line in response.text.splitlines():
@@ -570,29 +708,31 @@ def _events(response) -> list:
     return out
 
 
-def test_completions_equal_the_model_and_stream_adds_up(lm_server, gpt2_folder):
+def test_completions_equal_the_model_and_stream_adds_up(families_server, gpt2_folder):
     lm = fmhub.load(gpt2_folder, device="cpu")
     expected = lm("The capital of France is", max_new_tokens=8)
     body = {"model": "lm", "prompt": "The capital of France is", "max_tokens": 8}
-    r = lm_server.client.post("/v1/completions", json=body)
+    r = families_server.client.post("/v1/completions", json=body)
     assert r.status_code == 200, r.text
     data = r.json()
     assert data["object"] == "text_completion" and data["choices"][0]["text"] == expected.text
     assert data["choices"][0]["finish_reason"] == expected.finish_reason
     assert data["usage"]["completion_tokens"] == expected.completion_tokens
-    streamed = lm_server.client.post("/v1/completions", json={**body, "stream": True})
+    streamed = families_server.client.post("/v1/completions", json={**body, "stream": True})
     assert streamed.headers["content-type"].startswith("text/event-stream")
     events = _events(streamed)
     assert events[-1] == "[DONE]"
     assert "".join(e["choices"][0]["text"] for e in events[:-1]) == expected.text
     assert events[-2]["choices"][0]["finish_reason"] == expected.finish_reason
-    many = lm_server.client.post("/v1/completions", json={**body, "prompt": ["Once", "In 1969,"]})
+    many = families_server.client.post(
+        "/v1/completions", json={**body, "prompt": ["Once", "In 1969,"]}
+    )
     assert [c["text"] for c in many.json()["choices"]] == [
         g.text for g in lm.predict(["Once", "In 1969,"], max_new_tokens=8)
     ]
 
 
-def test_chat_completions_with_the_openai_client(lm_server, llama_folder):
+def test_chat_completions_with_the_openai_client(families_server, llama_folder):
     openai = pytest.importorskip("openai")
     lm = fmhub.load(llama_folder, device="cpu")
     messages = [
@@ -600,7 +740,7 @@ def test_chat_completions_with_the_openai_client(lm_server, llama_folder):
         {"role": "user", "content": "Name a colour."},
     ]
     expected = lm(messages, max_new_tokens=6).text
-    client = openai.OpenAI(base_url=lm_server.url + "/v1", api_key="unused")
+    client = openai.OpenAI(base_url=families_server.url + "/v1", api_key="unused")
     reply = client.chat.completions.create(model="chat", messages=messages, max_tokens=6)
     assert reply.choices[0].message.content == expected
     assert reply.choices[0].message.role == "assistant"
@@ -615,7 +755,7 @@ def test_chat_completions_with_the_openai_client(lm_server, llama_folder):
         client.chat.completions.create(model="lm", messages=messages, max_tokens=6)
     with pytest.raises(openai.BadRequestError, match="text-generation"):
         client.completions.create(model="toy:embed", prompt="x")
-    bad = lm_server.client.post(
+    bad = families_server.client.post(
         "/v1/completions", json={"model": "lm", "prompt": "x", "max_tokens": 0, "stream": True}
     )
     assert bad.status_code == 422, bad.text

@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py on several processes (torchrun, or by hand with RANK/WORLD_SIZE):
-``python worker.py SCENARIO OUT [MODEL_DIR]``. Each rank writes what it holds to OUT."""
+``python worker.py SCENARIO[,SCENARIO...] OUT [MODEL_DIR]``: the scenarios in order, in one process
+group. Each rank writes what it holds to OUT, and ``SCENARIO.done.rankR`` after each scenario."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -135,19 +137,28 @@ def hf(out: Path, model_dir: str) -> None:
 
 
 def die(out: Path) -> None:
+    """Rank 1 exits (code 17) in step 4; the others write their error and how long they took to
+    see it (died.rankR.txt, died.rankR.seconds), then raise it. The last scenario of a launch."""
     model = fmhub.load("toy:embed")
+    started = time.monotonic()
     try:
         fmhub.finetune(model, Faulty(toy_data(256, 0), 3 * 8, "exit", rank=1), **TOY)
     except fmhub.DistributedError as exc:
+        (out / f"died.rank{RANK}.seconds").write_text(str(time.monotonic() - started))
         (out / f"died.rank{RANK}.txt").write_text(str(exc))
         raise
 
 
 if __name__ == "__main__":
-    scenario, out = sys.argv[1], Path(sys.argv[2])
-    if scenario == "toy":  # one launch for both families: starting processes is the slow part
-        toy(out)
-        if len(sys.argv) > 3:
+    scenarios, out = sys.argv[1].split(","), Path(sys.argv[2])
+    # one launch for every scenario: starting processes is the slow part
+    for scenario in scenarios:
+        if scenario == "toy":
+            toy(out)
+        elif scenario == "hf":
             hf(out, sys.argv[3])
-    elif scenario == "die":
-        die(out)
+        elif scenario == "die":
+            die(out)
+        else:
+            raise SystemExit(f"unknown scenario {scenario!r}")
+        (out / f"{scenario}.done.rank{RANK}").touch()
