@@ -57,6 +57,8 @@ def test_text_batches_are_grouped_by_token_count(folder):
 
 
 def test_grouped_fine_tuning_learns_as_well(folder):
+    """4 epochs at 1.5e-3 (was 6 at 1e-3): plain batches reach 0.97, grouped 0.98; a grouping
+    that kept one longest-first batch order every epoch drops to 0.89 and fails (checked)."""
     train, held = labelled(240, 1), labelled(80, 2)
     acc = {}
     for grouped in (None, False):
@@ -67,9 +69,9 @@ def test_grouped_fine_tuning_learns_as_well(folder):
                 model,
                 train,
                 method="full",
-                epochs=6,
+                epochs=4,
                 batch_size=8,
-                learning_rate=1e-3,
+                learning_rate=1.5e-3,
                 group_by_length=grouped,
                 seed=seed,
                 progress=False,

@@ -122,10 +122,15 @@ def test_save_load_round_trip(whisper, tmp_path):
     assert again((SHORT, 16000), language="en", max_new_tokens=8) == before
 
 
-def test_predict_on_the_command_line_prints_the_transcript(whisper, capsys):
+def test_predict_on_the_command_line_prints_the_transcript(capsys, tmp_path):
+    """A Whisper with a 24-position decoder: ``fmhub predict`` (no generation options) decodes
+    the default 20 tokens instead of the zoo model's 444, which a random model uses in full."""
+    from fmhub_transformers.testing import build_tiny_whisper
+
+    folder = str(build_tiny_whisper(tmp_path / "w24", sizes={"max_target_positions": 24}))
     path = str(DATA / "hello_22k.flac")
-    assert main(["predict", str(ROOT / "whisper-asr"), path]) == 0
+    assert main(["predict", folder, path]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["input"] == path and isinstance(row["result"]["text"], str)
-    assert row["result"]["text"] == whisper(path).text
-    assert isinstance(whisper(path), Transcription)
+    expected = fmhub.load(folder)(path)
+    assert isinstance(expected, Transcription) and row["result"]["text"] == expected.text
