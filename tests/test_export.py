@@ -218,11 +218,10 @@ def test_transformers_embedding_exports_with_pooling(bert):
     _close(np.stack(bert.ort_model.predict(texts)), expected)
 
 
-def test_transformers_classifier_with_lora_merged(family_hub, tmp_path):
-    tt = pytest.importorskip("fmhub_transformers.testing")
+def test_transformers_classifier_with_lora_merged(bert, tmp_path):
+    tt = bert.tt
     pytest.importorskip("peft")
-    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
-    model = fmhub.load(folder, device="cpu")
+    model = fmhub.load(bert.folder, device="cpu")  # a model of its own: fine-tuning changes it
     train = [(t, "long" if len(t) > 40 else "short") for t in tt.CORPUS]
     fmhub.finetune(model, train, method="lora", max_steps=3, batch_size=8, progress=False)
     assert model.adapter is not None and model.task == "classification"
