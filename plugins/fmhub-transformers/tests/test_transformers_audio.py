@@ -259,7 +259,7 @@ EXPORT_SIZES = {
         ("hubert", "transcription", None),
         ("wavlm", "classification", "tiny-org/wavlm-ks-export"),
     ],
-    ids=["hubert-ctc", "hf:tiny-org/wavlm-ks"],
+    ids=["hubert-ctc-local", "hf:tiny-org/wavlm-ks-export"],
 )
 def test_layer_norm_models_export_to_onnx(arch, task, repo, tmp_path):
     pytest.importorskip("onnxruntime")
