@@ -5,6 +5,8 @@ parity is checked at export time and a bad graph is refused."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -179,27 +181,47 @@ def family_hub():
     fmhub.set_hub(previous)
 
 
-def test_transformers_embedding_exports_with_pooling(family_hub, tmp_path):
+@pytest.fixture(scope="module")
+def bert(family_hub, tmp_path_factory):
+    """A tiny BERT embedder and its fused ONNX export, shared by the BERT tests below (the export
+    is their slow part; each test checks another side of the same folder). Exported the way
+    ``runtime="onnxruntime"`` does it on a model id: into fmhub's cache (``cached_export``, which
+    calls ``export``), a cache of this module's own."""
     tt = pytest.importorskip("fmhub_transformers.testing")
-    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
+    root = tmp_path_factory.mktemp("bert")
+    folder = tt.build_tiny_model(root / "bert", arch="bert", task="embedding")
     model = fmhub.load(folder, device="cpu")
-    out = model.export(tmp_path / "onnx")
+    cache = root / "fmhub-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FMHUB_CACHE", str(cache))
+        ort_model = fmhub.load(folder, device="cpu", runtime="onnxruntime")
+    out = Path(ort_model.runtime.file).parent
+    assert out.parent == cache / "onnx"
+    return SimpleNamespace(
+        tt=tt, folder=folder, model=model, ort_model=ort_model, out=out, cache=cache
+    )
+
+
+def test_transformers_embedding_exports_with_pooling(bert):
+    model, out = bert.model, bert.out
     parity = _manifest(out)["info"]["export"]["parity"]
     assert parity["min_cosine"] >= 0.9999 and parity["inputs"]["input_ids"][0] == 3
     onnx_model = fmhub.load(out)
-    texts = list(tt.CORPUS[:7])  # other batch sizes and lengths than export or parity
+    texts = list(bert.tt.CORPUS[:7])  # other batch sizes and lengths than export or parity
     got, expected = np.stack(onnx_model.predict(texts)), np.stack(model.predict(texts))
     cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert cos.min() >= 0.9999
     _close(got, expected)
     assert onnx_model(texts[0]).shape == model(texts[0]).shape
+    # the model loaded with runtime="onnxruntime" runs that same cached file
+    assert bert.ort_model.runtime.file == str(out / "model.onnx")
+    _close(np.stack(bert.ort_model.predict(texts)), expected)
 
 
-def test_transformers_classifier_with_lora_merged(family_hub, tmp_path):
-    tt = pytest.importorskip("fmhub_transformers.testing")
+def test_transformers_classifier_with_lora_merged(bert, tmp_path):
+    tt = bert.tt
     pytest.importorskip("peft")
-    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
-    model = fmhub.load(folder, device="cpu")
+    model = fmhub.load(bert.folder, device="cpu")  # a model of its own: fine-tuning changes it
     train = [(t, "long" if len(t) > 40 else "short") for t in tt.CORPUS]
     fmhub.finetune(model, train, method="lora", max_steps=3, batch_size=8, progress=False)
     assert model.adapter is not None and model.task == "classification"
@@ -211,18 +233,44 @@ def test_transformers_classifier_with_lora_merged(family_hub, tmp_path):
     _same_classes(onnx_model.predict(texts), model.predict(texts))
 
 
-def test_timm_classifier_and_embedding(family_hub, tmp_path):
+@pytest.fixture(scope="module")
+def timm_classifier(family_hub, tmp_path_factory):
+    """A random-weight timm classifier and its export, shared by the float and int8 tests."""
     pytest.importorskip("fmhub_timm")
+    model = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu")
+    return model, model.export(tmp_path_factory.mktemp("timm") / "onnx")
+
+
+def test_timm_classifier_and_embedding(timm_classifier, tmp_path):
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (64 + 10 * i, 80, 3), dtype=np.uint8) for i in range(5)]
     for task in ("classification", "embedding"):
-        model = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu", task=task)
-        onnx_model = fmhub.load(model.export(tmp_path / task))
+        if task == "classification":
+            model, out = timm_classifier
+            assert model.task == "classification"
+        else:
+            model = fmhub.load(
+                "timm:test_resnet.r160_in1k", pretrained=False, device="cpu", task=task
+            )
+            out = model.export(tmp_path / task)
+        onnx_model = fmhub.load(out)
         got, expected = onnx_model.predict(images), model.predict(images)
         if task == "classification":
             _same_classes(got, expected)
         else:
             _close(np.stack(got), np.stack(expected))
+
+
+def _short_front_end(ta, **options):
+    """``tiny_options`` with a one-layer convolutional front end of wav2vec2's geometry (a
+    400-sample frame every 320 samples, which its seven layers give) and one encoder layer. The
+    exporter reasons symbolically about every conv layer's output length over a dynamic time
+    axis, which made the seven-layer export the slowest of all; the export code (layer-norm
+    front end, lengths, encoder, heads) is the same for one conv layer and one block."""
+    opts = ta.tiny_options(**options)
+    opts["config"]["extractor_conv_layer_config"] = [[16, 400, 320]]
+    opts["config"]["encoder_num_layers"] = 1
+    return opts
 
 
 def test_torchaudio_transcription_and_embedding(family_hub, tmp_path):
@@ -231,10 +279,13 @@ def test_torchaudio_transcription_and_embedding(family_hub, tmp_path):
         (np.sin(np.arange(n) / (5 + n % 7)).astype(np.float32) * 0.3, 16000)
         for n in (4000, 9000, 6500, 12000)
     ]
-    asr = fmhub.load("torchaudio:models.wav2vec2_model", device="cpu", **ta.tiny_options(asr=True))
+    asr = fmhub.load(
+        "torchaudio:models.wav2vec2_model", device="cpu", **_short_front_end(ta, asr=True)
+    )
+    assert (asr.processor.stride, asr.processor.field) == (320, 400)
     onnx_asr = fmhub.load(asr.export(tmp_path / "asr"))
     assert [r.text for r in onnx_asr.predict(waves)] == [r.text for r in asr.predict(waves)]
-    emb = fmhub.load("torchaudio:models.wav2vec2_model", device="cpu", **ta.tiny_options())
+    emb = fmhub.load("torchaudio:models.wav2vec2_model", device="cpu", **_short_front_end(ta))
     out = emb.export(tmp_path / "emb")
     assert _manifest(out)["info"]["export"]["dynamic_axes"]["waveforms"] == {
         "0": "batch",
@@ -269,15 +320,12 @@ def _cos(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def test_bert_export_fuses_attention_for_onnxruntime(family_hub, tmp_path):
+def test_bert_export_fuses_attention_for_onnxruntime(bert, tmp_path):
     import collections
 
     import onnx
 
-    tt = pytest.importorskip("fmhub_transformers.testing")
-    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
-    model = fmhub.load(folder, device="cpu")
-    fused = model.export(tmp_path / "fused")
+    tt, model, fused = bert.tt, bert.model, bert.out
     plain = model.export(tmp_path / "plain", fuse=False)
     ops = {
         name: collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node)
@@ -293,11 +341,8 @@ def test_bert_export_fuses_attention_for_onnxruntime(family_hub, tmp_path):
         assert _cos(fmhub.load(out).predict(texts), expected).min() >= 0.9999
 
 
-def test_onnxruntime_int8_keeps_embeddings_and_leaves_sources_alone(family_hub, tmp_path):
-    tt = pytest.importorskip("fmhub_transformers.testing")
-    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
-    model = fmhub.load(folder, device="cpu")
-    out = model.export(tmp_path / "onnx")
+def test_onnxruntime_int8_keeps_embeddings_and_leaves_sources_alone(bert, tmp_path, monkeypatch):
+    tt, folder, model, out = bert.tt, bert.folder, bert.model, bert.out
     before = (out / "model.onnx").read_bytes()
     q = fmhub.load(out, quantize="int8")
     assert q.quantized == "int8" and q.info["quantized"] == "int8 (onnxruntime)"
@@ -308,8 +353,13 @@ def test_onnxruntime_int8_keeps_embeddings_and_leaves_sources_alone(family_hub, 
     cos = _cos(q.predict(texts), model.predict(texts))
     assert cos.min() >= 0.99
     assert cos.min() < 1.0 - 1e-7  # really quantized: not the float graph
-    # the same through runtime= on a model id: exported to the cache, then quantized once
+    # the same through runtime= on a model id: the export in the cache (made by the `bert`
+    # fixture through that same runtime= path), then quantized once
+    monkeypatch.setenv("FMHUB_CACHE", str(bert.cache))
     q2 = fmhub.load(folder, device="cpu", runtime="onnxruntime", quantize="int8")
+    assert q2.runtime.file.startswith(str(bert.cache / "onnx" / "int8"))
+    # quantize is not part of the export's cache key: the float export is reused, not redone
+    assert sorted(p.name for p in (bert.cache / "onnx").iterdir()) == sorted(["int8", out.name])
     assert _cos(q2.predict(texts), model.predict(texts)).min() >= 0.99
     with pytest.raises(fmhub.FmhubError, match="cannot be saved|not saved"):
         q2.save(tmp_path / "saved")
@@ -451,15 +501,12 @@ def test_int8_weights_use_the_reduced_range_without_vnni(tmp_path, monkeypatch):
     assert ranges[True] == 127 and ranges[False] <= 64  # 8-bit range with VNNI, 7-bit without
 
 
-def test_int8_quantizes_the_attention_projection(family_hub, tmp_path):
+def test_int8_quantizes_the_attention_projection(bert):
     import collections
 
     import onnx
 
-    tt = pytest.importorskip("fmhub_transformers.testing")
-    folder = tt.build_tiny_model(tmp_path / "bert", arch="bert", task="embedding")
-    model = fmhub.load(folder, device="cpu")
-    out = model.export(tmp_path / "onnx")
+    tt, model, out = bert.tt, bert.model, bert.out
     graph = onnx.load(str(out / "model.onnx")).graph
     fused = collections.Counter(n.op_type for n in graph.node)
     weights = {i.name for i in graph.initializer}
@@ -479,11 +526,10 @@ def test_bad_onnxruntime_quantize_combinations_are_clear_errors(toy_hub):
         fmhub.load("toy:embed", runtime="onnxruntime", quantize="int8-fast")
 
 
-def test_onnxruntime_int8_classifier_keeps_its_top1(family_hub, tmp_path):
-    pytest.importorskip("fmhub_timm")
+def test_onnxruntime_int8_classifier_keeps_its_top1(timm_classifier):
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (64 + 6 * i, 72, 3), dtype=np.uint8) for i in range(6)]
-    model = fmhub.load("timm:test_resnet.r160_in1k", pretrained=False, device="cpu")
-    q = fmhub.load(model.export(tmp_path / "onnx"), quantize="int8")  # random weights: one model
+    model, out = timm_classifier
+    q = fmhub.load(out, quantize="int8")  # random weights: one model
     assert q.quantized == "int8"
     assert [r.label for r in q.predict(images)] == [r.label for r in model.predict(images)]

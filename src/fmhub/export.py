@@ -557,8 +557,10 @@ def cached_export(model: Model, source: str | None = None) -> Path:
         {
             "spec": model.spec.model_dump(mode="json"),
             "adapter": adapter,
+            # quantize: runtime="onnxruntime" exports the float graph either way (int8 is ONNX
+            # Runtime's quantization of that export, cached apart), so one export serves both
             "options": model.options.model_dump(
-                mode="json", exclude={"device", "dtype", "runtime"}
+                mode="json", exclude={"device", "dtype", "runtime", "quantize"}
             ),
             "info": model.info,
             "versions": _versions(),
