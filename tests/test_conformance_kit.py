@@ -165,17 +165,24 @@ def test_the_generated_suite_fails_exactly_the_test_for_the_defect(pytester, def
     assert outcomes.get("passed", 0) >= 8, outcomes
 
 
-def test_imported_after_each_answers_as_one_fresh_interpreter_per_code():
-    """One interpreter runs the prefix, a forked child per code: each answer is what a fresh
-    interpreter running prefix + that code imports, never what an earlier code imported."""
+@pytest.mark.parametrize("fork", [True, False], ids=["forked-children", "no-fork"])
+def test_imported_after_each_answers_as_one_fresh_interpreter_per_code(fork, monkeypatch):
+    """One interpreter runs the prefix, a forked child per code (or, without os.fork, one
+    interpreter per code): each answer is what a fresh interpreter running prefix + that code
+    imports, never what an earlier code imported; a failing code fails alone, a failing prefix
+    raises."""
+    import os
+
     from fmhub.testing import imported_after_each
 
-    modules = ("wave", "colorsys", "fmhub", "torch")
+    if not fork:
+        monkeypatch.delattr(os, "fork")
+    modules = ("wave", "colorsys", "json", "torch")
     codes = ["import wave", "import colorsys", "raise ValueError('boom')", "pass"]
-    answers = imported_after_each("import fmhub", codes, modules)
-    assert answers[0] == ["wave", "fmhub"] and answers[1] == ["colorsys", "fmhub"]
+    answers = imported_after_each("import json", codes, modules)
+    assert answers[0] == ["wave", "json"] and answers[1] == ["colorsys", "json"]
     assert isinstance(answers[2], AssertionError) and "ValueError: boom" in str(answers[2])
-    assert answers[3] == ["fmhub"]
+    assert answers[3] == ["json"]
     with pytest.raises(AssertionError, match="probe failed in 'import no_such_module_x'"):
         imported_after_each("import no_such_module_x", ["pass"], modules)
 

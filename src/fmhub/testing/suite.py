@@ -137,6 +137,10 @@ def imported_after_each(
     one interpreter per code, without paying for ``prefix`` (``import fmhub`` and loading every
     plugin) again. Where ``os.fork`` is missing, one interpreter per code."""
     if not hasattr(os, "fork"):
+        try:  # a prefix that fails is raised, as below
+            imported_after(prefix, modules)
+        except AssertionError as exc:
+            raise AssertionError(f"probe failed in {prefix!r}:\n{exc}") from None
         answers: list[list[str] | AssertionError] = []
         for code in codes:
             try:
