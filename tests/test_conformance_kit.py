@@ -163,3 +163,59 @@ def test_the_generated_suite_fails_exactly_the_test_for_the_defect(pytester, def
     assert failed == expected, result.stdout.str()[-3000:]
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) >= 8, outcomes
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked-children", "no-fork"])
+def test_imported_after_each_answers_as_one_fresh_interpreter_per_code(fork, monkeypatch):
+    """One interpreter runs the prefix, a forked child per code (or, without os.fork, one
+    interpreter per code): each answer is what a fresh interpreter running prefix + that code
+    imports, never what an earlier code imported; a failing code fails alone, a failing prefix
+    raises."""
+    import os
+
+    from fmhub.testing import imported_after_each
+
+    if not fork:
+        monkeypatch.delattr(os, "fork")
+    modules = ("wave", "colorsys", "json", "torch")
+    codes = ["import wave", "import colorsys", "raise ValueError('boom')", "pass"]
+    answers = imported_after_each("import json", codes, modules)
+    assert answers[0] == ["wave", "json"] and answers[1] == ["colorsys", "json"]
+    assert isinstance(answers[2], AssertionError) and "ValueError: boom" in str(answers[2])
+    assert answers[3] == ["json"]
+    with pytest.raises(AssertionError, match="probe failed in 'import no_such_module_x'"):
+        imported_after_each("import no_such_module_x", ["pass"], modules)
+
+
+def test_the_registration_test_fails_the_case_that_imports_a_heavy_module(pytester):
+    """The registration probe, shared by the cases of a class, still answers per case: a case
+    whose heavy_modules are imported fails naming them, one whose model does not resolve fails
+    with the traceback, and the intact case passes."""
+    pytester.makepyfile(
+        test_kit=textwrap.dedent(f"""
+        from fmhub.testing import ConformanceCase, ConformanceSuite
+
+        POINTS = {POINTS!r}
+
+        class TestKit(ConformanceSuite):
+            cases = [
+                ConformanceCase(model="toy:embed", inputs=POINTS, id="intact"),
+                ConformanceCase(model="toy:embed", inputs=POINTS, id="heavy",
+                                heavy_modules=("torch", "fmhub")),
+                ConformanceCase(model="toy:no-such-model", inputs=POINTS, id="unknown"),
+            ]
+    """)
+    )
+    result = pytester.runpytest_inprocess(
+        "-q", "-p", "no:cacheprovider", "-k", "registration_imports"
+    )
+    result.assert_outcomes(passed=1, failed=2)
+    out = result.stdout.str()
+    assert "listing and resolving 'toy:embed' imported ['fmhub']" in out
+    assert "UnknownModelError" in out or "no-such-model" in out
+    failed = {
+        r.nodeid.split("[")[1].rstrip("]")
+        for r in result.reprec.getreports("pytest_runtest_logreport")
+        if r.failed
+    }
+    assert failed == {"heavy", "unknown"}

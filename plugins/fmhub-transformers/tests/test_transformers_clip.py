@@ -6,6 +6,7 @@ Tiny random-weight checkpoints built here, in local folders and in an offline hu
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -51,7 +52,10 @@ def image_text_zoo(tiny_zoo, offline_hub):
     yield
 
 
+@functools.cache
 def _pipe(arch: str):
+    """transformers' zero-shot pipeline on the tiny folder of ``arch``: the reference, built once
+    per architecture (it keeps no state between calls)."""
     import transformers
 
     return transformers.pipeline("zero-shot-image-classification", model=str(_path(arch)))
@@ -64,8 +68,17 @@ def _rgb(x):
 # -- fidelity ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("template", [None, "a blurry photo of a {}"])
+#: Every architecture with the default template (its own text tower and probabilities: softmax
+#: for CLIP and Chinese-CLIP, one sigmoid per label for SigLIP and SigLIP 2); a caller's template
+#: goes through the same ``template.format(label)`` for every architecture, so it is checked once
+#: per kind of probabilities (clip: softmax, siglip: sigmoid).
+ZERO_SHOT_CASES = [(None, arch) for arch in ARCHS] + [
+    ("a blurry photo of a {}", "clip"),
+    ("a blurry photo of a {}", "siglip"),
+]
+
+
+@pytest.mark.parametrize("template,arch", ZERO_SHOT_CASES)
 def test_zero_shot_equals_the_transformers_pipeline(arch, template):
     model = fmhub.load(f"hf:tiny-org/{arch}")
     assert model.task == "zero-shot-classification"

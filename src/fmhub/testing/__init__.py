@@ -42,6 +42,7 @@ __all__ = [
     "check_save_load",
     "hf_hub_cache",
     "imported_after",
+    "imported_after_each",
 ]
 
 
