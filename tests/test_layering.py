@@ -132,7 +132,16 @@ def imports(module: str) -> list[tuple[str, bool]]:
     return out
 
 
-EDGES = {m: imports(m) for m in MODULES}
+class _Edges(dict):
+    """``module -> imports(module)``, parsed on first use (not at collection, which every pytest
+    worker pays)."""
+
+    def __missing__(self, module: str) -> list[tuple[str, bool]]:
+        self[module] = imports(module)
+        return self[module]
+
+
+EDGES = _Edges()
 
 
 def test_every_module_is_in_a_layer():
