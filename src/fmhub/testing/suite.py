@@ -685,9 +685,7 @@ class ConformanceSuite:
     ) -> None:
         check_labels_match_outputs(fmhub_case, fmhub_model)
 
-    def test_device_and_dtype_moves(
-        self, fmhub_case: ConformanceCase, fmhub_model: Model
-    ) -> None:
+    def test_device_and_dtype_moves(self, fmhub_case: ConformanceCase, fmhub_model: Model) -> None:
         import torch
 
         import fmhub
