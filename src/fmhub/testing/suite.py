@@ -71,22 +71,27 @@ class ConformanceCase:
             raise ValueError("a ConformanceCase needs at least two example inputs")
 
 
-def imported_after(code: str, modules: tuple[str, ...]) -> list[str]:
-    """Run ``code`` in a fresh interpreter; return which of ``modules`` it imported."""
-    probe = (
-        f"{code}\nimport sys, json\n"
-        f"print(json.dumps([m for m in {list(modules)!r} if m in sys.modules]))"
-    )
+def _probe(source: str) -> Any:
+    """Run ``source`` in a fresh interpreter; the JSON of its last line of output."""
     out = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-c", source],
         capture_output=True,
         text=True,
         env=dict(os.environ),
         timeout=300,
     )
-    if out.returncode != 0:
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
         raise AssertionError(f"probe failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
+
+
+def imported_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Run ``code`` in a fresh interpreter; return which of ``modules`` it imported."""
+    return _probe(
+        f"{code}\nimport sys, json\n"
+        f"print(json.dumps([m for m in {list(modules)!r} if m in sys.modules]))"
+    )
 
 
 #: What the child of :func:`imported_after_each` runs, after the shared ``prefix``.
@@ -148,18 +153,7 @@ def imported_after_each(
             except AssertionError as exc:
                 answers.append(exc)
         return answers
-    probe = _PROBE_EACH.format(prefix=prefix, codes=list(codes), modules=list(modules))
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=300,
-    )
-    lines = out.stdout.strip().splitlines()
-    if out.returncode != 0 or not lines:
-        raise AssertionError(f"probe failed:\n{out.stderr[-3000:]}")
-    answer = json.loads(lines[-1])
+    answer = _probe(_PROBE_EACH.format(prefix=prefix, codes=list(codes), modules=list(modules)))
     if "error" in answer:
         raise AssertionError(f"probe failed in {prefix!r}:\n{answer['error'][-3000:]}")
     return [
