@@ -146,10 +146,35 @@ def interleave(sides: dict, batch, repeats: int) -> dict[str, list[float]]:
     return times
 
 
+def compare(sides: dict, native: str, audio, args, key: str) -> None:
+    """For each batch size: both sides' transcripts must agree, then best / median RTF and the
+    fmhub speed-up (best, median, and the median of per-round ratios: each round times both sides
+    back to back, the figure least moved by load that drifts during the run); a SUMMARY line."""
+    from summary import summary
+
+    print(f"{'batch':>5}  {'side':<10} {'best RTF':>9} {'median RTF':>11}  {'fmhub speed':>12}")
+    for bs in args.batches:
+        batch = audio[:bs]
+        texts = {name: side(batch) for name, side in sides.items()}  # warm-up, and same output
+        assert texts["fmhub"] == texts[native], f"fmhub and {native} transcripts differ"
+        times = interleave(sides, batch, args.repeats)
+        best = {n: min(t) for n, t in times.items()}
+        median = {n: statistics.median(t) for n, t in times.items()}
+        paired = statistics.median(d / f for d, f in zip(times[native], times["fmhub"]))
+        for name in sides:
+            ratio = ""
+            if name == "fmhub":
+                ratio = (
+                    f"{best[native] / best['fmhub']:.3f}x best, "
+                    f"{median[native] / median['fmhub']:.3f}x median, {paired:.3f}x paired"
+                )
+            print(f"{bs:>5}  {name:<10} {best[name]:>9.4f} {median[name]:>11.4f}  {ratio}")
+        summary(key.format(bs=bs), median["fmhub"], median[native], "s_per_audio_s")
+
+
 def run_hf(args, folder: Path) -> None:
     """fmhub vs transformers' ASR pipeline on one base-size random-weight wav2vec 2.0 CTC model."""
     import transformers
-    from summary import summary
 
     import fmhub
     from fmhub_transformers.testing import build_tiny_audio
@@ -178,29 +203,7 @@ def run_hf(args, folder: Path) -> None:
         f"transformers.pipeline('automatic-speech-recognition'), {SECONDS:.0f} s clips, "
         f"{args.repeats} interleaved rounds"
     )
-    print(f"{'batch':>5}  {'side':<10} {'best RTF':>9} {'median RTF':>11}  {'fmhub speed':>12}")
-    for bs in args.batches:
-        batch = audio[:bs]
-        texts = {name: side(batch) for name, side in sides.items()}  # warm-up, and same output
-        assert texts["fmhub"] == texts["pipeline"], "fmhub and pipeline transcripts differ"
-        times = interleave(sides, batch, args.repeats)
-        best = {n: min(t) for n, t in times.items()}
-        median = {n: statistics.median(t) for n, t in times.items()}
-        paired = statistics.median(d / f for d, f in zip(times["pipeline"], times["fmhub"]))
-        for name in sides:
-            ratio = ""
-            if name == "fmhub":
-                ratio = (
-                    f"{best['pipeline'] / best['fmhub']:.3f}x best, "
-                    f"{median['pipeline'] / median['fmhub']:.3f}x median, {paired:.3f}x paired"
-                )
-            print(f"{bs:>5}  {name:<10} {best[name]:>9.4f} {median[name]:>11.4f}  {ratio}")
-        summary(
-            f"speech_hf_ctc_rtf_batch{bs}_vs_pipeline",
-            median["fmhub"],
-            median["pipeline"],
-            "s_per_audio_s",
-        )
+    compare(sides, "pipeline", audio, args, "speech_hf_ctc_rtf_batch{bs}_vs_pipeline")
 
 
 def run(args) -> None:
@@ -213,39 +216,7 @@ def run(args) -> None:
         f"{BUNDLE} (95M params, random weights), {SECONDS:.0f} s clips at {RATE} Hz, "
         f"torch threads={torch.get_num_threads()}, {args.repeats} interleaved rounds"
     )
-    print(f"{'batch':>5}  {'side':<10} {'best RTF':>9} {'median RTF':>11}  {'fmhub speed':>12}")
-    for bs in args.batches:
-        batch = audio[:bs]
-        texts = {name: run(batch) for name, run in sides.items()}  # warm-up, and same output
-        assert texts["fmhub"] == texts["torchaudio"], "fmhub and torchaudio transcripts differ"
-        times: dict[str, list[float]] = {name: [] for name in sides}
-        for r in range(args.repeats):
-            for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
-                start = time.perf_counter()
-                sides[name](batch)
-                times[name].append((time.perf_counter() - start) / (bs * SECONDS))
-        best = {n: min(t) for n, t in times.items()}
-        median = {n: statistics.median(t) for n, t in times.items()}
-        # each round times both sides back to back: the median of the per-round ratios is the
-        # figure least moved by load that drifts during the run
-        paired = statistics.median(d / f for d, f in zip(times["torchaudio"], times["fmhub"]))
-        for name in sides:
-            ratio = ""
-            if name == "fmhub":
-                ratio = (
-                    f"{best['torchaudio'] / best['fmhub']:.3f}x best, "
-                    f"{median['torchaudio'] / median['fmhub']:.3f}x median, "
-                    f"{paired:.3f}x paired"
-                )
-            print(f"{bs:>5}  {name:<10} {best[name]:>9.4f} {median[name]:>11.4f}  {ratio}")
-        from summary import summary
-
-        summary(
-            f"speech_rtf_batch{bs}_vs_torchaudio",
-            median["fmhub"],
-            median["torchaudio"],
-            "s_per_audio_s",
-        )
+    compare(sides, "torchaudio", audio, args, "speech_rtf_batch{bs}_vs_torchaudio")
 
 
 if __name__ == "__main__":
