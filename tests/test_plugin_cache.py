@@ -449,6 +449,23 @@ def test_a_broken_plugin_warns_every_time_and_is_never_snapshotted(install_plugi
     assert snapshots() == before
 
 
+def test_bytecode_written_during_the_run_does_not_make_the_snapshot_stale(install_plugin, tmp_path):
+    """Python writes ``__pycache__`` into the plugin's folder (a ``sys.path`` entry here) the first
+    time it imports the plugin: that run still writes the snapshot, and the next run reads it."""
+    site, _ = install_plugin("slow", SLOW, dist="fmhub-slow")
+    age(site)
+    marker = tmp_path / "marker"
+    before = set(snapshots())
+    proc, modules = cli(site, marker, "list", PYTHONDONTWRITEBYTECODE="")  # "" is unset
+    assert proc.returncode == 0 and "pydantic" in modules and marker.exists()
+    assert (site / "__pycache__").is_dir(), "the run wrote bytecode"
+    assert set(snapshots()) - before, "and a snapshot"
+    marker.unlink()
+    proc, modules = cli(site, marker, "list", PYTHONDONTWRITEBYTECODE="")
+    assert proc.returncode == 0 and "slow:one" in proc.stdout
+    assert "pydantic" not in modules and not marker.exists(), "printed from the snapshot"
+
+
 def test_a_corrupt_snapshot_is_ignored_and_rewritten(install_plugin, tmp_path):
     site, _ = install_plugin("slow", SLOW, dist="fmhub-slow")
     age(site)

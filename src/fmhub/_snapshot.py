@@ -7,11 +7,13 @@ of :mod:`fmhub._plugincache`): every registered model as ``list --json`` prints 
 and alias resolves to (``info``) and every plugin's record (``plugins``). The file name hashes what
 selects the set of plugins: fmhub's version, the interpreter, ``sys.path`` (and the working folder
 when an entry is relative) and ``FMHUB_LOAD_PLUGINS`` / ``FMHUB_DISABLE_PLUGINS``. The snapshot is
-used only while what it recorded is unchanged (size and modification time):
+used only while what it recorded is unchanged (a file's size and modification time, a folder's
+names other than ``__pycache__``: Python writing bytecode into a folder changes its modification
+time, not what it holds):
 
-* the distributions in every ``sys.path`` folder: the folder's modification time (it changes when
-  an entry is added or removed, the rule ``importlib.metadata`` itself caches by), else its
-  ``.dist-info`` / ``.egg-info`` entries with theirs (so a file written next to them, as
+* the distributions in every ``sys.path`` folder: the names in the folder (an entry added or
+  removed), else its ``.dist-info`` / ``.egg-info`` entries with their modification times (so a
+  file written next to them, as
   ``python -m fmhub list > out.txt`` does in the working folder, does not count): installing,
   upgrading or removing a distribution adds, replaces or removes one;
 * the ``.dist-info`` folder, ``METADATA`` and ``entry_points.txt`` of every distribution with an
@@ -19,7 +21,7 @@ used only while what it recorded is unchanged (size and modification time):
 * every ``.py`` file and folder of each plugin's top-level package (an editable install's edits);
 * every ``.py`` file and folder of fmhub itself.
 
-Nothing modified within :data:`RACY_NS` of the run's start is trusted (the run may have read it
+No file modified within :data:`RACY_NS` of the run's start is trusted (the run may have read it
 before the change), and the ``sys.path`` folders must be as the run found them at its start: else no
 snapshot is written. Anything else (another option, a name that is no
 registered id or alias, a stale or unreadable file) falls through to the full command, which
@@ -32,6 +34,7 @@ import json
 import os
 import sys
 import time
+from stat import S_ISDIR
 
 #: When this process started working (this module is imported by ``fmhub.cli``).
 _START_NS = time.time_ns()
@@ -98,22 +101,33 @@ def _path(key: list[Any]) -> str:
 
 
 def _stat(path: str) -> str:
-    """``size:mtime_ns`` of a file, ``mtime_ns`` of a folder, ``-`` when missing."""
+    """``size:mtime_ns`` of a file; of a folder, a checksum of the names in it bar ``__pycache__``
+    (not its modification time, which changes when Python first writes bytecode there); ``-`` when
+    missing."""
     try:
         st = os.stat(path)
     except (OSError, ValueError):
         return "-"
-    if os.path.isdir(path):
-        return str(st.st_mtime_ns)
+    if S_ISDIR(st.st_mode):
+        try:
+            names = sorted(n for n in os.listdir(path) if n != "__pycache__")
+        except OSError:
+            return "-"
+        import zlib
+
+        return f"d{zlib.crc32(chr(0).join(names).encode('utf-8', 'surrogateescape')):08x}"
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def _racy(path: str) -> bool:
-    """Whether ``path`` changed so recently that this run may have read it before the change."""
+def _racy(path: str, folders: bool = False) -> bool:
+    """Whether ``path`` changed so recently that this run may have read it before the change. A
+    folder counts only with ``folders``: a watched folder's signature is its names, exact whatever
+    the clock (a file added to it is new, and racy itself)."""
     try:
-        return os.stat(path).st_mtime_ns >= _START_NS - RACY_NS
+        st = os.stat(path)
     except (OSError, ValueError):
         return False
+    return (folders or not S_ISDIR(st.st_mode)) and st.st_mtime_ns >= _START_NS - RACY_NS
 
 
 def _tree(root: str) -> list[str]:
@@ -252,7 +266,7 @@ def write_snapshot(hub: Hub) -> None:
     if _folders_at_start != [[f, sig] for f, sig, _ in folders]:
         return  # a distribution installed or removed while this run went on (or no start seen)
     for folder, _, listing in folders:  # ... or just before
-        if any(_racy(os.path.join(folder, name)) for name, _ in listing or ()):
+        if any(_racy(os.path.join(folder, name), folders=True) for name, _ in listing or ()):
             return
     specs = [s.model_dump(mode="json", exclude_none=True) for s in hub.list_models()]
     resolved: dict[str, Any] = {}
