@@ -92,6 +92,22 @@ def test_conv_bn_nets_are_optimized_and_convnext_mlps_fused(images):
     assert names == set(fmhub.load(CONVNEXT, device="cpu").module.state_dict())
 
 
+def test_a_batch_runs_through_the_graph_in_slices(images, monkeypatch):
+    assert _fast.slice_rows(torch.empty(32, 3, 224, 224)) == 4  # the default: 4 ImageNet images
+    assert _fast.slice_rows(torch.empty(2, 3, 1024, 1024)) == 1
+    fast, plain = _pair(CONVNEXT)
+    batch = fast.preprocess(images)
+    fast.forward(batch)  # builds the graph
+    runner = _runner(fast)
+    graph, sizes = runner.graph, []
+    runner.graph = lambda x: (sizes.append(x.shape[0]), graph(x))[1]
+    x = batch["pixel_values"]
+    monkeypatch.setattr(_fast, "SLICE_PIXELS", 2 * x.shape[-1] * x.shape[-2])
+    ours = fast.forward(batch)
+    assert len(x) > 2 and sizes == [2] * (len(x) // 2) + [1] * (len(x) % 2)
+    torch.testing.assert_close(ours, plain.forward(batch), rtol=1e-4, atol=1e-5)
+
+
 def test_rebuilt_when_weights_change(images):
     fast, plain = _pair(RESNET)
     batch = fast.preprocess(images[:2])
