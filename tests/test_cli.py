@@ -416,6 +416,90 @@ def test_a_closed_pipe_ends_the_command_quietly(install_plugin, argv):
     assert err == "" and code == 141
 
 
+#: A generative plugin without a library: replies "turnN: <the last message's words>" (N: the
+#: number of messages it got, so the history shows), one word a streamed piece, at most
+#: max_new_tokens words. The real chat loop in a fresh process costs torch's import, no more.
+ECHO = """
+import fmhub
+from fmhub import hookimpl
+from fmhub.results import Generation
+
+
+@hookimpl
+def fmhub_register_namespaces(register):
+    register(fmhub.Namespace(name="echo", distribution="fmhub-echo"))
+
+
+@hookimpl
+def fmhub_register_models(register):
+    register(fmhub.ModelSpec(id="echo:chat", task="text-generation"))
+
+
+@hookimpl
+def fmhub_load(spec, options):
+    import torch
+
+    return fmhub.Loaded(module=torch.nn.Identity(), task="text-generation")
+
+
+@hookimpl
+def fmhub_preprocess(model, inputs, options):
+    import torch
+
+    return {
+        "turns": torch.tensor([len(messages) for messages in inputs]),
+        "last": [messages[-1]["content"] for messages in inputs],
+    }
+
+
+@hookimpl
+def fmhub_forward(model, batch, options, stream):
+    out = []
+    for i, (turns, last) in enumerate(zip(batch["turns"].tolist(), batch["last"])):
+        words = [f"turn{turns}:", *last.split()]
+        words = words[: options.max_new_tokens]
+        for k, word in enumerate(words):
+            if stream is not None:
+                stream(i, (" " if k else "") + word)
+        out.append(words)
+    return {"turns": model.module(batch["turns"]), "words": out}
+
+
+@hookimpl
+def fmhub_postprocess(model, outputs, batch, options):
+    return [
+        Generation(" ".join(w), "length", len(last.split()), len(w))
+        for w, last in zip(outputs["words"], batch["last"])
+    ]
+"""
+
+
+def test_chat_as_a_subprocess_with_stdin_piped(install_plugin):
+    """``printf 'Hello\\nBye\\n' | fmhub chat MODEL``: one streamed reply a line, the history
+    kept, the end of input ends the chat (exit 0). The real stdin pipe of a fresh process, with a
+    library-free generative plugin; the Transformers chat models' conversation is
+    fmhub-transformers' test_transformers_generate_cli (in process)."""
+    site, _ = install_plugin("echo", ECHO, dist="fmhub-echo")
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "FMHUB_LOAD_PLUGINS": "echo",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "fmhub", "chat", "echo:chat", "-o", "max_new_tokens=4"],
+        input="Hello there\n\nBye now, said the man\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # the blank line skipped; turn 3 = user, assistant, user: the reply came back into the history
+    assert proc.stdout == "turn1: Hello there\nturn3: Bye now, said\n"
+    assert "Ctrl-D" not in proc.stderr  # not a terminal: no prompt
+
+
 def test_known_warnings_are_hidden_only_inside_the_block_and_nest(monkeypatch):
     import logging
     import threading

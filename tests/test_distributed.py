@@ -2,9 +2,11 @@
 ranks end with identical weights equal to the 1-process run on the same global batches; only rank 0
 writes; a dead rank or a NaN on one rank stops every rank; resume is exact.
 
-The API scenarios share one launch of ``ddp/worker.py`` on 2 processes started by hand (no torchrun
-watching them, so that a rank dying at the end is for rank 0 to detect); torchrun itself is what
-the CLI tests (``--nproc-per-node``) launch."""
+The API scenarios and ``fmhub finetune`` on each rank share one launch of ``ddp/worker.py`` on 2
+processes started by hand (no torchrun watching them, so that a rank dying at the end is for rank 0
+to detect; starting processes is the slow part); torchrun itself is what ``fmhub predict
+--nproc-per-node`` launches for real, and what ``fmhub finetune --nproc-per-node`` hands torchrun
+is checked in process."""
 
 from __future__ import annotations
 
@@ -80,13 +82,17 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """One launch of worker.py on 2 processes, each started by hand with RANK/WORLD_SIZE and no
-    torchrun watching: the toy runs, the tiny BERT's, then "die" (rank 1 exits mid-run; rank 0
+    torchrun watching: the toy runs, the tiny BERT's, ``fmhub finetune`` through the CLI, then
+    "die" (rank 1 exits mid-run; rank 0
     must stop with DistributedError, not hang, within the bounded process-group timeout).
     Gives the output folder, the BERT folder (None without fmhub-transformers and PEFT), and
     each rank's Popen and (stdout, stderr)."""
     out = tmp_path_factory.mktemp("toy")
     bert = tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
-    scenarios = ["toy", "hf", "die"] if bert else ["toy", "die"]
+    scenarios = ["toy", "hf", "cli", "die"] if bert else ["toy", "cli", "die"]
+    (out / "train.jsonl").write_text(  # the data of the "cli" scenario
+        "".join(json.dumps({"text": x, "label": y}) + "\n" for x, y in worker.toy_data(256, 0))
+    )
     port = free_port()
     procs = []
     for rank in (0, 1):
@@ -133,7 +139,13 @@ def test_two_ranks_equal_one_process_and_each_other(toy_runs, toy_hub):
     toy_run = toy_runs[0]
     a0, a1 = weights(toy_run, "a", 0), weights(toy_run, "a", 1)
     assert_close(a0, a1, 0.0)  # bit-identical on every rank
-    single = one_process(worker.toy_data(256, 0))
+    from fmhub.finetuning.adapter import trainable_state
+    from fmhub.finetuning.data import as_examples
+    from fmhub.finetuning.loop import evaluate
+
+    model = fmhub.load("toy:embed")  # the 1-process run: its weights, loss and evaluation
+    res = fmhub.finetune(model, worker.toy_data(256, 0), **worker.TOY)
+    single = trainable_state(model.module)
     assert_close(a0, single, 1e-5)
     assert any(
         not torch.equal(single[k], one_process(worker.toy_data(256, 0), epochs=1)[k])
@@ -143,11 +155,6 @@ def test_two_ranks_equal_one_process_and_each_other(toy_runs, toy_hub):
     h0 = json.loads((toy_run / "a.rank0.json").read_text())
     h1 = json.loads((toy_run / "a.rank1.json").read_text())
     assert h0 == h1 and h0["history"][-1]["step"] == h0["steps"] == 32
-    from fmhub.finetuning.data import as_examples
-    from fmhub.finetuning.loop import evaluate
-
-    model = fmhub.load("toy:embed")
-    res = fmhub.finetune(model, worker.toy_data(256, 0), **worker.TOY)
     assert abs(h0["train_loss"] - res.train_loss) < 1e-5  # the mean over every rank's batches
     ev = evaluate(model, as_examples(worker.toy_data(64, 1), ["neg", "pos"]), batch_size=16)
     for key in ("accuracy", "macro_f1"):
@@ -242,40 +249,41 @@ def fmhub_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_nproc_per_node_gives_the_torchrun_adapter(tmp_path, toy_hub):
-    """``fmhub finetune --nproc-per-node 2`` (real torchrun) gives what one process gives. BitFit,
-    so the ranks do not import PEFT (seconds each); LoRA over two ranks is the API tests' case."""
-    train = tmp_path / "train.jsonl"
-    train.write_text(
-        "".join(json.dumps({"text": x, "label": y}) + "\n" for x, y in worker.toy_data(256, 0))
-    )
-    cfg = [
-        f"-c{k}={json.dumps(v)}" for k, v in worker.TOY.items() if k not in ("method", "progress")
-    ]
-    proc = fmhub_cli(
-        "finetune",
-        "toy:embed",
-        "--train",
-        str(train),
-        "--output",
-        str(tmp_path / "o"),
-        "--nproc-per-node",
-        "2",
-        "--method",
-        "bitfit",
-        "-q",
-        *cfg,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{") :])  # printed once, by rank 0
-    assert proc.stdout.count('"steps"') == 1 and summary["steps"] == 32
+def test_cli_finetune_on_two_ranks_equals_one_process_and_nproc_per_node_starts_torchrun(
+    ranks, toy_hub, monkeypatch
+):
+    """``fmhub finetune`` on each of the 2 ranks (the command torchrun runs for
+    ``--nproc-per-node 2``) gives what one process gives: only rank 0 saves and prints the summary.
+    BitFit, so no PEFT (LoRA over two ranks is the API tests' case). ``--nproc-per-node 2`` hands
+    torchrun's own parser that command; the real torchrun launch is the prediction test's."""
+    out = ranks[0]
+    assert [(out / f"cli.rank{r}.rc").read_text() for r in (0, 1)] == ["0", "0"]
+    printed = (out / "cli.rank0.stdout").read_text()
+    summary = json.loads(printed[printed.index("{") :])  # printed once, by rank 0
+    assert printed.count('"steps"') == 1 and summary["steps"] == 32
+    assert (out / "cli.rank1.stdout").read_text() == ""
+    assert sorted(p.name for p in (out / "cli").iterdir()) == ["adapter"]
     from fmhub.finetuning.adapter import trainable_state
 
-    cli = trainable_state(fmhub.load(str(tmp_path / "o" / "adapter")).module)
+    cli = trainable_state(fmhub.load(str(out / "cli" / "adapter")).module)
     single = one_process(worker.toy_data(256, 0), method="bitfit")
     assert_close(cli, single, 1e-5)
     shorter = one_process(worker.toy_data(256, 0), method="bitfit", epochs=1)
     assert any(not torch.equal(single[k], shorter[k]) for k in single), "must be able to fail"
+
+    import torch.distributed.run as trun
+
+    from fmhub.cli import main
+
+    seen = []
+    monkeypatch.setattr(trun, "run", seen.append)
+    command = worker.cli_args(out / "train.jsonl", out / "cli-launched")
+    assert main([*command[:2], "--nproc-per-node", "2", *command[2:]]) == 0
+    (args,) = seen
+    assert args.nproc_per_node == "2" and args.standalone and args.max_restarts == 0
+    assert (args.module, args.training_script) == (True, "fmhub")
+    assert args.training_script_args == command
+    assert not (out / "cli-launched").exists()  # the launcher itself trains nothing
 
 
 def toy_lines(path: Path, n: int) -> Path:
@@ -428,7 +436,7 @@ def test_resume_refuses_another_world_size(tmp_path, toy_hub):
 
 def test_a_failed_launch_names_the_rank(monkeypatch):
     """What torchrun reports when a worker fails becomes one DistributedError naming the rank (the
-    launch itself is exercised by the CLI tests above)."""
+    launch itself is exercised by the prediction test above)."""
     import torch.distributed.run as trun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 

@@ -136,6 +136,39 @@ def hf(out: Path, model_dir: str) -> None:
     dump(out, "hf", model)
 
 
+def cli_args(train: Path, output: Path) -> list[str]:
+    """``fmhub finetune`` of toy:embed with BitFit and the TOY settings (no PEFT to import)."""
+    cfg = [f"-c{k}={json.dumps(v)}" for k, v in TOY.items() if k not in ("method", "progress")]
+    return [
+        "finetune",
+        "toy:embed",
+        "--train",
+        str(train),
+        "--output",
+        str(output),
+        "--method",
+        "bitfit",
+        "-q",
+        *cfg,
+    ]
+
+
+def cli(out: Path) -> None:
+    """``fmhub finetune`` through the real CLI on each rank, as the processes torchrun starts for
+    ``--nproc-per-node`` run it (OUT/train.jsonl, written before the launch, to OUT/cli). Each
+    rank's stdout and exit code go to cli.rankR.stdout and cli.rankR.rc."""
+    import contextlib
+    import io
+
+    from fmhub.cli import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main(cli_args(out / "train.jsonl", out / "cli"))
+    (out / f"cli.rank{RANK}.stdout").write_text(printed.getvalue())
+    (out / f"cli.rank{RANK}.rc").write_text(str(rc))
+
+
 def die(out: Path) -> None:
     """Rank 1 exits (code 17) in step 4; the others write their error and how long they took to
     see it (died.rankR.txt, died.rankR.seconds), then raise it. The last scenario of a launch."""
@@ -157,6 +190,8 @@ if __name__ == "__main__":
             toy(out)
         elif scenario == "hf":
             hf(out, sys.argv[3])
+        elif scenario == "cli":
+            cli(out)
         elif scenario == "die":
             die(out)
         else:

@@ -1,11 +1,13 @@
 """``fmhub generate`` streams a continuation; ``fmhub chat`` keeps the conversation and ends at
-end of input (Ctrl-D); stdin piped, in process and as a real subprocess."""
+end of input (Ctrl-D); stdin piped, in process. The real stdin pipe of a fresh ``fmhub chat``
+process is tests/test_cli.py's test_chat_as_a_subprocess_with_stdin_piped (a library-free
+generative plugin: the chat loop is the core's, and a fresh process importing Transformers costs
+seconds)."""
 
 from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -89,22 +91,8 @@ def test_chat_keeps_the_conversation_and_ends_at_end_of_input(tiny_zoo, capsys, 
     ]
 
 
-def test_chat_as_a_subprocess_with_stdin_piped(tiny_zoo):
-    proc = subprocess.run(
-        [sys.executable, "-m", "fmhub", "chat", str(ROOT / "llama-lm"), "-o", "max_new_tokens=4"],
-        input="Hello\nBye\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ),
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("\n") == 2
-
-
 def test_chat_with_a_model_without_a_chat_template_is_a_clear_error(tiny_zoo, capsys, monkeypatch):
-    """In process: the subprocess above already covers the real stdin pipe."""
+    """In process: tests/test_cli.py's subprocess test covers the real stdin pipe."""
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n"))
     assert main(["chat", str(ROOT / "gpt2-lm")]) == 1
     assert "no chat template" in capsys.readouterr().err
