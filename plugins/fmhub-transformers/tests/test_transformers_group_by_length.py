@@ -57,27 +57,26 @@ def test_text_batches_are_grouped_by_token_count(folder):
 
 
 def test_grouped_fine_tuning_learns_as_well(folder):
-    """4 epochs at 1.5e-3 (was 6 at 1e-3): plain batches reach 0.97, grouped 0.98; a grouping
-    that kept one longest-first batch order every epoch drops to 0.89 and fails (checked)."""
+    """4 epochs at 1.5e-3, one seed: plain batches reach 0.96, grouped 0.99; a grouping that kept
+    one longest-first batch order every epoch drops to 0.88 and fails (checked). Every seed of 0,
+    1, 2 tells them apart (grouped minus plain: +0.025, 0, -0.0125; broken minus plain: -0.0875,
+    -0.0625, -0.0375), so one seed does what the average of two did, for half the training."""
     train, held = labelled(240, 1), labelled(80, 2)
     acc = {}
     for grouped in (None, False):
-        scores = []
-        for seed in (0, 1):
-            model = fmhub.load(str(folder))
-            fmhub.finetune(
-                model,
-                train,
-                method="full",
-                epochs=4,
-                batch_size=8,
-                learning_rate=1.5e-3,
-                group_by_length=grouped,
-                seed=seed,
-                progress=False,
-            )
-            preds = model.predict([x for x, _ in held], progress=False)
-            scores.append(sum(p.label == y for p, (_, y) in zip(preds, held)) / len(held))
-        acc[grouped] = sum(scores) / len(scores)
+        model = fmhub.load(str(folder))
+        fmhub.finetune(
+            model,
+            train,
+            method="full",
+            epochs=4,
+            batch_size=8,
+            learning_rate=1.5e-3,
+            group_by_length=grouped,
+            seed=0,
+            progress=False,
+        )
+        preds = model.predict([x for x, _ in held], progress=False)
+        acc[grouped] = sum(p.label == y for p, (_, y) in zip(preds, held)) / len(held)
     assert acc[False] > 0.9, acc
     assert acc[None] >= acc[False] - 0.03, acc

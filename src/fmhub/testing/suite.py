@@ -313,12 +313,16 @@ def check_different_inputs_differ(case: ConformanceCase, model: Any) -> None:
     )
 
 
-def check_labels_match_outputs(case: ConformanceCase, model: Any) -> None:
+def check_labels_match_outputs(
+    case: ConformanceCase, model: Any, results: list[Any] | None = None
+) -> None:
     """A classifier's ``len(model.labels)`` equals the size of its output (one logit per label),
-    and every result names one of its labels."""
+    and every result names one of its labels. ``results``: what ``model`` just predicted for
+    ``case.inputs``, when the caller has them (else they are predicted here)."""
     if model.task != "classification":
         return
-    results = predict(model, case)
+    if results is None:
+        results = predict(model, case)
     raw = raw_outputs(model, list(case.inputs[:2]), case.call_options)
     size = None if raw is None else raw.shape[-1]
     indices = {t.index for r in results for t in r.top_k}
@@ -471,17 +475,12 @@ def check_finetune(case: ConformanceCase, tmp_path: Path) -> None:
         assert not inside, f"{case.model}: {method}'s default targets wrap the head: {inside}"
     assert model.adapter is None and model.labels != tuple(labels), "a plan changed the model"
     train = [(x, labels[i % 2]) for i, x in enumerate(case.inputs)]
-    import torch
-
-    reference = load_case(case)
-    torch.manual_seed(0)  # the seed fmhub.finetune attaches its head with: the same fresh head
-    reference.attach_head(labels)
-    before = predict(reference, case)
     result = _three_lora_steps(model, train, tmp_path)
     assert model.task == "classification" and model.labels == tuple(labels)
     assert isinstance(model.adapter, fmhub.Adapter) and model.adapter.method == "lora"
-    check_labels_match_outputs(case, model)
     after = predict(model, case)
+    check_labels_match_outputs(case, model, after)
+    before = _before_training(case, model, labels)
     moved = [
         n
         for n, p in model.module.named_parameters()
@@ -498,6 +497,23 @@ def check_finetune(case: ConformanceCase, tmp_path: Path) -> None:
     again = fmhub.load(str(result.adapter_path), **case.options)
     assert again.labels == tuple(labels) and again.adapter is not None
     assert_results_close(predict(again, case), after, max(case.atol, 1e-5))
+
+
+def _before_training(case: ConformanceCase, model: Any, labels: list[str]) -> list[Any]:
+    """The predictions ``model`` made before its LoRA steps: the base model with the fresh head
+    ``fmhub.finetune`` attached (seed 0). PEFT keeps both (LoRA's B starts at zero, the trained
+    head is a copy of the fresh one), so they are the predictions with the adapter switched off;
+    without PEFT, those of a fresh model given the same seeded head."""
+    peft = model.adapter.peft
+    if peft is not None:
+        with peft.disable_adapter():
+            return predict(model, case)
+    import torch
+
+    reference = load_case(case)
+    torch.manual_seed(0)  # the seed fmhub.finetune attaches its head with: the same fresh head
+    reference.attach_head(labels)
+    return predict(reference, case)
 
 
 def _three_lora_steps(model: Any, train: list, tmp_path: Path) -> Any:
