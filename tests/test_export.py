@@ -349,7 +349,7 @@ def test_bert_export_fuses_attention_for_onnxruntime(bert, lora_classifier):
     import onnx
 
     tt, model, fused = bert.tt, bert.model, bert.out
-    plain = lora_classifier.out  # the same encoder exported with fuse=False
+    plain = lora_classifier.out  # the same tiny BERT, LoRA-tuned to a classifier, fuse=False
     ops = {
         name: collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node)
         for name, out in (("f", fused), ("p", plain))
