@@ -253,6 +253,16 @@ EXPORT_SIZES = {
 }
 
 
+@pytest.fixture(scope="module")
+def one_torchlib_registry():
+    """The export cases share torch's table of ONNX translations, which torch otherwise rebuilds
+    for each export (~0.5 s of CPU); each export still runs everything else."""
+    from fmhub.testing.exporting import shared_torchlib_registry
+
+    with shared_torchlib_registry():
+        yield
+
+
 @pytest.mark.parametrize(
     "arch,task,repo",
     [  # transcription from a local folder; classification from the (offline) hub
@@ -261,7 +271,7 @@ EXPORT_SIZES = {
     ],
     ids=["hubert-ctc-local", "hf:tiny-org/wavlm-ks-export"],
 )
-def test_layer_norm_models_export_to_onnx(arch, task, repo, tmp_path):
+def test_layer_norm_models_export_to_onnx(arch, task, repo, tmp_path, one_torchlib_registry):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from fmhub_transformers.testing import build_tiny_audio, install_in_hub_cache

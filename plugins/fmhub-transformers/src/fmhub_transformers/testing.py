@@ -248,6 +248,7 @@ def build_tiny_model(
     pooling: str | Sequence[str] | None = None,
     normalize: bool = False,
     max_seq_length: int | None = None,
+    sizes: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny random-weight checkpoint of ``arch`` for ``task`` into ``dest``; return it.
 
@@ -261,6 +262,8 @@ def build_tiny_model(
         ``"cls"``, ``"max"``... or several).
     :param normalize: With ``pooling``, add a ``Normalize`` module.
     :param max_seq_length: With ``pooling``, the ``sentence_bert_config.json`` maximum length.
+    :param sizes: Config overrides (e.g. ``{"num_hidden_layers": 1}`` where a test's cost grows
+        with the depth, as an ONNX export's does).
     """
     import torch
     import transformers
@@ -277,6 +280,8 @@ def build_tiny_model(
     if labels is None:
         labels = _DEFAULT_LABELS.get(task)
     config = _config(arch, tokenizer, task, labels if task in _DEFAULT_LABELS else None)
+    for key, value in (sizes or {}).items():
+        setattr(config, key, value)
     torch.manual_seed(seed)
     model = getattr(transformers, _MODEL_CLASSES[task]).from_config(config).eval()
     _save_quietly(model, dest)
