@@ -129,14 +129,8 @@ def ranks(tmp_path_factory):
     return out, bert, procs, outs
 
 
-@pytest.fixture(scope="module")
-def toy_runs(ranks):
-    """The output folder of the 2-rank launch and the tiny BERT's folder (or None)."""
-    return ranks[0], ranks[1]
-
-
-def test_two_ranks_equal_one_process_and_each_other(toy_runs, toy_hub):
-    toy_run = toy_runs[0]
+def test_two_ranks_equal_one_process_and_each_other(ranks, toy_hub):
+    toy_run = ranks[0]
     a0, a1 = weights(toy_run, "a", 0), weights(toy_run, "a", 1)
     assert_close(a0, a1, 0.0)  # bit-identical on every rank
     from fmhub.finetuning.adapter import trainable_state
@@ -162,8 +156,8 @@ def test_two_ranks_equal_one_process_and_each_other(toy_runs, toy_hub):
     assert abs(h0["history"][-1]["loss"] - ev["loss"]) < 1e-5
 
 
-def test_only_rank_zero_wrote_and_the_adapter_loads(toy_runs, toy_hub):
-    toy_run = toy_runs[0]
+def test_only_rank_zero_wrote_and_the_adapter_loads(ranks, toy_hub):
+    toy_run = ranks[0]
     folder = toy_run / "a" / "adapter"
     assert (folder / "fmhub.json").is_file() and (toy_run / "a" / "checkpoint").is_dir()
     state = json.loads((toy_run / "a" / "checkpoint" / "state.json").read_text())
@@ -178,16 +172,16 @@ def test_only_rank_zero_wrote_and_the_adapter_loads(toy_runs, toy_hub):
     )
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(toy_runs):
-    toy_run = toy_runs[0]
+def test_interrupted_then_resumed_equals_uninterrupted(ranks):
+    toy_run = ranks[0]
     info = json.loads((toy_run / "b.rank0.json").read_text())
     assert info == {"steps": 32, "resumed_from": 8}
     for rank in (0, 1):
         assert_close(weights(toy_run, "b", rank), weights(toy_run, "a", 0), 0.0)
 
 
-def test_nan_on_one_rank_stops_every_rank_before_the_update(toy_runs, toy_hub):
-    toy_run = toy_runs[0]
+def test_nan_on_one_rank_stops_every_rank_before_the_update(ranks, toy_hub):
+    toy_run = ranks[0]
     after_two = one_process(worker.toy_data(256, 0), max_steps=2)
     for rank in (0, 1):
         assert_close(weights(toy_run, "nan", rank), after_two, 1e-5)
@@ -209,8 +203,8 @@ def test_a_dead_rank_stops_the_others_with_an_error(ranks):
     assert waited < 100
 
 
-def test_transformers_lora_two_ranks_equal_one_process(toy_runs):
-    out, bert = toy_runs
+def test_transformers_lora_two_ranks_equal_one_process(ranks):
+    out, bert = ranks[:2]
     if bert is None:
         pytest.skip("needs fmhub-transformers and peft")
     from fmhub.finetuning.adapter import trainable_state

@@ -358,12 +358,8 @@ class OrtRunner:
             "CUDAExecutionProvider" in ort.get_available_providers()
         ):
             providers.insert(0, "CUDAExecutionProvider")
-        if providers == ["CPUExecutionProvider"]:
-            self.session = ort.InferenceSession(
-                cpu_graph(file), session_options(), providers=providers
-            )
-        else:
-            self.session = ort.InferenceSession(str(file), session_options(), providers=providers)
+        graph = cpu_graph(file) if providers == ["CPUExecutionProvider"] else str(file)
+        self.session = ort.InferenceSession(graph, session_options(), providers=providers)
         self.input_names = list(input_names)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.pack = pack
